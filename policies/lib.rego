@@ -1,0 +1,96 @@
+# Helpers shared by the default library. This package classifies nothing itself.
+package driftwarden.lib
+
+# Tuning parameters from data.driftwarden.config (policies/data.json). A missing file or key
+# falls back to the defaults in each rule, chosen so that nothing becomes safe by accident.
+default config := {}
+
+config := data.driftwarden.config
+
+param(key, fallback) := object.get(config, key, fallback)
+
+is_kubernetes if input.provider == "kubernetes"
+
+is_aws if input.provider in {"terraform", "ec2"}
+
+obj(x) := x if is_object(x)
+
+obj(x) := {} if not is_object(x)
+
+arr(x) := x if is_array(x)
+
+arr(x) := [] if not is_array(x)
+
+last(xs) := xs[count(xs) - 1]
+
+# matches_any(key, patterns): key equals a pattern, or a pattern ends in "*" and key starts with
+# the text before it.
+matches_any(key, patterns) if key in patterns
+
+matches_any(key, patterns) if {
+	some p in patterns
+	endswith(p, "*")
+	startswith(key, trim_suffix(p, "*"))
+}
+
+# Every node a drift introduced: each value inside a change's live side that the change's desired
+# side does not hold at the same place (walk paths: array indices are numbers).
+#   path:    the change's JSON pointer (what a finding's "path" should name)
+#   segs:    the node's full path from the object root
+#   value:   the live value there
+#   desired: [the desired value there], or [] when desired has nothing there
+#   root:    true for the change's own value (the node at the change's path)
+nodes contains node if {
+	some change in input.changes
+	dmap := {p: v | walk(change.desired, [p, v])}
+	walk(change.live, [p, v])
+	not dmap[p] == v
+	node := {
+		"path": change.path,
+		"segs": array.concat(change.parts, p),
+		"value": v,
+		"desired": [x | x := dmap[p]],
+		"root": count(p) == 0,
+	}
+}
+
+# The lists of a pod spec that hold containers.
+container_lists := {"containers", "initContainers", "ephemeralContainers"}
+
+# in_container(segs, field): segs points at or below field `field` of a container.
+in_container(segs, field) if {
+	some k, list in segs
+	list in container_lists
+	is_number(segs[k + 1])
+	segs[k + 2] == field
+}
+
+# changed_keys(change, field): the keys of metadata.<field> (labels, annotations) a change
+# touches, whether it names one key or the whole map.
+changed_keys(change, field) := {change.parts[2]} if {
+	count(change.parts) == 3
+	change.parts[0] == "metadata"
+	change.parts[1] == field
+}
+
+changed_keys(change, field) := keys if {
+	change.parts == ["metadata", field]
+	keys := map_diff(obj(change.desired), obj(change.live))
+}
+
+# map_diff(a, b): keys whose values differ between two maps (present in one only included).
+map_diff(a, b) := {k | some k, _ in object.union(a, b); not a[k] == b[k]}
+
+# hpa_managed: a HorizontalPodAutoscaler (or KEDA ScaledObject) scales this object.
+hpa_managed if input.resource.ref in input.related.hpa_targets
+
+# tag_map(x): tags of an object as one map: Terraform's tags map or EC2's [{Key, Value}] list.
+tag_map(x) := tags if {
+	tags := obj(x).tags
+	is_object(tags)
+}
+
+tag_map(x) := {t.Key: t.Value | some t in arr(o.Tags)} if {
+	o := obj(x)
+	not is_object(o.tags)
+}

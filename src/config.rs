@@ -1,0 +1,909 @@
+//! The config file (`driftwarden.yaml`), parsed in two stages.
+//!
+//! Stage one parses YAML into a positioned node tree ([`crate::yaml`]); stage two walks it into
+//! the typed [`Config`], collecting every problem (unknown key, wrong type, missing field, bad
+//! value) with its line and column instead of stopping at the first. Nothing here touches the
+//! network or the targets; relative paths are resolved against the config file's directory.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::diff::{IgnoreRule, Tracking};
+use crate::model::Mode;
+use crate::yaml::{self, Node, NodeKind};
+
+/// The config the offline demo runs with when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../fixtures/demo/driftwarden.yaml");
+
+/// Name shown for the embedded default in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default: fixtures/demo/driftwarden.yaml>";
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub issues: Vec<Issue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "invalid config {}: {n} problem{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for i in &self.issues {
+            write!(f, "\n  {}:{}:{}: {}", self.file, i.line, i.col, i.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub source: String,
+    pub policies: PolicySettings,
+    pub output: OutputSettings,
+    pub targets: Vec<Target>,
+}
+
+/// Where policies come from.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub dirs: Vec<PolicyDirSetting>,
+    pub data: Vec<PathBuf>,
+}
+
+/// One policy directory.
+#[derive(Debug, Clone)]
+pub struct PolicyDirSetting {
+    pub path: PathBuf,
+    pub rego_v0: bool,
+}
+
+/// Report output settings; command-line flags override them.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub format: String,
+    pub file: Option<PathBuf>,
+    pub color: ColorChoice,
+    pub show_diff: bool,
+}
+
+/// When to colour human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// One thing to reconcile: a desired source and a live source.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub mode: Mode,
+    /// Cluster name used in resource ids and fingerprints.
+    pub cluster: String,
+    /// Namespace given to namespaced objects that name none.
+    pub namespace: String,
+    pub desired: DesiredSource,
+    pub live: LiveSource,
+    pub tracking: Option<Tracking>,
+    pub unmanaged_namespaces: Vec<String>,
+    pub ignore: Vec<IgnoreRule>,
+    pub strict: bool,
+    /// Config line of the target, for messages.
+    pub line: usize,
+}
+
+/// Where desired manifests come from.
+#[derive(Debug, Clone)]
+pub struct DesiredSource {
+    pub location: DesiredLocation,
+    /// Subdirectory inside the repository or directory.
+    pub path: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub render: Option<Render>,
+}
+
+/// A Git repository or a plain directory.
+#[derive(Debug, Clone)]
+pub enum DesiredLocation {
+    Git(GitSource),
+    Dir(PathBuf),
+}
+
+/// A Git repository read at a ref, never checked out.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    /// A local path or a URL (`https://`, `ssh://`, `git@host:path`, `file://`).
+    pub repo: String,
+    /// Branch, tag or commit; default `HEAD`.
+    pub reference: String,
+    /// Environment variable holding an HTTPS token.
+    pub token_env: Option<String>,
+    /// SSH private key file; otherwise the SSH agent is asked.
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// Renderers run over the desired tree (like Argo CD does).
+#[derive(Debug, Clone)]
+pub enum Render {
+    Helm {
+        release: String,
+        values: Vec<String>,
+        namespace: Option<String>,
+    },
+    Kustomize,
+}
+
+/// Where live objects come from.
+#[derive(Debug, Clone)]
+pub enum LiveSource {
+    /// A directory of `kubectl get -o yaml|json` files.
+    Snapshot(PathBuf),
+}
+
+struct Walker {
+    issues: Vec<Issue>,
+}
+
+impl Walker {
+    fn err(&mut self, n: &Node, msg: impl Into<String>) {
+        self.issues.push(Issue {
+            line: n.line,
+            col: n.col,
+            message: msg.into(),
+        });
+    }
+
+    /// Checks `n` is a mapping with only `allowed` keys; returns its entries.
+    fn map<'a>(&mut self, n: &'a Node, what: &str, allowed: &[&str]) -> Vec<(String, &'a Node)> {
+        let Some(entries) = n.entries() else {
+            self.err(n, format!("{what}: expected a mapping, found {}", n.type_name()));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let key = yaml::key_string(k);
+            if !allowed.contains(&key.as_str()) {
+                let hint = closest(&key, allowed)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.err(
+                    k,
+                    format!(
+                        "{what}: unknown key `{key}`{hint}; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            out.push((key, v));
+        }
+        out
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match &n.kind {
+            NodeKind::Scalar(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            NodeKind::Scalar(Value::String(_)) => {
+                self.err(n, format!("{what}: must not be empty"));
+                None
+            }
+            NodeKind::Scalar(Value::Number(x)) => Some(x.to_string()),
+            _ => {
+                self.err(n, format!("{what}: expected a string, found {}", n.type_name()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, n: &Node, what: &str) -> Option<bool> {
+        match &n.kind {
+            NodeKind::Scalar(Value::Bool(b)) => Some(*b),
+            _ => {
+                self.err(n, format!("{what}: expected true or false, found {}", n.type_name()));
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, n: &Node, what: &str) -> Vec<String> {
+        match &n.kind {
+            NodeKind::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.string(i, what))
+                .collect(),
+            NodeKind::Scalar(Value::String(_)) => self.string(n, what).into_iter().collect(),
+            _ => {
+                self.err(n, format!("{what}: expected a list of strings, found {}", n.type_name()));
+                Vec::new()
+            }
+        }
+    }
+
+    fn one_of(&mut self, n: &Node, what: &str, allowed: &[&str]) -> Option<String> {
+        let s = self.string(n, what)?;
+        if allowed.contains(&s.as_str()) {
+            Some(s)
+        } else {
+            self.err(
+                n,
+                format!("{what}: `{s}` is not one of: {}", allowed.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+/// The allowed key closest to a misspelled one, when close enough to suggest.
+fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(key, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .min()
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        issues: vec![Issue {
+            line: 0,
+            col: 0,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &name, &base)
+}
+
+/// The embedded default config (the offline demo), paths relative to the working directory.
+pub fn embedded_default() -> Result<Config, ConfigError> {
+    parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, Path::new("fixtures/demo"))
+}
+
+/// Parses config text; `base` resolves relative paths.
+pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+    let doc = yaml::parse_single(text).map_err(|e| ConfigError {
+        file: name.to_string(),
+        issues: vec![Issue {
+            line: e.line,
+            col: e.col,
+            message: format!("not valid YAML: {}", e.message),
+        }],
+    })?;
+    let mut w = Walker { issues: Vec::new() };
+    let cfg = walk_root(&mut w, &doc.root, name, base);
+    if w.issues.is_empty() {
+        Ok(cfg)
+    } else {
+        w.issues.sort_by_key(|i| (i.line, i.col));
+        Err(ConfigError {
+            file: name.to_string(),
+            issues: w.issues,
+        })
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
+    let mut cfg = Config {
+        source: name.to_string(),
+        policies: PolicySettings {
+            dirs: vec![PolicyDirSetting {
+                path: PathBuf::from("policies"),
+                rego_v0: false,
+            }],
+            data: Vec::new(),
+        },
+        output: OutputSettings {
+            format: "table".to_string(),
+            file: None,
+            color: ColorChoice::Auto,
+            show_diff: true,
+        },
+        targets: Vec::new(),
+    };
+    let mut global_ignore = Vec::new();
+    let mut targets_node = None;
+    for (k, v) in w.map(
+        root,
+        "config",
+        &["version", "policies", "output", "ignore", "targets"],
+    ) {
+        match k.as_str() {
+            "version" => {
+                if !matches!(&v.kind, NodeKind::Scalar(Value::Number(n)) if n.as_u64() == Some(1))
+                {
+                    w.err(v, "version: only version 1 is supported");
+                }
+            }
+            "policies" => cfg.policies = walk_policies(w, v, base),
+            "output" => cfg.output = walk_output(w, v, base, cfg.output.clone()),
+            "ignore" => global_ignore = walk_ignores(w, v, "ignore"),
+            "targets" => targets_node = Some(v),
+            _ => {}
+        }
+    }
+    match targets_node {
+        None => w.err(root, "config: `targets` is required (a list of targets)"),
+        Some(t) => match &t.kind {
+            NodeKind::Seq(items) if !items.is_empty() => {
+                let mut seen = BTreeSet::new();
+                for item in items {
+                    if let Some(mut target) = walk_target(w, item, base) {
+                        if !seen.insert(target.name.clone()) {
+                            w.err(item, format!("targets: duplicate target name `{}`", target.name));
+                        }
+                        let mut rules = global_ignore.clone();
+                        rules.append(&mut target.ignore);
+                        target.ignore = rules;
+                        cfg.targets.push(target);
+                    }
+                }
+            }
+            _ => w.err(t, "targets: expected a non-empty list of targets"),
+        },
+    }
+    cfg
+}
+
+fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
+    let mut out = PolicySettings {
+        dirs: Vec::new(),
+        data: Vec::new(),
+    };
+    for (k, v) in w.map(n, "policies", &["dirs", "data"]) {
+        match k.as_str() {
+            "dirs" => {
+                let NodeKind::Seq(items) = &v.kind else {
+                    w.err(v, "policies.dirs: expected a list");
+                    continue;
+                };
+                for item in items {
+                    match &item.kind {
+                        NodeKind::Map(_) => {
+                            let mut path = None;
+                            let mut v0 = false;
+                            for (k2, v2) in w.map(item, "policies.dirs[]", &["path", "rego_v0"]) {
+                                match k2.as_str() {
+                                    "path" => path = w.string(v2, "policies.dirs[].path"),
+                                    "rego_v0" => {
+                                        v0 = w.boolean(v2, "policies.dirs[].rego_v0").unwrap_or(false)
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            match path {
+                                Some(p) => out.dirs.push(PolicyDirSetting {
+                                    path: resolve(base, &p),
+                                    rego_v0: v0,
+                                }),
+                                None => w.err(item, "policies.dirs[]: `path` is required"),
+                            }
+                        }
+                        _ => {
+                            if let Some(p) = w.string(item, "policies.dirs[]") {
+                                out.dirs.push(PolicyDirSetting {
+                                    path: resolve(base, &p),
+                                    rego_v0: false,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            "data" => {
+                out.data = w
+                    .strings(v, "policies.data")
+                    .iter()
+                    .map(|p| resolve(base, p))
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    if out.dirs.is_empty() {
+        out.dirs.push(PolicyDirSetting {
+            path: PathBuf::from("policies"),
+            rego_v0: false,
+        });
+    }
+    out
+}
+
+fn walk_output(w: &mut Walker, n: &Node, base: &Path, mut out: OutputSettings) -> OutputSettings {
+    for (k, v) in w.map(n, "output", &["format", "file", "color", "show_diff"]) {
+        match k.as_str() {
+            "format" => {
+                if let Some(f) = w.one_of(v, "output.format", &["table", "json", "markdown"]) {
+                    out.format = f;
+                }
+            }
+            "file" => out.file = w.string(v, "output.file").map(|p| resolve(base, &p)),
+            "color" => {
+                out.color = match w
+                    .one_of(v, "output.color", &["auto", "always", "never"])
+                    .as_deref()
+                {
+                    Some("always") => ColorChoice::Always,
+                    Some("never") => ColorChoice::Never,
+                    _ => ColorChoice::Auto,
+                }
+            }
+            "show_diff" => out.show_diff = w.boolean(v, "output.show_diff").unwrap_or(true),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn walk_ignores(w: &mut Walker, n: &Node, what: &str) -> Vec<IgnoreRule> {
+    let NodeKind::Seq(items) = &n.kind else {
+        w.err(n, format!("{what}: expected a list of rules"));
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut rule = IgnoreRule {
+            name: format!("{what}[{i}]"),
+            ..IgnoreRule::default()
+        };
+        for (k, v) in w.map(
+            item,
+            &format!("{what}[{i}]"),
+            &["name", "kinds", "names", "namespaces", "pointers", "managers"],
+        ) {
+            let field = format!("{what}[{i}].{k}");
+            match k.as_str() {
+                "name" => {
+                    if let Some(s) = w.string(v, &field) {
+                        rule.name = s;
+                    }
+                }
+                "kinds" => rule.kinds = w.strings(v, &field),
+                "names" => rule.name_glob = w.string(v, &field),
+                "namespaces" => rule.namespace_glob = w.string(v, &field),
+                "pointers" => {
+                    rule.pointers = w.strings(v, &field);
+                    for p in &rule.pointers {
+                        if !p.starts_with('/') {
+                            w.err(v, format!("{field}: `{p}` is not a JSON pointer (it must start with `/`)"));
+                        }
+                    }
+                }
+                "managers" => rule.managers = w.strings(v, &field),
+                _ => {}
+            }
+        }
+        for (label, glob) in [("names", &rule.name_glob), ("namespaces", &rule.namespace_glob)] {
+            if let Some(g) = glob {
+                if let Err(e) = globset::Glob::new(g) {
+                    w.err(item, format!("{what}[{i}].{label}: invalid glob `{g}`: {e}"));
+                }
+            }
+        }
+        if rule.pointers.is_empty() && rule.managers.is_empty() {
+            w.err(
+                item,
+                format!("{what}[{i}]: a rule needs `pointers` or `managers` (what to ignore)"),
+            );
+        }
+        rules.push(rule);
+    }
+    rules
+}
+
+fn parse_selector(w: &mut Walker, n: &Node, what: &str) -> Option<String> {
+    let s = w.string(n, what)?;
+    let key = s.split('=').next().unwrap_or("");
+    if key.is_empty() || s.matches('=').count() > 1 {
+        w.err(n, format!("{what}: expected `key` or `key=value`, found `{s}`"));
+        return None;
+    }
+    Some(s)
+}
+
+fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
+    let mut name = None;
+    let mut mode = Mode::default();
+    let mut cluster = None;
+    let mut namespace = "default".to_string();
+    let mut desired = None;
+    let mut live = None;
+    let mut tracking: Option<Tracking> = None;
+    let mut unmanaged_namespaces = Vec::new();
+    let mut ignore = Vec::new();
+    let mut strict = false;
+    for (k, v) in w.map(
+        n,
+        "targets[]",
+        &[
+            "name",
+            "mode",
+            "cluster",
+            "namespace",
+            "desired",
+            "live",
+            "tracking",
+            "unmanaged_namespaces",
+            "ignore",
+            "strict",
+        ],
+    ) {
+        match k.as_str() {
+            "name" => {
+                name = w.string(v, "targets[].name");
+                if let Some(nm) = &name {
+                    if !nm
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    {
+                        w.err(v, format!("targets[].name: `{nm}` may only hold letters, digits, `-`, `_` and `.` (it names Git branches)"));
+                    }
+                }
+            }
+            "mode" => {
+                mode = match w
+                    .one_of(v, "targets[].mode", &["observe", "recommend", "autocorrect"])
+                    .as_deref()
+                {
+                    Some("observe") => Mode::Observe,
+                    Some("autocorrect") => Mode::Autocorrect,
+                    _ => Mode::Recommend,
+                }
+            }
+            "cluster" => cluster = w.string(v, "targets[].cluster"),
+            "namespace" => {
+                if let Some(s) = w.string(v, "targets[].namespace") {
+                    namespace = s;
+                }
+            }
+            "desired" => desired = walk_desired(w, v, base),
+            "live" => live = walk_live(w, v, base),
+            "tracking" => {
+                let mut t = Tracking::default();
+                for (k2, v2) in w.map(v, "targets[].tracking", &["label", "annotation"]) {
+                    match k2.as_str() {
+                        "label" => t.label = parse_selector(w, v2, "targets[].tracking.label"),
+                        "annotation" => {
+                            t.annotation = parse_selector(w, v2, "targets[].tracking.annotation")
+                        }
+                        _ => {}
+                    }
+                }
+                tracking = Some(t);
+            }
+            "unmanaged_namespaces" => {
+                unmanaged_namespaces = w.strings(v, "targets[].unmanaged_namespaces")
+            }
+            "ignore" => ignore = walk_ignores(w, v, "targets[].ignore"),
+            "strict" => strict = w.boolean(v, "targets[].strict").unwrap_or(false),
+            _ => {}
+        }
+    }
+    if name.is_none() {
+        w.err(n, "targets[]: `name` is required");
+    }
+    if desired.is_none() {
+        w.err(n, "targets[]: `desired` is required");
+    }
+    if live.is_none() {
+        w.err(n, "targets[]: `live` is required");
+    }
+    let name = name?;
+    Some(Target {
+        cluster: cluster.unwrap_or_else(|| name.clone()),
+        name,
+        mode,
+        namespace,
+        desired: desired?,
+        live: live?,
+        tracking,
+        unmanaged_namespaces,
+        ignore,
+        strict,
+        line: n.line,
+    })
+}
+
+fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> {
+    let mut location = None;
+    let mut path = String::new();
+    let mut include = Vec::new();
+    let mut exclude = Vec::new();
+    let mut render = None;
+    let mut count = 0;
+    for (k, v) in w.map(
+        n,
+        "targets[].desired",
+        &["git", "dir", "path", "include", "exclude", "helm", "kustomize"],
+    ) {
+        match k.as_str() {
+            "git" => {
+                count += 1;
+                location = walk_git(w, v, base).map(DesiredLocation::Git);
+            }
+            "dir" => {
+                count += 1;
+                location = w
+                    .string(v, "targets[].desired.dir")
+                    .map(|p| DesiredLocation::Dir(resolve(base, &p)));
+            }
+            "path" => {
+                if let Some(p) = w.string(v, "targets[].desired.path") {
+                    if p.split('/').any(|s| s == "..") || p.starts_with('/') {
+                        w.err(v, "targets[].desired.path: must be a relative path inside the source, without `..`");
+                    }
+                    path = p.trim_matches('/').to_string();
+                }
+            }
+            "include" => {
+                include = w.strings(v, "targets[].desired.include");
+                check_globs(w, v, "targets[].desired.include", &include);
+            }
+            "exclude" => {
+                exclude = w.strings(v, "targets[].desired.exclude");
+                check_globs(w, v, "targets[].desired.exclude", &exclude);
+            }
+            "helm" => {
+                let mut release = "release".to_string();
+                let mut values = Vec::new();
+                let mut namespace = None;
+                for (k2, v2) in w.map(
+                    v,
+                    "targets[].desired.helm",
+                    &["release", "values", "namespace"],
+                ) {
+                    match k2.as_str() {
+                        "release" => {
+                            if let Some(r) = w.string(v2, "targets[].desired.helm.release") {
+                                release = r;
+                            }
+                        }
+                        "values" => values = w.strings(v2, "targets[].desired.helm.values"),
+                        "namespace" => {
+                            namespace = w.string(v2, "targets[].desired.helm.namespace")
+                        }
+                        _ => {}
+                    }
+                }
+                if render.is_some() {
+                    w.err(v, "targets[].desired: `helm` and `kustomize` exclude each other");
+                }
+                render = Some(Render::Helm {
+                    release,
+                    values,
+                    namespace,
+                });
+            }
+            "kustomize" => {
+                if w.boolean(v, "targets[].desired.kustomize") == Some(true) {
+                    if render.is_some() {
+                        w.err(v, "targets[].desired: `helm` and `kustomize` exclude each other");
+                    }
+                    render = Some(Render::Kustomize);
+                }
+            }
+            _ => {}
+        }
+    }
+    if count != 1 {
+        w.err(n, "targets[].desired: give exactly one of `git` or `dir`");
+        return None;
+    }
+    if include.is_empty() {
+        include = vec![
+            "**/*.yaml".to_string(),
+            "**/*.yml".to_string(),
+            "**/*.json".to_string(),
+        ];
+    }
+    Some(DesiredSource {
+        location: location?,
+        path,
+        include,
+        exclude,
+        render,
+    })
+}
+
+fn check_globs(w: &mut Walker, n: &Node, what: &str, globs: &[String]) {
+    for g in globs {
+        if let Err(e) = globset::Glob::new(g) {
+            w.err(n, format!("{what}: invalid glob `{g}`: {e}"));
+        }
+    }
+}
+
+fn walk_git(w: &mut Walker, n: &Node, base: &Path) -> Option<GitSource> {
+    let mut repo = None;
+    let mut reference = "HEAD".to_string();
+    let mut token_env = None;
+    let mut ssh_key = None;
+    for (k, v) in w.map(
+        n,
+        "targets[].desired.git",
+        &["repo", "ref", "token_env", "ssh_key"],
+    ) {
+        match k.as_str() {
+            "repo" => repo = w.string(v, "targets[].desired.git.repo"),
+            "ref" => {
+                if let Some(r) = w.string(v, "targets[].desired.git.ref") {
+                    reference = r;
+                }
+            }
+            "token_env" => token_env = w.string(v, "targets[].desired.git.token_env"),
+            "ssh_key" => {
+                ssh_key = w
+                    .string(v, "targets[].desired.git.ssh_key")
+                    .map(|p| resolve(base, &p))
+            }
+            _ => {}
+        }
+    }
+    let Some(repo) = repo else {
+        w.err(n, "targets[].desired.git: `repo` is required");
+        return None;
+    };
+    let repo = if is_url(&repo) {
+        repo
+    } else {
+        resolve(base, &repo).display().to_string()
+    };
+    Some(GitSource {
+        repo,
+        reference,
+        token_env,
+        ssh_key,
+    })
+}
+
+/// True for a Git URL rather than a local path.
+pub fn is_url(s: &str) -> bool {
+    s.contains("://") || (s.contains('@') && s.contains(':') && !s.starts_with('/'))
+}
+
+fn walk_live(w: &mut Walker, n: &Node, base: &Path) -> Option<LiveSource> {
+    let mut out = None;
+    for (k, v) in w.map(n, "targets[].live", &["snapshot"]) {
+        if k == "snapshot" {
+            out = w
+                .string(v, "targets[].live.snapshot")
+                .map(|p| LiveSource::Snapshot(resolve(base, &p)));
+        }
+    }
+    if out.is_none() {
+        w.err(n, "targets[].live: give `snapshot` (a directory of kubectl output)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s, "test.yaml", Path::new("/base"))
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let cfg = parse_str(
+            r#"
+version: 1
+policies:
+  dirs: [policies, {path: legacy, rego_v0: true}]
+  data: [params.json]
+output: {format: json, color: never}
+ignore:
+  - name: hpa-replicas
+    kinds: [Deployment]
+    pointers: [/spec/replicas]
+targets:
+  - name: prod
+    mode: autocorrect
+    desired:
+      git: {repo: ../gitops, ref: main, token_env: GIT_TOKEN}
+      path: apps/shop
+      exclude: ["**/kustomization.yaml"]
+    live: {snapshot: snap}
+    tracking: {label: app.kubernetes.io/managed-by=driftwarden}
+    ignore:
+      - {managers: [vpa-recommender], pointers: []}
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.targets.len(), 1);
+        let t = &cfg.targets[0];
+        assert_eq!(t.mode, Mode::Autocorrect);
+        assert_eq!(t.ignore.len(), 2);
+        assert_eq!(t.ignore[0].name, "hpa-replicas");
+        assert_eq!(t.desired.path, "apps/shop");
+        assert!(cfg.policies.dirs[1].rego_v0);
+        match &t.desired.location {
+            DesiredLocation::Git(g) => {
+                assert_eq!(g.reference, "main");
+                assert_eq!(g.repo, "/base/../gitops");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_reported_with_lines() {
+        let err = parse_str(
+            "targets:\n  - name: a\n    mood: observe\n    desired: {dir: x}\n    live: {snapshot: y}\n  - name: b\n    mode: yolo\n    desired: {dir: x}\n    live: {snapshott: y}\nextra: 1\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.issues.iter().map(|i| i.line).collect();
+        assert!(lines.contains(&3), "{err}");
+        assert!(lines.contains(&7), "{err}");
+        assert!(lines.contains(&9), "{err}");
+        assert!(lines.contains(&10), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("test.yaml:3:5: targets[]: unknown key `mood` (did you mean `mode`?)"), "{text}");
+        assert!(text.contains("`yolo` is not one of"), "{text}");
+    }
+
+    #[test]
+    fn broken_yaml_names_line() {
+        let err = parse_str("targets:\n  - name: a\n   bad: [\n").unwrap_err();
+        assert_eq!(err.issues.len(), 1);
+        assert!(err.issues[0].line >= 2, "{err}");
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = embedded_default().unwrap();
+        assert!(!cfg.targets.is_empty());
+    }
+}

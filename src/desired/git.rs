@@ -1,0 +1,258 @@
+//! Reads files from a Git tree at a ref with git2, without a checkout.
+//!
+//! Local repositories are opened in place and only their object database is read: the user's
+//! work tree, index and HEAD are never touched. Remote URLs (https with a token from an
+//! environment variable, ssh with a key or the agent, file://) are fetched into a bare cache
+//! repository under the cache directory, then read the same way.
+
+use std::path::{Path, PathBuf};
+
+use git2::{FetchOptions, Oid, RemoteCallbacks, Repository};
+use sha2::{Digest, Sha256};
+
+use crate::config::{GitSource, is_url};
+
+/// Failures reading a Git source.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot open Git repository {repo}: {message}")]
+    Open { repo: String, message: String },
+    #[error("ref `{reference}` does not exist in {repo}")]
+    RefNotFound { repo: String, reference: String },
+    #[error("path `{path}` does not exist at {reference} in {repo}")]
+    PathNotFound {
+        repo: String,
+        reference: String,
+        path: String,
+    },
+    #[error("cannot fetch {repo}: {message}")]
+    Fetch { repo: String, message: String },
+    #[error("environment variable {0} (the Git token) is not set")]
+    TokenMissing(String),
+    #[error("reading {repo}: {source}")]
+    Read {
+        repo: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
+impl GitError {
+    /// True when the error is the user's input (a wrong ref, path or repository), not a
+    /// runtime failure.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            GitError::Open { .. }
+                | GitError::RefNotFound { .. }
+                | GitError::PathNotFound { .. }
+                | GitError::TokenMissing(_)
+        )
+    }
+}
+
+/// The files found under a subdirectory at a commit.
+#[derive(Debug)]
+pub struct TreeFiles {
+    /// Full commit id.
+    pub commit: String,
+    /// (path relative to the repository root, contents), in path order.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads every blob under `subdir` at `src.reference` whose path (relative to `subdir`) passes
+/// `keep`.
+pub fn read_tree(
+    src: &GitSource,
+    subdir: &str,
+    cache_dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<TreeFiles, GitError> {
+    let repo = open(src, cache_dir)?;
+    let commit = resolve(&repo, src)?;
+    let read = |e: git2::Error| GitError::Read {
+        repo: src.repo.clone(),
+        source: e,
+    };
+    let commit_obj = repo.find_commit(commit).map_err(read)?;
+    let root = commit_obj.tree().map_err(read)?;
+    let tree = if subdir.is_empty() {
+        root
+    } else {
+        let entry = root
+            .get_path(Path::new(subdir))
+            .map_err(|_| GitError::PathNotFound {
+                repo: src.repo.clone(),
+                reference: src.reference.clone(),
+                path: subdir.to_string(),
+            })?;
+        repo.find_tree(entry.id())
+            .map_err(|_| GitError::PathNotFound {
+                repo: src.repo.clone(),
+                reference: src.reference.clone(),
+                path: subdir.to_string(),
+            })?
+    };
+    let mut found: Vec<(String, Oid)> = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            let name = entry.name().unwrap_or("");
+            let rel = format!("{dir}{name}");
+            if keep(&rel) {
+                found.push((rel, entry.id()));
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(read)?;
+    let mut files = Vec::with_capacity(found.len());
+    for (rel, oid) in found {
+        let blob = repo.find_blob(oid).map_err(read)?;
+        let full = if subdir.is_empty() {
+            rel
+        } else {
+            format!("{subdir}/{rel}")
+        };
+        files.push((full, blob.content().to_vec()));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(TreeFiles {
+        commit: commit.to_string(),
+        files,
+    })
+}
+
+fn open(src: &GitSource, cache_dir: &Path) -> Result<Repository, GitError> {
+    if !is_url(&src.repo) {
+        return Repository::open(&src.repo).map_err(|e| GitError::Open {
+            repo: src.repo.clone(),
+            message: e.message().to_string(),
+        });
+    }
+    let dir = cache_path(cache_dir, &src.repo);
+    let repo = match Repository::open_bare(&dir) {
+        Ok(r) => r,
+        Err(_) => {
+            std::fs::create_dir_all(&dir).map_err(|e| GitError::Fetch {
+                repo: src.repo.clone(),
+                message: format!("cannot create cache {}: {e}", dir.display()),
+            })?;
+            Repository::init_bare(&dir).map_err(|e| GitError::Fetch {
+                repo: src.repo.clone(),
+                message: e.message().to_string(),
+            })?
+        }
+    };
+    fetch(&repo, src)?;
+    Ok(repo)
+}
+
+/// The cache directory of one remote: named by a hash, so no credential in a URL lands in a path.
+fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
+    let digest = Sha256::digest(url.as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    cache_dir.join("repos").join(name)
+}
+
+fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
+    let token = match &src.token_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| GitError::TokenMissing(var.clone()))?),
+        None => None,
+    };
+    let ssh_key = src.ssh_key.clone();
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, username, allowed| {
+        attempts += 1;
+        if attempts > 3 {
+            return Err(git2::Error::from_str("authentication failed"));
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            if let Some(t) = &token {
+                return git2::Cred::userpass_plaintext("x-access-token", t);
+            }
+        }
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            let user = username.unwrap_or("git");
+            return match &ssh_key {
+                Some(k) => git2::Cred::ssh_key(user, None, k, None),
+                None => git2::Cred::ssh_key_from_agent(user),
+            };
+        }
+        git2::Cred::default()
+    });
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks);
+    let mut remote = repo.remote_anonymous(&src.repo).map_err(|e| GitError::Fetch {
+        repo: redact_url(&src.repo),
+        message: e.message().to_string(),
+    })?;
+    let refspecs = [
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
+        "+HEAD:refs/remotes/origin/HEAD",
+    ];
+    remote
+        .fetch(&refspecs, Some(&mut opts), None)
+        .map_err(|e| GitError::Fetch {
+            repo: redact_url(&src.repo),
+            message: e.message().to_string(),
+        })?;
+    Ok(())
+}
+
+/// Removes any user-info (a token) from a URL before it is shown.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority.len()..]),
+        None => url.to_string(),
+    }
+}
+
+fn resolve(repo: &Repository, src: &GitSource) -> Result<Oid, GitError> {
+    let not_found = || GitError::RefNotFound {
+        repo: redact_url(&src.repo),
+        reference: src.reference.clone(),
+    };
+    let r = &src.reference;
+    let candidates: Vec<String> = if is_url(&src.repo) {
+        if r == "HEAD" {
+            vec!["refs/remotes/origin/HEAD".to_string()]
+        } else {
+            vec![
+                format!("refs/remotes/origin/{r}"),
+                format!("refs/tags/{r}"),
+                r.clone(),
+            ]
+        }
+    } else {
+        vec![r.clone()]
+    };
+    for c in candidates {
+        if let Ok(obj) = repo.revparse_single(&c) {
+            if let Ok(commit) = obj.peel_to_commit() {
+                return Ok(commit.id());
+            }
+        }
+    }
+    Err(not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_tokens() {
+        assert_eq!(
+            redact_url("https://user:secret@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(redact_url("https://github.com/o/r.git"), "https://github.com/o/r.git");
+        assert_eq!(redact_url("/local/path"), "/local/path");
+    }
+}

@@ -1,0 +1,18 @@
+//! driftwarden: a GitOps drift-and-policy reconciler.
+//!
+//! Desired state comes from Git, live state from a cluster or snapshot files; the two are
+//! normalized and diffed ([`diff`]), every drift is classified by Rego policies ([`policy`]),
+//! and the result is reported ([`report`]). See ARCHITECTURE.md for the code map and invariants.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+pub mod act;
+pub mod config;
+pub mod desired;
+pub mod diff;
+pub mod k8s;
+pub mod live;
+pub mod model;
+pub mod policy;
+pub mod report;
+pub mod run;
+pub mod yaml;

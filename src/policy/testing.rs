@@ -1,0 +1,225 @@
+//! `driftwarden policy test`: runs every `test_*` rule of every package, the way `opa test` does.
+//! regorus has no test runner, so the rules are discovered from the parsed modules. A test passes
+//! only when it evaluates to `true`; `false`, undefined and errors fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::engine::{PolicyDir, rego_path};
+use super::loader;
+use super::Result;
+
+/// One test rule's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestOutcome {
+    /// The rule's full path: `data.driftwarden.kubernetes_test.test_image_is_risky`.
+    pub name: String,
+    /// The file that declares it.
+    pub file: String,
+    pub passed: bool,
+    /// Why it failed: `result was false`, `result was undefined`, or the evaluation error.
+    pub error: Option<String>,
+}
+
+/// All test results, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TestReport {
+    pub outcomes: Vec<TestOutcome>,
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// Line coverage of one policy file (test files excluded), from regorus' coverage feature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileCoverage {
+    pub file: String,
+    pub covered: BTreeSet<u32>,
+    pub not_covered: BTreeSet<u32>,
+}
+
+impl FileCoverage {
+    /// Covered share of the lines regorus tracks, 0.0–100.0.
+    pub fn percent(&self) -> f64 {
+        let total = self.covered.len() + self.not_covered.len();
+        if total == 0 {
+            100.0
+        } else {
+            self.covered.len() as f64 * 100.0 / total as f64
+        }
+    }
+}
+
+/// Runs every `test_*` rule found in `dirs` (with the directories' data files and `data_files`
+/// loaded, as classification sees them). `filter` keeps the tests whose full name contains it.
+///
+/// Fails only when the policies cannot be loaded (compile error, missing builtin, bad data); a
+/// failing test is an outcome, not an error.
+pub fn run_tests(
+    dirs: &[PolicyDir],
+    data_files: &[PathBuf],
+    filter: Option<&str>,
+) -> Result<TestReport> {
+    Ok(run(dirs, data_files, filter, false)?.0)
+}
+
+/// [`run_tests`] with line coverage of the non-test policy files (`policy test --coverage`).
+pub fn run_tests_with_coverage(
+    dirs: &[PolicyDir],
+    data_files: &[PathBuf],
+    filter: Option<&str>,
+) -> Result<(TestReport, Vec<FileCoverage>)> {
+    run(dirs, data_files, filter, true)
+}
+
+fn run(
+    dirs: &[PolicyDir],
+    data_files: &[PathBuf],
+    filter: Option<&str>,
+    coverage: bool,
+) -> Result<(TestReport, Vec<FileCoverage>)> {
+    let mut loaded = loader::load(dirs, data_files, true)?;
+    loader::prepare(&mut loaded.engine)?;
+
+    let mut seen = BTreeSet::new();
+    let mut report = TestReport::default();
+    let mut lines: BTreeMap<String, (BTreeSet<u32>, BTreeSet<u32>)> = BTreeMap::new();
+    for module in &loaded.modules {
+        for rule in module.rules.iter().filter(|r| r.starts_with("test_")) {
+            let name = format!("{}.{rule}", rego_path(&module.package));
+            if !seen.insert(name.clone()) || filter.is_some_and(|f| !name.contains(f)) {
+                continue;
+            }
+            let mut engine = loaded.engine.clone();
+            if coverage {
+                engine.set_enable_coverage(true);
+            }
+            let error = match engine.eval_rule(name.clone()) {
+                Ok(regorus::Value::Bool(true)) => None,
+                Ok(regorus::Value::Undefined) => Some("result was undefined".to_string()),
+                Ok(other) => Some(format!("result was {other}")),
+                Err(e) => Some(format!("{e:#}").trim().to_string()),
+            };
+            if coverage && let Ok(cov) = engine.get_coverage_report() {
+                for f in cov.files {
+                    let entry = lines.entry(f.path).or_default();
+                    entry.0.extend(f.covered);
+                    entry.1.extend(f.not_covered);
+                }
+            }
+            let passed = error.is_none();
+            if passed {
+                report.passed += 1;
+            } else {
+                report.failed += 1;
+            }
+            report.outcomes.push(TestOutcome {
+                name,
+                file: module.file.clone(),
+                passed,
+                error,
+            });
+        }
+    }
+
+    let test_files: BTreeSet<&str> = loaded
+        .modules
+        .iter()
+        .filter(|m| m.is_test)
+        .map(|m| m.file.as_str())
+        .collect();
+    let files = lines
+        .into_iter()
+        .filter(|(file, _)| !test_files.contains(file.as_str()) && !file.starts_with('<'))
+        .map(|(file, (covered, not_covered))| FileCoverage {
+            not_covered: not_covered.difference(&covered).copied().collect(),
+            covered,
+            file,
+        })
+        .collect();
+    Ok((report, files))
+}
+
+/// The report as `policy test` prints it: failures (every test with `verbose`) grouped by file,
+/// then a last line that is exactly `N passed, N failed`.
+pub fn render_test_report(r: &TestReport, verbose: bool) -> String {
+    let mut out = String::new();
+    let mut current_file: Option<&str> = None;
+    for o in r.outcomes.iter().filter(|o| verbose || !o.passed) {
+        if current_file != Some(o.file.as_str()) {
+            if current_file.is_some() {
+                out.push('\n');
+            }
+            out.push_str(&format!("{}:\n", o.file));
+            current_file = Some(&o.file);
+        }
+        let status = if o.passed { "PASS" } else { "FAIL" };
+        out.push_str(&format!("{}: {status}\n", o.name));
+        if let Some(e) = &o.error {
+            for line in e.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    if !out.is_empty() {
+        out.push_str(&format!("{}\n", "-".repeat(80)));
+    }
+    out.push_str(&format!("{} passed, {} failed", r.passed, r.failed));
+    out
+}
+
+/// Coverage as `policy test --coverage` prints it: one line per file.
+pub fn render_coverage(files: &[FileCoverage]) -> String {
+    let mut out = String::new();
+    for f in files {
+        let total = f.covered.len() + f.not_covered.len();
+        out.push_str(&format!(
+            "{}: {:.1}% ({}/{} lines)",
+            f.file,
+            f.percent(),
+            f.covered.len(),
+            total
+        ));
+        if !f.not_covered.is_empty() {
+            let lines: Vec<String> = f.not_covered.iter().map(u32::to_string).collect();
+            out.push_str(&format!("; not covered: {}", lines.join(", ")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_ends_with_counts() {
+        let r = TestReport {
+            outcomes: vec![
+                TestOutcome {
+                    name: "data.p.test_a".into(),
+                    file: "p_test.rego".into(),
+                    passed: true,
+                    error: None,
+                },
+                TestOutcome {
+                    name: "data.p.test_b".into(),
+                    file: "p_test.rego".into(),
+                    passed: false,
+                    error: Some("result was false".into()),
+                },
+            ],
+            passed: 1,
+            failed: 1,
+        };
+        let quiet = render_test_report(&r, false);
+        assert!(!quiet.contains("test_a"));
+        assert!(quiet.contains("data.p.test_b: FAIL\n    result was false"));
+        assert!(quiet.ends_with("\n1 passed, 1 failed"));
+        let verbose = render_test_report(&r, true);
+        assert!(verbose.contains("data.p.test_a: PASS"));
+        assert_eq!(render_test_report(&TestReport::default(), false), "0 passed, 0 failed");
+    }
+}

@@ -1,0 +1,532 @@
+//! One run of the pipeline: load config → load desired and live for each target (concurrently,
+//! bounded) → diff → classify → decide → report. The commands in [`crate`] are thin wrappers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::act;
+use crate::config::{Config, LiveSource, Target};
+use crate::desired::{self, DesiredError, RawObject};
+use crate::diff::{self, DesiredObject, DiffOptions, LiveObject};
+use crate::k8s::{self, Scopes};
+use crate::live::{self, LiveError};
+use crate::model::{Drift, Mode, Provenance, Report, SourceError};
+use crate::policy::{self, PolicyConfig, PolicyDir, PolicyEngine, RunContext};
+
+/// Every way a run can fail before it has a report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("target `{target}`: cannot read desired state")]
+    Desired {
+        target: String,
+        #[source]
+        source: DesiredError,
+    },
+    #[error("target `{target}`: cannot read live state")]
+    Live {
+        target: String,
+        #[source]
+        source: LiveError,
+    },
+    #[error(
+        "target `{target}`: {id} is declared twice: {first} and {second} (each object must be declared once)"
+    )]
+    Duplicate {
+        target: String,
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("policy")]
+    Policy(#[source] policy::PolicyError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("internal task failed: {0}")]
+    Join(String),
+}
+
+impl Error {
+    /// The process exit code (DESIGN.md promise 6): 3 for bad config, policy or input, 1 for
+    /// runtime failures.
+    pub fn exit_code(&self) -> u8 {
+        let invalid = match self {
+            Error::Config(_) | Error::Duplicate { .. } | Error::Policy(_) | Error::Usage(_) => {
+                true
+            }
+            Error::Desired { source, .. } => source.is_invalid_input(),
+            Error::Live { source, .. } => source.is_invalid_input(),
+            Error::Join(_) => false,
+        };
+        if invalid { 3 } else { 1 }
+    }
+}
+
+/// Which command is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Detect and report; stops before `act`.
+    Diff,
+    /// The full run. Until actuators exist, actions are decided and reported as planned.
+    Reconcile,
+}
+
+impl Command {
+    fn name(self) -> &'static str {
+        match self {
+            Command::Diff => "diff",
+            Command::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// Options that do not come from the config file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub command: Command,
+    /// Only these targets (all when empty).
+    pub targets: Vec<String>,
+    /// Where remote Git repositories are cached.
+    pub cache_dir: PathBuf,
+    /// Overrides every target's `strict`.
+    pub strict: bool,
+    /// Overrides every target's mode.
+    pub mode: Option<Mode>,
+    /// How many targets load at once.
+    pub concurrency: usize,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl RunOptions {
+    /// Defaults for a command.
+    pub fn new(command: Command) -> RunOptions {
+        RunOptions {
+            command,
+            targets: Vec::new(),
+            cache_dir: default_cache_dir(),
+            strict: false,
+            mode: None,
+            concurrency: 4,
+            progress: false,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/driftwarden`, `~/.cache/driftwarden`, or a temp directory.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("driftwarden");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("driftwarden");
+    }
+    std::env::temp_dir().join("driftwarden-cache")
+}
+
+struct Loaded {
+    desired: Result<desired::DesiredSet, DesiredError>,
+    live: Result<Vec<RawObject>, LiveError>,
+}
+
+fn load_target(t: &Target, cache_dir: &Path) -> Loaded {
+    let desired = desired::load(&t.desired, cache_dir);
+    let live = match &t.live {
+        LiveSource::Snapshot(dir) => live::load_snapshot(dir),
+    };
+    Loaded { desired, live }
+}
+
+/// Loads the policy engine for a config: `None` when the configured directories do not exist
+/// and none was asked for explicitly (drifts then stay unclassified and are treated as risky).
+pub fn load_policies(
+    settings: &crate::config::PolicySettings,
+    required: bool,
+) -> Result<Option<PolicyEngine>, Error> {
+    let dirs: Vec<PolicyDir> = settings
+        .dirs
+        .iter()
+        .map(|d| PolicyDir {
+            path: d.path.clone(),
+            rego_v0: d.rego_v0,
+        })
+        .collect();
+    if !required && dirs.iter().all(|d| !d.path.is_dir()) {
+        warn!("no policy directory found; drifts are left unclassified and treated as risky");
+        return Ok(None);
+    }
+    let cfg = PolicyConfig {
+        dirs,
+        data_files: settings.data.clone(),
+    };
+    PolicyEngine::load(&cfg).map(Some).map_err(Error::Policy)
+}
+
+/// Runs the pipeline over every selected target of a config.
+pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
+    let targets: Vec<Target> = cfg
+        .targets
+        .iter()
+        .filter(|t| opts.targets.is_empty() || opts.targets.contains(&t.name))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Err(Error::Usage(format!(
+            "no target named {} in {}",
+            opts.targets.join(", "),
+            cfg.source
+        )));
+    }
+    // Policies first: a policy that does not compile stops the run before anything is read.
+    let engine = load_policies(&cfg.policies, false)?;
+
+    let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut handles = Vec::new();
+    for t in targets.iter().cloned() {
+        let sem = Arc::clone(&sem);
+        let cache = opts.cache_dir.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let name = t.name.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_target(&t, &cache)).await;
+            (name, loaded)
+        }));
+    }
+    let total = handles.len();
+    let mut loaded = HashMap::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (name, res) = h.await.map_err(|e| Error::Join(e.to_string()))?;
+        let res = res.map_err(|e| Error::Join(e.to_string()))?;
+        if opts.progress {
+            eprint!("\rread {}/{} targets", i + 1, total);
+        }
+        loaded.insert(name, res);
+    }
+    if opts.progress {
+        eprintln!();
+    }
+
+    let mut drifts: Vec<Drift> = Vec::new();
+    let mut errors: Vec<SourceError> = Vec::new();
+    let mut checked = 0;
+    let mut ignored: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &targets {
+        let Some(l) = loaded.remove(&t.name) else {
+            continue;
+        };
+        let desired_set = match l.desired {
+            Ok(d) => d,
+            Err(e) if e.is_invalid_input() => {
+                return Err(Error::Desired {
+                    target: t.name.clone(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                warn!(target = %t.name, error = %e, "desired state could not be read");
+                errors.push(SourceError {
+                    target: t.name.clone(),
+                    side: "desired".into(),
+                    message: error_chain(&e),
+                });
+                continue;
+            }
+        };
+        let live_objects = match l.live {
+            Ok(o) => o,
+            Err(e) if e.is_invalid_input() => {
+                return Err(Error::Live {
+                    target: t.name.clone(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                warn!(target = %t.name, error = %e, "live state could not be read");
+                errors.push(SourceError {
+                    target: t.name.clone(),
+                    side: "live".into(),
+                    message: error_chain(&e),
+                });
+                continue;
+            }
+        };
+        let mut dopts = DiffOptions::new(&t.name);
+        dopts.ignore = t.ignore.clone();
+        dopts.tracking = t.tracking.clone();
+        dopts.unmanaged_namespaces = t.unmanaged_namespaces.clone();
+        dopts.strict = t.strict || opts.strict;
+        let outcome = diff_sets(
+            &t.name,
+            &t.cluster,
+            &t.namespace,
+            &desired_set,
+            &live_objects,
+            &dopts,
+        )?;
+        info!(
+            target = %t.name,
+            desired = desired_set.objects.len(),
+            live = live_objects.len(),
+            drifted = outcome.drifts.len(),
+            "target compared"
+        );
+        checked += outcome.checked;
+        for (k, v) in outcome.ignored {
+            *ignored.entry(k).or_default() += v;
+        }
+        let mode = opts.mode.unwrap_or(t.mode);
+        let mut target_drifts = outcome.drifts;
+        let related = policy::Related::from_objects(
+            desired_set
+                .objects
+                .iter()
+                .map(|o| &o.value)
+                .chain(live_objects.iter().map(|o| &o.value)),
+        );
+        classify(
+            engine.as_ref(),
+            &mut target_drifts,
+            mode,
+            opts.command,
+            (&t.name, related),
+        )?;
+        if opts.command == Command::Reconcile {
+            for d in &mut target_drifts {
+                d.action = Some(act::decide(d, mode));
+            }
+        }
+        drifts.extend(target_drifts);
+    }
+    Ok(Report::new(
+        opts.command.name(),
+        targets.len(),
+        checked,
+        ignored,
+        drifts,
+        errors,
+    ))
+}
+
+fn classify(
+    engine: Option<&PolicyEngine>,
+    drifts: &mut [Drift],
+    mode: Mode,
+    command: Command,
+    related: (&str, policy::Related),
+) -> Result<(), Error> {
+    let Some(engine) = engine else {
+        return Ok(());
+    };
+    let mut ctx = RunContext {
+        mode,
+        time: now_rfc3339(),
+        command: command.name().to_string(),
+        ..RunContext::default()
+    };
+    ctx.related.insert(related.0.to_string(), related.1);
+    engine.classify(drifts, &ctx).map_err(Error::Policy)
+}
+
+/// Diffs one desired set against live objects: ids, scopes, duplicate detection, provenance.
+pub fn diff_sets(
+    target: &str,
+    cluster: &str,
+    default_namespace: &str,
+    desired_set: &desired::DesiredSet,
+    live_objects: &[RawObject],
+    dopts: &DiffOptions,
+) -> Result<diff::DiffOutcome, Error> {
+    let mut scopes = Scopes::default();
+    scopes.learn(desired_set.objects.iter().map(|o| &o.value), false);
+    scopes.learn(live_objects.iter().map(|o| &o.value), true);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut desired_objs = Vec::with_capacity(desired_set.objects.len());
+    for raw in &desired_set.objects {
+        let id = k8s::resource_id(cluster, &raw.value, default_namespace, &scopes);
+        let here = format!("{}:{}", raw.file, raw.line);
+        if let Some(first) = seen.insert(id.key(), here.clone()) {
+            return Err(Error::Duplicate {
+                target: target.to_string(),
+                id: id.display(),
+                first,
+                second: here,
+            });
+        }
+        desired_objs.push(DesiredObject {
+            id,
+            object: raw.value.clone(),
+            provenance: Some(Provenance {
+                source: desired_set.source.clone(),
+                file: raw.file.clone(),
+                line: raw.line,
+                commit: desired_set.commit.clone(),
+            }),
+        });
+    }
+    let live_objs: Vec<LiveObject> = live_objects
+        .iter()
+        .map(|raw| LiveObject {
+            id: k8s::resource_id(cluster, &raw.value, default_namespace, &scopes),
+            object: raw.value.clone(),
+        })
+        .collect();
+    Ok(diff::diff_target(&desired_objs, &live_objs, dopts))
+}
+
+/// `diff --desired PATH --live PATH`: two local files or directories, no config.
+pub fn diff_paths(
+    desired_path: &Path,
+    live_path: &Path,
+    strict: bool,
+    policies: Option<&crate::config::PolicySettings>,
+) -> Result<Report, Error> {
+    let target = "local";
+    let desired_set = if desired_path.is_file() {
+        let bytes = std::fs::read(desired_path).map_err(|e| Error::Desired {
+            target: target.into(),
+            source: DesiredError::Io {
+                path: desired_path.display().to_string(),
+                source: e,
+            },
+        })?;
+        let file = desired_path.display().to_string();
+        let objects = desired::manifests::parse_file(&file, &bytes, false).map_err(|e| {
+            Error::Desired {
+                target: target.into(),
+                source: e.into(),
+            }
+        })?;
+        desired::DesiredSet {
+            objects,
+            source: file,
+            commit: None,
+        }
+    } else {
+        let src = crate::config::DesiredSource {
+            location: crate::config::DesiredLocation::Dir(desired_path.to_path_buf()),
+            path: String::new(),
+            include: vec![
+                "**/*.yaml".into(),
+                "**/*.yml".into(),
+                "**/*.json".into(),
+            ],
+            exclude: Vec::new(),
+            render: None,
+        };
+        desired::load(&src, &default_cache_dir()).map_err(|e| Error::Desired {
+            target: target.into(),
+            source: e,
+        })?
+    };
+    let live_objects = live::load_snapshot(live_path).map_err(|e| Error::Live {
+        target: target.into(),
+        source: e,
+    })?;
+    let engine = match policies {
+        Some(p) => load_policies(p, true)?,
+        None => None,
+    };
+    let mut dopts = DiffOptions::new(target);
+    dopts.strict = strict;
+    let outcome = diff_sets(
+        target,
+        target,
+        "default",
+        &desired_set,
+        &live_objects,
+        &dopts,
+    )?;
+    let mut drifts = outcome.drifts;
+    let related = policy::Related::from_objects(
+        desired_set
+            .objects
+            .iter()
+            .map(|o| &o.value)
+            .chain(live_objects.iter().map(|o| &o.value)),
+    );
+    classify(
+        engine.as_ref(),
+        &mut drifts,
+        Mode::Observe,
+        Command::Diff,
+        (target, related),
+    )?;
+    Ok(Report::new(
+        "diff",
+        1,
+        outcome.checked,
+        outcome.ignored,
+        drifts,
+        Vec::new(),
+    ))
+}
+
+/// The exit code for a finished report: 2 when drift was found, 1 when a source failed, else 0.
+pub fn report_exit_code(report: &Report) -> u8 {
+    if !report.errors.is_empty() {
+        1
+    } else if report.summary.drifted > 0 {
+        2
+    } else {
+        0
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The current UTC time as RFC 3339, without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,598 @@
+//! A YAML loader that keeps positions.
+//!
+//! serde-based YAML crates throw away where a value came from, yet every promise about bad input
+//! ("name the file and line") and every provenance record needs it. This module builds a small
+//! node tree with line and column from saphyr-parser's events (YAML 1.2, core schema), converts it
+//! to `serde_json::Value` for the rest of the pipeline, and keeps the tree for lookups such as
+//! "which line declares `/spec/replicas`". It never does IO.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+/// A parse failure with its 1-based position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} column {col}: {message}")]
+pub struct YamlError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// A YAML node with the position where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+/// The shape of a node. Mappings keep their source order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Scalar(Value),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+/// One document of a (possibly multi-document) YAML stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The document as JSON data.
+    pub value: Value,
+    /// 1-based line where the document's content starts.
+    pub line: usize,
+    /// The positioned tree.
+    pub root: Node,
+}
+
+impl Node {
+    /// Converts to JSON data: mapping keys become strings, merge keys (`<<`) are expanded.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            NodeKind::Scalar(v) => v.clone(),
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => {
+                let mut out = Map::new();
+                let mut merged: Vec<&Node> = Vec::new();
+                for (k, v) in entries {
+                    if is_merge_key(k) {
+                        match &v.kind {
+                            NodeKind::Seq(items) => merged.extend(items.iter()),
+                            _ => merged.push(v),
+                        }
+                        continue;
+                    }
+                    out.insert(key_string(k), v.to_json());
+                }
+                for m in merged {
+                    if let Value::Object(extra) = m.to_json() {
+                        for (k, v) in extra {
+                            out.entry(k).or_insert(v);
+                        }
+                    }
+                }
+                Value::Object(out)
+            }
+        }
+    }
+
+    /// The child at a mapping key.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| key_string(k) == key)
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The node at an RFC 6901 JSON pointer, or the deepest ancestor that exists.
+    pub fn locate(&self, pointer: &str) -> &Node {
+        let mut node = self;
+        for raw in pointer.split('/').skip(1) {
+            let seg = raw.replace("~1", "/").replace("~0", "~");
+            let next = match &node.kind {
+                NodeKind::Map(_) => node.get(&seg),
+                NodeKind::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                NodeKind::Scalar(_) => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node
+    }
+
+    /// The entries of a mapping with their key nodes, for validators that report key positions.
+    pub fn entries(&self) -> Option<&[(Node, Node)]> {
+        match &self.kind {
+            NodeKind::Map(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A short description of the node's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar(Value::Null) => "null",
+            NodeKind::Scalar(Value::Bool(_)) => "a boolean",
+            NodeKind::Scalar(Value::Number(_)) => "a number",
+            NodeKind::Scalar(_) => "a string",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// Renders a mapping key as the string JSON needs.
+pub fn key_string(k: &Node) -> String {
+    match &k.kind {
+        NodeKind::Scalar(Value::String(s)) => s.clone(),
+        NodeKind::Scalar(Value::Null) => "null".to_string(),
+        NodeKind::Scalar(v) => v.to_string(),
+        _ => k.to_json().to_string(),
+    }
+}
+
+fn is_merge_key(k: &Node) -> bool {
+    matches!(&k.kind, NodeKind::Scalar(Value::String(s)) if s == "<<")
+}
+
+enum Frame {
+    Seq {
+        anchor: usize,
+        start: Span,
+        items: Vec<Node>,
+    },
+    Map {
+        anchor: usize,
+        start: Span,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+    },
+}
+
+/// Parses every document of a YAML stream. Empty documents (only comments) are skipped.
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| YamlError {
+            line: e.marker().line(),
+            col: e.marker().col() + 1,
+            message: e.info().to_string(),
+        })?;
+        let finished: Option<Node> = match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
+            Event::DocumentStart(_) => {
+                anchors.clear();
+                root = None;
+                None
+            }
+            Event::DocumentEnd => {
+                if let Some(r) = root.take() {
+                    if !matches!(r.kind, NodeKind::Scalar(Value::Null)) {
+                        docs.push(Document {
+                            value: r.to_json(),
+                            line: r.line,
+                            root: r,
+                        });
+                    }
+                }
+                None
+            }
+            Event::Alias(id) => Some(anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                line: span.start.line(),
+                col: span.start.col() + 1,
+                message: "alias refers to an unknown anchor".to_string(),
+            })?),
+            Event::Scalar(value, style, anchor, tag) => {
+                let tag_suffix = tag.as_ref().map(|t| {
+                    if t.handle == "!!" || t.handle == "tag:yaml.org,2002:" {
+                        t.suffix.clone()
+                    } else {
+                        String::new()
+                    }
+                });
+                let v = resolve_scalar(&value, style, tag_suffix.as_deref()).map_err(|m| {
+                    YamlError {
+                        line: span.start.line(),
+                        col: span.start.col() + 1,
+                        message: m,
+                    }
+                })?;
+                let node = Node {
+                    kind: NodeKind::Scalar(v),
+                    line: span.start.line(),
+                    col: span.start.col() + 1,
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                Some(node)
+            }
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq {
+                    anchor,
+                    start: span,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map {
+                    anchor,
+                    start: span,
+                    entries: Vec::new(),
+                    pending_key: None,
+                });
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (anchor, node) = match stack.pop() {
+                    Some(Frame::Seq {
+                        anchor,
+                        start,
+                        items,
+                    }) => (
+                        anchor,
+                        Node {
+                            kind: NodeKind::Seq(items),
+                            line: start.start.line(),
+                            col: start.start.col() + 1,
+                        },
+                    ),
+                    Some(Frame::Map {
+                        anchor,
+                        start,
+                        entries,
+                        ..
+                    }) => {
+                        // A block mapping's start event sits on its first key: report that.
+                        let (line, col) = entries
+                            .first()
+                            .map(|(k, _)| (k.line, k.col))
+                            .unwrap_or((start.start.line(), start.start.col() + 1));
+                        (
+                            anchor,
+                            Node {
+                                kind: NodeKind::Map(entries),
+                                line,
+                                col,
+                            },
+                        )
+                    }
+                    None => {
+                        return Err(YamlError {
+                            line: span.start.line(),
+                            col: span.start.col() + 1,
+                            message: "unbalanced collection end".to_string(),
+                        });
+                    }
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                Some(node)
+            }
+        };
+        if let Some(node) = finished {
+            match stack.last_mut() {
+                None => root = Some(node),
+                Some(Frame::Seq { items, .. }) => items.push(node),
+                Some(Frame::Map {
+                    entries,
+                    pending_key,
+                    ..
+                }) => match pending_key.take() {
+                    None => {
+                        if !is_merge_key(&node) {
+                            let key = key_string(&node);
+                            if entries
+                                .iter()
+                                .any(|(k, _)| !is_merge_key(k) && key_string(k) == key)
+                            {
+                                return Err(YamlError {
+                                    line: node.line,
+                                    col: node.col,
+                                    message: format!("duplicate key {key:?}"),
+                                });
+                            }
+                        }
+                        *pending_key = Some(node);
+                    }
+                    Some(k) => entries.push((k, node)),
+                },
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// Parses a stream that must hold exactly one document (config files). Empty text is an error.
+pub fn parse_single(text: &str) -> Result<Document, YamlError> {
+    let mut docs = parse_documents(text)?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        0 => Err(YamlError {
+            line: 1,
+            col: 1,
+            message: "the file is empty".to_string(),
+        }),
+        _ => Err(YamlError {
+            line: docs[1].line,
+            col: 1,
+            message: "expected one YAML document, found several".to_string(),
+        }),
+    }
+}
+
+/// YAML 1.2 core schema resolution for plain scalars; quoted and block scalars are strings.
+fn resolve_scalar(s: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Value, String> {
+    match tag {
+        Some("str") | Some("binary") | Some("timestamp") => return Ok(Value::String(s.into())),
+        Some("null") => return Ok(Value::Null),
+        Some("bool") => {
+            return match s {
+                "true" | "True" | "TRUE" => Ok(Value::Bool(true)),
+                "false" | "False" | "FALSE" => Ok(Value::Bool(false)),
+                _ => Err(format!("{s:?} is not a boolean")),
+            };
+        }
+        Some("int") => {
+            return parse_int(s)
+                .map(|i| Value::Number(i.into()))
+                .ok_or_else(|| format!("{s:?} is not an integer"));
+        }
+        Some("float") => {
+            return parse_float(s)
+                .map(float_value)
+                .ok_or_else(|| format!("{s:?} is not a number"));
+        }
+        _ => {}
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(Value::String(s.into()));
+    }
+    Ok(match s {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ => {
+            if let Some(i) = parse_int(s) {
+                Value::Number(i.into())
+            } else if looks_like_float(s) {
+                parse_float(s)
+                    .map(float_value)
+                    .unwrap_or_else(|| Value::String(s.into()))
+            } else {
+                Value::String(s.into())
+            }
+        }
+    })
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    if let Some(h) = s.strip_prefix("0x") {
+        return i64::from_str_radix(h, 16).ok();
+    }
+    if let Some(o) = s.strip_prefix("0o") {
+        return i64::from_str_radix(o, 8).ok();
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<i64>().ok()
+}
+
+fn looks_like_float(s: &str) -> bool {
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if matches!(t, ".inf" | ".Inf" | ".INF") || matches!(s, ".nan" | ".NaN" | ".NAN") {
+        return true;
+    }
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let mant_ok = {
+        let mut parts = mantissa.splitn(2, '.');
+        let int = parts.next().unwrap_or("");
+        let frac = parts.next();
+        let int_ok = int.bytes().all(|b| b.is_ascii_digit());
+        match frac {
+            Some(f) => int_ok && f.bytes().all(|b| b.is_ascii_digit()) && !(int.is_empty() && f.is_empty()),
+            None => int_ok && !int.is_empty(),
+        }
+    };
+    let exp_ok = match exp {
+        None => true,
+        Some(e) => {
+            let d = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    mant_ok && exp_ok
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    let t = s.strip_prefix('+').unwrap_or(s);
+    match t {
+        ".inf" | ".Inf" | ".INF" => Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => Some(f64::NAN),
+        _ => t.parse::<f64>().ok(),
+    }
+}
+
+fn float_value(f: f64) -> Value {
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(f.to_string()))
+}
+
+/// Renders JSON data as block YAML, for human diffs. Strings that would read as another type are
+/// quoted; key order is kept.
+pub fn to_yaml(v: &Value) -> String {
+    let mut out = String::new();
+    write_yaml(v, 0, &mut out);
+    out
+}
+
+fn write_yaml(v: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, val) in m {
+                out.push_str(&pad);
+                out.push_str(&scalar_text(&Value::String(k.clone())));
+                out.push(':');
+                write_child(val, indent, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for val in a {
+                out.push_str(&pad);
+                out.push('-');
+                match val {
+                    Value::Object(m) if !m.is_empty() => {
+                        let mut inner = String::new();
+                        write_yaml(val, indent + 2, &mut inner);
+                        out.push(' ');
+                        out.push_str(inner.trim_start());
+                    }
+                    _ => write_child(val, indent, out),
+                }
+            }
+        }
+        other => {
+            out.push_str(&pad);
+            out.push_str(&scalar_text(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn write_child(val: &Value, indent: usize, out: &mut String) {
+    match val {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            write_yaml(val, indent + 2, out);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            write_yaml(val, indent + 2, out);
+        }
+        other => {
+            out.push(' ');
+            out.push_str(&scalar_text(other));
+            out.push('\n');
+        }
+    }
+}
+
+/// One scalar as YAML text.
+pub fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let plain_ok = !s.is_empty()
+                && !s.contains(['\n', '#', '"', '\''])
+                && !s.contains(": ")
+                && !s.starts_with([
+                    ' ', '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%',
+                    '@', '`',
+                ])
+                && !s.ends_with([' ', ':'])
+                && matches!(
+                    resolve_scalar(s, ScalarStyle::Plain, None),
+                    Ok(Value::String(_))
+                );
+            if plain_ok {
+                s.clone()
+            } else {
+                Value::String(s.clone()).to_string()
+            }
+        }
+        Value::Array(_) => "[]".to_string(),
+        Value::Object(_) => "{}".to_string(),
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&to_yaml(&self.to_json()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn multi_document_lines_and_types() {
+        let text = "# comment\napiVersion: v1\nkind: ConfigMap\ndata:\n  a: \"1\"\n  b: 2\n  c: 1.5\n  d: ~\n  e: yes\n---\n---\n# only a comment\n---\nkind: Secret\nlist: [1, two, 3.0]\n";
+        let docs = parse_documents(text).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].line, 2);
+        assert_eq!(
+            docs[0].value["data"],
+            json!({"a": "1", "b": 2, "c": 1.5, "d": null, "e": "yes"})
+        );
+        assert_eq!(docs[1].line, 14);
+        assert_eq!(docs[1].value["list"], json!([1, "two", 3.0]));
+        assert_eq!(docs[0].root.locate("/data/b").line, 6);
+        assert_eq!(docs[0].root.locate("/data/zzz").line, 5);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let text = "base: &b\n  x: 1\n  y: 2\nuse:\n  <<: *b\n  y: 3\nref: *b\n";
+        let d = parse_single(text).unwrap();
+        assert_eq!(d.value["use"], json!({"y": 3, "x": 1}));
+        assert_eq!(d.value["ref"], json!({"x": 1, "y": 2}));
+    }
+
+    #[test]
+    fn errors_carry_positions() {
+        let e = parse_documents("a: b\n  c: d\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("duplicate key"));
+        let e = parse_documents("key: [unclosed\n").unwrap_err();
+        assert!(e.line >= 1);
+    }
+
+    #[test]
+    fn number_forms() {
+        let d = parse_single("a: 0x1F\nb: 1e9\nc: -3\nd: 1.0.0\ne: 0.5\nf: '5'\ng: 08\n").unwrap();
+        assert_eq!(d.value["a"], json!(31));
+        assert_eq!(d.value["b"], json!(1e9));
+        assert_eq!(d.value["c"], json!(-3));
+        assert_eq!(d.value["d"], json!("1.0.0"));
+        assert_eq!(d.value["e"], json!(0.5));
+        assert_eq!(d.value["f"], json!("5"));
+        assert_eq!(d.value["g"], json!(8));
+    }
+
+    #[test]
+    fn yaml_rendering_round_trips() {
+        let v = json!({"a": {"b": [1, {"c": "x", "d": "true"}], "e": ""}, "f": "a: b"});
+        let text = to_yaml(&v);
+        assert_eq!(parse_single(&text).unwrap().value, v, "{text}");
+    }
+}

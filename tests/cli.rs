@@ -1,0 +1,202 @@
+//! The binary end to end: the offline demo, `diff --desired --live`, bad input (exit 3 with the
+//! file and line, no panic), exit codes, and the secret canary in every output and log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
+    c.current_dir(root());
+    c.env_remove("DRIFTWARDEN_LOG");
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the binary runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // Any panic is a defect, whatever the input.
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "panic running {cmd:?}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: shop\ndata:\n  LEVEL: info\n";
+const CM_LIVE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: shop\n  uid: 1b4c\n  resourceVersion: \"42\"\ndata:\n  LEVEL: debug\n";
+
+#[test]
+fn local_diff_reports_drift_with_exit_2_and_in_sync_with_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = write(dir.path(), "desired/cm.yaml", CM);
+    let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
+    let out = run(bin().args(["diff", "-o", "json", "--desired"]).arg(&d).arg("--live").arg(&l));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["schema_version"], "1");
+    assert_eq!(report["summary"]["drifted"], 1);
+    assert_eq!(report["drifts"][0]["changes"][0]["path"], "/data/LEVEL");
+    assert_eq!(report["drifts"][0]["provenance"]["line"], 1);
+
+    let same = write(dir.path(), "live2/cm.yaml", &CM_LIVE.replace("debug", "info"));
+    let out = run(bin().args(["diff", "--desired"]).arg(&d).arg("--live").arg(&same));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn broken_yaml_is_exit_3_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = write(
+        dir.path(),
+        "desired/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: [unclosed\n  b: c\n",
+    );
+    let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
+    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    assert_eq!(code(&out), 3);
+    let err = stderr(&out);
+    assert!(err.contains("bad.yaml:"), "{err}");
+    assert!(err.contains("not valid YAML"), "{err}");
+    assert!(stdout(&out).is_empty(), "no report on bad input");
+}
+
+#[test]
+fn manifest_without_kind_or_name_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
+    let d = write(
+        dir.path(),
+        "d1/m.yaml",
+        &format!("{CM}---\napiVersion: v1\nmetadata:\n  name: x\n"),
+    );
+    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("m.yaml:9: the object has no `kind`"), "{}", stderr(&out));
+    let d = write(
+        dir.path(),
+        "d2/m.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  labels: {a: b}\n",
+    );
+    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("m.yaml:1: the Service has no `metadata.name`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unknown_config_keys_all_reported_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "driftwarden.yaml",
+        "targets:\n  - name: a\n    desired: {dir: d}\n    live: {snapshot: l}\n    modee: observe\noutput:\n  colour: never\n",
+    );
+    let out = run(bin().args(["diff", "--config"]).arg(&cfg));
+    assert_eq!(code(&out), 3);
+    let err = stderr(&out);
+    assert!(err.contains("driftwarden.yaml:5:5: targets[]: unknown key `modee` (did you mean `mode`?)"), "{err}");
+    assert!(err.contains("driftwarden.yaml:7:3: output: unknown key `colour` (did you mean `color`?)"), "{err}");
+    assert!(err.contains("2 problems"), "{err}");
+    let out = run(bin().args(["validate", "--config"]).arg(&cfg));
+    assert_eq!(code(&out), 3);
+}
+
+#[test]
+fn missing_directories_and_refs_are_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
+    let out = run(bin()
+        .args(["diff", "--desired"])
+        .arg(dir.path().join("nope"))
+        .arg("--live")
+        .arg(&l));
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    write(dir.path(), "desired/cm.yaml", CM);
+    let cfg = write(
+        dir.path(),
+        "missing-live.yaml",
+        "targets:\n  - name: a\n    desired: {dir: desired}\n    live: {snapshot: no-such-dir}\n",
+    );
+    let out = run(bin().args(["diff", "--config"]).arg(&cfg));
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("no-such-dir does not exist"), "{}", stderr(&out));
+
+    // A Git ref that does not exist.
+    let repo_dir = dir.path().join("repo");
+    let repo = git2::Repository::init(&repo_dir).unwrap();
+    std::fs::write(repo_dir.join("cm.yaml"), CM).unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("cm.yaml")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("T", "t@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).unwrap();
+    let cfg = write(
+        dir.path(),
+        "bad-ref.yaml",
+        "targets:\n  - name: a\n    desired:\n      git: {repo: repo, ref: release-9}\n    live: {snapshot: live}\n",
+    );
+    let out = run(bin().args(["diff", "--config"]).arg(&cfg));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("ref `release-9` does not exist"), "{}", stderr(&out));
+    // The same config at an existing ref works.
+    let good = write(
+        dir.path(),
+        "good-ref.yaml",
+        "targets:\n  - name: a\n    desired:\n      git: {repo: repo, ref: HEAD}\n    live: {snapshot: live}\n",
+    );
+    let out = run(bin().args(["diff", "-o", "json", "--config"]).arg(&good));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let prov = &report["drifts"][0]["provenance"];
+    assert_eq!(prov["file"], "cm.yaml");
+    assert_eq!(prov["commit"].as_str().unwrap().len(), 40);
+}
+
+#[test]
+fn duplicate_object_is_exit_3_naming_both_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = write(dir.path(), "desired/a.yaml", CM);
+    write(dir.path(), "desired/b.yaml", CM);
+    let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
+    let out = run(bin()
+        .arg("diff")
+        .arg("--desired")
+        .arg(d.parent().unwrap())
+        .arg("--live")
+        .arg(&l));
+    assert_eq!(code(&out), 3);
+    let err = stderr(&out);
+    assert!(err.contains("a.yaml:1") && err.contains("b.yaml:1"), "{err}");
+}
