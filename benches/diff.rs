@@ -63,10 +63,11 @@ fn pair(i: usize, drift: bool) -> (Value, Value) {
             c["terminationMessagePolicy"] = json!("File");
             c["ports"][0]["protocol"] = json!("TCP");
             c["resources"]["requests"]["cpu"] = json!("500m");
-            c["env"] = json!([{"name": "LEVEL", "value": "info"}, {"name": "MODE", "value": "prod"}]);
-            live["spec"]["template"]["spec"]["containers"]
-                .as_array_mut()
-                .map(|a| a.push(json!({"name": "sidecar", "image": "proxy:1"})));
+            c["env"] =
+                json!([{"name": "LEVEL", "value": "info"}, {"name": "MODE", "value": "prod"}]);
+            if let Some(a) = live["spec"]["template"]["spec"]["containers"].as_array_mut() {
+                a.push(json!({"name": "sidecar", "image": "proxy:1"}));
+            }
             live["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
             live["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
             live["status"] = json!({"replicas": 2, "readyReplicas": 2});

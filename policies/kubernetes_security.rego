@@ -59,22 +59,32 @@ classify contains {
 	count(added) > 0
 }
 
-# The whole add list (or a container or pod spec holding one) changed: compare as sets.
-capabilities_added(n) := added if {
+# capabilities_added(n): capabilities a node adds. Either the node holds whole add lists (the
+# list itself, or a container or pod spec around it), compared as sets with desired's list at the
+# same place, or the node is one entry of an add list.
+capabilities_added(n) := listed_added(n) | entry_added(n)
+
+listed_added(n) := {c |
 	walk(n.value, [p, list])
-	count(p) >= 2
-	p[count(p) - 2] == "capabilities"
-	lib.last(p) == "add"
+	full := array.concat(n.segs, p)
+	count(full) >= 2
+	full[count(full) - 2] == "capabilities"
+	lib.last(full) == "add"
 	is_array(list)
-	before := {c | some d in n.desired; walk(d, [p, old]); some c in lib.arr(old)}
-	added := {c | some c in list} - before
-	count(added) > 0
+	some c in list
+	not c in desired_capabilities(n, p)
 }
 
-# One entry of the add list changed.
-capabilities_added(n) := {n.value} if {
+desired_capabilities(n, p) := {c |
+	some d in n.desired
+	walk(d, [p, old])
+	some c in lib.arr(old)
+}
+
+entry_added(n) := {v |
+	v := n.value
 	n.root
-	is_string(n.value)
+	is_string(v)
 	count(n.segs) >= 3
 	n.segs[count(n.segs) - 2] == "add"
 	n.segs[count(n.segs) - 3] == "capabilities"
@@ -90,18 +100,18 @@ grants(rules) := {g |
 	some g in rule_grants(r)
 }
 
-rule_grants(r) := {{"kind": "resource", "group": grp, "resource": res, "verb": verb, "name": name} |
+rule_grants(r) := resource_grants(r) | url_grants(r)
+
+resource_grants(r) := {{"kind": "resource", "group": grp, "resource": res, "verb": verb, "name": name} |
 	some grp in object.get(r, "apiGroups", [""])
 	some res in object.get(r, "resources", [])
 	some verb in object.get(r, "verbs", [])
 	some name in names(r)
 }
 
-rule_grants(r) := {{"kind": "url", "group": "", "resource": url, "verb": verb, "name": "*"} |
+url_grants(r) := {{"kind": "url", "group": "", "resource": url, "verb": verb, "name": "*"} |
 	some url in object.get(r, "nonResourceURLs", [])
 	some verb in object.get(r, "verbs", [])
-} if {
-	count(object.get(r, "nonResourceURLs", [])) > 0
 }
 
 names(r) := r.resourceNames if count(object.get(r, "resourceNames", [])) > 0
@@ -124,8 +134,8 @@ wild(a, b) if a == b
 widened contains g if {
 	rbac_role
 	input.kind == "Modified"
-	desired := grants(lib.obj(input.desired).rules)
-	some g in grants(lib.obj(input.live).rules)
+	desired := grants(object.get(lib.obj(input.desired), "rules", []))
+	some g in grants(object.get(lib.obj(input.live), "rules", []))
 	not covered(g, desired)
 }
 
@@ -178,12 +188,13 @@ resource_name(g) := g.resource if {
 
 subject_key(s) := sprintf("%s/%s/%s", [object.get(s, "kind", ""), object.get(s, "namespace", ""), object.get(s, "name", "")])
 
-new_subjects contains subject_key(s) if {
+new_subjects contains key if {
 	rbac_binding
 	input.kind == "Modified"
-	before := {subject_key(d) | some d in lib.arr(lib.obj(input.desired).subjects)}
-	some s in lib.arr(lib.obj(input.live).subjects)
-	not subject_key(s) in before
+	before := {subject_key(d) | some d in lib.arr(object.get(lib.obj(input.desired), "subjects", []))}
+	some s in lib.arr(object.get(lib.obj(input.live), "subjects", []))
+	key := subject_key(s)
+	not key in before
 }
 
 # rbac_binding_widened: a binding grants its role to subjects Git does not name.

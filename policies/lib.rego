@@ -42,7 +42,7 @@ matches_any(key, patterns) if {
 #   root:    true for the change's own value (the node at the change's path)
 nodes contains node if {
 	some change in input.changes
-	dmap := {p: v | walk(change.desired, [p, v])}
+	dmap := {dp: dv | walk(change.desired, [dp, dv])}
 	walk(change.live, [p, v])
 	not dmap[p] == v
 	node := {

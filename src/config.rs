@@ -59,6 +59,8 @@ pub struct Config {
     pub source: String,
     pub policies: PolicySettings,
     pub output: OutputSettings,
+    /// Where run history (remediation counts) is kept.
+    pub state_dir: PathBuf,
     pub targets: Vec<Target>,
 }
 
@@ -108,8 +110,38 @@ pub struct Target {
     pub unmanaged_namespaces: Vec<String>,
     pub ignore: Vec<IgnoreRule>,
     pub strict: bool,
+    /// Limits on what the actuators may do for this target.
+    pub guardrails: Guardrails,
     /// Config line of the target, for messages.
     pub line: usize,
+}
+
+/// Limits on corrections (DESIGN.md: bounded blast radius).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrails {
+    /// Take fields other field managers own when correcting (server-side apply `force=true`),
+    /// which is what a hand edit requires. `false` escalates such conflicts instead.
+    pub force: bool,
+    /// Delete Unmanaged objects (only after a complete read).
+    pub prune: bool,
+    /// At most this many corrections per run for the target.
+    pub max_corrections: Option<usize>,
+    /// At most this share (percent) of the target's resources corrected per run.
+    pub max_correction_percent: f64,
+    /// The same remediation on the same resource at most this often per hour.
+    pub max_remediations_per_hour: u32,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            force: true,
+            prune: false,
+            max_corrections: None,
+            max_correction_percent: 25.0,
+            max_remediations_per_hour: 3,
+        }
+    }
 }
 
 /// Where desired manifests come from.
@@ -177,7 +209,10 @@ impl Walker {
     /// Checks `n` is a mapping with only `allowed` keys; returns its entries.
     fn map<'a>(&mut self, n: &'a Node, what: &str, allowed: &[&str]) -> Vec<(String, &'a Node)> {
         let Some(entries) = n.entries() else {
-            self.err(n, format!("{what}: expected a mapping, found {}", n.type_name()));
+            self.err(
+                n,
+                format!("{what}: expected a mapping, found {}", n.type_name()),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -210,7 +245,10 @@ impl Walker {
             }
             NodeKind::Scalar(Value::Number(x)) => Some(x.to_string()),
             _ => {
-                self.err(n, format!("{what}: expected a string, found {}", n.type_name()));
+                self.err(
+                    n,
+                    format!("{what}: expected a string, found {}", n.type_name()),
+                );
                 None
             }
         }
@@ -220,7 +258,10 @@ impl Walker {
         match &n.kind {
             NodeKind::Scalar(Value::Bool(b)) => Some(*b),
             _ => {
-                self.err(n, format!("{what}: expected true or false, found {}", n.type_name()));
+                self.err(
+                    n,
+                    format!("{what}: expected true or false, found {}", n.type_name()),
+                );
                 None
             }
         }
@@ -228,13 +269,16 @@ impl Walker {
 
     fn strings(&mut self, n: &Node, what: &str) -> Vec<String> {
         match &n.kind {
-            NodeKind::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string(i, what))
-                .collect(),
+            NodeKind::Seq(items) => items.iter().filter_map(|i| self.string(i, what)).collect(),
             NodeKind::Scalar(Value::String(_)) => self.string(n, what).into_iter().collect(),
             _ => {
-                self.err(n, format!("{what}: expected a list of strings, found {}", n.type_name()));
+                self.err(
+                    n,
+                    format!(
+                        "{what}: expected a list of strings, found {}",
+                        n.type_name()
+                    ),
+                );
                 Vec::new()
             }
         }
@@ -350,6 +394,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             color: ColorChoice::Auto,
             show_diff: true,
         },
+        state_dir: PathBuf::from(".driftwarden"),
         targets: Vec::new(),
     };
     let mut global_ignore = Vec::new();
@@ -357,18 +402,28 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
     for (k, v) in w.map(
         root,
         "config",
-        &["version", "policies", "output", "ignore", "targets"],
+        &[
+            "version",
+            "policies",
+            "output",
+            "ignore",
+            "state_dir",
+            "targets",
+        ],
     ) {
         match k.as_str() {
-            "version" => {
-                if !matches!(&v.kind, NodeKind::Scalar(Value::Number(n)) if n.as_u64() == Some(1))
-                {
-                    w.err(v, "version: only version 1 is supported");
-                }
+            "version" if !matches!(&v.kind, NodeKind::Scalar(Value::Number(n)) if n.as_u64() == Some(1)) =>
+            {
+                w.err(v, "version: only version 1 is supported");
             }
             "policies" => cfg.policies = walk_policies(w, v, base),
             "output" => cfg.output = walk_output(w, v, base, cfg.output.clone()),
             "ignore" => global_ignore = walk_ignores(w, v, "ignore"),
+            "state_dir" => {
+                if let Some(p) = w.string(v, "state_dir") {
+                    cfg.state_dir = resolve(base, &p);
+                }
+            }
             "targets" => targets_node = Some(v),
             _ => {}
         }
@@ -381,7 +436,10 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
                 for item in items {
                     if let Some(mut target) = walk_target(w, item, base) {
                         if !seen.insert(target.name.clone()) {
-                            w.err(item, format!("targets: duplicate target name `{}`", target.name));
+                            w.err(
+                                item,
+                                format!("targets: duplicate target name `{}`", target.name),
+                            );
                         }
                         let mut rules = global_ignore.clone();
                         rules.append(&mut target.ignore);
@@ -417,7 +475,9 @@ fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
                                 match k2.as_str() {
                                     "path" => path = w.string(v2, "policies.dirs[].path"),
                                     "rego_v0" => {
-                                        v0 = w.boolean(v2, "policies.dirs[].rego_v0").unwrap_or(false)
+                                        v0 = w
+                                            .boolean(v2, "policies.dirs[].rego_v0")
+                                            .unwrap_or(false)
                                     }
                                     _ => {}
                                 }
@@ -500,7 +560,14 @@ fn walk_ignores(w: &mut Walker, n: &Node, what: &str) -> Vec<IgnoreRule> {
         for (k, v) in w.map(
             item,
             &format!("{what}[{i}]"),
-            &["name", "kinds", "names", "namespaces", "pointers", "managers"],
+            &[
+                "name",
+                "kinds",
+                "names",
+                "namespaces",
+                "pointers",
+                "managers",
+            ],
         ) {
             let field = format!("{what}[{i}].{k}");
             match k.as_str() {
@@ -516,7 +583,12 @@ fn walk_ignores(w: &mut Walker, n: &Node, what: &str) -> Vec<IgnoreRule> {
                     rule.pointers = w.strings(v, &field);
                     for p in &rule.pointers {
                         if !p.starts_with('/') {
-                            w.err(v, format!("{field}: `{p}` is not a JSON pointer (it must start with `/`)"));
+                            w.err(
+                                v,
+                                format!(
+                                    "{field}: `{p}` is not a JSON pointer (it must start with `/`)"
+                                ),
+                            );
                         }
                     }
                 }
@@ -524,10 +596,16 @@ fn walk_ignores(w: &mut Walker, n: &Node, what: &str) -> Vec<IgnoreRule> {
                 _ => {}
             }
         }
-        for (label, glob) in [("names", &rule.name_glob), ("namespaces", &rule.namespace_glob)] {
+        for (label, glob) in [
+            ("names", &rule.name_glob),
+            ("namespaces", &rule.namespace_glob),
+        ] {
             if let Some(g) = glob {
                 if let Err(e) = globset::Glob::new(g) {
-                    w.err(item, format!("{what}[{i}].{label}: invalid glob `{g}`: {e}"));
+                    w.err(
+                        item,
+                        format!("{what}[{i}].{label}: invalid glob `{g}`: {e}"),
+                    );
                 }
             }
         }
@@ -546,7 +624,10 @@ fn parse_selector(w: &mut Walker, n: &Node, what: &str) -> Option<String> {
     let s = w.string(n, what)?;
     let key = s.split('=').next().unwrap_or("");
     if key.is_empty() || s.matches('=').count() > 1 {
-        w.err(n, format!("{what}: expected `key` or `key=value`, found `{s}`"));
+        w.err(
+            n,
+            format!("{what}: expected `key` or `key=value`, found `{s}`"),
+        );
         return None;
     }
     Some(s)
@@ -563,6 +644,7 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
     let mut unmanaged_namespaces = Vec::new();
     let mut ignore = Vec::new();
     let mut strict = false;
+    let mut guardrails = Guardrails::default();
     for (k, v) in w.map(
         n,
         "targets[]",
@@ -577,6 +659,7 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
             "unmanaged_namespaces",
             "ignore",
             "strict",
+            "guardrails",
         ],
     ) {
         match k.as_str() {
@@ -593,7 +676,11 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
             }
             "mode" => {
                 mode = match w
-                    .one_of(v, "targets[].mode", &["observe", "recommend", "autocorrect"])
+                    .one_of(
+                        v,
+                        "targets[].mode",
+                        &["observe", "recommend", "autocorrect"],
+                    )
                     .as_deref()
                 {
                     Some("observe") => Mode::Observe,
@@ -627,6 +714,7 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
             }
             "ignore" => ignore = walk_ignores(w, v, "targets[].ignore"),
             "strict" => strict = w.boolean(v, "targets[].strict").unwrap_or(false),
+            "guardrails" => guardrails = walk_guardrails(w, v),
             _ => {}
         }
     }
@@ -651,8 +739,52 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
         unmanaged_namespaces,
         ignore,
         strict,
+        guardrails,
         line: n.line,
     })
+}
+
+fn walk_guardrails(w: &mut Walker, n: &Node) -> Guardrails {
+    let mut g = Guardrails::default();
+    for (k, v) in w.map(
+        n,
+        "targets[].guardrails",
+        &[
+            "force",
+            "prune",
+            "max_corrections",
+            "max_correction_percent",
+            "max_remediations_per_hour",
+        ],
+    ) {
+        let what = format!("targets[].guardrails.{k}");
+        match k.as_str() {
+            "force" => g.force = w.boolean(v, &what).unwrap_or(g.force),
+            "prune" => g.prune = w.boolean(v, &what).unwrap_or(g.prune),
+            "max_corrections" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x)) if x.as_u64().is_some() => {
+                    g.max_corrections = x.as_u64().map(|x| x as usize)
+                }
+                _ => w.err(v, format!("{what}: expected a whole number")),
+            },
+            "max_correction_percent" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x))
+                    if x.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) =>
+                {
+                    g.max_correction_percent = x.as_f64().unwrap_or(25.0)
+                }
+                _ => w.err(v, format!("{what}: expected a number from 0 to 100")),
+            },
+            "max_remediations_per_hour" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x)) if x.as_u64().is_some() => {
+                    g.max_remediations_per_hour = x.as_u64().unwrap_or(3) as u32
+                }
+                _ => w.err(v, format!("{what}: expected a whole number")),
+            },
+            _ => {}
+        }
+    }
+    g
 }
 
 fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> {
@@ -665,7 +797,15 @@ fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> 
     for (k, v) in w.map(
         n,
         "targets[].desired",
-        &["git", "dir", "path", "include", "exclude", "helm", "kustomize"],
+        &[
+            "git",
+            "dir",
+            "path",
+            "include",
+            "exclude",
+            "helm",
+            "kustomize",
+        ],
     ) {
         match k.as_str() {
             "git" => {
@@ -710,14 +850,15 @@ fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> 
                             }
                         }
                         "values" => values = w.strings(v2, "targets[].desired.helm.values"),
-                        "namespace" => {
-                            namespace = w.string(v2, "targets[].desired.helm.namespace")
-                        }
+                        "namespace" => namespace = w.string(v2, "targets[].desired.helm.namespace"),
                         _ => {}
                     }
                 }
                 if render.is_some() {
-                    w.err(v, "targets[].desired: `helm` and `kustomize` exclude each other");
+                    w.err(
+                        v,
+                        "targets[].desired: `helm` and `kustomize` exclude each other",
+                    );
                 }
                 render = Some(Render::Helm {
                     release,
@@ -725,13 +866,14 @@ fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> 
                     namespace,
                 });
             }
-            "kustomize" => {
-                if w.boolean(v, "targets[].desired.kustomize") == Some(true) {
-                    if render.is_some() {
-                        w.err(v, "targets[].desired: `helm` and `kustomize` exclude each other");
-                    }
-                    render = Some(Render::Kustomize);
+            "kustomize" if w.boolean(v, "targets[].desired.kustomize") == Some(true) => {
+                if render.is_some() {
+                    w.err(
+                        v,
+                        "targets[].desired: `helm` and `kustomize` exclude each other",
+                    );
                 }
+                render = Some(Render::Kustomize);
             }
             _ => {}
         }
@@ -822,7 +964,10 @@ fn walk_live(w: &mut Walker, n: &Node, base: &Path) -> Option<LiveSource> {
         }
     }
     if out.is_none() {
-        w.err(n, "targets[].live: give `snapshot` (a directory of kubectl output)");
+        w.err(
+            n,
+            "targets[].live: give `snapshot` (a directory of kubectl output)",
+        );
     }
     out
 }
@@ -890,7 +1035,10 @@ targets:
         assert!(lines.contains(&9), "{err}");
         assert!(lines.contains(&10), "{err}");
         let text = err.to_string();
-        assert!(text.contains("test.yaml:3:5: targets[]: unknown key `mood` (did you mean `mode`?)"), "{text}");
+        assert!(
+            text.contains("test.yaml:3:5: targets[]: unknown key `mood` (did you mean `mode`?)"),
+            "{text}"
+        );
         assert!(text.contains("`yolo` is not one of"), "{text}");
     }
 

@@ -18,10 +18,19 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
     ("apiextensions.k8s.io", "CustomResourceDefinition"),
     ("apiregistration.k8s.io", "APIService"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
     ("storage.k8s.io", "StorageClass"),
     ("storage.k8s.io", "CSIDriver"),
     ("storage.k8s.io", "CSINode"),
@@ -182,12 +191,20 @@ mod tests {
             "metadata": {"name": "widgets.example.com"},
             "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}});
         scopes.learn([&crd], false);
-        let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}});
+        let dep =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}});
         let id = resource_id("c", &dep, "shop", &scopes);
         assert_eq!(id.key(), "kubernetes/c/apps/Deployment/shop/web");
         let cr = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r", "namespace": "x"}});
-        assert_eq!(resource_id("c", &cr, "shop", &scopes).key(), "kubernetes/c/rbac.authorization.k8s.io/ClusterRole/_cluster/r");
-        let w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
-        assert_eq!(resource_id("c", &w, "shop", &scopes).key(), "kubernetes/c/example.com/Widget/_cluster/w");
+        assert_eq!(
+            resource_id("c", &cr, "shop", &scopes).key(),
+            "kubernetes/c/rbac.authorization.k8s.io/ClusterRole/_cluster/r"
+        );
+        let w =
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+        assert_eq!(
+            resource_id("c", &w, "shop", &scopes).key(),
+            "kubernetes/c/example.com/Widget/_cluster/w"
+        );
     }
 }

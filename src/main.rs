@@ -390,8 +390,7 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8, Failure> {
             verbose,
         } => {
             let dirs = policy_dirs(&dirs, rego_v0);
-            let report =
-                policy::run_tests(&dirs, &data, run.as_deref()).map_err(policy_failure)?;
+            let report = policy::run_tests(&dirs, &data, run.as_deref()).map_err(policy_failure)?;
             print!("{}", policy::render_test_report(&report, verbose));
             Ok(if report.failed > 0 { 1 } else { 0 })
         }

@@ -513,7 +513,10 @@ mod tests {
 
     #[test]
     fn terraform_type_skips_modules() {
-        assert_eq!(terraform_type("module.a.aws_instance.web[0]"), "aws_instance");
+        assert_eq!(
+            terraform_type("module.a.aws_instance.web[0]"),
+            "aws_instance"
+        );
         assert_eq!(terraform_type("data.aws_ami.x"), "aws_ami");
     }
 

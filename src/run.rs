@@ -56,9 +56,7 @@ impl Error {
     /// runtime failures.
     pub fn exit_code(&self) -> u8 {
         let invalid = match self {
-            Error::Config(_) | Error::Duplicate { .. } | Error::Policy(_) | Error::Usage(_) => {
-                true
-            }
+            Error::Config(_) | Error::Duplicate { .. } | Error::Policy(_) | Error::Usage(_) => true,
             Error::Desired { source, .. } => source.is_invalid_input(),
             Error::Live { source, .. } => source.is_invalid_input(),
             Error::Join(_) => false,
@@ -395,12 +393,11 @@ pub fn diff_paths(
             },
         })?;
         let file = desired_path.display().to_string();
-        let objects = desired::manifests::parse_file(&file, &bytes, false).map_err(|e| {
-            Error::Desired {
+        let objects =
+            desired::manifests::parse_file(&file, &bytes, false).map_err(|e| Error::Desired {
                 target: target.into(),
                 source: e.into(),
-            }
-        })?;
+            })?;
         desired::DesiredSet {
             objects,
             source: file,
@@ -410,11 +407,7 @@ pub fn diff_paths(
         let src = crate::config::DesiredSource {
             location: crate::config::DesiredLocation::Dir(desired_path.to_path_buf()),
             path: String::new(),
-            include: vec![
-                "**/*.yaml".into(),
-                "**/*.yml".into(),
-                "**/*.json".into(),
-            ],
+            include: vec!["**/*.yaml".into(), "**/*.yml".into(), "**/*.json".into()],
             exclude: Vec::new(),
             render: None,
         };

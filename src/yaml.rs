@@ -411,7 +411,9 @@ fn looks_like_float(s: &str) -> bool {
         let frac = parts.next();
         let int_ok = int.bytes().all(|b| b.is_ascii_digit());
         match frac {
-            Some(f) => int_ok && f.bytes().all(|b| b.is_ascii_digit()) && !(int.is_empty() && f.is_empty()),
+            Some(f) => {
+                int_ok && f.bytes().all(|b| b.is_ascii_digit()) && !(int.is_empty() && f.is_empty())
+            }
             None => int_ok && !int.is_empty(),
         }
     };
@@ -512,8 +514,8 @@ pub fn scalar_text(v: &Value) -> String {
                 && !s.contains(['\n', '#', '"', '\''])
                 && !s.contains(": ")
                 && !s.starts_with([
-                    ' ', '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%',
-                    '@', '`',
+                    ' ', '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@',
+                    '`',
                 ])
                 && !s.ends_with([' ', ':'])
                 && matches!(

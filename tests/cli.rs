@@ -57,7 +57,11 @@ fn local_diff_reports_drift_with_exit_2_and_in_sync_with_0() {
     let dir = tempfile::tempdir().unwrap();
     let d = write(dir.path(), "desired/cm.yaml", CM);
     let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
-    let out = run(bin().args(["diff", "-o", "json", "--desired"]).arg(&d).arg("--live").arg(&l));
+    let out = run(bin()
+        .args(["diff", "-o", "json", "--desired"])
+        .arg(&d)
+        .arg("--live")
+        .arg(&l));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["schema_version"], "1");
@@ -65,8 +69,16 @@ fn local_diff_reports_drift_with_exit_2_and_in_sync_with_0() {
     assert_eq!(report["drifts"][0]["changes"][0]["path"], "/data/LEVEL");
     assert_eq!(report["drifts"][0]["provenance"]["line"], 1);
 
-    let same = write(dir.path(), "live2/cm.yaml", &CM_LIVE.replace("debug", "info"));
-    let out = run(bin().args(["diff", "--desired"]).arg(&d).arg("--live").arg(&same));
+    let same = write(
+        dir.path(),
+        "live2/cm.yaml",
+        &CM_LIVE.replace("debug", "info"),
+    );
+    let out = run(bin()
+        .args(["diff", "--desired"])
+        .arg(&d)
+        .arg("--live")
+        .arg(&same));
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
 }
 
@@ -79,7 +91,12 @@ fn broken_yaml_is_exit_3_with_file_and_line() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: [unclosed\n  b: c\n",
     );
     let l = write(dir.path(), "live/cm.yaml", CM_LIVE);
-    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    let out = run(bin()
+        .arg("diff")
+        .arg("--desired")
+        .arg(&d)
+        .arg("--live")
+        .arg(&l));
     assert_eq!(code(&out), 3);
     let err = stderr(&out);
     assert!(err.contains("bad.yaml:"), "{err}");
@@ -96,15 +113,29 @@ fn manifest_without_kind_or_name_is_exit_3() {
         "d1/m.yaml",
         &format!("{CM}---\napiVersion: v1\nmetadata:\n  name: x\n"),
     );
-    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    let out = run(bin()
+        .arg("diff")
+        .arg("--desired")
+        .arg(&d)
+        .arg("--live")
+        .arg(&l));
     assert_eq!(code(&out), 3);
-    assert!(stderr(&out).contains("m.yaml:9: the object has no `kind`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("m.yaml:9: the object has no `kind`"),
+        "{}",
+        stderr(&out)
+    );
     let d = write(
         dir.path(),
         "d2/m.yaml",
         "apiVersion: v1\nkind: Service\nmetadata:\n  labels: {a: b}\n",
     );
-    let out = run(bin().arg("diff").arg("--desired").arg(&d).arg("--live").arg(&l));
+    let out = run(bin()
+        .arg("diff")
+        .arg("--desired")
+        .arg(&d)
+        .arg("--live")
+        .arg(&l));
     assert_eq!(code(&out), 3);
     assert!(
         stderr(&out).contains("m.yaml:1: the Service has no `metadata.name`"),
@@ -124,8 +155,14 @@ fn unknown_config_keys_all_reported_with_lines() {
     let out = run(bin().args(["diff", "--config"]).arg(&cfg));
     assert_eq!(code(&out), 3);
     let err = stderr(&out);
-    assert!(err.contains("driftwarden.yaml:5:5: targets[]: unknown key `modee` (did you mean `mode`?)"), "{err}");
-    assert!(err.contains("driftwarden.yaml:7:3: output: unknown key `colour` (did you mean `color`?)"), "{err}");
+    assert!(
+        err.contains("driftwarden.yaml:5:5: targets[]: unknown key `modee` (did you mean `mode`?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("driftwarden.yaml:7:3: output: unknown key `colour` (did you mean `color`?)"),
+        "{err}"
+    );
     assert!(err.contains("2 problems"), "{err}");
     let out = run(bin().args(["validate", "--config"]).arg(&cfg));
     assert_eq!(code(&out), 3);
@@ -151,7 +188,11 @@ fn missing_directories_and_refs_are_exit_3() {
     );
     let out = run(bin().args(["diff", "--config"]).arg(&cfg));
     assert_eq!(code(&out), 3);
-    assert!(stderr(&out).contains("no-such-dir does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no-such-dir does not exist"),
+        "{}",
+        stderr(&out)
+    );
 
     // A Git ref that does not exist.
     let repo_dir = dir.path().join("repo");
@@ -161,7 +202,8 @@ fn missing_directories_and_refs_are_exit_3() {
     index.add_path(Path::new("cm.yaml")).unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let sig = git2::Signature::now("T", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
     let cfg = write(
         dir.path(),
         "bad-ref.yaml",
@@ -169,7 +211,11 @@ fn missing_directories_and_refs_are_exit_3() {
     );
     let out = run(bin().args(["diff", "--config"]).arg(&cfg));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("ref `release-9` does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ref `release-9` does not exist"),
+        "{}",
+        stderr(&out)
+    );
     // The same config at an existing ref works.
     let good = write(
         dir.path(),
@@ -198,5 +244,8 @@ fn duplicate_object_is_exit_3_naming_both_places() {
         .arg(&l));
     assert_eq!(code(&out), 3);
     let err = stderr(&out);
-    assert!(err.contains("a.yaml:1") && err.contains("b.yaml:1"), "{err}");
+    assert!(
+        err.contains("a.yaml:1") && err.contains("b.yaml:1"),
+        "{err}"
+    );
 }

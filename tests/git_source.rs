@@ -33,7 +33,9 @@ fn commit_files(repo: &Repository, files: &[(&str, &str)], message: &str) -> git
 }
 
 fn cm(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: shop\ndata:\n  key: {value}\n")
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: shop\ndata:\n  key: {value}\n"
+    )
 }
 
 fn source(repo: &str, reference: &str, path: &str) -> DesiredSource {
@@ -129,16 +131,16 @@ fn reads_tag_and_commit_refs() {
     let at_tag = desired::load(&source(repo, "v1", "apps/shop"), cache.path()).unwrap();
     assert_eq!(names(&at_tag), vec!["a", "b"]);
     assert_eq!(at_tag.objects[0].value["data"]["key"], "one");
-    let at_commit = desired::load(
-        &source(repo, &f.first.to_string(), "apps"),
-        cache.path(),
-    )
-    .unwrap();
+    let at_commit =
+        desired::load(&source(repo, &f.first.to_string(), "apps"), cache.path()).unwrap();
     assert_eq!(names(&at_commit), vec!["c", "a", "b"]);
     let branch = desired::load(&source(repo, "master", "apps/shop"), cache.path())
         .or_else(|_| desired::load(&source(repo, "main", "apps/shop"), cache.path()))
         .unwrap();
-    assert_eq!(branch.commit.as_deref(), Some(f.second.to_string().as_str()));
+    assert_eq!(
+        branch.commit.as_deref(),
+        Some(f.second.to_string().as_str())
+    );
 }
 
 #[test]
@@ -179,9 +181,18 @@ fn never_touches_work_tree_or_index() {
     assert_eq!(names(&set), vec!["a", "b"]);
     assert_eq!(set.objects[0].value["data"]["key"], "one");
 
-    assert_eq!(std::fs::read_to_string(&dirty).unwrap(), cm("a", "uncommitted"));
-    assert_eq!(std::fs::read(f.path.join(".git/index")).unwrap(), index_before);
-    assert_eq!(std::fs::read(f.path.join(".git/HEAD")).unwrap(), head_before);
+    assert_eq!(
+        std::fs::read_to_string(&dirty).unwrap(),
+        cm("a", "uncommitted")
+    );
+    assert_eq!(
+        std::fs::read(f.path.join(".git/index")).unwrap(),
+        index_before
+    );
+    assert_eq!(
+        std::fs::read(f.path.join(".git/HEAD")).unwrap(),
+        head_before
+    );
 }
 
 #[test]
@@ -233,11 +244,15 @@ fn missing_ref_path_and_repo_are_input_errors() {
     let e = desired::load(&source(repo, "no-such-branch", ""), cache.path()).unwrap_err();
     assert!(e.is_invalid_input());
     assert!(
-        e.to_string().contains("ref `no-such-branch` does not exist"),
+        e.to_string()
+            .contains("ref `no-such-branch` does not exist"),
         "{e}"
     );
     let e = desired::load(&source(repo, "HEAD", "apps/nope"), cache.path()).unwrap_err();
-    assert!(matches!(e, DesiredError::Git(_)) && e.is_invalid_input(), "{e}");
+    assert!(
+        matches!(e, DesiredError::Git(_)) && e.is_invalid_input(),
+        "{e}"
+    );
     assert!(e.to_string().contains("apps/nope"), "{e}");
     let e = desired::load(&source("/no/such/repo", "HEAD", ""), cache.path()).unwrap_err();
     assert!(e.is_invalid_input(), "{e}");
@@ -256,8 +271,11 @@ fn broken_manifest_in_git_names_file_and_line() {
         "bad",
     );
     let cache = tempfile::tempdir().unwrap();
-    let e = desired::load(&source(dir.path().to_str().unwrap(), "HEAD", ""), cache.path())
-        .unwrap_err();
+    let e = desired::load(
+        &source(dir.path().to_str().unwrap(), "HEAD", ""),
+        cache.path(),
+    )
+    .unwrap_err();
     assert!(e.is_invalid_input());
     let text = e.to_string();
     assert!(text.starts_with("bad.yaml:"), "{text}");

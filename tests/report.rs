@@ -678,7 +678,10 @@ fn schema_doc_example_is_a_report() {
     let close = body[open..].find("\n```").unwrap();
     let example = &body[open..open + close];
     let report: Report = serde_json::from_str(example).unwrap();
-    assert_eq!(report.schema_version, driftwarden::model::REPORT_SCHEMA_VERSION);
+    assert_eq!(
+        report.schema_version,
+        driftwarden::model::REPORT_SCHEMA_VERSION
+    );
     // The example is exactly what the JSON renderer prints for it.
     assert_eq!(render(&report, Format::Json, &plain()).trim_end(), example);
     // And its summary is the one Report::new computes.
@@ -691,4 +694,95 @@ fn schema_doc_example_is_a_report() {
         report.errors.clone(),
     );
     assert_eq!(recomputed.summary, report.summary);
+}
+
+/// Runs the embedded offline demo (fixtures/demo) through the real binary.
+fn run_demo(format: &str) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["reconcile", "-o", format])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DRIFTWARDEN_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn demo_reports_exactly_the_planted_drift() {
+    let (code, stdout, stderr) = run_demo("json");
+    assert_eq!(code, Some(2), "drift found exits 2; stderr:\n{stderr}");
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    let mut found: Vec<String> = Vec::new();
+    for d in &report.drifts {
+        if d.changes.is_empty() {
+            found.push(format!("{} {}", d.resource.display, d.kind));
+        }
+        for c in &d.changes {
+            let who = c
+                .attribution
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let (desired, live) = if c.masked {
+                ("(masked)".to_string(), "(masked)".to_string())
+            } else {
+                (c.desired.to_string(), c.live.to_string())
+            };
+            found.push(format!(
+                "{} {} {} {desired} -> {live} by {who}",
+                d.resource.display, d.kind, c.path
+            ));
+        }
+    }
+    found.sort();
+    let mut want = vec![
+        "ConfigMap shop/bookstore-config Modified /data/SEARCH_TIMEOUT_MS \"800\" -> \"2500\" by kubectl-edit (Update, 2026-11-21T03:05:44Z)",
+        "ConfigMap shop/bookstore-hotfix-flags Unmanaged",
+        "Deployment shop/bookstore-web Modified /spec/replicas 3 -> 6 by kubectl (Update, scale)",
+        "Deployment shop/bookstore-web Modified /spec/template/spec/containers/0/image \"ghcr.io/example/bookstore-web:2.4.1\" -> \"ghcr.io/example/bookstore-web:2.4.2-hotfix1\" by kubectl-set (Update, 2026-11-21T02:47:10Z)",
+        "Ingress shop/bookstore Modified /metadata/labels/team \"storefront\" -> \"sre\" by kubectl-label (Update, 2026-11-21T03:09:12Z)",
+        "Secret shop/bookstore-secrets Modified /data/PAYMENT_API_KEY (masked) -> (masked) by kubectl-patch (Update, 2026-11-21T03:12:09Z)",
+        "Service shop/bookstore-web Missing",
+    ];
+    want.sort();
+    assert_eq!(
+        found, want,
+        "fixtures/demo/EXPECTED.md lists the planted drift"
+    );
+    let secret = report
+        .drifts
+        .iter()
+        .find(|d| d.resource.display == "Secret shop/bookstore-secrets")
+        .unwrap();
+    assert!(secret.changes.iter().all(|c| c.masked));
+    let s = &report.summary;
+    assert_eq!((s.resources_checked, s.in_sync, s.drifted), (9, 3, 6));
+    assert_eq!(s.compliance_score, 33.3);
+}
+
+#[test]
+fn demo_never_prints_a_secret_value() {
+    // The canary (decoded and base64) and every other demo secret value, in every format.
+    let secrets = [
+        "DEMO-CANARY-5f2b",
+        "REVNTy1DQU5BUlktNWYyYg==",
+        "demo-payment-key-not-real",
+        "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
+        "demo-session-signing-key-not-real",
+        "ZGVtby1zZXNzaW9uLXNpZ25pbmcta2V5LW5vdC1yZWFs",
+        "demo-db-password-not-real",
+        "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
+    ];
+    for format in ["table", "json", "markdown"] {
+        let (code, stdout, stderr) = run_demo(format);
+        assert_eq!(code, Some(2), "{format}: {stderr}");
+        for s in secrets {
+            assert!(!stdout.contains(s), "{format} stdout leaks {s}");
+            assert!(!stderr.contains(s), "{format} stderr leaks {s}");
+        }
+    }
 }

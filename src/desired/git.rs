@@ -183,10 +183,12 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
     });
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
-    let mut remote = repo.remote_anonymous(&src.repo).map_err(|e| GitError::Fetch {
-        repo: redact_url(&src.repo),
-        message: e.message().to_string(),
-    })?;
+    let mut remote = repo
+        .remote_anonymous(&src.repo)
+        .map_err(|e| GitError::Fetch {
+            repo: redact_url(&src.repo),
+            message: e.message().to_string(),
+        })?;
     let refspecs = [
         "+refs/heads/*:refs/remotes/origin/*",
         "+refs/tags/*:refs/tags/*",
@@ -252,7 +254,10 @@ mod tests {
             redact_url("https://user:secret@github.com/o/r.git"),
             "https://***@github.com/o/r.git"
         );
-        assert_eq!(redact_url("https://github.com/o/r.git"), "https://github.com/o/r.git");
+        assert_eq!(
+            redact_url("https://github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
         assert_eq!(redact_url("/local/path"), "/local/path");
     }
 }

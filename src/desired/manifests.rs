@@ -38,26 +38,22 @@ pub fn parse_file(file: &str, bytes: &[u8], live: bool) -> Result<Vec<RawObject>
         line: line_of_offset(bytes, e.valid_up_to()),
         message: "not valid UTF-8".to_string(),
     })?;
-    let docs = match yaml::parse_documents(text) {
-        Ok(d) => d,
-        Err(e) => {
-            // JSON files get serde_json's own message when the YAML reading also fails.
-            if file.ends_with(".json") {
-                if let Err(je) = serde_json::from_str::<Value>(text) {
-                    return Err(ManifestError {
-                        file: file.to_string(),
-                        line: je.line(),
-                        message: format!("not valid JSON: {je}"),
-                    });
-                }
-            }
+    // JSON files must be valid JSON (YAML would accept more); their positions then come from
+    // the positioned YAML reading, which JSON is a subset of.
+    if file.ends_with(".json") {
+        if let Err(je) = serde_json::from_str::<Value>(text) {
             return Err(ManifestError {
                 file: file.to_string(),
-                line: e.line,
-                message: format!("not valid YAML: {}", e.message),
+                line: je.line(),
+                message: format!("not valid JSON: {je}"),
             });
         }
-    };
+    }
+    let docs = yaml::parse_documents(text).map_err(|e| ManifestError {
+        file: file.to_string(),
+        line: e.line,
+        message: format!("not valid YAML: {}", e.message),
+    })?;
     let mut out = Vec::new();
     for doc in docs {
         collect(file, &doc.root, live, None, &mut out)?;
@@ -134,7 +130,9 @@ fn collect(
     if name.is_empty() {
         let has_generate = value.pointer("/metadata/generateName").is_some();
         let message = if has_generate && !live {
-            format!("the {kind} uses `metadata.generateName`: driftwarden needs a fixed `metadata.name` to find it live")
+            format!(
+                "the {kind} uses `metadata.generateName`: driftwarden needs a fixed `metadata.name` to find it live"
+            )
         } else {
             format!("the {kind} has no `metadata.name`")
         };
@@ -191,7 +189,12 @@ mod tests {
         let e = parse_file("a.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nmetadata: {name: x}\n", false).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("a.yaml", 5));
         assert!(e.message.contains("no `kind`"));
-        let e = parse_file("b.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n", false).unwrap_err();
+        let e = parse_file(
+            "b.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n",
+            false,
+        )
+        .unwrap_err();
         assert!(e.message.contains("no `metadata.name`"), "{e}");
         let e = parse_file("c.yaml", b"kind: A\n  bad: : x\n", false).unwrap_err();
         assert!(e.to_string().starts_with("c.yaml:"), "{e}");

@@ -102,7 +102,10 @@ fn run(program: &str, args: &[String], cwd: &Path) -> Result<String, RenderError
         })?;
     if !output.status.success() {
         return Err(RenderError::Failed {
-            command: format!("{program} {}", args.first().map(String::as_str).unwrap_or("")),
+            command: format!(
+                "{program} {}",
+                args.first().map(String::as_str).unwrap_or("")
+            ),
             code: output
                 .status
                 .code()

@@ -1,10 +1,11 @@
 //! Ignore rules: known noise dropped from a diff, and counted.
 //!
-//! Two kinds. Built-in: server bookkeeping (`metadata.uid`, `resourceVersion`, `generation`,
-//! `creationTimestamp`, `managedFields`, `selfLink`, `deletionTimestamp`,
-//! `deletionGracePeriodSeconds`), `status`, and the `kubectl.kubernetes.io/last-applied-configuration`
-//! annotation are never compared, silently: desired does not declare them. Configured
-//! ([`IgnoreRule`], like Argo CD's `ignoreDifferences`): select objects by kind, name glob and
+//! Two kinds. Built-in, never compared and not counted (desired does not declare them): the
+//! root `apiVersion` (identity, not content), server bookkeeping (`metadata.uid`,
+//! `resourceVersion`, `generation`, `creationTimestamp`, `managedFields`, `selfLink`,
+//! `deletionTimestamp`, `deletionGracePeriodSeconds`), `status`, and the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation. Configured ([`IgnoreRule`],
+//! like Argo CD's `ignoreDifferences`): select objects by kind, name glob and
 //! namespace glob, then drop fields by JSON pointer (`*` matches any one segment; a pointer
 //! covers the field and everything under it) and/or by the field's current owner in
 //! managedFields. Every field a configured rule drops is counted under the rule's name, because
@@ -50,10 +51,13 @@ pub fn parse_pointer(p: &str) -> Option<Vec<String>> {
     )
 }
 
-/// Fields the server owns, never compared (and not counted as ignored).
+/// Fields the server owns, never compared (and not counted as ignored). The root `apiVersion`
+/// is identity, not content: like [`crate::model::ResourceId::key`], the same object read
+/// through another served version is the same object.
 pub fn is_builtin_ignored(path: &[String]) -> bool {
     match path {
         [first, ..] if first == "status" => true,
+        [first] if first == "apiVersion" => true,
         [m, field, ..] if m == "metadata" => {
             matches!(
                 field.as_str(),
@@ -284,7 +288,10 @@ mod tests {
         );
         // Covers everything under the field.
         assert_eq!(
-            match_pattern(&segs("/metadata/annotations"), &segs("/metadata/annotations/x")),
+            match_pattern(
+                &segs("/metadata/annotations"),
+                &segs("/metadata/annotations/x")
+            ),
             PointerMatch::Covers
         );
         assert_eq!(
@@ -305,6 +312,7 @@ mod tests {
     #[test]
     fn builtin_paths() {
         for p in [
+            "/apiVersion",
             "/status",
             "/status/replicas",
             "/metadata/uid",
@@ -315,6 +323,7 @@ mod tests {
             assert!(is_builtin_ignored(&segs(p)), "{p}");
         }
         for p in [
+            "/spec/apiVersion",
             "/spec/status",
             "/metadata/labels/uid",
             "/metadata/annotations/x",

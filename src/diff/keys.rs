@@ -67,8 +67,15 @@ pub fn list_kind(site: ListSite<'_>) -> ListKind {
     };
     let keyed = |names: &[&str]| ListKind::Keyed(names.iter().map(|n| KeyField::new(n)).collect());
     match field.as_str() {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" | "schedulingGates" | "claims" => keyed(&["name"]),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates"
+        | "claims" => keyed(&["name"]),
         "volumeMounts" => keyed(&["mountPath"]),
         "volumeDevices" => keyed(&["devicePath"]),
         "hostAliases" => keyed(&["ip"]),

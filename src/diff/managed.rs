@@ -147,7 +147,10 @@ impl ManagedEntry {
 /// Reads `metadata.managedFields` of a live object. Entries that are not FieldsV1 are skipped.
 /// For a Secret, `f:stringData` ownership is folded into `f:data`.
 pub fn parse_managed_fields(live: &Value, secret: bool) -> Vec<ManagedEntry> {
-    let Some(entries) = live.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     let text = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
@@ -252,13 +255,16 @@ impl Ownership {
                     self.list_keys
                         .entry(ptr.clone())
                         .or_insert_with(|| key.keys().cloned().collect());
-                    if let Some(i) = items.and_then(|a| a.iter().position(|it| matches_fields_key(it, key))) {
+                    if let Some(i) =
+                        items.and_then(|a| a.iter().position(|it| matches_fields_key(it, key)))
+                    {
                         let item = items.and_then(|a| a.get(i));
                         self.collect(child, item, format!("{ptr}/{i}"), entry);
                     }
                 }
                 PathElement::Value(v) => {
-                    if let Some(i) = items.and_then(|a| a.iter().position(|it| scalar_equal(it, v))) {
+                    if let Some(i) = items.and_then(|a| a.iter().position(|it| scalar_equal(it, v)))
+                    {
                         let item = items.and_then(|a| a.get(i));
                         self.collect(child, item, format!("{ptr}/{i}"), entry);
                     }
@@ -387,10 +393,19 @@ fn walk_undeclared(
         let Some(l) = l.filter(|l| !is_empty(Some(l))) else {
             continue;
         };
+        let is_item = !matches!(elem, PathElement::Field(_));
         path.push(seg);
         match d {
-            None => out.push((path.clone(), l.clone())),
-            Some(d) if !child.children.is_empty() => walk_undeclared(child, Some(d), Some(l), path, out),
+            // The entry owns the whole value (a leaf) or a list item's existence (`.`): all of
+            // it goes when desired drops it. (A map's `.` only means it created the map.)
+            None if child.is_leaf() || (is_item && child.self_owned) => {
+                out.push((path.clone(), l.clone()))
+            }
+            // An interior map: only the owned fields inside go (others' keys stay).
+            None => walk_undeclared(child, None, Some(l), path, out),
+            Some(d) if !child.children.is_empty() => {
+                walk_undeclared(child, Some(d), Some(l), path, out)
+            }
             Some(_) => {}
         }
         path.pop();
@@ -492,7 +507,10 @@ mod tests {
             Some("kubectl-set")
         );
         assert_eq!(who("/spec/replicas").as_deref(), Some("kubectl"));
-        assert_eq!(who("/metadata/labels/tier").as_deref(), Some("kubectl-label"));
+        assert_eq!(
+            who("/metadata/labels/tier").as_deref(),
+            Some("kubectl-label")
+        );
         assert_eq!(who("/metadata/labels/app").as_deref(), Some("driftwarden"));
         // Inside an atomic leaf: the leaf's owner.
         assert_eq!(
@@ -533,7 +551,10 @@ mod tests {
             .collect();
         assert_eq!(
             found,
-            ["/metadata/labels/app", "/spec/template/spec/containers/1/ports/0"]
+            [
+                "/metadata/labels/app",
+                "/spec/template/spec/containers/1/ports/0"
+            ]
         );
         // A whole keyed item gone from desired is reported once, at its live index.
         let desired = json!({"metadata": {"labels": {"app": "a"}},
@@ -543,6 +564,28 @@ mod tests {
             .map(|(p, _)| pointer(&p))
             .collect();
         assert_eq!(found, ["/spec/template/spec/containers/1"]);
+    }
+
+    #[test]
+    fn a_maps_dot_is_not_the_whole_map() {
+        // kubectl annotate created the annotations map (`.`) and one key: only that key is its.
+        let live = json!({
+            "metadata": {
+                "annotations": {"a": "1", "b": "2"},
+                "managedFields": [{
+                    "manager": "kubectl-annotate", "operation": "Update", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:b": {}}}}
+                }]
+            }
+        });
+        let own = Ownership::from_live(&live, false);
+        let found: Vec<String> =
+            undeclared_owned(&own.entries()[0].fields, Some(&json!({})), Some(&live))
+                .into_iter()
+                .map(|(p, _)| pointer(&p))
+                .collect();
+        assert_eq!(found, ["/metadata/annotations/b"]);
+        assert_eq!(own.owner_of("/metadata/annotations/a", "driftwarden"), None);
     }
 
     #[test]
@@ -556,7 +599,8 @@ mod tests {
         });
         let own = Ownership::from_live(&live, true);
         assert_eq!(
-            own.owner_of("/data/DB_USER", "driftwarden").map(|e| e.manager.as_str()),
+            own.owner_of("/data/DB_USER", "driftwarden")
+                .map(|e| e.manager.as_str()),
             Some("driftwarden")
         );
         let apply = own.apply_entry("driftwarden").unwrap();
@@ -571,7 +615,11 @@ mod tests {
     #[test]
     fn escapes_pointer_segments() {
         assert_eq!(
-            pointer(&["metadata".into(), "annotations".into(), "team.shop/incident".into()]),
+            pointer(&[
+                "metadata".into(),
+                "annotations".into(),
+                "team.shop/incident".into()
+            ]),
             "/metadata/annotations/team.shop~1incident"
         );
         assert_eq!(escape("a~b"), "a~0b");

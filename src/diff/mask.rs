@@ -199,7 +199,10 @@ mod tests {
             json!("ZXhhbXBsZS1hcGkta2V5LTAwMDI="),
         );
         mask_change(&mut c, &segs("/data/API_KEY"));
-        assert_eq!((c.desired.clone(), c.live.clone(), c.masked), (json!(MASK), json!(MASK), true));
+        assert_eq!(
+            (c.desired.clone(), c.live.clone(), c.masked),
+            (json!(MASK), json!(MASK), true)
+        );
 
         let mut whole = change("/data", json!({"A": "eA==", "B": null}), json!(null));
         mask_change(&mut whole, &segs("/data"));

@@ -246,7 +246,13 @@ fn diff_object_with(
     };
 
     let mut raw = structural::compare(&desired, live, &ctx);
-    raw.extend(undeclared_changes(&ownership, &desired, live, opts, f.kubernetes));
+    raw.extend(undeclared_changes(
+        &ownership,
+        &desired,
+        live,
+        opts,
+        f.kubernetes,
+    ));
     dedupe(&mut raw);
 
     let selected: Vec<&CompiledRule> = rules
@@ -284,8 +290,19 @@ fn diff_object_with(
     ObjectDiff { changes, ignored }
 }
 
+/// Control-plane components: what they own live (`deployment.kubernetes.io/revision`, a
+/// scheduler's bookkeeping) is never declared in Git, so strict mode does not report it.
+const SYSTEM_MANAGERS: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "cloud-controller-manager",
+];
+
 /// Three-way and strict findings: live fields desired does not declare, owned by driftwarden's
-/// Apply entry (Git removed them) or, in strict mode, by any manager except status writers.
+/// Apply entry (Git removed them) or, in strict mode, by any other manager except status
+/// writers and the control plane ([`SYSTEM_MANAGERS`]).
 fn undeclared_changes(
     ownership: &Ownership,
     desired: &Value,
@@ -296,7 +313,9 @@ fn undeclared_changes(
     let mut out = Vec::new();
     for entry in ownership.entries() {
         let ours = entry.is_apply_by(&opts.field_manager);
-        let strict = opts.strict && entry.subresource.as_deref() != Some("status");
+        let strict = opts.strict
+            && entry.subresource.as_deref() != Some("status")
+            && !SYSTEM_MANAGERS.contains(&entry.manager.as_str());
         if !(ours || strict) {
             continue;
         }
@@ -435,8 +454,7 @@ pub fn diff_target(
     opts: &DiffOptions,
 ) -> DiffOutcome {
     let rules = ignore::compile(&opts.ignore);
-    let live_by_key: HashMap<String, &LiveObject> =
-        live.iter().map(|l| (l.id.key(), l)).collect();
+    let live_by_key: HashMap<String, &LiveObject> = live.iter().map(|l| (l.id.key(), l)).collect();
     let mut desired_keys = HashSet::new();
     let mut out = DiffOutcome::default();
 
@@ -502,13 +520,11 @@ pub fn diff_target(
         }
     }
 
-    out.drifts.sort_by(|a, b| {
-        (a.resource.id.key(), a.kind).cmp(&(b.resource.id.key(), b.kind))
-    });
+    out.drifts
+        .sort_by_cached_key(|d| (d.resource.id.key(), d.kind));
     out.in_sync = out.checked.saturating_sub(out.drifts.len());
     out
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -572,17 +588,27 @@ mod tests {
         );
         assert_eq!(
             paths(&d),
-            ["/metadata/labels/tier", "/metadata/annotations/team~1owner", "/spec/replicas"]
+            [
+                "/metadata/labels/tier",
+                "/metadata/annotations/team~1owner",
+                "/spec/replicas"
+            ]
         );
         assert_eq!(d.changes[0].op, ChangeOp::Changed);
         assert_eq!(
-            d.changes[0].attribution.as_ref().map(|a| a.manager.as_str()),
+            d.changes[0]
+                .attribution
+                .as_ref()
+                .map(|a| a.manager.as_str()),
             Some("kubectl-label")
         );
         assert_eq!(d.changes[2].op, ChangeOp::ExtraLive);
         assert_eq!(d.changes[2].live, json!(3));
         assert_eq!(
-            d.changes[2].attribution.as_ref().map(|a| a.manager.as_str()),
+            d.changes[2]
+                .attribution
+                .as_ref()
+                .map(|a| a.manager.as_str()),
             Some("driftwarden")
         );
     }
@@ -596,13 +622,30 @@ mod tests {
         });
         let i = id("apps", "Deployment", Some("shop"), "web");
         let mut opts = DiffOptions::new("t");
-        assert!(diff_object(&i, &desired, &deployment_live(), &opts).changes.is_empty());
+        assert!(
+            diff_object(&i, &desired, &deployment_live(), &opts)
+                .changes
+                .is_empty()
+        );
         opts.strict = true;
-        let d = diff_object(&i, &desired, &deployment_live(), &opts);
+        let mut live = deployment_live();
+        live["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("4");
+        if let Some(entries) = live["metadata"]["managedFields"].as_array_mut() {
+            entries.push(json!({
+                "manager": "kube-controller-manager", "operation": "Update",
+                "time": "2026-11-22T03:00:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {
+                    ".": {}, "f:deployment.kubernetes.io/revision": {}}}}
+            }));
+        }
+        let d = diff_object(&i, &desired, &live, &opts);
         assert_eq!(paths(&d), ["/metadata/annotations/hand~1added"]);
         assert_eq!(d.changes[0].op, ChangeOp::ExtraLive);
         assert_eq!(
-            d.changes[0].attribution.as_ref().map(|a| a.manager.as_str()),
+            d.changes[0]
+                .attribution
+                .as_ref()
+                .map(|a| a.manager.as_str()),
             Some("kubectl-annotate")
         );
     }
@@ -610,7 +653,8 @@ mod tests {
     #[test]
     fn ignore_rules_drop_and_count() {
         let desired = json!({
-            "metadata": {"name": "web", "labels": {"app": "web", "tier": "frontend"}},
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "frontend"},
+                         "annotations": {"team/owner": "a"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}
         });
         let i = id("apps", "Deployment", Some("shop"), "web");
@@ -644,10 +688,13 @@ mod tests {
 
     #[test]
     fn ignore_pointer_inside_a_missing_item_prunes_it() {
-        let desired = json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "nginx:1"},
-            {"name": "new", "image": "busybox"}
-        ]}}}});
+        let desired = json!({
+            "metadata": {"labels": {"app": "web"}, "annotations": {"team/owner": "a"}},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [
+                {"name": "web", "image": "nginx:1"},
+                {"name": "new", "image": "busybox"}
+            ]}}}
+        });
         let i = id("apps", "Deployment", Some("shop"), "web");
         let mut opts = DiffOptions::new("t");
         opts.ignore = vec![IgnoreRule {
@@ -696,7 +743,8 @@ mod tests {
         let elsewhere = id("", "ConfigMap", Some("kube-system"), "stray");
         let child = id("apps", "ReplicaSet", Some("shop"), "web-abc");
         let tracked = |extra: Value| {
-            let mut o = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "driftwarden"}}});
+            let mut o =
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "driftwarden"}}});
             if let (Some(m), Some(e)) = (o["metadata"].as_object_mut(), extra.as_object()) {
                 m.extend(e.clone());
             }
@@ -715,12 +763,23 @@ mod tests {
             },
         ];
         let live = vec![
-            LiveObject { id: dep.clone(), object: deployment_live() },
-            LiveObject { id: stray.clone(), object: tracked(json!({})) },
-            LiveObject { id: elsewhere.clone(), object: tracked(json!({})) },
+            LiveObject {
+                id: dep.clone(),
+                object: deployment_live(),
+            },
+            LiveObject {
+                id: stray.clone(),
+                object: tracked(json!({})),
+            },
+            LiveObject {
+                id: elsewhere.clone(),
+                object: tracked(json!({})),
+            },
             LiveObject {
                 id: child.clone(),
-                object: tracked(json!({"ownerReferences": [{"kind": "Deployment", "controller": true}]})),
+                object: tracked(
+                    json!({"ownerReferences": [{"kind": "Deployment", "controller": true}]}),
+                ),
             },
             LiveObject {
                 id: id("", "ConfigMap", Some("shop"), "untracked"),
@@ -729,7 +788,10 @@ mod tests {
         ];
         let mut opts = DiffOptions::new("prod");
         let plain = diff_target(&desired, &live, &opts);
-        assert_eq!((plain.checked, plain.in_sync, plain.drifts.len()), (2, 0, 2));
+        assert_eq!(
+            (plain.checked, plain.in_sync, plain.drifts.len()),
+            (2, 0, 2)
+        );
 
         opts.tracking = Some(Tracking {
             label: Some("app.kubernetes.io/managed-by=driftwarden".into()),
@@ -764,7 +826,8 @@ mod tests {
 
     #[test]
     fn tracking_forms() {
-        let obj = json!({"metadata": {"labels": {"owner": "dw"}, "annotations": {"dw/tracked": "yes"}}});
+        let obj =
+            json!({"metadata": {"labels": {"owner": "dw"}, "annotations": {"dw/tracked": "yes"}}});
         let t = |label: Option<&str>, annotation: Option<&str>| Tracking {
             label: label.map(str::to_string),
             annotation: annotation.map(str::to_string),

@@ -284,8 +284,18 @@ pub fn is_quantity_field(parent: Option<&str>, key: &str) -> bool {
     match parent {
         Some("target") => key == "value",
         Some(
-            "requests" | "limits" | "overhead" | "hard" | "used" | "capacity" | "allocatable"
-            | "max" | "min" | "default" | "defaultRequest" | "maxLimitRequestRatio",
+            "requests"
+            | "limits"
+            | "overhead"
+            | "hard"
+            | "used"
+            | "capacity"
+            | "allocatable"
+            | "max"
+            | "min"
+            | "default"
+            | "defaultRequest"
+            | "maxLimitRequestRatio",
         ) => true,
         _ => false,
     }
@@ -355,7 +365,9 @@ mod tests {
         assert_eq!(q("1Ki"), q("1024"));
         assert_eq!(q("1Ei"), q("1152921504606846976"));
         assert_eq!(q("100n"), q("0.1u"));
-        for bad in ["", "-", ".", "1.2.3", "1Gb", "Gi", "1 Gi", "e3", "1e", "1e+", "abc"] {
+        for bad in [
+            "", "-", ".", "1.2.3", "1Gb", "Gi", "1 Gi", "e3", "1e", "1e+", "abc",
+        ] {
             assert!(Quantity::parse(bad).is_none(), "{bad:?} should not parse");
         }
     }
@@ -378,10 +390,18 @@ mod tests {
             assert!(is_empty(Some(&v)), "{v}");
         }
         assert!(is_empty(None));
-        for v in [json!(0), json!(false), json!(" "), json!([""]), json!({"a": null})] {
+        for v in [
+            json!(0),
+            json!(false),
+            json!(" "),
+            json!([""]),
+            json!({"a": null}),
+        ] {
             assert!(!is_empty(Some(&v)), "{v}");
         }
-        assert!(is_effectively_empty(Some(&json!({"a": null, "b": {"c": []}}))));
+        assert!(is_effectively_empty(Some(
+            &json!({"a": null, "b": {"c": []}})
+        )));
         assert!(!is_effectively_empty(Some(&json!({"a": {"b": 0}}))));
     }
 
@@ -393,7 +413,10 @@ mod tests {
             "stringData": {"B": "new", "C": "shop"}
         });
         let n = secret_string_data_into_data(&desired);
-        assert_eq!(n["data"], json!({"A": "YQ==", "B": "bmV3", "C": "c2hvcA=="}));
+        assert_eq!(
+            n["data"],
+            json!({"A": "YQ==", "B": "bmV3", "C": "c2hvcA=="})
+        );
         assert!(n.get("stringData").is_none());
         let only_string = secret_string_data_into_data(&json!({"stringData": {"X": "y"}}));
         assert_eq!(only_string, json!({"data": {"X": "eQ=="}}));
@@ -404,7 +427,10 @@ mod tests {
         assert!(secret_data_equal(&json!("c2hvcA=="), &json!("c2hvcA==")));
         assert!(secret_data_equal(&json!("c2hv\ncA=="), &json!("c2hvcA==")));
         assert!(!secret_data_equal(&json!("c2hvcA=="), &json!("c2hvcQ==")));
-        assert!(!secret_data_equal(&json!("not base64!"), &json!("c2hvcA==")));
+        assert!(!secret_data_equal(
+            &json!("not base64!"),
+            &json!("c2hvcA==")
+        ));
     }
 
     #[test]

@@ -76,7 +76,15 @@ fn walk(
         return;
     }
     let Some(l) = l.filter(|l| !l.is_null()) else {
-        if !is_effectively_empty(Some(d)) {
+        if let (Value::Object(dm), true) = (d, ctx.kubernetes && path.len() < 3) {
+            // `metadata` or its maps missing live: go field by field, so bookkeeping that
+            // desired happens to carry (a last-applied annotation) is still skipped.
+            for (k, dv) in dm {
+                path.push(k.clone());
+                walk(ctx, dv, None, path, out);
+                path.pop();
+            }
+        } else if !is_effectively_empty(Some(d)) {
             push(out, path, ChangeOp::MissingLive, d, &Value::Null);
         }
         return;
@@ -329,7 +337,8 @@ mod tests {
     #[test]
     fn quantities_only_in_builtin_groups() {
         let desired = json!({"spec": {"resources": {"requests": {"cpu": 0.5, "memory": "1.5Gi"}}}});
-        let live = json!({"spec": {"resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}}}});
+        let live =
+            json!({"spec": {"resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}}}});
         assert!(run("Pod", true, desired.clone(), live.clone()).is_empty());
         let got = run("Widget", false, desired, live);
         assert_eq!(

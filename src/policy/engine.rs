@@ -243,12 +243,10 @@ impl PolicyEngine {
                     message: format!("the input document cannot be converted: {e}"),
                 })?;
             engine.set_input(input);
-            let results = engine
-                .eval_rule(AGGREGATE_RULE.to_string())
-                .map_err(|e| PolicyError::Eval {
-                    subject: subject.to_string(),
-                    message: format!("{e:#}").trim().to_string(),
-                })?;
+            let results =
+                engine
+                    .eval_rule(AGGREGATE_RULE.to_string())
+                    .map_err(|e| eval_error(subject, &e))?;
             self.findings(&results)?
         } else {
             Vec::new()
@@ -318,10 +316,7 @@ impl PolicyEngine {
             let mut answers = Map::new();
             for rule in &pkg.rules {
                 let path = format!("{}.{rule}", rego_path(&pkg.package));
-                let v = engine.eval_rule(path).map_err(|e| PolicyError::Eval {
-                    subject: subject.to_string(),
-                    message: format!("{e:#}").trim().to_string(),
-                })?;
+                let v = engine.eval_rule(path).map_err(|e| eval_error(subject, &e))?;
                 let v = match v {
                     regorus::Value::Undefined => Value::Array(Vec::new()),
                     v => serde_json::to_value(&v).unwrap_or(Value::Null),
@@ -331,6 +326,20 @@ impl PolicyEngine {
             out.insert(pkg.package.join("."), Value::Object(answers));
         }
         Ok(out)
+    }
+}
+
+/// An evaluation error, with regorus' location first when it has one:
+/// `file:line:col: message` and the code line with its caret.
+pub(crate) fn eval_error(subject: &str, err: &anyhow::Error) -> PolicyError {
+    let text = format!("{err:#}");
+    let message = match loader::locate(&text) {
+        Some(l) => format!("{}:{}:{}: {}{}", l.file, l.line, l.col, l.message, l.snippet),
+        None => text.trim().to_string(),
+    };
+    PolicyError::Eval {
+        subject: subject.to_string(),
+        message,
     }
 }
 
@@ -388,7 +397,13 @@ fn aggregate_module(classifiers: &[Classifier], verdict: bool) -> String {
     s
 }
 
-fn malformed(what: &'static str, rule: &str, files: &str, problem: &str, value: &Value) -> PolicyError {
+fn malformed(
+    what: &'static str,
+    rule: &str,
+    files: &str,
+    problem: &str,
+    value: &Value,
+) -> PolicyError {
     PolicyError::Malformed {
         what,
         rule: rule.to_string(),
@@ -506,11 +521,7 @@ fn parse_verdict(value: &Value, files: &str) -> Result<Vec<Finding>> {
         .map(|(i, reason)| Finding {
             class,
             reason,
-            rule: rules
-                .get(i)
-                .or(rules.last())
-                .cloned()
-                .unwrap_or_default(),
+            rule: rules.get(i).or(rules.last()).cloned().unwrap_or_default(),
             path: None,
         })
         .collect())
@@ -546,8 +557,22 @@ fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
         }
     }
 
-    let mut decided: Vec<(Class, String, String)> = findings
-        .iter()
+    // Reasons follow the order of the changes they explain; drift-wide findings come first.
+    let position = |f: &Finding| match &f.path {
+        None => 0,
+        Some(p) => paths
+            .iter()
+            .position(|c| applies(p, c))
+            .map_or(paths.len() + 1, |i| i + 1),
+    };
+    let mut ordered: Vec<&Finding> = findings.iter().collect();
+    ordered.sort_by(|a, b| {
+        position(a)
+            .cmp(&position(b))
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
+    let mut decided: Vec<(Class, String, String)> = ordered
+        .into_iter()
         .map(|f| (f.class, f.reason.clone(), f.rule.clone()))
         .collect();
     if findings.is_empty() {
@@ -561,11 +586,7 @@ fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
             ));
         }
     }
-    let class = decided
-        .iter()
-        .map(|d| d.0)
-        .max()
-        .unwrap_or(Class::Risky);
+    let class = decided.iter().map(|d| d.0).max().unwrap_or(Class::Risky);
     let mut reasons: Vec<String> = Vec::new();
     let mut rules: Vec<String> = Vec::new();
     for (_, reason, rule) in decided.into_iter().filter(|d| d.0 == class) {
@@ -647,9 +668,7 @@ pub fn eval_file(input_path: &Path, cfg: &PolicyConfig) -> Result<Value> {
                 .or_insert_with(|| Value::Object(Map::new()));
             if let (Value::Object(slot), Value::Object(answers)) = (slot, answers) {
                 for (rule, v) in answers {
-                    let list = slot
-                        .entry(rule)
-                        .or_insert_with(|| Value::Array(Vec::new()));
+                    let list = slot.entry(rule).or_insert_with(|| Value::Array(Vec::new()));
                     if let (Value::Array(list), Value::Array(items)) = (list, v) {
                         list.extend(items);
                     }
@@ -666,7 +685,10 @@ fn read_documents(path: &Path, text: &str) -> Result<Vec<Value>> {
         path: path.to_path_buf(),
         message,
     };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     if ext == "json" {
         return serde_json::from_str(text)
             .map(|v| vec![v])

@@ -123,11 +123,7 @@ pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
         ),
     };
 
-    let related = ctx
-        .related
-        .get(&drift.target)
-        .cloned()
-        .unwrap_or_default();
+    let related = ctx.related.get(&drift.target).cloned().unwrap_or_default();
 
     json!({
         "schema_version": INPUT_SCHEMA_VERSION,
@@ -179,9 +175,15 @@ fn resource_doc(drift: &Drift) -> Value {
         );
     }
     doc.insert("key".into(), Value::String(id.key()));
-    doc.insert("display".into(), Value::String(drift.resource.display.clone()));
+    doc.insert(
+        "display".into(),
+        Value::String(drift.resource.display.clone()),
+    );
     doc.insert("type".into(), Value::String(id.type_name()));
-    doc.insert("fingerprint".into(), Value::String(drift.fingerprint.clone()));
+    doc.insert(
+        "fingerprint".into(),
+        Value::String(drift.fingerprint.clone()),
+    );
     Value::Object(doc)
 }
 
@@ -195,11 +197,9 @@ pub(crate) fn typed_parts(pointer: &str, live: Option<&Value>, desired: Option<&
     let mut d = desired;
     for raw in pointer.split('/').skip(1) {
         let seg = raw.replace("~1", "/").replace("~0", "~");
-        let index = seg.parse::<usize>().ok().filter(|_| {
-            match (l, d) {
-                (None, None) => true,
-                _ => l.is_some_and(Value::is_array) || d.is_some_and(Value::is_array),
-            }
+        let index = seg.parse::<usize>().ok().filter(|_| match (l, d) {
+            (None, None) => true,
+            _ => l.is_some_and(Value::is_array) || d.is_some_and(Value::is_array),
         });
         match index {
             Some(i) => {
@@ -237,10 +237,7 @@ fn tag_map(obj: Option<&Value>) -> Value {
     for list in ["Tags", "tags"] {
         if let Some(items) = obj.get(list).and_then(Value::as_array) {
             for t in items {
-                if let (Some(k), Some(v)) = (
-                    t.get("Key").and_then(Value::as_str),
-                    t.get("Value"),
-                ) {
+                if let (Some(k), Some(v)) = (t.get("Key").and_then(Value::as_str), t.get("Value")) {
                     out.insert(k.to_string(), v.clone());
                 }
             }
@@ -328,7 +325,10 @@ mod tests {
             typed_parts("/metadata/labels/0", Some(&obj), None),
             json!(["metadata", "labels", "0"])
         );
-        assert_eq!(typed_parts("/list/0/a", None, Some(&obj)), json!(["list", 0, "a"]));
+        assert_eq!(
+            typed_parts("/list/0/a", None, Some(&obj)),
+            json!(["list", 0, "a"])
+        );
         assert_eq!(typed_parts("/a~1b/c~0d", None, None), json!(["a/b", "c~d"]));
         assert_eq!(typed_parts("", None, None), json!([]));
     }
@@ -337,6 +337,9 @@ mod tests {
     fn ec2_tag_lists_become_maps() {
         let obj = json!({"Tags": [{"Key": "Name", "Value": "web"}]});
         assert_eq!(tag_map(Some(&obj)), json!({"Name": "web"}));
-        assert_eq!(tag_map(Some(&json!({"tags": {"a": "b"}}))), json!({"a": "b"}));
+        assert_eq!(
+            tag_map(Some(&json!({"tags": {"a": "b"}}))),
+            json!({"a": "b"})
+        );
     }
 }

@@ -186,8 +186,14 @@ pub(crate) fn read_data(path: &Path) -> Result<regorus::Value> {
 
 /// Parses one JSON or YAML document (by extension; `.json` and unknown extensions try JSON
 /// first). Errors carry the line and column.
-pub(crate) fn parse_document(path: &Path, text: &str) -> std::result::Result<regorus::Value, String> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+pub(crate) fn parse_document(
+    path: &Path,
+    text: &str,
+) -> std::result::Result<regorus::Value, String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     let yaml = matches!(ext, "yaml" | "yml");
     if !yaml {
         match serde_json::from_str::<serde_json::Value>(text) {
@@ -229,7 +235,10 @@ fn describe_modules(
     Ok(functions)
 }
 
-fn ref_components(refr: &regorus::unstable::Ref<regorus::unstable::Expr>, file: &str) -> Result<Vec<String>> {
+fn ref_components(
+    refr: &regorus::unstable::Ref<regorus::unstable::Expr>,
+    file: &str,
+) -> Result<Vec<String>> {
     let spans = Parser::get_path_ref_components(refr).map_err(|e| compile_error(file, &e))?;
     Ok(spans
         .iter()
@@ -354,7 +363,9 @@ pub(crate) struct Located {
 
 pub(crate) fn locate(text: &str) -> Option<Located> {
     let mut lines = text.lines();
-    let loc = lines.by_ref().find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let loc = lines
+        .by_ref()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))?;
     let mut parts = loc.rsplitn(3, ':');
     let col = parts.next()?.trim().parse().ok()?;
     let line = parts.next()?.trim().parse().ok()?;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::Result;
 use super::engine::{PolicyDir, rego_path};
 use super::loader;
-use super::Result;
 
 /// One test rule's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,6 +220,9 @@ mod tests {
         assert!(quiet.ends_with("\n1 passed, 1 failed"));
         let verbose = render_test_report(&r, true);
         assert!(verbose.contains("data.p.test_a: PASS"));
-        assert_eq!(render_test_report(&TestReport::default(), false), "0 passed, 0 failed");
+        assert_eq!(
+            render_test_report(&TestReport::default(), false),
+            "0 passed, 0 failed"
+        );
     }
 }
