@@ -871,3 +871,24 @@ fn bench_classify_100k() {
     );
     assert!(drifts.iter().all(|d| d.verdict.is_some()));
 }
+
+#[test]
+#[ignore = "profiling scratch"]
+fn scratch_profile() {
+    let mut ctx = ctx();
+    with_hpa(&mut ctx);
+    let engine = PolicyEngine::load(&library()).unwrap();
+    for (name, d, _) in input_fixtures() {
+        let n = 2000;
+        let t = Instant::now();
+        for _ in 0..n {
+            let v = policy_input(&d, &ctx);
+            let _r: regorus::Value = serde_json::from_value(v).unwrap();
+        }
+        let conv = t.elapsed() / n;
+        let mut drifts: Vec<Drift> = (0..n).map(|_| d.clone()).collect();
+        let t = Instant::now();
+        engine.classify(&mut drifts, &ctx).unwrap();
+        println!("{name}: input+convert {conv:?}, classify {:?}", t.elapsed() / n);
+    }
+}
