@@ -124,6 +124,9 @@ struct ReconcileArgs {
     /// Also report live fields that nobody declared in Git.
     #[arg(long)]
     strict: bool,
+    /// Ask the servers what they would change (server-side dry run) instead of changing it.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -302,6 +305,7 @@ fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
     opts.targets = a.targets;
     opts.strict = a.strict;
     opts.progress = std::io::stdout().is_terminal();
+    opts.dry_run = a.dry_run;
     opts.mode = a.mode.map(|m| match m {
         ModeArg::Observe => Mode::Observe,
         ModeArg::Recommend => Mode::Recommend,

@@ -99,6 +99,8 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Ask servers what they would change instead of changing it.
+    pub dry_run: bool,
 }
 
 impl RunOptions {
@@ -112,6 +114,7 @@ impl RunOptions {
             mode: None,
             concurrency: 4,
             progress: false,
+            dry_run: false,
         }
     }
 }
@@ -129,15 +132,36 @@ pub fn default_cache_dir() -> PathBuf {
 
 struct Loaded {
     desired: Result<desired::DesiredSet, DesiredError>,
-    live: Result<Vec<RawObject>, LiveError>,
+    live: Result<LiveRead, LiveError>,
 }
 
-fn load_target(t: &Target, cache_dir: &Path) -> Loaded {
-    let desired = desired::load(&t.desired, cache_dir);
+/// What a live source returned. `errors` non-empty means the read was partial: the drifts found
+/// are still reported, but nothing may be deleted for the target (DESIGN.md promise 2).
+#[derive(Debug, Default)]
+pub struct LiveRead {
+    pub objects: Vec<RawObject>,
+    pub errors: Vec<String>,
+}
+
+/// Loads one target's desired and live state. Blocking sources run on the blocking pool.
+async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
+    let t2 = t.clone();
+    let desired = tokio::task::spawn_blocking(move || desired::load(&t2.desired, &cache_dir))
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?;
     let live = match &t.live {
-        LiveSource::Snapshot(dir) => live::load_snapshot(dir),
+        LiveSource::Snapshot(dir) => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || live::load_snapshot(&dir))
+                .await
+                .map_err(|e| Error::Join(e.to_string()))?
+                .map(|objects| LiveRead {
+                    objects,
+                    errors: Vec::new(),
+                })
+        }
     };
-    Loaded { desired, live }
+    Ok(Loaded { desired, live })
 }
 
 /// Loads the policy engine for a config: `None` when the configured directories do not exist
@@ -191,15 +215,14 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let name = t.name.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_target(&t, &cache)).await;
-            (name, loaded)
+            (name, load_target(t, cache).await)
         }));
     }
     let total = handles.len();
     let mut loaded = HashMap::new();
     for (i, h) in handles.into_iter().enumerate() {
         let (name, res) = h.await.map_err(|e| Error::Join(e.to_string()))?;
-        let res = res.map_err(|e| Error::Join(e.to_string()))?;
+        let res = res?;
         if opts.progress {
             eprint!("\rread {}/{} targets", i + 1, total);
         }
@@ -235,7 +258,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
                 continue;
             }
         };
-        let live_objects = match l.live {
+        let live_read = match l.live {
             Ok(o) => o,
             Err(e) if e.is_invalid_input() => {
                 return Err(Error::Live {
@@ -253,6 +276,15 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
                 continue;
             }
         };
+        let live_objects = &live_read.objects;
+        let partial = !live_read.errors.is_empty();
+        for e in &live_read.errors {
+            errors.push(SourceError {
+                target: t.name.clone(),
+                side: "live".into(),
+                message: e.clone(),
+            });
+        }
         let mut dopts = DiffOptions::new(&t.name);
         dopts.ignore = t.ignore.clone();
         dopts.tracking = t.tracking.clone();
@@ -263,7 +295,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             &t.cluster,
             &t.namespace,
             &desired_set,
-            &live_objects,
+            live_objects,
             &dopts,
         )?;
         info!(
@@ -297,6 +329,14 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             for d in &mut target_drifts {
                 d.action = Some(act::decide(d, mode));
             }
+            let actx = act::ActContext {
+                target: t,
+                mode,
+                partial,
+                dry_run: opts.dry_run,
+                state_dir: &cfg.state_dir,
+            };
+            errors.extend(act::act(&actx, &mut target_drifts).await);
         }
         drifts.extend(target_drifts);
     }

@@ -2,7 +2,33 @@
 //! target's mode and the policy class. Actuators (server-side apply, EC2 calls, pull requests)
 //! slot in beside it; this is the only module that will ever change anything.
 
-use crate::model::{Action, ActionRecord, ActionResult, Class, Drift, Mode};
+use std::path::Path;
+
+use crate::config::Target;
+use crate::model::{Action, ActionRecord, ActionResult, Class, Drift, Mode, SourceError};
+
+/// What the actuators of one target need to know.
+#[derive(Debug)]
+pub struct ActContext<'a> {
+    pub target: &'a Target,
+    pub mode: Mode,
+    /// Some source read was partial: nothing may be deleted or pruned.
+    pub partial: bool,
+    /// Ask the servers what they would change instead of changing it.
+    pub dry_run: bool,
+    /// Where run history lives.
+    pub state_dir: &'a Path,
+}
+
+/// Carries out the decided actions of one target's drifts and records each outcome in
+/// `drift.action`. Returns the failures that should appear in the report's `errors`.
+///
+/// Actuators plug in here by provider and action; a drift whose action no actuator handles
+/// stays `planned`.
+pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
+    let _ = (ctx, drifts);
+    Vec::new()
+}
 
 /// The action a drift leads to under `mode`, before any actuator runs. Fail safe: a drift with
 /// no verdict is treated as risky.
