@@ -249,3 +249,40 @@ fn duplicate_object_is_exit_3_naming_both_places() {
         "{err}"
     );
 }
+
+#[test]
+fn logs_at_trace_level_never_carry_a_secret_and_json_logs_are_json() {
+    let out = run(bin().args([
+        "--log-format",
+        "json",
+        "--log-level",
+        "trace",
+        "reconcile",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    for secret in [
+        "DEMO-CANARY-5f2b",
+        "REVNTy1DQU5BUlktNWYyYg==",
+        "demo-payment-key-not-real",
+        "demo-db-password-not-real",
+    ] {
+        assert!(!err.contains(secret), "logs leak {secret}");
+        assert!(!stdout(&out).contains(secret), "report leaks {secret}");
+    }
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "trace logging says something");
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some(), "{l}");
+    }
+}
+
+#[test]
+fn validate_accepts_the_embedded_demo_config() {
+    let out = run(bin().arg("validate"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid (1 target)"), "{}", stdout(&out));
+}

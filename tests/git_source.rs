@@ -281,8 +281,9 @@ fn broken_manifest_in_git_names_file_and_line() {
     assert!(text.starts_with("bad.yaml:"), "{text}");
 }
 
+/// Both renderer cases in one test: they change PATH, which the process shares.
 #[test]
-fn missing_renderer_binary_is_a_clear_error() {
+fn renderers_run_from_path_and_a_missing_binary_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kustomization.yaml"), "resources: []\n").unwrap();
     let src = DesiredSource {
@@ -292,18 +293,72 @@ fn missing_renderer_binary_is_a_clear_error() {
         exclude: Vec::new(),
         render: Some(driftwarden::config::Render::Kustomize),
     };
-    // Renderers are found on PATH; an empty PATH stands for a machine without kustomize.
-    let e = with_empty_path(|| desired::load(&src, dir.path())).unwrap_err();
+    // An empty PATH stands for a machine without kustomize.
+    let e = with_path("", || desired::load(&src, dir.path())).unwrap_err();
     assert!(
         e.to_string().contains("`kustomize` was not found on PATH"),
         "{e}"
     );
+    assert!(
+        !e.is_invalid_input(),
+        "a missing binary is the machine's fault, not the input's"
+    );
+
+    // A stand-in `helm` that records its arguments and prints two rendered documents, the way
+    // `helm template` does (with `# Source:` comments).
+    let bin = tempfile::tempdir().unwrap();
+    let args_file = bin.path().join("args");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" > {}\ncat <<'YAML'\n---\n# Source: web/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n---\n# Source: web/templates/svc.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nYAML\n",
+        args_file.display()
+    );
+    let helm = bin.path().join("helm");
+    std::fs::write(&helm, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(chart.path().join("charts/web/templates")).unwrap();
+    std::fs::write(
+        chart.path().join("charts/web/Chart.yaml"),
+        "name: web\nversion: 1.0.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.path().join("charts/web/values-prod.yaml"),
+        "replicas: 3\n",
+    )
+    .unwrap();
+    let src = DesiredSource {
+        location: DesiredLocation::Dir(chart.path().to_path_buf()),
+        path: "charts/web".into(),
+        include: vec!["**/*.yaml".into()],
+        exclude: Vec::new(),
+        render: Some(driftwarden::config::Render::Helm {
+            release: "web".into(),
+            values: vec!["values-prod.yaml".into()],
+            namespace: Some("shop".into()),
+        }),
+    };
+    let set = with_path(&format!("{}:/usr/bin:/bin", bin.path().display()), || {
+        desired::load(&src, chart.path())
+    })
+    .unwrap();
+    assert_eq!(names(&set), vec!["web-config", "web"]);
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(args.starts_with("template web "), "{args}");
+    assert!(args.contains("--namespace shop"), "{args}");
+    assert!(args.contains("values-prod.yaml"), "{args}");
+    assert!(
+        set.objects[0].file.contains("helm template web charts/web"),
+        "{}",
+        set.objects[0].file
+    );
 }
 
-fn with_empty_path<T>(f: impl FnOnce() -> T) -> T {
+fn with_path<T>(path: &str, f: impl FnOnce() -> T) -> T {
     let old = std::env::var_os("PATH");
-    // SAFETY: this test binary's other tests do not read PATH concurrently.
-    unsafe { std::env::set_var("PATH", "") };
+    // SAFETY: no other test in this binary reads PATH (git2 does not use it).
+    unsafe { std::env::set_var("PATH", path) };
     let out = f();
     if let Some(p) = old {
         unsafe { std::env::set_var("PATH", p) };
