@@ -62,6 +62,8 @@ pub struct Config {
     /// Where run history (remediation counts) is kept.
     pub state_dir: PathBuf,
     pub targets: Vec<Target>,
+    /// Where pull requests and issues go (`pull_requests`); none: actions stay planned.
+    pub pull_requests: Option<PullRequestSettings>,
 }
 
 /// Where policies come from.
@@ -114,6 +116,9 @@ pub struct Target {
     pub guardrails: Guardrails,
     /// Config line of the target, for messages.
     pub line: usize,
+    /// Set when the desired source is Terraform (`desired.terraform`); `desired` then only
+    /// records where the files are read from.
+    pub terraform: Option<TerraformSource>,
 }
 
 /// Limits on corrections (DESIGN.md: bounded blast radius).
@@ -191,6 +196,101 @@ pub enum Render {
 pub enum LiveSource {
     /// A directory of `kubectl get -o yaml|json` files.
     Snapshot(PathBuf),
+    /// A live cluster, read with LIST requests (`live.kubernetes`).
+    Kubernetes(KubeSource),
+    /// AWS EC2, read with Describe calls (`live.ec2`), for Terraform targets.
+    Ec2(Ec2Source),
+    /// No live read: a Terraform target with only a plan, whose refresh saw live.
+    TerraformPlan,
+}
+
+/// Terraform as the desired source (docs/config.md, `desired.terraform`).
+#[derive(Debug, Clone)]
+pub struct TerraformSource {
+    /// State files (format version 4): repository-relative paths when `git` is set, else local
+    /// paths resolved against the config's directory.
+    pub states: Vec<String>,
+    /// A plan as `terraform show -json PLANFILE` prints it, read like the states.
+    pub plan: Option<String>,
+    /// The workspace name in resource ids and fingerprints; default `default`.
+    pub workspace: String,
+    /// Read the files from this repository at its ref instead of the local disk.
+    pub git: Option<GitSource>,
+    /// Keep only plan drift in attributes the configuration depends on (`relevant_attributes`).
+    pub relevant_attributes_only: bool,
+}
+
+/// How to reach and read AWS EC2 (docs/config.md, `live.ec2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ec2Source {
+    /// Regions to read; empty = the standard chain's region (AWS_REGION, the profile).
+    pub regions: Vec<String>,
+    /// A named profile of the shared config files; default the standard credential chain.
+    pub profile: Option<String>,
+    /// An endpoint URL overriding AWS's (a VPC endpoint, or moto in tests).
+    pub endpoint: Option<String>,
+    /// The AWS provider's `default_tags`: live resources carry them, state `tags` do not.
+    pub default_tags: std::collections::BTreeMap<String, String>,
+    /// Report live resources that are in no state as Unmanaged; default true.
+    pub unmanaged: bool,
+    /// Ignore patterns (`.driftignore` syntax): `TYPE.ID` or state addresses, globs, `!` negates.
+    pub ignore: Vec<String>,
+    /// A `.driftignore`-style file of more patterns (local path).
+    pub driftignore: Option<PathBuf>,
+    /// Attempts per request, the first included (adaptive retry on throttling).
+    pub max_attempts: u32,
+}
+
+impl Default for Ec2Source {
+    fn default() -> Self {
+        Ec2Source {
+            regions: Vec::new(),
+            profile: None,
+            endpoint: None,
+            default_tags: std::collections::BTreeMap::new(),
+            unmanaged: true,
+            ignore: Vec::new(),
+            driftignore: None,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// How to reach and read a Kubernetes cluster (docs/config.md, `live.kubernetes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeSource {
+    /// The kubeconfig file; default `$KUBECONFIG` or `~/.kube/config`, else in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; default the file's current context.
+    pub context: Option<String>,
+    /// Use the pod's service account (in-cluster config) and no kubeconfig.
+    pub in_cluster: bool,
+    /// Items per LIST page (`limit`).
+    pub page_size: u32,
+    /// LIST requests in flight at once.
+    pub concurrency: usize,
+    /// Time allowed for one request, response body included.
+    pub timeout: std::time::Duration,
+    /// Attempts per request, the first included (retries on 429, 5xx, timeouts, broken
+    /// connections).
+    pub max_attempts: u32,
+    /// The first retry delay; it doubles per attempt, with jitter, up to 10 seconds.
+    pub backoff: std::time::Duration,
+}
+
+impl Default for KubeSource {
+    fn default() -> Self {
+        KubeSource {
+            kubeconfig: None,
+            context: None,
+            in_cluster: false,
+            page_size: 500,
+            concurrency: 8,
+            timeout: std::time::Duration::from_secs(30),
+            max_attempts: 4,
+            backoff: std::time::Duration::from_millis(250),
+        }
+    }
 }
 
 struct Walker {
@@ -396,6 +496,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
         },
         state_dir: PathBuf::from(".driftwarden"),
         targets: Vec::new(),
+        pull_requests: None,
     };
     let mut global_ignore = Vec::new();
     let mut targets_node = None;
@@ -409,6 +510,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "ignore",
             "state_dir",
             "targets",
+            "pull_requests",
         ],
     ) {
         match k.as_str() {
@@ -425,6 +527,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
                 }
             }
             "targets" => targets_node = Some(v),
+            "pull_requests" => cfg.pull_requests = walk_pull_requests(w, v, base),
             _ => {}
         }
     }
@@ -524,7 +627,11 @@ fn walk_output(w: &mut Walker, n: &Node, base: &Path, mut out: OutputSettings) -
     for (k, v) in w.map(n, "output", &["format", "file", "color", "show_diff"]) {
         match k.as_str() {
             "format" => {
-                if let Some(f) = w.one_of(v, "output.format", &["table", "json", "markdown"]) {
+                if let Some(f) = w.one_of(
+                    v,
+                    "output.format",
+                    &["table", "json", "markdown", "sarif", "junit"],
+                ) {
                     out.format = f;
                 }
             }
@@ -639,6 +746,7 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
     let mut cluster = None;
     let mut namespace = "default".to_string();
     let mut desired = None;
+    let mut terraform: Option<TerraformSource> = None;
     let mut live = None;
     let mut tracking: Option<Tracking> = None;
     let mut unmanaged_namespaces = Vec::new();
@@ -694,6 +802,12 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
                     namespace = s;
                 }
             }
+            "desired" if has_key(v, "terraform") => {
+                if let Some((d, tf)) = walk_terraform_desired(w, v, base) {
+                    desired = Some(d);
+                    terraform = Some(tf);
+                }
+            }
             "desired" => desired = walk_desired(w, v, base),
             "live" => live = walk_live(w, v, base),
             "tracking" => {
@@ -721,10 +835,11 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
     if name.is_none() {
         w.err(n, "targets[]: `name` is required");
     }
-    if desired.is_none() {
+    if desired.is_none() && !has_key(n, "desired") {
         w.err(n, "targets[]: `desired` is required");
     }
-    if live.is_none() {
+    check_terraform_pairing(w, n, terraform.as_ref(), &mut live);
+    if live.is_none() && !has_key(n, "live") {
         w.err(n, "targets[]: `live` is required");
     }
     let name = name?;
@@ -741,6 +856,7 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
         strict,
         guardrails,
         line: n.line,
+        terraform,
     })
 }
 
@@ -956,20 +1072,582 @@ pub fn is_url(s: &str) -> bool {
 
 fn walk_live(w: &mut Walker, n: &Node, base: &Path) -> Option<LiveSource> {
     let mut out = None;
-    for (k, v) in w.map(n, "targets[].live", &["snapshot"]) {
-        if k == "snapshot" {
-            out = w
-                .string(v, "targets[].live.snapshot")
-                .map(|p| LiveSource::Snapshot(resolve(base, &p)));
+    let mut count = 0;
+    for (k, v) in w.map(n, "targets[].live", &["snapshot", "kubernetes", "ec2"]) {
+        match k.as_str() {
+            "snapshot" => {
+                count += 1;
+                out = w
+                    .string(v, "targets[].live.snapshot")
+                    .map(|p| LiveSource::Snapshot(resolve(base, &p)));
+            }
+            "kubernetes" => {
+                count += 1;
+                out = walk_kubernetes(w, v, base).map(LiveSource::Kubernetes);
+            }
+            "ec2" => {
+                count += 1;
+                out = walk_ec2(w, v, base).map(LiveSource::Ec2);
+            }
+            _ => {}
         }
     }
-    if out.is_none() {
+    if count > 1 {
         w.err(
             n,
-            "targets[].live: give `snapshot` (a directory of kubectl output)",
+            "targets[].live: give exactly one of `snapshot`, `kubernetes` or `ec2`",
+        );
+        return None;
+    }
+    if count == 0 {
+        w.err(
+            n,
+            "targets[].live: give `snapshot` (a directory of kubectl output), `kubernetes` (a cluster) or `ec2` (AWS)",
         );
     }
     out
+}
+
+/// `live.kubernetes`: a mapping (an empty one, `{}`, takes every default).
+fn walk_kubernetes(w: &mut Walker, n: &Node, base: &Path) -> Option<KubeSource> {
+    let mut src = KubeSource::default();
+    if matches!(&n.kind, NodeKind::Scalar(Value::Null)) {
+        return Some(src);
+    }
+    let before = w.issues.len();
+    let what = "targets[].live.kubernetes";
+    for (k, v) in w.map(
+        n,
+        what,
+        &[
+            "kubeconfig",
+            "context",
+            "in_cluster",
+            "page_size",
+            "concurrency",
+            "timeout_seconds",
+            "max_attempts",
+            "backoff_ms",
+        ],
+    ) {
+        let field = format!("{what}.{k}");
+        let whole = |w: &mut Walker, min: u64, max: u64| match &v.kind {
+            NodeKind::Scalar(Value::Number(x))
+                if x.as_u64().is_some_and(|x| (min..=max).contains(&x)) =>
+            {
+                x.as_u64()
+            }
+            _ => {
+                w.err(
+                    v,
+                    format!("{field}: expected a whole number from {min} to {max}"),
+                );
+                None
+            }
+        };
+        match k.as_str() {
+            "kubeconfig" => {
+                src.kubeconfig = w.string(v, &field).map(|p| match p.strip_prefix("~/") {
+                    Some(rest) => std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(rest))
+                        .unwrap_or_else(|| resolve(base, &p)),
+                    None => resolve(base, &p),
+                })
+            }
+            "context" => src.context = w.string(v, &field),
+            "in_cluster" => src.in_cluster = w.boolean(v, &field).unwrap_or(false),
+            "page_size" => {
+                if let Some(x) = whole(w, 1, 10_000) {
+                    src.page_size = x as u32;
+                }
+            }
+            "concurrency" => {
+                if let Some(x) = whole(w, 1, 64) {
+                    src.concurrency = x as usize;
+                }
+            }
+            "max_attempts" => {
+                if let Some(x) = whole(w, 1, 10) {
+                    src.max_attempts = x as u32;
+                }
+            }
+            "backoff_ms" => {
+                if let Some(x) = whole(w, 0, 60_000) {
+                    src.backoff = std::time::Duration::from_millis(x);
+                }
+            }
+            "timeout_seconds" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x))
+                    if x.as_f64().is_some_and(|s| s > 0.0 && s <= 3600.0) =>
+                {
+                    src.timeout = std::time::Duration::from_secs_f64(x.as_f64().unwrap_or(30.0));
+                }
+                _ => w.err(
+                    v,
+                    format!("{field}: expected a number of seconds above 0, at most 3600"),
+                ),
+            },
+            _ => {}
+        }
+    }
+    if src.in_cluster && (src.kubeconfig.is_some() || src.context.is_some()) {
+        w.err(
+            n,
+            format!("{what}: `in_cluster: true` excludes `kubeconfig` and `context`"),
+        );
+    }
+    (w.issues.len() == before).then_some(src)
+}
+
+/// Whether a mapping node has `key`.
+fn has_key(n: &Node, key: &str) -> bool {
+    n.entries()
+        .is_some_and(|entries| entries.iter().any(|(k, _)| yaml::key_string(k) == key))
+}
+
+/// `desired: {terraform: {state, plan, workspace, relevant_attributes_only}, git: {...}}`.
+fn walk_terraform_desired(
+    w: &mut Walker,
+    n: &Node,
+    base: &Path,
+) -> Option<(DesiredSource, TerraformSource)> {
+    let mut git = None;
+    let mut tf_node = None;
+    for (k, v) in w.map(n, "targets[].desired", &["terraform", "git"]) {
+        match k.as_str() {
+            "git" => git = walk_git(w, v, base),
+            "terraform" => tf_node = Some(v),
+            _ => {}
+        }
+    }
+    let tf_node = tf_node?;
+    let what = "targets[].desired.terraform";
+    let mut states: Vec<(String, &Node)> = Vec::new();
+    let mut plan: Option<(String, &Node)> = None;
+    let mut workspace = "default".to_string();
+    let mut relevant_attributes_only = false;
+    for (k, v) in w.map(
+        tf_node,
+        what,
+        &["state", "plan", "workspace", "relevant_attributes_only"],
+    ) {
+        let field = format!("{what}.{k}");
+        match k.as_str() {
+            "state" => {
+                states = w
+                    .strings(v, &field)
+                    .into_iter()
+                    .map(|s| (s, v))
+                    .collect()
+            }
+            "plan" => plan = w.string(v, &field).map(|p| (p, v)),
+            "workspace" => {
+                if let Some(ws) = w.string(v, &field) {
+                    workspace = ws;
+                }
+            }
+            "relevant_attributes_only" => {
+                relevant_attributes_only = w.boolean(v, &field).unwrap_or(false)
+            }
+            _ => {}
+        }
+    }
+    if states.is_empty() && plan.is_none() {
+        w.err(
+            tf_node,
+            format!("{what}: give `state` (one or more state files), `plan`, or both"),
+        );
+    }
+    let place = |w: &mut Walker, p: &str, node: &Node, field: &str| -> String {
+        if git.is_some() {
+            if p.split('/').any(|s| s == "..") || p.starts_with('/') {
+                w.err(
+                    node,
+                    format!("{field}: must be a path inside the repository, without `..`"),
+                );
+            }
+            p.trim_matches('/').to_string()
+        } else {
+            resolve(base, p).display().to_string()
+        }
+    };
+    let states = states
+        .iter()
+        .map(|(p, node)| place(w, p, node, &format!("{what}.state")))
+        .collect();
+    let plan = plan.map(|(p, node)| place(w, &p, node, &format!("{what}.plan")));
+    let desired = DesiredSource {
+        location: match &git {
+            Some(g) => DesiredLocation::Git(g.clone()),
+            None => DesiredLocation::Dir(base.to_path_buf()),
+        },
+        path: String::new(),
+        include: Vec::new(),
+        exclude: Vec::new(),
+        render: None,
+    };
+    Some((
+        desired,
+        TerraformSource {
+            states,
+            plan,
+            workspace,
+            git,
+            relevant_attributes_only,
+        },
+    ))
+}
+
+/// A Terraform desired source reads live EC2 (or, with only a plan, nothing); EC2 is read only
+/// for Terraform targets.
+fn check_terraform_pairing(
+    w: &mut Walker,
+    n: &Node,
+    terraform: Option<&TerraformSource>,
+    live: &mut Option<LiveSource>,
+) {
+    match (terraform, live.as_ref()) {
+        (Some(tf), None) if !has_key(n, "live") => {
+            if tf.states.is_empty() {
+                *live = Some(LiveSource::TerraformPlan);
+            } else {
+                w.err(
+                    n,
+                    "targets[]: a Terraform target with `state` needs `live.ec2` to compare with",
+                );
+            }
+        }
+        (Some(_), Some(LiveSource::Snapshot(_) | LiveSource::Kubernetes(_))) => w.err(
+            n,
+            "targets[].live: a Terraform desired source is compared with `ec2` (or, with only a `plan`, needs no `live`)",
+        ),
+        (None, Some(LiveSource::Ec2(_))) => w.err(
+            n,
+            "targets[].live.ec2: EC2 is compared with Terraform state; give `desired.terraform`",
+        ),
+        _ => {}
+    }
+}
+
+/// `live.ec2`: a mapping (an empty one, `{}`, takes every default).
+fn walk_ec2(w: &mut Walker, n: &Node, base: &Path) -> Option<Ec2Source> {
+    let mut src = Ec2Source::default();
+    if matches!(&n.kind, NodeKind::Scalar(Value::Null)) {
+        return Some(src);
+    }
+    let before = w.issues.len();
+    let what = "targets[].live.ec2";
+    for (k, v) in w.map(
+        n,
+        what,
+        &[
+            "regions",
+            "profile",
+            "endpoint",
+            "default_tags",
+            "unmanaged",
+            "ignore",
+            "driftignore",
+            "max_attempts",
+        ],
+    ) {
+        let field = format!("{what}.{k}");
+        match k.as_str() {
+            "regions" => {
+                src.regions = w.strings(v, &field);
+                for r in &src.regions {
+                    if !r
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    {
+                        w.err(v, format!("{field}: `{r}` is not a region name like us-east-1"));
+                    }
+                }
+            }
+            "profile" => src.profile = w.string(v, &field),
+            "endpoint" => {
+                src.endpoint = w.string(v, &field);
+                if let Some(e) = &src.endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        w.err(v, format!("{field}: expected an http:// or https:// URL"));
+                    }
+                }
+            }
+            "default_tags" => match v.entries() {
+                Some(entries) => {
+                    for (tk, tv) in entries {
+                        let key = yaml::key_string(tk);
+                        if let Some(val) = w.string(tv, &format!("{field}.{key}")) {
+                            src.default_tags.insert(key, val);
+                        }
+                    }
+                }
+                None if matches!(&v.kind, NodeKind::Scalar(Value::Null)) => {}
+                None => w.err(
+                    v,
+                    format!("{field}: expected a mapping of tag keys to values"),
+                ),
+            },
+            "unmanaged" => src.unmanaged = w.boolean(v, &field).unwrap_or(true),
+            "ignore" => {
+                src.ignore = w.strings(v, &field);
+                for p in &src.ignore {
+                    let pat = p.trim().trim_start_matches('!').trim();
+                    if let Err(e) = globset::Glob::new(pat) {
+                        w.err(v, format!("{field}: invalid pattern `{p}`: {}", e.kind()));
+                    }
+                }
+            }
+            "driftignore" => {
+                src.driftignore = w.string(v, &field).map(|p| resolve(base, &p));
+            }
+            "max_attempts" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x))
+                    if x.as_u64().is_some_and(|x| (1..=20).contains(&x)) =>
+                {
+                    src.max_attempts = x.as_u64().unwrap_or(5) as u32;
+                }
+                _ => w.err(v, format!("{field}: expected a whole number from 1 to 20")),
+            },
+            _ => {}
+        }
+    }
+    (w.issues.len() == before).then_some(src)
+}
+
+/// Which forge pull requests and issues go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgeKind {
+    /// Branches in a local repository and Markdown files in `output_dir` (the default).
+    Local,
+    /// GitHub or GitHub Enterprise Server, through the REST API.
+    GitHub,
+}
+
+/// Pull requests and issues (docs/config.md, `pull_requests`).
+#[derive(Debug, Clone)]
+pub struct PullRequestSettings {
+    pub forge: ForgeKind,
+    /// `owner/name` of the GitHub repository.
+    pub repo: Option<String>,
+    /// The branch pull requests target; default the desired Git source's branch, else the
+    /// repository's default branch (GitHub) or `main` (local).
+    pub base: Option<String>,
+    /// Where branches are pushed (GitHub); default the desired Git source's URL, else the
+    /// repository's HTTPS URL.
+    pub remote: Option<String>,
+    /// The API base URL: `https://api.github.com` by default, `https://HOST/api/v3` for GitHub
+    /// Enterprise Server.
+    pub api_url: Option<String>,
+    /// The environment variable holding the token (API and HTTPS pushes).
+    pub token_env: String,
+    /// SSH private key for pushes to an SSH remote; otherwise the SSH agent.
+    pub ssh_key: Option<PathBuf>,
+    pub author_name: String,
+    pub author_email: String,
+    /// At most this many new pull requests and issues per run; the rest wait for the next run.
+    pub max_new_per_run: usize,
+    /// The local forge's directory; default `<state_dir>/prs`.
+    pub output_dir: Option<PathBuf>,
+    /// Labels added to every pull request and issue, beside `drift` and `drift/<class>`.
+    pub labels: Vec<String>,
+    /// Where the full report is, named when a body is truncated.
+    pub report_url: Option<String>,
+    /// Least time between two writes to the GitHub API (GitHub asks for one second).
+    pub write_interval_ms: u64,
+    /// The longest rate-limit wait a run accepts before giving up on the forge.
+    pub max_rate_limit_wait_secs: u64,
+    /// Config line, for messages.
+    pub line: usize,
+}
+
+impl PullRequestSettings {
+    /// The defaults of `pull_requests: {forge: local}`.
+    pub fn local() -> PullRequestSettings {
+        PullRequestSettings {
+            forge: ForgeKind::Local,
+            repo: None,
+            base: None,
+            remote: None,
+            api_url: None,
+            token_env: "GITHUB_TOKEN".to_string(),
+            ssh_key: None,
+            author_name: "driftwarden".to_string(),
+            author_email: "driftwarden@users.noreply.github.com".to_string(),
+            max_new_per_run: 10,
+            output_dir: None,
+            labels: Vec::new(),
+            report_url: None,
+            write_interval_ms: 1000,
+            max_rate_limit_wait_secs: 900,
+            line: 0,
+        }
+    }
+
+    /// The local forge's directory.
+    pub fn local_dir(&self, state_dir: &Path) -> PathBuf {
+        self.output_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("prs"))
+    }
+}
+
+fn valid_repo_name(s: &str) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(s.split_once('/'), Some((o, r)) if ok(o) && ok(r))
+}
+
+fn walk_pull_requests(w: &mut Walker, n: &Node, base: &Path) -> Option<PullRequestSettings> {
+    let mut out = PullRequestSettings::local();
+    out.line = n.line;
+    let what = "pull_requests";
+    let before = w.issues.len();
+    let mut forge_node = None;
+    let mut github_only: Vec<(&Node, String)> = Vec::new();
+    for (k, v) in w.map(
+        n,
+        what,
+        &[
+            "forge",
+            "repo",
+            "base",
+            "remote",
+            "api_url",
+            "token_env",
+            "ssh_key",
+            "author",
+            "max_new_per_run",
+            "output_dir",
+            "labels",
+            "report_url",
+            "write_interval_ms",
+            "max_rate_limit_wait_secs",
+        ],
+    ) {
+        let field = format!("{what}.{k}");
+        let whole = |w: &mut Walker| match &v.kind {
+            NodeKind::Scalar(Value::Number(x)) if x.as_u64().is_some() => x.as_u64(),
+            _ => {
+                w.err(v, format!("{field}: expected a whole number"));
+                None
+            }
+        };
+        match k.as_str() {
+            "forge" => {
+                forge_node = Some(v);
+                out.forge = match w.one_of(v, &field, &["local", "github"]).as_deref() {
+                    Some("github") => ForgeKind::GitHub,
+                    _ => ForgeKind::Local,
+                }
+            }
+            "repo" => {
+                out.repo = w.string(v, &field);
+                if let Some(r) = &out.repo {
+                    if !valid_repo_name(r) {
+                        w.err(v, format!("{field}: `{r}` is not `owner/name`"));
+                    }
+                }
+                github_only.push((v, k.clone()));
+            }
+            "base" => out.base = w.string(v, &field),
+            "remote" => {
+                out.remote = w.string(v, &field).map(|r| {
+                    if is_url(&r) {
+                        r
+                    } else {
+                        resolve(base, &r).display().to_string()
+                    }
+                });
+                github_only.push((v, k.clone()));
+            }
+            "api_url" => {
+                out.api_url = w.string(v, &field);
+                if let Some(u) = &out.api_url {
+                    if !(u.starts_with("https://") || u.starts_with("http://")) {
+                        w.err(v, format!("{field}: `{u}` is not an http(s) URL"));
+                    }
+                }
+                github_only.push((v, k.clone()));
+            }
+            "token_env" => {
+                if let Some(t) = w.string(v, &field) {
+                    out.token_env = t;
+                }
+            }
+            "ssh_key" => out.ssh_key = w.string(v, &field).map(|p| resolve(base, &p)),
+            "author" => {
+                for (k2, v2) in w.map(v, &field, &["name", "email"]) {
+                    match k2.as_str() {
+                        "name" => {
+                            if let Some(s) = w.string(v2, "pull_requests.author.name") {
+                                out.author_name = s;
+                            }
+                        }
+                        "email" => {
+                            if let Some(s) = w.string(v2, "pull_requests.author.email") {
+                                if s.contains('@') && !s.contains(['<', '>', ' ']) {
+                                    out.author_email = s;
+                                } else {
+                                    w.err(
+                                        v2,
+                                        format!("pull_requests.author.email: `{s}` is not an email address"),
+                                    );
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "max_new_per_run" => {
+                if let Some(x) = whole(w) {
+                    out.max_new_per_run = x as usize;
+                }
+            }
+            "output_dir" => out.output_dir = w.string(v, &field).map(|p| resolve(base, &p)),
+            "labels" => {
+                out.labels = w.strings(v, &field);
+                for l in &out.labels {
+                    if l.contains(',') || l.chars().count() > 50 {
+                        w.err(v, format!("{field}: `{l}` is not a valid label (no commas, at most 50 characters)"));
+                    }
+                }
+            }
+            "report_url" => out.report_url = w.string(v, &field),
+            "write_interval_ms" => {
+                if let Some(x) = whole(w) {
+                    out.write_interval_ms = x;
+                }
+            }
+            "max_rate_limit_wait_secs" => {
+                if let Some(x) = whole(w) {
+                    out.max_rate_limit_wait_secs = x;
+                }
+            }
+            _ => {}
+        }
+    }
+    match out.forge {
+        ForgeKind::GitHub if out.repo.is_none() => w.err(
+            forge_node.unwrap_or(n),
+            "pull_requests: `forge: github` needs `repo: owner/name`",
+        ),
+        ForgeKind::Local => {
+            for (node, key) in github_only {
+                w.err(
+                    node,
+                    format!("pull_requests.{key}: only used with `forge: github`"),
+                );
+            }
+        }
+        _ => {}
+    }
+    (w.issues.len() == before).then_some(out)
 }
 
 #[cfg(test)]

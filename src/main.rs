@@ -3,8 +3,10 @@
 //! config, policy or input).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,6 +16,16 @@ use driftwarden::model::Mode;
 use driftwarden::policy::{self, PolicyConfig, PolicyDir};
 use driftwarden::report::{self, Format, RenderOptions};
 use driftwarden::run::{self, Command as RunCommand, RunOptions};
+use driftwarden::shard::Shard;
+
+/// When the process started, for the run-duration metric.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// The shard this process runs, for the Pushgateway grouping key.
+static SHARD: OnceLock<Shard> = OnceLock::new();
+
+/// The config file given, for SARIF locations of drift that is not in Git.
+static CONFIG_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +66,98 @@ enum Cmd {
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
     },
+    /// Work with JSON reports.
+    #[command(subcommand)]
+    Report(ReportCmd),
+    /// The GitHub Action's entrypoint (action.yml): runs `reconcile`, `diff` or `pr-check` from
+    /// the action's inputs.
+    GithubAction(GithubActionArgs),
+    /// The pull-request bot: classify what a pull request changes in desired state with the
+    /// same policies as drift; post one sticky comment and a commit status; exit 2 when a change
+    /// is forbidden.
+    PrCheck(PrCheckArgs),
+}
+
+#[derive(Args)]
+struct PrCheckArgs {
+    /// The config file: policies, and `pull_requests` (GitHub repository, API URL, token).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The target whose `desired` path, globs and namespace to use (default: the only one).
+    #[arg(long = "target", short = 't')]
+    target: Option<String>,
+    /// The base ref or commit (default: the pull_request event's base, $GITHUB_EVENT_PATH).
+    #[arg(long)]
+    base: Option<String>,
+    /// The head ref or commit (default: the event's head).
+    #[arg(long)]
+    head: Option<String>,
+    /// The local Git repository holding both refs.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Only manifests under this subdirectory.
+    #[arg(long)]
+    path: Option<String>,
+    /// A Terraform plan (`terraform show -json PLANFILE`) to check too.
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// Namespace of objects that name none.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Policy directory (repeatable; default: the config's, else `policies`).
+    #[arg(long = "policies")]
+    policies: Vec<PathBuf>,
+    /// The pull request to comment on (default: the event's number).
+    #[arg(long)]
+    pr: Option<u64>,
+    /// The GitHub repository, owner/name (default: the config's, the event's, $GITHUB_REPOSITORY).
+    #[arg(long)]
+    github_repo: Option<String>,
+    /// The GitHub API URL (default: the config's, $GITHUB_API_URL, https://api.github.com).
+    #[arg(long)]
+    api_url: Option<String>,
+    /// The environment variable holding the token (default: the config's, else GITHUB_TOKEN).
+    #[arg(long)]
+    token_env: Option<String>,
+    /// Print the report only: no comment, no status.
+    #[arg(long)]
+    no_post: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Join the JSON reports of shards into one report (summary recomputed).
+    Merge {
+        /// The JSON reports (`-o json` or `--json-report` output of each shard).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+#[derive(Args)]
+struct GithubActionArgs {
+    /// reconcile, diff or pr-check.
+    #[arg(long, default_value = "reconcile")]
+    command: String,
+    /// The config file, relative to the working directory.
+    #[arg(long, default_value = "")]
+    config: String,
+    /// observe, recommend or autocorrect (reconcile only).
+    #[arg(long, default_value = "")]
+    mode: String,
+    /// Directory to run in, relative to the workspace.
+    #[arg(long, default_value = "")]
+    working_directory: String,
+    /// Extra arguments, split like a shell would (quotes, no expansion).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    args: String,
+    /// `false`: drift found (exit code 2) does not fail the step.
+    #[arg(long, default_value = "true")]
+    fail_on_drift: String,
 }
 
 #[derive(Args)]
@@ -70,6 +174,17 @@ struct OutputArgs {
     /// Leave the per-drift unified diffs out of the table.
     #[arg(long)]
     no_diff: bool,
+    /// Also write the JSON report to this file, whatever `-o` says (for `report merge`, CI
+    /// artifacts and the Action's `report-path` output).
+    #[arg(long, value_name = "FILE")]
+    json_report: Option<PathBuf>,
+    /// Write Prometheus metrics (text format) to this file.
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
+    /// Push Prometheus metrics to this Pushgateway (http://HOST:PORT); a failed push is logged,
+    /// never fatal.
+    #[arg(long, value_name = "URL")]
+    pushgateway: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +192,8 @@ enum OutFormat {
     Table,
     Json,
     Markdown,
+    Sarif,
+    Junit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,15 +214,26 @@ struct DiffArgs {
     /// A live snapshot file or directory of `kubectl get -o yaml|json` output.
     #[arg(long, requires = "desired")]
     live: Option<PathBuf>,
-    /// Policy directory for --desired/--live (repeatable).
+    /// Policy directory for --desired/--live or --plan (repeatable).
     #[arg(long = "policies")]
     policies: Vec<PathBuf>,
+    /// A Terraform plan as `terraform show -json PLANFILE` prints it: report the drift Terraform
+    /// found while refreshing (`resource_drift`). No config needed.
+    #[arg(long, value_name = "PLAN.json", conflicts_with_all = ["config", "desired", "live", "shard"])]
+    plan: Option<PathBuf>,
+    /// With --plan: keep only drift in attributes the configuration uses (`relevant_attributes`).
+    #[arg(long, requires = "plan")]
+    relevant_only: bool,
     /// Only these targets (repeatable).
     #[arg(long = "target", short = 't')]
     targets: Vec<String>,
     /// Also report live fields that nobody declared in Git.
     #[arg(long)]
     strict: bool,
+    /// Run only this shard's targets, INDEX/COUNT with INDEX from 0 (default from
+    /// JOB_COMPLETION_INDEX and JOB_COMPLETIONS when set).
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with_all = ["desired", "live"])]
+    shard: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -127,6 +255,10 @@ struct ReconcileArgs {
     /// Ask the servers what they would change (server-side dry run) instead of changing it.
     #[arg(long)]
     dry_run: bool,
+    /// Run only this shard's targets, INDEX/COUNT with INDEX from 0 (default from
+    /// JOB_COMPLETION_INDEX and JOB_COMPLETIONS when set).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    shard: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -196,6 +328,10 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    let _ = STARTED.set(Instant::now());
+    // kube (rustls) and the AWS SDK bring two crypto backends: pick one process-wide, or the
+    // first TLS client panics. An error only means one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log_level);
     match dispatch(cli.command) {
@@ -237,6 +373,9 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
         Cmd::Diff(a) => cmd_diff(a),
         Cmd::Reconcile(a) => cmd_reconcile(a),
         Cmd::Policy(p) => cmd_policy(p),
+        Cmd::Report(ReportCmd::Merge { files, out }) => cmd_report_merge(&files, &out),
+        Cmd::GithubAction(a) => cmd_github_action(a),
+        Cmd::PrCheck(a) => cmd_pr_check(a),
         Cmd::Validate { config } => {
             let cfg = load_config(config.as_ref())?;
             println!(
@@ -251,6 +390,9 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
+    if let Some(p) = path {
+        let _ = CONFIG_PATH.set(p.clone());
+    }
     let cfg = match path {
         Some(p) => config::load(p),
         None => config::embedded_default(),
@@ -268,7 +410,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
-    let (report, output) = if let (Some(d), Some(l)) = (&a.desired, &a.live) {
+    let (report, output) = if let Some(plan) = &a.plan {
+        let policies = (!a.policies.is_empty()).then(|| PolicySettings {
+            dirs: a
+                .policies
+                .iter()
+                .map(|p| PolicyDirSetting {
+                    path: p.clone(),
+                    rego_v0: false,
+                })
+                .collect(),
+            data: Vec::new(),
+        });
+        let report = run::diff_plan(plan, policies.as_ref(), a.relevant_only)?;
+        (report, None)
+    } else if let (Some(d), Some(l)) = (&a.desired, &a.live) {
         let policies = if a.policies.is_empty() {
             None
         } else {
@@ -291,6 +447,7 @@ fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
         let mut opts = RunOptions::new(RunCommand::Diff);
         opts.targets = a.targets;
         opts.strict = a.strict;
+        opts.shard = resolve_shard(a.shard)?;
         opts.progress = std::io::stdout().is_terminal();
         let report = runtime()?.block_on(run::run(&cfg, &opts))?;
         (report, Some(cfg.output))
@@ -304,6 +461,7 @@ fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
     let mut opts = RunOptions::new(RunCommand::Reconcile);
     opts.targets = a.targets;
     opts.strict = a.strict;
+    opts.shard = resolve_shard(a.shard)?;
     opts.progress = std::io::stdout().is_terminal();
     opts.dry_run = a.dry_run;
     opts.mode = a.mode.map(|m| match m {
@@ -325,11 +483,11 @@ fn emit(
         Some(OutFormat::Table) => Format::Table,
         Some(OutFormat::Json) => Format::Json,
         Some(OutFormat::Markdown) => Format::Markdown,
-        None => match settings.map(|s| s.format.as_str()) {
-            Some("json") => Format::Json,
-            Some("markdown") => Format::Markdown,
-            _ => Format::Table,
-        },
+        Some(OutFormat::Sarif) => Format::Sarif,
+        Some(OutFormat::Junit) => Format::Junit,
+        None => settings
+            .and_then(|s| s.format.parse::<Format>().ok())
+            .unwrap_or(Format::Table),
     };
     let file = out
         .output_file
@@ -354,9 +512,12 @@ fn emit(
         color,
         show_diff: !out.no_diff && settings.map(|s| s.show_diff).unwrap_or(true),
     };
-    let text = report::render(report, format, &opts);
-    match file {
-        Some(path) => std::fs::write(&path, text)
+    let text = match format {
+        Format::Sarif => report::sarif::render(report, &sarif_options()),
+        other => report::render(report, other, &opts),
+    };
+    match &file {
+        Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write the report to {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
@@ -366,7 +527,284 @@ fn emit(
                 .context("cannot write the report")?;
         }
     }
+    deliver(report, out, format, file.as_deref())
+}
+
+/// What a report feeds besides the main output: the JSON report file, GitHub Actions (step
+/// summary, outputs, annotations) when running under Actions, and Prometheus metrics.
+fn deliver(
+    report: &driftwarden::model::Report,
+    out: &OutputArgs,
+    format: Format,
+    file: Option<&Path>,
+) -> Result<(), Failure> {
+    if let Some(path) = &out.json_report {
+        std::fs::write(path, report::json::render(report))
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
+    let json_path = out.json_report.clone().or_else(|| {
+        file.filter(|_| format == Format::Json)
+            .map(Path::to_path_buf)
+    });
+    if let Some(env) = report::github_actions::ActionsEnv::from_env() {
+        let abs = json_path
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        report::github_actions::publish(&env, report, abs.as_deref())
+            .context("cannot publish the report to GitHub Actions")?;
+    }
+    if out.metrics_file.is_none() && out.pushgateway.is_none() {
+        return Ok(());
+    }
+    let facts = driftwarden::metrics::RunFacts {
+        duration_seconds: STARTED
+            .get()
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0),
+        finished_unix_seconds: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        api_requests: driftwarden::metrics::api_requests(),
+    };
+    let text = driftwarden::metrics::render(report, &facts);
+    if let Some(path) = &out.metrics_file {
+        std::fs::write(path, &text)
+            .with_context(|| format!("cannot write the metrics to {}", path.display()))?;
+    }
+    if let Some(url) = &out.pushgateway {
+        let shard = SHARD.get().map(|s| s.index.to_string());
+        let mut grouping = vec![("command", report.command.as_str())];
+        if let Some(s) = &shard {
+            grouping.push(("shard", s.as_str()));
+        }
+        let pushed = driftwarden::metrics::push_target(url, "driftwarden", &grouping)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| {
+                let rt = runtime().map_err(|f| f.error)?;
+                rt.block_on(driftwarden::metrics::push(&t, &text))
+                    .map_err(anyhow::Error::from)
+            });
+        // Metrics are a side channel: a Pushgateway outage must not fail (and retry) a run.
+        if let Err(e) = pushed {
+            tracing::error!(error = %format!("{e:#}"), "metrics were not pushed");
+            eprintln!("warning: metrics were not pushed: {e:#}");
+        }
+    }
     Ok(())
+}
+
+/// SARIF locates drift that is not in Git (Unmanaged) at the config file.
+fn sarif_options() -> report::sarif::SarifOptions {
+    let mut o = report::sarif::SarifOptions::default();
+    let cwd = std::env::current_dir().ok();
+    let root = std::env::var_os("GITHUB_WORKSPACE")
+        .filter(|w| !w.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| cwd.clone());
+    if let Some(p) = CONFIG_PATH.get() {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        o.config_uri = report::github_actions::workspace_relative(&abs, root.as_deref());
+    }
+    if let (Some(cwd), Some(root)) = (cwd, root) {
+        o.paths = Some(report::github_actions::LocalPaths { cwd, root });
+    }
+    o
+}
+
+/// `--shard`, else the Indexed Job variables. Remembered for the metrics' grouping key.
+fn resolve_shard(flag: Option<String>) -> Result<Option<Shard>, Failure> {
+    let invalid =
+        |e: driftwarden::shard::ShardError| Failure::from(run::Error::Usage(e.to_string()));
+    let shard = match flag {
+        Some(s) => Some(s.parse::<Shard>().map_err(invalid)?),
+        None => Shard::from_env(
+            std::env::var("JOB_COMPLETION_INDEX").ok().as_deref(),
+            std::env::var("JOB_COMPLETIONS").ok().as_deref(),
+        )
+        .map_err(invalid)?,
+    };
+    if let Some(s) = shard {
+        let _ = SHARD.set(s);
+    }
+    Ok(shard)
+}
+
+fn cmd_report_merge(files: &[PathBuf], out: &OutputArgs) -> Result<u8, Failure> {
+    let mut reports = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read the report {name}"))?;
+        let r: driftwarden::model::Report = serde_json::from_str(&text).map_err(|e| {
+            Failure::from(run::Error::Usage(format!(
+                "{name}:{}:{}: not a driftwarden JSON report: {e}",
+                e.line(),
+                e.column()
+            )))
+        })?;
+        reports.push((name, r));
+    }
+    let merged = report::merge::merge(reports)
+        .map_err(|e| Failure::from(run::Error::Usage(e.to_string())))?;
+    emit(&merged, out, None)?;
+    Ok(run::report_exit_code(&merged))
+}
+
+fn cmd_github_action(a: GithubActionArgs) -> Result<u8, Failure> {
+    use report::github_actions as gha;
+    let lenient = a.fail_on_drift.trim() == "false";
+    let result = run_github_action(a);
+    let code = match &result {
+        Ok(c) => *c,
+        Err(f) => f.code,
+    };
+    // The output carries driftwarden's own code; the step's status honours fail-on-drift.
+    if let Some(p) = gha::ActionsEnv::from_env().and_then(|env| env.output) {
+        let text = gha::file_commands(&[("exit-code".to_string(), code.to_string())])
+            .map_err(anyhow::Error::from)?;
+        gha::append(&p, "step outputs", &text).map_err(anyhow::Error::from)?;
+    }
+    result.map(|c| if c == 2 && lenient { 0 } else { c })
+}
+
+fn run_github_action(a: GithubActionArgs) -> Result<u8, Failure> {
+    use report::github_actions::{self as gha, ActionInputs};
+    let inputs = ActionInputs {
+        command: a.command,
+        config: a.config,
+        mode: a.mode,
+        working_directory: a.working_directory,
+        args: a.args,
+        fail_on_drift: a.fail_on_drift,
+    };
+    let invalid = |e: gha::ActionsError| Failure::from(run::Error::Usage(e.to_string()));
+    let workspace = std::env::var_os("GITHUB_WORKSPACE")
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty());
+    let base = match &workspace {
+        Some(ws) => ws.clone(),
+        None => std::env::current_dir().context("cannot read the working directory")?,
+    };
+    let report_file = base.join(gha::ACTION_REPORT_FILE);
+    let (argv, warnings) =
+        gha::action_argv(&inputs, &report_file.display().to_string()).map_err(invalid)?;
+    for w in warnings {
+        eprintln!("{}", gha::command("warning", &[], &w));
+    }
+    let dir = inputs.working_directory.trim();
+    if !dir.is_empty() {
+        let dir = base.join(dir);
+        std::env::set_current_dir(&dir)
+            .with_context(|| format!("input working-directory: cannot enter {}", dir.display()))?;
+    }
+    tracing::info!(argv = ?argv, "running the action's command");
+    match Cli::try_parse_from(std::iter::once("driftwarden".to_string()).chain(argv)) {
+        Ok(cli) => dispatch(cli.command),
+        Err(e) => Err(Failure::from(run::Error::Usage(format!(
+            "input args: {}",
+            e.render()
+        )))),
+    }
+}
+
+fn cmd_pr_check(a: PrCheckArgs) -> Result<u8, Failure> {
+    use driftwarden::pr_check::{self, GitHubContext};
+    let cfg = match &a.config {
+        Some(p) => Some(load_config(Some(p))?),
+        None => None,
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut opts = pr_check::Options::new();
+    opts.repo = a.repo.clone();
+    opts.base = a.base.clone();
+    opts.head = a.head.clone();
+    opts.plan = a.plan.clone();
+    opts.post = !a.no_post;
+    if opts.base.is_none() || opts.head.is_none() {
+        opts.event = env("GITHUB_EVENT_PATH").map(PathBuf::from);
+    }
+    let prs = cfg
+        .as_ref()
+        .and_then(|c| c.pull_requests.clone())
+        .filter(|p| p.forge == config::ForgeKind::GitHub);
+    if let Some(c) = &cfg {
+        opts.policies = c.policies.clone();
+        let target = match &a.target {
+            Some(name) => Some(c.targets.iter().find(|t| &t.name == name).ok_or_else(|| {
+                Failure::from(run::Error::Usage(format!("no target named {name} in {}", c.source)))
+            })?),
+            None if c.targets.len() == 1 => c.targets.first(),
+            None => None,
+        };
+        if let Some(t) = target {
+            opts.path = t.desired.path.clone();
+            opts.include = t.desired.include.clone();
+            opts.exclude = t.desired.exclude.clone();
+            opts.namespace = t.namespace.clone();
+        }
+    }
+    if let Some(p) = &a.path {
+        opts.path = p.trim_matches('/').to_string();
+    }
+    if let Some(ns) = &a.namespace {
+        opts.namespace = ns.clone();
+    }
+    if !a.policies.is_empty() {
+        opts.policies = PolicySettings {
+            dirs: a
+                .policies
+                .iter()
+                .map(|p| PolicyDirSetting {
+                    path: p.clone(),
+                    rego_v0: false,
+                })
+                .collect(),
+            data: Vec::new(),
+        };
+    }
+    let event_repo = match &opts.event {
+        Some(p) => pr_check::read_event(p).ok().map(|e| e.repo),
+        None => None,
+    };
+    let repo = a
+        .github_repo
+        .clone()
+        .or_else(|| prs.as_ref().and_then(|p| p.repo.clone()))
+        .or(event_repo)
+        .or_else(|| env("GITHUB_REPOSITORY"));
+    if let Some(repo) = repo {
+        let run_url = match (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY"), env("GITHUB_RUN_ID")) {
+            (Some(s), Some(r), Some(id)) => Some(format!("{s}/{r}/actions/runs/{id}")),
+            _ => None,
+        };
+        opts.github = Some(GitHubContext {
+            api_url: a
+                .api_url
+                .clone()
+                .or_else(|| prs.as_ref().and_then(|p| p.api_url.clone()))
+                .or_else(|| env("GITHUB_API_URL")),
+            repo,
+            token_env: a
+                .token_env
+                .clone()
+                .or_else(|| prs.as_ref().map(|p| p.token_env.clone()))
+                .unwrap_or_else(|| "GITHUB_TOKEN".to_string()),
+            pr: a.pr.unwrap_or(0),
+            target_url: run_url,
+        });
+    }
+    let outcome = runtime()?
+        .block_on(pr_check::run(&opts))
+        .map_err(|e| Failure {
+            code: e.exit_code(),
+            error: e.into(),
+        })?;
+    emit(&outcome.report, &a.out, cfg.as_ref().map(|c| &c.output))?;
+    if let Some(note) = &outcome.posted {
+        eprintln!("pr-check: {note}");
+    }
+    Ok(outcome.exit_code())
 }
 
 fn policy_dirs(dirs: &[PathBuf], rego_v0: bool) -> Vec<PolicyDir> {

@@ -47,6 +47,12 @@ pub enum Error {
     Policy(#[source] policy::PolicyError),
     #[error("{0}")]
     Usage(String),
+    #[error("target `{target}`: cannot read Terraform or EC2 state")]
+    Terraform {
+        target: String,
+        #[source]
+        source: crate::terraform::Error,
+    },
     #[error("internal task failed: {0}")]
     Join(String),
 }
@@ -59,6 +65,7 @@ impl Error {
             Error::Config(_) | Error::Duplicate { .. } | Error::Policy(_) | Error::Usage(_) => true,
             Error::Desired { source, .. } => source.is_invalid_input(),
             Error::Live { source, .. } => source.is_invalid_input(),
+            Error::Terraform { source, .. } => source.is_invalid_input(),
             Error::Join(_) => false,
         };
         if invalid { 3 } else { 1 }
@@ -101,6 +108,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Ask servers what they would change instead of changing it.
     pub dry_run: bool,
+    /// Only the targets this shard owns ([`crate::shard`]); all when `None`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl RunOptions {
@@ -115,6 +124,7 @@ impl RunOptions {
             concurrency: 4,
             progress: false,
             dry_run: false,
+            shard: None,
         }
     }
 }
@@ -133,6 +143,8 @@ pub fn default_cache_dir() -> PathBuf {
 struct Loaded {
     desired: Result<desired::DesiredSet, DesiredError>,
     live: Result<LiveRead, LiveError>,
+    /// Terraform/EC2 targets (`desired.terraform`) are read and compared by [`crate::terraform`].
+    terraform: Option<Result<crate::terraform::TargetRead, crate::terraform::Error>>,
 }
 
 /// What a live source returned. `errors` non-empty means the read was partial: the drifts found
@@ -141,10 +153,24 @@ struct Loaded {
 pub struct LiveRead {
     pub objects: Vec<RawObject>,
     pub errors: Vec<String>,
+    /// Kubernetes scopes whose LIST failed: desired objects there are not reported Missing.
+    pub unread: Vec<live::kube::UnreadScope>,
 }
 
 /// Loads one target's desired and live state. Blocking sources run on the blocking pool.
 async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
+    if let Some(tf) = &t.terraform {
+        let read = crate::terraform::read_target(&t, tf, &cache_dir).await;
+        return Ok(Loaded {
+            desired: Ok(desired::DesiredSet {
+                objects: Vec::new(),
+                source: String::new(),
+                commit: None,
+            }),
+            live: Ok(LiveRead::default()),
+            terraform: Some(read),
+        });
+    }
     let t2 = t.clone();
     let desired = tokio::task::spawn_blocking(move || desired::load(&t2.desired, &cache_dir))
         .await
@@ -157,11 +183,41 @@ async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
                 .map_err(|e| Error::Join(e.to_string()))?
                 .map(|objects| LiveRead {
                     objects,
-                    errors: Vec::new(),
+                    ..LiveRead::default()
                 })
         }
+        // A cluster is read for the kinds and namespaces desired names; without a desired set
+        // the target is skipped anyway.
+        LiveSource::Kubernetes(src) => match &desired {
+            Ok(set) => {
+                let values: Vec<serde_json::Value> =
+                    set.objects.iter().map(|o| o.value.clone()).collect();
+                let req = live::kube::ReadRequest {
+                    desired: &values,
+                    default_namespace: &t.namespace,
+                    tracking: t.tracking.as_ref(),
+                    unmanaged_namespaces: &t.unmanaged_namespaces,
+                };
+                live::kube::read(src, &req)
+                    .await
+                    .map(|r| LiveRead {
+                        objects: r.objects,
+                        errors: r.errors,
+                        unread: r.unread,
+                    })
+                    .map_err(|e| LiveError::Kube(Box::new(e)))
+            }
+            Err(_) => Ok(LiveRead::default()),
+        },
+        // Read by crate::terraform (load_target returned above); config pairs them with
+        // `desired.terraform` only.
+        LiveSource::Ec2(_) | LiveSource::TerraformPlan => Ok(LiveRead::default()),
     };
-    Ok(Loaded { desired, live })
+    Ok(Loaded {
+        desired,
+        live,
+        terraform: None,
+    })
 }
 
 /// Loads the policy engine for a config: `None` when the configured directories do not exist
@@ -191,7 +247,7 @@ pub fn load_policies(
 
 /// Runs the pipeline over every selected target of a config.
 pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
-    let targets: Vec<Target> = cfg
+    let mut targets: Vec<Target> = cfg
         .targets
         .iter()
         .filter(|t| opts.targets.is_empty() || opts.targets.contains(&t.name))
@@ -204,8 +260,29 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             cfg.source
         )));
     }
+    if let Some(shard) = opts.shard {
+        targets.retain(|t| shard.owns(&t.name));
+        info!(
+            %shard,
+            targets = ?targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            "shard selected its targets"
+        );
+        if targets.is_empty() {
+            // A shard may own nothing (more shards than targets): an empty, in-sync report.
+            return Ok(Report::new(
+                opts.command.name(),
+                0,
+                0,
+                BTreeMap::new(),
+                Vec::new(),
+                Vec::new(),
+            ));
+        }
+    }
     // Policies first: a policy that does not compile stops the run before anything is read.
     let engine = load_policies(&cfg.policies, false)?;
+    // The pull-request session of this run: the forge opens on first use only.
+    let prs = act::pull_request::Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
 
     let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut handles = Vec::new();
@@ -240,6 +317,15 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         let Some(l) = loaded.remove(&t.name) else {
             continue;
         };
+        if let Some(read) = l.terraform {
+            let mode = opts.mode.unwrap_or(t.mode);
+            let (d, c, e) =
+                terraform_target(t, read, engine.as_ref(), mode, opts, cfg, &prs).await?;
+            checked += c;
+            drifts.extend(d);
+            errors.extend(e);
+            continue;
+        }
         let desired_set = match l.desired {
             Ok(d) => d,
             Err(e) if e.is_invalid_input() => {
@@ -290,7 +376,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         dopts.tracking = t.tracking.clone();
         dopts.unmanaged_namespaces = t.unmanaged_namespaces.clone();
         dopts.strict = t.strict || opts.strict;
-        let outcome = diff_sets(
+        let mut outcome = diff_sets(
             &t.name,
             &t.cluster,
             &t.namespace,
@@ -298,6 +384,20 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             live_objects,
             &dopts,
         )?;
+        // A scope whose LIST failed was never observed: its objects are not Missing.
+        let unobserved = live::kube::drop_unread_missing(&mut outcome.drifts, &live_read.unread);
+        if !unobserved.is_empty() {
+            outcome.checked = outcome.checked.saturating_sub(unobserved.len());
+            errors.push(SourceError {
+                target: t.name.clone(),
+                side: "live".into(),
+                message: format!(
+                    "{} desired object(s) were not compared because their LIST failed (no Missing drift reported, nothing pruned): {}",
+                    unobserved.len(),
+                    unobserved.join(", ")
+                ),
+            });
+        }
         info!(
             target = %t.name,
             desired = desired_set.objects.len(),
@@ -306,6 +406,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             "target compared"
         );
         checked += outcome.checked;
+        let target_checked = outcome.checked;
         for (k, v) in outcome.ignored {
             *ignored.entry(k).or_default() += v;
         }
@@ -329,12 +430,21 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             for d in &mut target_drifts {
                 d.action = Some(act::decide(d, mode));
             }
+            let desired_raw = act::DesiredObjects(desired_by_key(
+                &t.cluster,
+                &t.namespace,
+                &desired_set,
+                live_objects,
+            ));
             let actx = act::ActContext {
                 target: t,
                 mode,
                 partial,
                 dry_run: opts.dry_run,
                 state_dir: &cfg.state_dir,
+                desired: &desired_raw,
+                checked: target_checked,
+                pull_requests: Some(&prs),
             };
             errors.extend(act::act(&actx, &mut target_drifts).await);
         }
@@ -347,6 +457,123 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         ignored,
         drifts,
         errors,
+    ))
+}
+
+/// One Terraform/EC2 target ([`crate::terraform`]): its drifts classified, decided and acted on
+/// like any other target's. Returns the drifts, the resources checked and the errors.
+async fn terraform_target(
+    t: &Target,
+    read: Result<crate::terraform::TargetRead, crate::terraform::Error>,
+    engine: Option<&PolicyEngine>,
+    mode: Mode,
+    opts: &RunOptions,
+    cfg: &Config,
+    prs: &act::pull_request::Session,
+) -> Result<(Vec<Drift>, usize, Vec<SourceError>), Error> {
+    let read = match read {
+        Ok(r) => r,
+        Err(e) if e.is_invalid_input() => {
+            return Err(Error::Terraform {
+                target: t.name.clone(),
+                source: e,
+            });
+        }
+        Err(e) => {
+            warn!(target = %t.name, error = %e, "Terraform state could not be read");
+            return Ok((
+                Vec::new(),
+                0,
+                vec![SourceError {
+                    target: t.name.clone(),
+                    side: "desired".into(),
+                    message: error_chain(&e),
+                }],
+            ));
+        }
+    };
+    // A failed Describe call makes the read partial: reported, and nothing is removed.
+    let mut errors: Vec<SourceError> = read
+        .errors
+        .iter()
+        .map(|m| SourceError {
+            target: t.name.clone(),
+            side: "live".into(),
+            message: m.clone(),
+        })
+        .collect();
+    let partial = !errors.is_empty();
+    let mut drifts = read.drifts;
+    classify(
+        engine,
+        &mut drifts,
+        mode,
+        opts.command,
+        (&t.name, policy::Related::default()),
+    )?;
+    if opts.command == Command::Reconcile {
+        for d in &mut drifts {
+            d.action = Some(act::decide(d, mode));
+        }
+        let desired_raw = act::DesiredObjects::default();
+        let actx = act::ActContext {
+            target: t,
+            mode,
+            partial,
+            dry_run: opts.dry_run,
+            state_dir: &cfg.state_dir,
+            desired: &desired_raw,
+            checked: read.checked,
+            pull_requests: Some(prs),
+        };
+        errors.extend(act::act(&actx, &mut drifts).await);
+    }
+    Ok((drifts, read.checked, errors))
+}
+
+/// `diff --plan PLAN.json`: the drift Terraform found in one plan file (`resource_drift`), no
+/// config. `relevant_only` keeps only attributes the configuration depends on.
+pub fn diff_plan(
+    plan_path: &Path,
+    policies: Option<&crate::config::PolicySettings>,
+    relevant_only: bool,
+) -> Result<Report, Error> {
+    let target = "plan";
+    let plan = crate::terraform::plan::load(plan_path).map_err(|e| Error::Terraform {
+        target: target.into(),
+        source: e.into(),
+    })?;
+    let engine = match policies {
+        Some(p) => load_policies(p, true)?,
+        None => None,
+    };
+    let mut drifts = crate::terraform::plan::plan_drifts(
+        &plan,
+        target,
+        "default",
+        &crate::terraform::plan::DriftOptions { relevant_only },
+    );
+    let managed = plan
+        .changes
+        .iter()
+        .filter(|c| {
+            c.mode == crate::terraform::plan::ResourceMode::Managed && c.deposed.is_none()
+        })
+        .count();
+    classify(
+        engine.as_ref(),
+        &mut drifts,
+        Mode::Observe,
+        Command::Diff,
+        (target, policy::Related::default()),
+    )?;
+    Ok(Report::new(
+        "diff",
+        1,
+        managed.max(drifts.len()),
+        BTreeMap::new(),
+        drifts,
+        Vec::new(),
     ))
 }
 
@@ -414,6 +641,27 @@ pub fn diff_sets(
         })
         .collect();
     Ok(diff::diff_target(&desired_objs, &live_objs, dopts))
+}
+
+/// The desired objects as Git has them (secret values unmasked), by resource key, for the
+/// actuators that apply them. Never logged or reported.
+fn desired_by_key(
+    cluster: &str,
+    default_namespace: &str,
+    desired_set: &desired::DesiredSet,
+    live_objects: &[RawObject],
+) -> HashMap<String, serde_json::Value> {
+    let mut scopes = Scopes::default();
+    scopes.learn(desired_set.objects.iter().map(|o| &o.value), false);
+    scopes.learn(live_objects.iter().map(|o| &o.value), true);
+    desired_set
+        .objects
+        .iter()
+        .map(|raw| {
+            let id = k8s::resource_id(cluster, &raw.value, default_namespace, &scopes);
+            (id.key(), raw.value.clone())
+        })
+        .collect()
 }
 
 /// `diff --desired PATH --live PATH`: two local files or directories, no config.

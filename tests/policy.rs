@@ -877,18 +877,76 @@ fn bench_classify_100k() {
 fn scratch_profile() {
     let mut ctx = ctx();
     with_hpa(&mut ctx);
-    let engine = PolicyEngine::load(&library()).unwrap();
-    for (name, d, _) in input_fixtures() {
+    let fx = input_fixtures();
+    let cm = policy_input(&fx[2].1, &ctx);
+    let sf = policy_input(&fx[0].1, &ctx);
+    let time = |label: &str, dir: &str, rule: &str, input: &Value, frozen: bool| {
+        let mut e = regorus::Engine::new();
+        for f in std::fs::read_dir(dir).unwrap() {
+            let p = f.unwrap().path();
+            let n = p.to_string_lossy().to_string();
+            if n.ends_with(".rego") && !n.ends_with("_test.rego") {
+                e.add_policy_from_file(&p).unwrap();
+            }
+        }
+        e.add_data(regorus::Value::from_json_file(format!("{}/policies/data.json", root().display())).unwrap()).unwrap();
         let n = 2000;
         let t = Instant::now();
         for _ in 0..n {
-            let v = policy_input(&d, &ctx);
-            let _r: regorus::Value = serde_json::from_value(v).unwrap();
+            let v: regorus::Value = if frozen {
+                regorus::Value::from_json_str(&input.to_string()).unwrap()
+            } else {
+                serde_json::from_value(input.clone()).unwrap()
+            };
+            e.set_input(v);
+            e.eval_rule(rule.to_string()).unwrap();
         }
-        let conv = t.elapsed() / n;
-        let mut drifts: Vec<Drift> = (0..n).map(|_| d.clone()).collect();
-        let t = Instant::now();
-        engine.classify(&mut drifts, &ctx).unwrap();
-        println!("{name}: input+convert {conv:?}, classify {:?}", t.elapsed() / n);
+        println!("{label}: {:?}", t.elapsed() / n);
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.rego"), "package driftwarden.a\n\nclassify contains {\"class\": \"safe\", \"reason\": \"x\"} if input.kind == \"X\"\n").unwrap();
+    let pol = std::env::var("POL").unwrap_or(format!("{}/policies", root().display()));
+    let td = tmp.path().to_string_lossy().to_string();
+    time("trivial cm", &td, "data.driftwarden.a.classify", &cm, false);
+    time("trivial sf", &td, "data.driftwarden.a.classify", &sf, false);
+    time("trivial sf frozen", &td, "data.driftwarden.a.classify", &sf, true);
+    for pkg in ["kubernetes", "kubernetes_security", "aws", "lifecycle"] {
+        time(&format!("{pkg} cm"), &pol, &format!("data.driftwarden.{pkg}.classify"), &cm, false);
+        time(&format!("{pkg} sf"), &pol, &format!("data.driftwarden.{pkg}.classify"), &sf, false);
+        time(&format!("{pkg} sf frozen"), &pol, &format!("data.driftwarden.{pkg}.classify"), &sf, true);
     }
+    time("nodes sf", &pol, "data.driftwarden.lib.nodes", &sf, false);
+
+    // RVM
+    let rvm = |label: &str, input: &Value| {
+        let mut e = regorus::Engine::new();
+        for f in std::fs::read_dir(&pol).unwrap() {
+            let p = f.unwrap().path();
+            let n = p.to_string_lossy().to_string();
+            if n.ends_with(".rego") && !n.ends_with("_test.rego") {
+                e.add_policy_from_file(&p).unwrap();
+            }
+        }
+        e.add_policy("agg.rego".into(), "package agg\n\nresults contains [\"k\", x] if { x := data.driftwarden.kubernetes.classify }\nresults contains [\"s\", x] if { x := data.driftwarden.kubernetes_security.classify }\nresults contains [\"a\", x] if { x := data.driftwarden.aws.classify }\nresults contains [\"l\", x] if { x := data.driftwarden.lifecycle.classify }\n".into()).unwrap();
+        let data = regorus::Value::from_json_file(format!("{}/policies/data.json", root().display())).unwrap();
+        let cp = e.compile_with_entrypoint(&"data.agg.results".into()).unwrap();
+        let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(&cp, &["data.agg.results"]).unwrap();
+        let mut vm = regorus::rvm::vm::RegoVM::new();
+        vm.load_program(program);
+        vm.set_data(data).unwrap();
+        let n = 2000;
+        let t = Instant::now();
+        let mut last = regorus::Value::Undefined;
+        for _ in 0..n {
+            let v: regorus::Value = serde_json::from_value(input.clone()).unwrap();
+            vm.set_input(v);
+            last = vm.execute().unwrap();
+        }
+        println!("rvm {label}: {:?} -> {last}", t.elapsed() / n);
+        e.set_input(serde_json::from_value(input.clone()).unwrap());
+        e.add_data(regorus::Value::from_json_file(format!("{}/policies/data.json", root().display())).unwrap()).unwrap();
+        println!("interp {label}: {}", e.eval_rule("data.agg.results".into()).unwrap());
+    };
+    rvm("cm", &cm);
+    rvm("sf", &sf);
 }

@@ -2,7 +2,17 @@
 //! target's mode and the policy class. Actuators (server-side apply, EC2 calls, pull requests)
 //! slot in beside it; this is the only module that will ever change anything.
 
+pub mod correct_ec2;
+pub mod correct_kube;
+pub mod edit_hcl;
+pub mod edit_yaml;
+pub mod guardrails;
+pub mod pull_request;
+
+use std::collections::HashMap;
 use std::path::Path;
+
+use serde_json::Value;
 
 use crate::config::Target;
 use crate::model::{Action, ActionRecord, ActionResult, Class, Drift, Mode, SourceError};
@@ -18,6 +28,34 @@ pub struct ActContext<'a> {
     pub dry_run: bool,
     /// Where run history lives.
     pub state_dir: &'a Path,
+    /// The desired objects unmasked, by resource key: what a correction applies.
+    pub desired: &'a DesiredObjects,
+    /// Resources checked for the target (the base of the blast-radius percentage).
+    pub checked: usize,
+    /// The run's pull-request session (forge, per-run cap, reverts); `None`: none configured.
+    pub pull_requests: Option<&'a pull_request::Session>,
+}
+
+/// The desired objects as Git has them, secret values included, by [`ResourceId::key`]. Its
+/// `Debug` shows only the keys, so a logged context never carries a secret.
+///
+/// [`ResourceId::key`]: crate::model::ResourceId::key
+#[derive(Default)]
+pub struct DesiredObjects(pub HashMap<String, Value>);
+
+impl DesiredObjects {
+    /// The desired object of a resource key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+}
+
+impl std::fmt::Debug for DesiredObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        f.debug_tuple("DesiredObjects").field(&keys).finish()
+    }
 }
 
 /// Carries out the decided actions of one target's drifts and records each outcome in
@@ -26,8 +64,25 @@ pub struct ActContext<'a> {
 /// Actuators plug in here by provider and action; a drift whose action no actuator handles
 /// stays `planned`.
 pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
-    let _ = (ctx, drifts);
-    Vec::new()
+    let mut errors = Vec::new();
+    // --- Pull requests, part 1 (src/act/pull_request.rs): the revert loop. A drift whose pull
+    // request or issue was closed with `drift/revert` is decided `Correct` here, before the
+    // correctors run. ---
+    errors.extend(pull_request::prepare(ctx, drifts).await);
+    // --- end pull requests, part 1 ---
+    // Kubernetes corrections (server-side apply, prune) first: a conflict it escalates becomes
+    // a planned pull request or issue for the actuators after it.
+    errors.extend(correct_kube::run(ctx, drifts).await);
+    // --- EC2 corrections (src/act/correct_ec2.rs): tags, security group rules and instance
+    // attributes of Terraform/EC2 targets; no-op for other targets. ---
+    errors.extend(correct_ec2::run(ctx, drifts).await);
+    // --- end EC2 corrections ---
+    // --- Pull requests, part 2 (src/act/pull_request.rs): open, update or leave a pull request
+    // or issue for every drift still planned as one, then close the items of drifts that are
+    // gone (after a complete read only). ---
+    errors.extend(pull_request::run(ctx, drifts).await);
+    // --- end pull requests, part 2 ---
+    errors
 }
 
 /// The action a drift leads to under `mode`, before any actuator runs. Fail safe: a drift with

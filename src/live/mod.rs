@@ -1,6 +1,9 @@
-//! Live state: the objects as they are. Today from snapshot files ([`snapshot`]); a cluster
-//! reader slots in beside it with the same output.
+//! Live state: the objects as they are: from snapshot files ([`snapshot`]) or a cluster
+//! ([`kube`]: LIST per kind and namespace), with the same output.
 
+pub mod ec2;
+pub mod kube;
+pub mod kube_verbs;
 pub mod snapshot;
 
 pub use snapshot::{LiveError, load_snapshot};

@@ -19,12 +19,15 @@ pub enum LiveError {
     },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The cluster could not be read at all (no client, or discovery failed).
+    #[error("cluster read failed")]
+    Kube(#[source] Box<super::kube::KubeError>),
 }
 
 impl LiveError {
     /// True when the user's input is at fault (exit 3).
     pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, LiveError::Io { .. })
+        !matches!(self, LiveError::Io { .. } | LiveError::Kube(_))
     }
 }
 

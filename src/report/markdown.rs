@@ -209,6 +209,16 @@ fn details(out: &mut Vec<String>, d: &Drift, opts: &RenderOptions) {
     out.push("</details>".to_string());
 }
 
+/// One drift as a collapsed `<details>` block (its changes table and, with `show_diff`, its
+/// diff), for pull-request and issue bodies. The same text as in the full report.
+pub fn render_drift(d: &Drift, opts: &RenderOptions) -> String {
+    let mut out = Vec::new();
+    details(&mut out, d, opts);
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
 /// The Desired and Live cells of one change; an absent side is `_absent_`.
 fn change_cells(kind: DriftKind, c: &FieldChange) -> (String, String) {
     let absent = "_absent_".to_string();

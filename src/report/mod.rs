@@ -1,7 +1,10 @@
 //! Report rendering: the run's [`Report`] as a human table, as JSON (the versioned schema in
-//! docs/report-schema.md) or as Markdown for pull-request bodies and GitHub step summaries.
+//! docs/report-schema.md), as Markdown for pull-request bodies and GitHub step summaries, as
+//! SARIF 2.1.0 for code scanning, or as JUnit XML for CI dashboards; [`merge`] joins shards'
+//! reports and [`github_actions`] hands a report to the Actions runner.
 //!
-//! Rendering is pure: no IO, and nothing is printed that the report does not already carry.
+//! Rendering is pure: no IO, and nothing is printed that the report does not already carry. The
+//! one exception is [`github_actions::publish`], which appends to the files the runner names.
 //! Secret values are masked upstream, before a report exists; these renderers never look behind
 //! a mask (the whole objects in [`Drift::desired_object`](crate::model::Drift::desired_object)
 //! and `live_object` are never read here). Text that came from a cluster or a repository is
@@ -12,9 +15,13 @@ use std::str::FromStr;
 
 use crate::model::Report;
 
+pub mod github_actions;
 pub mod json;
+pub mod junit;
 pub mod markdown;
+pub mod merge;
 mod render;
+pub mod sarif;
 pub mod table;
 
 /// An output format (`-o table|json|markdown`).
@@ -27,11 +34,21 @@ pub enum Format {
     Json,
     /// Pull-request bodies and GitHub Actions step summaries.
     Markdown,
+    /// SARIF 2.1.0, for GitHub code scanning ([`sarif`]).
+    Sarif,
+    /// JUnit XML, for CI dashboards ([`junit`]).
+    Junit,
 }
 
 impl Format {
     /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 3] = [Format::Table, Format::Json, Format::Markdown];
+    pub const ALL: [Format; 5] = [
+        Format::Table,
+        Format::Json,
+        Format::Markdown,
+        Format::Sarif,
+        Format::Junit,
+    ];
 
     /// The name on the command line.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +56,8 @@ impl Format {
             Format::Table => "table",
             Format::Json => "json",
             Format::Markdown => "markdown",
+            Format::Sarif => "sarif",
+            Format::Junit => "junit",
         }
     }
 }
@@ -58,8 +77,10 @@ impl FromStr for Format {
             "table" => Ok(Format::Table),
             "json" => Ok(Format::Json),
             "markdown" | "md" => Ok(Format::Markdown),
+            "sarif" => Ok(Format::Sarif),
+            "junit" => Ok(Format::Junit),
             other => Err(format!(
-                "unknown output format `{other}`: expected table, json or markdown"
+                "unknown output format `{other}`: expected table, json, markdown, sarif or junit"
             )),
         }
     }
@@ -90,6 +111,8 @@ pub fn render(report: &Report, format: Format, opts: &RenderOptions) -> String {
         Format::Table => table::render(report, opts),
         Format::Json => json::render(report),
         Format::Markdown => markdown::render(report, opts),
+        Format::Sarif => sarif::render(report, &sarif::SarifOptions::default()),
+        Format::Junit => junit::render(report),
     }
 }
 
@@ -103,7 +126,7 @@ mod tests {
             assert_eq!(f.as_str().parse::<Format>(), Ok(f));
         }
         assert_eq!("MD".parse::<Format>(), Ok(Format::Markdown));
-        assert!("sarif".parse::<Format>().unwrap_err().contains("sarif"));
+        assert!("xml".parse::<Format>().unwrap_err().contains("xml"));
         assert_eq!(Format::default(), Format::Table);
         assert!(RenderOptions::default().show_diff);
         assert!(!RenderOptions::default().color);

@@ -1,0 +1,696 @@
+//! The GitHub forge: pull requests, issues, labels, comments, statuses and branch deletion over
+//! the REST API, through octocrab's client (auth, TLS, timeouts, Enterprise base URLs).
+//!
+//! Every request goes through [`GitHub::send`], which owns GitHub's rate-limit rules:
+//! - **Primary limit**: after any response with `x-ratelimit-remaining: 0`, no request is sent
+//!   before `x-ratelimit-reset`; a 403/429 with `remaining: 0` waits for the reset too.
+//! - **Secondary limits**: a 429, or a 403 whose body names a secondary rate limit, waits for
+//!   `Retry-After` seconds when given, else one minute doubling per attempt (GitHub's advice).
+//! - Mutating requests (POST, PATCH, PUT, DELETE) are spaced by `write_interval` (GitHub asks
+//!   for at least a second between content-creating requests).
+//! - A wait longer than `max_wait` is not taken: the request fails with
+//!   [`ForgeError::RateLimited`], and the next run continues where this one stopped.
+//!
+//! Lists follow `Link: <...>; rel="next"` pagination. The token comes from an environment
+//! variable and is never logged or shown in an error.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use octocrab::Octocrab;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::{Comment, ForgeError, Item, ItemKind, ItemState, NewIssue, NewPull, Result, Status};
+
+/// What a GitHub forge needs.
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    /// `https://api.github.com` by default; `https://HOST/api/v3` for GitHub Enterprise Server.
+    pub api_url: Option<String>,
+    pub owner: String,
+    pub repo: String,
+    /// The environment variable holding the token.
+    pub token_env: String,
+    /// Least time between two mutating requests.
+    pub write_interval: Duration,
+    /// The longest rate-limit wait a run accepts.
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct RateState {
+    last_write: Option<Instant>,
+    /// No request before this (primary limit exhausted).
+    blocked_until: Option<SystemTime>,
+}
+
+/// A GitHub repository's API.
+pub struct GitHub {
+    client: Octocrab,
+    owner: String,
+    repo: String,
+    write_interval: Duration,
+    max_wait: Duration,
+    state: Mutex<RateState>,
+}
+
+impl std::fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHub")
+            .field("repo", &self.repo_name())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A response: the headers we read and the body text.
+struct Response {
+    link: Option<String>,
+    body: String,
+}
+
+/// Percent-encodes a query value (keeps `/` and `:` readable, as GitHub accepts them).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let mut pieces = part.split(';');
+        let url = pieces.next()?.trim();
+        let is_next = pieces.any(|p| p.trim() == "rel=\"next\"");
+        (is_next && url.starts_with('<') && url.ends_with('>'))
+            .then(|| url[1..url.len() - 1].to_string())
+    })
+}
+
+fn header(resp: &http_like::Headers, name: &str) -> Option<String> {
+    resp.get(name)
+}
+
+/// Minimal header access over octocrab's `http` response, without naming the `http` crate.
+mod http_like {
+    pub struct Headers(pub Vec<(String, String)>);
+
+    impl Headers {
+        pub fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        }
+    }
+}
+
+impl GitHub {
+    /// A client for `owner/repo`. The token is read from `token_env` now.
+    pub fn new(s: &GitHubSettings) -> Result<GitHub> {
+        let token = std::env::var(&s.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ForgeError::TokenMissing(s.token_env.clone()))?;
+        let mut b = Octocrab::builder()
+            .personal_token(token)
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(60)));
+        if let Some(url) = &s.api_url {
+            b = b.base_uri(url.trim_end_matches('/')).map_err(|e| {
+                ForgeError::Config(format!("api_url `{url}` is not a valid URL: {e}"))
+            })?;
+        }
+        let client = b
+            .build()
+            .map_err(|e| ForgeError::Config(format!("cannot build the GitHub client: {e}")))?;
+        Ok(GitHub {
+            client,
+            owner: s.owner.clone(),
+            repo: s.repo.clone(),
+            write_interval: s.write_interval,
+            max_wait: s.max_wait,
+            state: Mutex::new(RateState::default()),
+        })
+    }
+
+    /// `owner/name`.
+    pub fn repo_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
+    fn repo_path(&self) -> String {
+        format!("/repos/{}/{}", self.owner, self.repo)
+    }
+
+    /// One request with the rate-limit rules; `path` is a path and query, or a full URL from a
+    /// `Link` header.
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Response> {
+        let shown = path.split('?').next().unwrap_or(path).to_string();
+        let mut attempt: u32 = 0;
+        loop {
+            self.wait_turn(method, &shown).await?;
+            debug!(method = method.as_str(), path = %shown, "GitHub request");
+            let sent = match method {
+                Method::Get => self.client._get(path).await,
+                Method::Post => self.client._post(path, body).await,
+                Method::Patch => self.client._patch(path, body).await,
+                Method::Delete => self.client._delete(path, body).await,
+            };
+            let resp = sent.map_err(|e| ForgeError::Transport {
+                method: method.as_str().to_string(),
+                path: shown.clone(),
+                source: e,
+            })?;
+            let status = resp.status().as_u16();
+            let headers = http_like::Headers(
+                resp.headers()
+                    .iter()
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+                    .collect(),
+            );
+            let text = self
+                .client
+                .body_to_string(resp)
+                .await
+                .map_err(|e| ForgeError::Transport {
+                    method: method.as_str().to_string(),
+                    path: shown.clone(),
+                    source: e,
+                })?;
+            let remaining = header(&headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
+            let reset = header(&headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+            if remaining == Some(0) {
+                if let Some(r) = reset {
+                    self.state.lock().await.blocked_until =
+                        Some(UNIX_EPOCH + Duration::from_secs(r));
+                }
+            }
+            let limited = status == 429
+                || (status == 403
+                    && (remaining == Some(0)
+                        || header(&headers, "retry-after").is_some()
+                        || text.to_ascii_lowercase().contains("rate limit")));
+            if limited {
+                attempt += 1;
+                let (kind, wait) = if let Some(secs) =
+                    header(&headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    ("secondary", Duration::from_secs(secs))
+                } else if remaining == Some(0) {
+                    let until = reset.map(|r| UNIX_EPOCH + Duration::from_secs(r));
+                    let wait = until
+                        .and_then(|u| u.duration_since(SystemTime::now()).ok())
+                        .unwrap_or(Duration::from_secs(1));
+                    ("primary", wait + Duration::from_secs(1))
+                } else {
+                    ("secondary", Duration::from_secs(60 * 2u64.pow(attempt.min(6) - 1)))
+                };
+                if wait > self.max_wait || attempt > 6 {
+                    return Err(ForgeError::RateLimited {
+                        method: method.as_str().to_string(),
+                        path: shown,
+                        kind,
+                        wait_secs: wait.as_secs(),
+                        max_secs: self.max_wait.as_secs(),
+                    });
+                }
+                warn!(
+                    method = method.as_str(),
+                    path = %shown,
+                    status,
+                    kind,
+                    wait_secs = wait.as_secs_f64(),
+                    "GitHub rate limit; waiting"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        let m = v.get("message")?.as_str()?.to_string();
+                        let errors = v
+                            .get("errors")
+                            .and_then(Value::as_array)
+                            .map(|es| {
+                                es.iter()
+                                    .filter_map(|e| {
+                                        e.get("message")
+                                            .or_else(|| e.get("code"))
+                                            .and_then(Value::as_str)
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            })
+                            .filter(|s| !s.is_empty());
+                        Some(match errors {
+                            Some(e) => format!("{m} ({e})"),
+                            None => m,
+                        })
+                    })
+                    .unwrap_or_else(|| format!("{} bytes of non-JSON body", text.len()));
+                return Err(ForgeError::Api {
+                    method: method.as_str().to_string(),
+                    path: shown,
+                    status,
+                    message,
+                });
+            }
+            return Ok(Response {
+                link: header(&headers, "link"),
+                body: text,
+            });
+        }
+    }
+
+    /// Waits for the primary-limit reset and the write spacing.
+    async fn wait_turn(&self, method: Method, shown: &str) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if let Some(until) = st.blocked_until {
+            if let Ok(wait) = until.duration_since(SystemTime::now()) {
+                let wait = wait + Duration::from_secs(1);
+                if wait > self.max_wait {
+                    return Err(ForgeError::RateLimited {
+                        method: method.as_str().to_string(),
+                        path: shown.to_string(),
+                        kind: "primary",
+                        wait_secs: wait.as_secs(),
+                        max_secs: self.max_wait.as_secs(),
+                    });
+                }
+                warn!(wait_secs = wait.as_secs(), "GitHub primary rate limit exhausted; waiting for the reset");
+                tokio::time::sleep(wait).await;
+            }
+            st.blocked_until = None;
+        }
+        if method != Method::Get {
+            if let Some(last) = st.last_write {
+                let since = last.elapsed();
+                if since < self.write_interval {
+                    tokio::time::sleep(self.write_interval - since).await;
+                }
+            }
+            st.last_write = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let r = self.send(method, path, body).await?;
+        if r.body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&r.body).map_err(|e| ForgeError::Decode {
+            method: method.as_str().to_string(),
+            path: path.split('?').next().unwrap_or(path).to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every item of a paginated list, up to `max_pages` pages.
+    async fn list(&self, path: &str, max_pages: usize) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        let mut pages = 0;
+        while let Some(p) = next.take() {
+            let r = self.send(Method::Get, &p, None).await?;
+            let v: Value = serde_json::from_str(&r.body).map_err(|e| ForgeError::Decode {
+                method: "GET".into(),
+                path: path.split('?').next().unwrap_or(path).to_string(),
+                message: e.to_string(),
+            })?;
+            match v {
+                Value::Array(items) => out.extend(items),
+                other => {
+                    return Err(ForgeError::Decode {
+                        method: "GET".into(),
+                        path: path.split('?').next().unwrap_or(path).to_string(),
+                        message: format!("expected a list, got {}", type_name(&other)),
+                    });
+                }
+            }
+            pages += 1;
+            if pages < max_pages {
+                next = r.link.as_deref().and_then(next_link);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The repository's default branch.
+    pub async fn default_branch(&self) -> Result<String> {
+        let v = self.json(Method::Get, &self.repo_path(), None).await?;
+        v.get("default_branch")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ForgeError::Decode {
+                method: "GET".into(),
+                path: self.repo_path(),
+                message: "no default_branch".into(),
+            })
+    }
+
+    pub(super) async fn open_items(&self, branch_prefix: &str, label: &str) -> Result<Vec<Item>> {
+        let pulls = self
+            .list(
+                &format!("{}/pulls?state=open&per_page=100", self.repo_path()),
+                100,
+            )
+            .await?;
+        let mut out: Vec<Item> = pulls
+            .iter()
+            .filter_map(pull_item)
+            .filter(|i| i.branch.as_deref().is_some_and(|b| b.starts_with(branch_prefix)))
+            .collect();
+        let issues = self
+            .list(
+                &format!(
+                    "{}/issues?state=open&labels={}&per_page=100",
+                    self.repo_path(),
+                    query_escape(label)
+                ),
+                100,
+            )
+            .await?;
+        out.extend(
+            issues
+                .iter()
+                .filter(|i| i.get("pull_request").is_none())
+                .filter_map(issue_item),
+        );
+        Ok(out)
+    }
+
+    pub(super) async fn recently_closed(&self, label: &str) -> Result<Vec<Item>> {
+        let items = self
+            .list(
+                &format!(
+                    "{}/issues?state=closed&labels={}&sort=updated&direction=desc&per_page=100",
+                    self.repo_path(),
+                    query_escape(label)
+                ),
+                3,
+            )
+            .await?;
+        Ok(items.iter().filter_map(issue_item).collect())
+    }
+
+    pub(super) async fn create_pull(&self, p: &NewPull) -> Result<Item> {
+        let v = self
+            .json(
+                Method::Post,
+                &format!("{}/pulls", self.repo_path()),
+                Some(&json!({
+                    "title": p.title,
+                    "head": p.head,
+                    "base": p.base,
+                    "body": p.body,
+                    "draft": p.draft,
+                    "maintainer_can_modify": true,
+                })),
+            )
+            .await?;
+        let mut item = pull_item(&v).ok_or_else(|| ForgeError::Decode {
+            method: "POST".into(),
+            path: format!("{}/pulls", self.repo_path()),
+            message: "no pull request in the answer".into(),
+        })?;
+        if !p.labels.is_empty() {
+            self.add_labels(item.number, &p.labels).await?;
+            item.labels = p.labels.clone();
+        }
+        Ok(item)
+    }
+
+    pub(super) async fn create_issue(&self, i: &NewIssue) -> Result<Item> {
+        let v = self
+            .json(
+                Method::Post,
+                &format!("{}/issues", self.repo_path()),
+                Some(&json!({"title": i.title, "body": i.body, "labels": i.labels})),
+            )
+            .await?;
+        issue_item(&v).ok_or_else(|| ForgeError::Decode {
+            method: "POST".into(),
+            path: format!("{}/issues", self.repo_path()),
+            message: "no issue in the answer".into(),
+        })
+    }
+
+    fn item_path(&self, item: &Item) -> String {
+        match item.kind {
+            ItemKind::PullRequest => format!("{}/pulls/{}", self.repo_path(), item.number),
+            ItemKind::Issue => format!("{}/issues/{}", self.repo_path(), item.number),
+        }
+    }
+
+    pub(super) async fn update(&self, item: &Item, title: &str, body: &str) -> Result<()> {
+        self.send(
+            Method::Patch,
+            &self.item_path(item),
+            Some(&json!({"title": title, "body": body})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<()> {
+        self.send(
+            Method::Post,
+            &format!("{}/issues/{number}/labels", self.repo_path()),
+            Some(&json!({ "labels": labels })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn relabel(&self, item: &Item, add: &[String], remove: &[String]) -> Result<()> {
+        if !add.is_empty() {
+            self.add_labels(item.number, add).await?;
+        }
+        for l in remove {
+            let path = format!(
+                "{}/issues/{}/labels/{}",
+                self.repo_path(),
+                item.number,
+                query_escape(l).replace('/', "%2F")
+            );
+            match self.send(Method::Delete, &path, None).await {
+                Ok(_) | Err(ForgeError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn comment(&self, number: u64, body: &str) -> Result<()> {
+        self.send(
+            Method::Post,
+            &format!("{}/issues/{number}/comments", self.repo_path()),
+            Some(&json!({ "body": body })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn comments(&self, number: u64) -> Result<Vec<Comment>> {
+        let items = self
+            .list(
+                &format!("{}/issues/{number}/comments?per_page=100", self.repo_path()),
+                100,
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|c| {
+                Some(Comment {
+                    id: c.get("id")?.as_u64()?,
+                    body: c.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) async fn update_comment(&self, id: u64, body: &str) -> Result<()> {
+        self.send(
+            Method::Patch,
+            &format!("{}/issues/comments/{id}", self.repo_path()),
+            Some(&json!({ "body": body })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn close(&self, item: &Item) -> Result<()> {
+        let body = match item.kind {
+            ItemKind::PullRequest => json!({"state": "closed"}),
+            ItemKind::Issue => json!({"state": "closed", "state_reason": "completed"}),
+        };
+        self.send(Method::Patch, &self.item_path(item), Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn delete_branch(&self, branch: &str) -> Result<()> {
+        let path = format!("{}/git/refs/heads/{branch}", self.repo_path());
+        match self.send(Method::Delete, &path, None).await {
+            // Already gone (GitHub answers 422 "Reference does not exist").
+            Ok(_) | Err(ForgeError::Api { status: 404 | 422, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn set_status(&self, s: &Status) -> Result<()> {
+        let description: String = s.description.chars().take(140).collect();
+        let mut body = json!({
+            "state": s.state.as_str(),
+            "context": s.context,
+            "description": description,
+        });
+        if let (Some(url), Some(m)) = (&s.target_url, body.as_object_mut()) {
+            m.insert("target_url".into(), Value::String(url.clone()));
+        }
+        self.send(
+            Method::Post,
+            &format!("{}/statuses/{}", self.repo_path(), s.sha),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn labels_of(v: &Value) -> Vec<String> {
+    v.get("labels")
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| {
+                    l.get("name")
+                        .and_then(Value::as_str)
+                        .or_else(|| l.as_str())
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn state_of(v: &Value) -> ItemState {
+    if v.get("state").and_then(Value::as_str) == Some("closed") {
+        ItemState::Closed
+    } else {
+        ItemState::Open
+    }
+}
+
+fn updated_of(v: &Value) -> String {
+    v.get("closed_at")
+        .and_then(Value::as_str)
+        .or_else(|| v.get("updated_at").and_then(Value::as_str))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A pull request from the pulls API.
+fn pull_item(v: &Value) -> Option<Item> {
+    Some(Item {
+        number: v.get("number")?.as_u64()?,
+        kind: ItemKind::PullRequest,
+        state: state_of(v),
+        merged: v.get("merged_at").is_some_and(|m| !m.is_null()),
+        title: v.get("title").and_then(Value::as_str).unwrap_or("").to_string(),
+        body: v.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+        labels: labels_of(v),
+        branch: v
+            .pointer("/head/ref")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
+        url: v.get("html_url").and_then(Value::as_str).unwrap_or("").to_string(),
+        updated: updated_of(v),
+    })
+}
+
+/// An issue (or a pull request seen through the issues API).
+fn issue_item(v: &Value) -> Option<Item> {
+    let pr = v.get("pull_request");
+    Some(Item {
+        number: v.get("number")?.as_u64()?,
+        kind: if pr.is_some() {
+            ItemKind::PullRequest
+        } else {
+            ItemKind::Issue
+        },
+        state: state_of(v),
+        merged: pr
+            .and_then(|p| p.get("merged_at"))
+            .is_some_and(|m| !m.is_null()),
+        title: v.get("title").and_then(Value::as_str).unwrap_or("").to_string(),
+        body: v.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+        labels: labels_of(v),
+        branch: None,
+        draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
+        url: v.get("html_url").and_then(Value::as_str).unwrap_or("").to_string(),
+        updated: updated_of(v),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers_give_the_next_page() {
+        let link = r#"<https://api.github.com/repositories/1/pulls?page=2>; rel="next", <https://api.github.com/repositories/1/pulls?page=5>; rel="last""#;
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/1/pulls?page=2")
+        );
+        assert_eq!(next_link(r#"<x?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(query_escape("drift/revert"), "drift/revert");
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,131 @@
+//! `driftwarden report merge`: joins the JSON reports of shards (an Indexed Job's pods, a GitHub
+//! Actions matrix) into one report, as if one run had covered every target.
+//!
+//! Drifts and errors are concatenated, drifts sorted by target and resource key (the order a run
+//! produces per target), and the summary is recomputed from them: targets, resources checked and
+//! ignored fields are summed; in sync, by kind, by class, actions and the compliance score follow
+//! from the drifts. Reports of different commands or schema versions do not mix, and a drift
+//! found by two shards (a target that ran twice) is an error rather than a silent double count.
+//! Pure: the caller reads the files.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::{REPORT_SCHEMA_VERSION, Report};
+
+/// Why reports cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("no reports to merge")]
+    Empty,
+    #[error(
+        "{name}: schema_version `{found}` is not supported (expected `{REPORT_SCHEMA_VERSION}`)"
+    )]
+    SchemaVersion { name: String, found: String },
+    #[error(
+        "{name}: command `{found}` differs from `{expected}` in {first}; merge reports of one command"
+    )]
+    Command {
+        name: String,
+        found: String,
+        expected: String,
+        first: String,
+    },
+    #[error(
+        "drift {fingerprint} ({resource}) appears in both {first} and {second}: target `{target}` ran in two shards"
+    )]
+    Duplicate {
+        fingerprint: String,
+        resource: String,
+        target: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Merges named reports (the name is for messages, e.g. the file path).
+pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
+    let Some((first_name, first)) = reports.first() else {
+        return Err(MergeError::Empty);
+    };
+    let command = first.command.clone();
+    let first_name = first_name.clone();
+    let mut targets = 0;
+    let mut checked = 0;
+    let mut ignored: BTreeMap<String, usize> = BTreeMap::new();
+    let mut drifts = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (name, r) in reports {
+        if r.schema_version != REPORT_SCHEMA_VERSION {
+            return Err(MergeError::SchemaVersion {
+                name,
+                found: r.schema_version,
+            });
+        }
+        if r.command != command {
+            return Err(MergeError::Command {
+                name,
+                found: r.command,
+                expected: command,
+                first: first_name,
+            });
+        }
+        targets += r.summary.targets;
+        checked += r.summary.resources_checked;
+        for (k, v) in r.summary.ignored_fields {
+            *ignored.entry(k).or_default() += v;
+        }
+        for d in r.drifts {
+            if let Some(prev) = seen.insert(d.fingerprint.clone(), name.clone()) {
+                return Err(MergeError::Duplicate {
+                    fingerprint: d.fingerprint,
+                    resource: d.resource.display,
+                    target: d.target,
+                    first: prev,
+                    second: name,
+                });
+            }
+            drifts.push(d);
+        }
+        errors.extend(r.errors);
+    }
+    drifts.sort_by(|a, b| {
+        (a.target.as_str(), a.resource.id.key()).cmp(&(b.target.as_str(), b.resource.id.key()))
+    });
+    Ok(Report::new(
+        &command, targets, checked, ignored, drifts, errors,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_mismatched() {
+        assert_eq!(merge(Vec::new()), Err(MergeError::Empty));
+        let a = Report::new("diff", 1, 2, Default::default(), Vec::new(), Vec::new());
+        let b = Report::new(
+            "reconcile",
+            1,
+            2,
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert!(matches!(
+            merge(vec![("a".into(), a.clone()), ("b".into(), b)]),
+            Err(MergeError::Command { .. })
+        ));
+        let mut c = a.clone();
+        c.schema_version = "2".into();
+        assert!(matches!(
+            merge(vec![("c".into(), c)]),
+            Err(MergeError::SchemaVersion { .. })
+        ));
+        let m = merge(vec![("a".into(), a.clone()), ("a2".into(), a)]).unwrap();
+        assert_eq!(m.summary.targets, 2);
+        assert_eq!(m.summary.resources_checked, 4);
+        assert_eq!(m.summary.compliance_score, 100.0);
+    }
+}

@@ -1,0 +1,730 @@
+//! Pull requests and issues end to end: the demo's drift against a GitHub REST server on loopback
+//! (tests/support/github_server.rs) with a bare Git repository as the push remote, and the local
+//! forge through the binary.
+//!
+//! What it proves: one pull request per risky or forbidden fingerprint with the right body,
+//! labels and branch; a second run opens and edits nothing; a changed drift updates its pull
+//! request and branch; a resolved drift closes its pull request and deletes its branch; a closed
+//! item is not reopened and `drift/revert` turns into a correction; the per-run cap; rate limits
+//! waited out (or given up on past the limit); a branch with someone else's commit is never
+//! overwritten; no secret canary in any body, comment, commit, file or log.
+
+#[path = "support/github_server.rs"]
+mod github_server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Instant;
+
+use driftwarden::config;
+use driftwarden::model::{Action, ActionResult, Drift, Report};
+use driftwarden::run::{self, Command, RunOptions};
+use github_server::{Fault, GitHubServer};
+
+const TOKEN_ENV: &str = "DRIFTWARDEN_TEST_GH_TOKEN";
+const TOKEN: &str = "ghs_testtoken_9f8e7d6c5b4a";
+const AUTHOR_EMAIL: &str = "drift-bot@example.com";
+
+/// Every secret value planted in the inputs, decoded and encoded.
+const CANARIES: &[&str] = &[
+    "DEMO-CANARY-5f2b",
+    "REVNTy1DQU5BUlktNWYyYg==",
+    "demo-payment-key-not-real",
+    "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
+    "demo-db-password-not-real",
+    "CANARY-PR-7731",
+    "Q0FOQVJZLVBSLTc3MzE=",
+    TOKEN,
+];
+
+const FP_DEPLOYMENT: &str = "fdee82c74c41a560";
+const FP_CONFIGMAP: &str = "0b2240e0985f1df7";
+const FP_HOTFIX: &str = "b10790a3239c0cdf";
+const FP_SERVICE: &str = "8691a30e9cf82b96";
+const FP_SECRET: &str = "8280ae20c4b25927";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn set_token() {
+    static ONCE: Once = Once::new();
+    // SAFETY: set once, before any test thread reads it (every test calls this first, and the
+    // value never changes).
+    ONCE.call_once(|| unsafe { std::env::set_var(TOKEN_ENV, TOKEN) });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn tree_of(repo: &git2::Repository, dir: &Path) -> git2::Oid {
+    let mut tb = repo.treebuilder(None).unwrap();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if p.is_dir() {
+            tb.insert(&name, tree_of(repo, &p), 0o040000).unwrap();
+        } else {
+            let blob = repo.blob(&std::fs::read(&p).unwrap()).unwrap();
+            tb.insert(&name, blob, 0o100644).unwrap();
+        }
+    }
+    tb.write().unwrap()
+}
+
+/// A bare repository whose `main` holds `dir`'s files.
+fn bare_repo_of(dir: &Path, at: &Path) -> git2::Repository {
+    let repo = git2::Repository::init_bare(at).unwrap();
+    let tree = tree_of(&repo, dir);
+    {
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = git2::Signature::now("Platform Team", "platform@example.com").unwrap();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "gitops: bookstore", &tree, &[])
+            .unwrap();
+    }
+    repo.set_head("refs/heads/main").unwrap();
+    repo
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    bare: PathBuf,
+    live: PathBuf,
+    server: GitHubServer,
+    extra: String,
+}
+
+impl World {
+    /// The demo's desired files as `main` of a bare remote, a copy of its live snapshot, and a
+    /// GitHub server for `acme/gitops`.
+    fn demo(extra: &str) -> World {
+        World::new(&root().join("fixtures/demo/desired"), &root().join("fixtures/demo/live"), extra)
+    }
+
+    fn new(desired: &Path, live_src: &Path, extra: &str) -> World {
+        set_token();
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("remote.git");
+        bare_repo_of(desired, &bare);
+        let live = dir.path().join("live");
+        copy_dir(live_src, &live);
+        let server = GitHubServer::start("acme", "gitops", TOKEN, &bare);
+        World {
+            dir,
+            bare,
+            live,
+            server,
+            extra: extra.to_string(),
+        }
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            r#"version: 1
+policies:
+  dirs: ["{policies}"]
+state_dir: "{state}"
+pull_requests:
+  forge: github
+  repo: acme/gitops
+  api_url: "{api}/api/v3"
+  token_env: {TOKEN_ENV}
+  author: {{name: drift-bot, email: {AUTHOR_EMAIL}}}
+  write_interval_ms: 0
+{extra}
+targets:
+  - name: demo
+    cluster: demo
+    mode: recommend
+    namespace: shop
+    desired:
+      git: {{repo: "file://{bare}", ref: main}}
+    live:
+      snapshot: "{live}"
+    tracking:
+      label: app.kubernetes.io/managed-by=driftwarden
+    unmanaged_namespaces: [shop]
+"#,
+            policies = root().join("policies").display(),
+            state = self.dir.path().join("state").display(),
+            api = self.server.url(),
+            bare = self.bare.display(),
+            live = self.live.display(),
+            extra = self.extra,
+        )
+    }
+
+    fn run(&self) -> Report {
+        let cfg = config::parse(&self.config_text(), "test.yaml", self.dir.path()).unwrap();
+        let mut opts = RunOptions::new(Command::Reconcile);
+        opts.cache_dir = self.dir.path().join("cache");
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run::run(&cfg, &opts))
+            .unwrap()
+    }
+
+    fn edit_live(&self, file: &str, from: &str, to: &str) {
+        let p = self.live.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn repo(&self) -> git2::Repository {
+        git2::Repository::open_bare(&self.bare).unwrap()
+    }
+
+    fn tip(&self, branch: &str) -> Option<git2::Oid> {
+        self.repo()
+            .find_reference(&format!("refs/heads/{branch}"))
+            .ok()
+            .map(|r| r.peel_to_commit().unwrap().id())
+    }
+
+    fn file_at(&self, branch: &str, path: &str) -> String {
+        let repo = self.repo();
+        let c = repo
+            .find_reference(&format!("refs/heads/{branch}"))
+            .unwrap()
+            .peel_to_commit()
+            .unwrap();
+        let e = c.tree().unwrap().get_path(Path::new(path)).unwrap();
+        String::from_utf8(repo.find_blob(e.id()).unwrap().content().to_vec()).unwrap()
+    }
+
+    /// The open item whose body carries a fingerprint.
+    fn item_for(&self, fp: &str) -> github_server::ItemRec {
+        let mut found: Vec<_> = self
+            .server
+            .items()
+            .into_iter()
+            .filter(|i| i.body.contains(&format!("fingerprint={fp} ")))
+            .collect();
+        found.sort_by_key(|i| i.number);
+        found.pop().unwrap_or_else(|| panic!("no item for {fp}"))
+    }
+
+    /// Every byte the forge and the remote hold: request bodies, items, comments, every blob
+    /// and commit message of every ref.
+    fn everything_written(&self) -> String {
+        let mut all = String::new();
+        for l in self.server.log() {
+            all.push_str(&l.path);
+            all.push_str(&l.query);
+            all.push_str(&l.body);
+        }
+        for i in self.server.items() {
+            all.push_str(&i.title);
+            all.push_str(&i.body);
+        }
+        for c in self.server.all_comments() {
+            all.push_str(&c.body);
+        }
+        let repo = self.repo();
+        for r in repo.references().unwrap() {
+            let r = r.unwrap();
+            let Ok(c) = r.peel_to_commit() else { continue };
+            let mut walk = repo.revwalk().unwrap();
+            walk.push(c.id()).unwrap();
+            for id in walk {
+                let c = repo.find_commit(id.unwrap()).unwrap();
+                all.push_str(c.message().unwrap_or(""));
+                c.tree()
+                    .unwrap()
+                    .walk(git2::TreeWalkMode::PreOrder, |_, e| {
+                        if let Ok(b) = repo.find_blob(e.id()) {
+                            all.push_str(&String::from_utf8_lossy(b.content()));
+                        }
+                        git2::TreeWalkResult::Ok
+                    })
+                    .unwrap();
+            }
+        }
+        all
+    }
+}
+
+fn drift<'a>(r: &'a Report, fp: &str) -> &'a Drift {
+    r.drifts
+        .iter()
+        .find(|d| d.fingerprint == fp)
+        .unwrap_or_else(|| panic!("no drift {fp}"))
+}
+
+fn action(r: &Report, fp: &str) -> (Action, ActionResult, String) {
+    let a = drift(r, fp).action.clone().unwrap();
+    (a.action, a.result, a.detail.unwrap_or_default())
+}
+
+fn assert_no_canary(text: &str, where_: &str) {
+    for c in CANARIES {
+        assert!(!text.contains(c), "{where_} leaks {c}");
+    }
+}
+
+#[test]
+fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
+    let w = World::demo("");
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // One pull request per risky fingerprint that Git can express, an issue for the Secret,
+    // nothing for the safe Ingress (recommend mode reports it).
+    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+        let (a, res, detail) = action(&report, fp);
+        assert_eq!((a, res), (Action::PullRequest, ActionResult::Done), "{fp}: {detail}");
+        assert!(detail.starts_with("opened pull request #"), "{detail}");
+    }
+    let (a, res, detail) = action(&report, FP_SECRET);
+    assert_eq!((a, res), (Action::Issue, ActionResult::Done), "{detail}");
+    assert!(detail.contains("never written to Git"), "{detail}");
+    let ingress = report
+        .drifts
+        .iter()
+        .find(|d| d.resource.display == "Ingress shop/bookstore")
+        .unwrap();
+    assert_eq!(ingress.action.as_ref().unwrap().action, Action::Report);
+
+    let items = w.server.items();
+    let pulls: Vec<_> = items.iter().filter(|i| i.is_pr).collect();
+    let issues: Vec<_> = items.iter().filter(|i| !i.is_pr).collect();
+    assert_eq!((pulls.len(), issues.len()), (4, 1));
+    for p in &pulls {
+        assert_eq!(p.labels, vec!["drift", "drift/risky"], "#{}", p.number);
+        assert!(!p.draft);
+        assert_eq!(p.base.as_deref(), Some("main"));
+        let fp = p.head.as_deref().unwrap().strip_prefix("driftwarden/demo/").unwrap();
+        assert!(p.body.starts_with(&format!("<!-- driftwarden:item target=demo fingerprint={fp} changes=")), "{}", p.body);
+        assert!(p.body.contains("**Close with the label `drift/revert`**"));
+        assert!(p.body.chars().count() <= 65_536);
+    }
+    assert_eq!(issues[0].labels, vec!["drift", "drift/risky"]);
+
+    // The Deployment's body: the drift, the masked diff, the class, the reasons, who did it.
+    let dep = w.item_for(FP_DEPLOYMENT);
+    assert_eq!(dep.title, "driftwarden: adopt live Deployment shop/bookstore-web (demo)");
+    for want in [
+        "## Risky drift: `Deployment shop/bookstore-web`",
+        "`bookstore/web.yaml` line 17: `/spec/replicas`",
+        "`bookstore/web.yaml` line 32: `/spec/template/spec/containers/0/image`",
+        "- **Class:** risky: a HorizontalPodAutoscaler manages the replica count; Git should not pin it; container image changed",
+        "- **Rules:** `kubernetes.replicas_under_hpa`, `kubernetes.image`",
+        "- **Who:** image changed by kubectl-set (Update, 2026-11-21T02:47:10Z)",
+        "```diff\n--- desired (Git)\n+++ live",
+        "+/spec/replicas: 6",
+    ] {
+        assert!(dep.body.contains(want), "missing {want:?} in\n{}", dep.body);
+    }
+    // The Secret's issue shows the masked diff and nothing else.
+    let secret = w.item_for(FP_SECRET);
+    assert!(secret.body.contains("/data/PAYMENT_API_KEY: (masked)"), "{}", secret.body);
+
+    // The branches: one commit on main by the configured author, marked with the fingerprint,
+    // touching only the drifted lines.
+    let repo = w.repo();
+    let main = w.tip("main").unwrap();
+    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+        let c = repo.find_commit(w.tip(&format!("driftwarden/demo/{fp}")).unwrap()).unwrap();
+        assert_eq!(c.parent_id(0).unwrap(), main);
+        assert_eq!(c.author().email(), Ok(AUTHOR_EMAIL));
+        assert!(c.message().unwrap().contains(&format!("Driftwarden-Fingerprint: {fp}")));
+    }
+    let before = std::fs::read_to_string(root().join("fixtures/demo/desired/bookstore/web.yaml")).unwrap();
+    let after = w.file_at(&format!("driftwarden/demo/{FP_DEPLOYMENT}"), "bookstore/web.yaml");
+    let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(
+        changed,
+        vec![
+            ("  replicas: 3", "  replicas: 6"),
+            (
+                "          image: ghcr.io/example/bookstore-web:2.4.1",
+                "          image: ghcr.io/example/bookstore-web:2.4.2-hotfix1"
+            )
+        ]
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
+    let adopted = w.file_at(
+        &format!("driftwarden/demo/{FP_HOTFIX}"),
+        "adopted/shop/configmap-bookstore-hotfix-flags.yaml",
+    );
+    assert!(adopted.contains("name: bookstore-hotfix-flags\n  namespace: shop\n"), "{adopted}");
+    assert!(!adopted.contains("managedFields") && !adopted.contains("resourceVersion"));
+    let service = w.file_at(&format!("driftwarden/demo/{FP_SERVICE}"), "bookstore/web.yaml");
+    assert!(!service.contains("kind: Service"));
+    assert!(service.contains("kind: HorizontalPodAutoscaler"));
+
+    // Every request went through the Enterprise base path.
+    assert!(w.server.log().iter().all(|l| l.prefix == "/api/v3"));
+
+    // Second run, nothing changed: nothing opened, nothing edited, nothing pushed.
+    let mark = w.server.log().len();
+    let tips: Vec<_> = [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE]
+        .iter()
+        .map(|fp| w.tip(&format!("driftwarden/demo/{fp}")))
+        .collect();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(w.server.writes_since(mark).len(), 0, "{:#?}", w.server.writes_since(mark));
+    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+        let (_, res, detail) = action(&report, fp);
+        assert_eq!(res, ActionResult::Done);
+        assert!(detail.contains("is up to date"), "{detail}");
+    }
+    let tips2: Vec<_> = [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE]
+        .iter()
+        .map(|fp| w.tip(&format!("driftwarden/demo/{fp}")))
+        .collect();
+    assert_eq!(tips, tips2);
+
+    // The drift changes (scaled again): its pull request and branch are updated, nothing else.
+    w.edit_live("shop-workloads.yaml", "\n    replicas: 6\n", "\n    replicas: 8\n");
+    let mark = w.server.log().len();
+    let report = w.run();
+    let writes = w.server.writes_since(mark);
+    let dep = w.item_for(FP_DEPLOYMENT);
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!((writes[0].method.as_str(), writes[0].path.clone()), ("PATCH", format!("/repos/acme/gitops/pulls/{}", dep.number)));
+    assert!(action(&report, FP_DEPLOYMENT).2.contains("updated pull request"));
+    assert!(dep.body.contains("+/spec/replicas: 8"));
+    assert!(w
+        .file_at(&format!("driftwarden/demo/{FP_DEPLOYMENT}"), "bookstore/web.yaml")
+        .contains("\n  replicas: 8\n"));
+    assert_ne!(w.tip(&format!("driftwarden/demo/{FP_DEPLOYMENT}")), tips[0]);
+    assert_eq!(w.tip(&format!("driftwarden/demo/{FP_CONFIGMAP}")), tips[1]);
+
+    // The ConfigMap drift is resolved: its pull request is closed with a comment and its branch
+    // deleted; the others stay open.
+    w.edit_live("shop-config.json", "\"SEARCH_TIMEOUT_MS\": \"2500\"", "\"SEARCH_TIMEOUT_MS\": \"800\"");
+    let cm = w.item_for(FP_CONFIGMAP);
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.drifts.iter().all(|d| d.fingerprint != FP_CONFIGMAP));
+    let closed = w.server.item(cm.number);
+    assert_eq!(closed.state, "closed");
+    assert!(w.server.comments_on(cm.number)[0].starts_with("Closing: the drift is gone"));
+    assert_eq!(w.tip(&format!("driftwarden/demo/{FP_CONFIGMAP}")), None);
+    assert_eq!(w.item_for(FP_DEPLOYMENT).state, "open");
+
+    assert_no_canary(&w.everything_written(), "the forge or the remote");
+}
+
+#[test]
+fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
+    let w = World::demo("");
+    w.run();
+    let dep = w.item_for(FP_DEPLOYMENT);
+    let cm = w.item_for(FP_CONFIGMAP);
+    let svc = w.item_for(FP_SERVICE);
+    w.server.close_with_labels(dep.number, &["drift/revert"]);
+    w.server.close_with_labels(cm.number, &[]);
+    w.server.merge(svc.number);
+
+    let mark = w.server.log().len();
+    let report = w.run();
+    // Revert: corrected despite its class (planned here: a snapshot target has no live writer),
+    // said in the report and on the closed pull request, and no new pull request.
+    let (a, res, detail) = action(&report, FP_DEPLOYMENT);
+    assert_eq!((a, res), (Action::Correct, ActionResult::Planned));
+    assert!(
+        detail.starts_with(&format!("revert requested: pull request #{} was closed with the label drift/revert; restoring Git's state despite class risky", dep.number)),
+        "{detail}"
+    );
+    let comments = w.server.comments_on(dep.number);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].contains("Revert requested by the label `drift/revert`"), "{}", comments[0]);
+    // Closed without merging: left alone. Merged: waiting for the desired source.
+    let (_, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!(res, ActionResult::Skipped);
+    assert!(detail.contains("was closed without merging; not reopened"), "{detail}");
+    let (_, res, detail) = action(&report, FP_SERVICE);
+    assert_eq!(res, ActionResult::Skipped);
+    assert!(detail.contains("was merged"), "{detail}");
+    let writes = w.server.writes_since(mark);
+    assert_eq!(writes.len(), 1, "only the revert comment: {writes:#?}");
+    assert_eq!(w.server.items().iter().filter(|i| i.state == "open").count(), 2);
+
+    // Again: the revert comment is not repeated.
+    let mark = w.server.log().len();
+    w.run();
+    assert_eq!(w.server.writes_since(mark).len(), 0);
+
+    // The drift changes: a new pull request is opened for it.
+    w.edit_live("shop-config.json", "\"SEARCH_TIMEOUT_MS\": \"2500\"", "\"SEARCH_TIMEOUT_MS\": \"3000\"");
+    let report = w.run();
+    let (_, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!(res, ActionResult::Done, "{detail}");
+    assert!(detail.starts_with("opened pull request"), "{detail}");
+}
+
+#[test]
+fn the_per_run_cap_spreads_new_items_over_runs() {
+    let w = World::demo("  max_new_per_run: 2");
+    let count = |r: &Report, result: ActionResult| {
+        r.drifts
+            .iter()
+            .filter(|d| d.action.as_ref().is_some_and(|a| matches!(a.action, Action::PullRequest | Action::Issue) && a.result == result))
+            .count()
+    };
+    let r = w.run();
+    assert_eq!((count(&r, ActionResult::Done), count(&r, ActionResult::Skipped)), (2, 3));
+    let skipped = r
+        .drifts
+        .iter()
+        .filter_map(|d| d.action.as_ref())
+        .find(|a| a.result == ActionResult::Skipped)
+        .unwrap();
+    assert!(skipped.detail.as_deref().unwrap().contains("per-run cap reached: at most 2"));
+    assert_eq!(w.server.items().len(), 2);
+    let r = w.run();
+    assert_eq!((count(&r, ActionResult::Done), count(&r, ActionResult::Skipped)), (4, 1));
+    let r = w.run();
+    assert_eq!(count(&r, ActionResult::Done), 5);
+    assert_eq!(w.server.items().len(), 5);
+}
+
+#[test]
+fn rate_limits_are_waited_out_and_given_up_past_the_limit() {
+    let w = World::demo("");
+    w.server.inject(Fault::Secondary403 { retry_after: 1 });
+    w.server.inject(Fault::TooMany429 { retry_after: 1 });
+    let t = Instant::now();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(t.elapsed().as_secs_f64() >= 2.0, "waited {:?}", t.elapsed());
+    let log = w.server.log();
+    assert_eq!(log[0].path, log[1].path);
+    assert_eq!(log[1].path, log[2].path);
+    assert_eq!(w.server.items().len(), 5);
+
+    // An exhausted primary limit resetting in an hour: this run does not wait that long.
+    let w = World::demo("  max_rate_limit_wait_secs: 5");
+    w.server.inject(Fault::PrimaryExhausted { reset_in: 3600 });
+    let report = w.run();
+    assert!(!report.errors.is_empty());
+    assert!(
+        report.errors.iter().any(|e| e.message.contains("rate limited (primary)")),
+        "{:?}",
+        report.errors
+    );
+    let (_, res, _) = action(&report, FP_DEPLOYMENT);
+    assert_eq!(res, ActionResult::Failed);
+    assert_eq!(w.server.items().len(), 0);
+}
+
+#[test]
+fn a_branch_with_someone_elses_commit_is_never_overwritten() {
+    let w = World::demo("");
+    w.run();
+    let branch = format!("driftwarden/demo/{FP_DEPLOYMENT}");
+    // Alice pushes a fix-up onto driftwarden's branch.
+    let repo = w.repo();
+    let tip = repo.find_commit(w.tip(&branch).unwrap()).unwrap();
+    let blob = repo.blob(b"# note from alice\n").unwrap();
+    let mut tb = repo.treebuilder(Some(&tip.tree().unwrap())).unwrap();
+    tb.insert("NOTE.md", blob, 0o100644).unwrap();
+    let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+    let alice = git2::Signature::now("Alice", "alice@example.com").unwrap();
+    let hers = repo
+        .commit(Some(&format!("refs/heads/{branch}")), &alice, &alice, "keep replicas at 6", &tree, &[&tip])
+        .unwrap();
+
+    // The drift changes: driftwarden would rebuild the branch, but it is not its own any more.
+    w.edit_live("shop-workloads.yaml", "\n    replicas: 6\n", "\n    replicas: 9\n");
+    let mark = w.server.log().len();
+    let report = w.run();
+    let (a, res, detail) = action(&report, FP_DEPLOYMENT);
+    assert_eq!((a, res), (Action::PullRequest, ActionResult::Skipped));
+    assert!(detail.contains("carries 1 commit(s) driftwarden did not make"), "{detail}");
+    assert!(detail.contains("Alice <alice@example.com>"), "{detail}");
+    assert_eq!(w.tip(&branch), Some(hers));
+    assert!(w.server.writes_since(mark).is_empty());
+
+    // Resolved: the pull request closes, but Alice's branch stays.
+    w.edit_live("shop-workloads.yaml", "\n    replicas: 9\n", "\n    replicas: 3\n");
+    w.edit_live(
+        "shop-workloads.yaml",
+        "image: ghcr.io/example/bookstore-web:2.4.2-hotfix1",
+        "image: ghcr.io/example/bookstore-web:2.4.1",
+    );
+    let dep = w.item_for(FP_DEPLOYMENT);
+    w.run();
+    assert_eq!(w.server.item(dep.number).state, "closed");
+    assert_eq!(w.tip(&branch), Some(hers));
+    assert!(w.server.comments_on(dep.number)[0].contains("is kept: it carries commits driftwarden did not make"));
+}
+
+#[test]
+fn forbidden_drift_is_a_draft_labelled_forbidden_and_secrets_stay_out() {
+    // A container made privileged by hand (forbidden), and a hand-made Secret carrying a
+    // canary (unmanaged: never adopted into Git).
+    let dir = tempfile::tempdir().unwrap();
+    let desired = dir.path().join("desired");
+    std::fs::create_dir_all(desired.join("apps")).unwrap();
+    std::fs::write(
+        desired.join("apps/api.yaml"),
+        "# The API.\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\n  labels:\n    app.kubernetes.io/managed-by: driftwarden\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n        - name: api\n          image: api:1\n          securityContext:\n            privileged: false # never\n",
+    )
+    .unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(
+        live.join("objects.json"),
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "api", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
+                                 "labels": {"app.kubernetes.io/managed-by": "driftwarden"}},
+                    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                             "template": {"metadata": {"labels": {"app": "api"}},
+                                          "spec": {"containers": [{"name": "api", "image": "api:1",
+                                                                   "securityContext": {"privileged": true}}]}}}
+                },
+                {
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "hotfix-token", "namespace": "shop", "uid": "u2", "resourceVersion": "9",
+                                 "labels": {"app.kubernetes.io/managed-by": "driftwarden"}},
+                    "type": "Opaque",
+                    "data": {"TOKEN": "Q0FOQVJZLVBSLTc3MzE="}
+                }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let w = World::new(&desired, &live, "");
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let dep = report.drifts.iter().find(|d| d.resource.display == "Deployment shop/api").unwrap();
+    assert_eq!(dep.verdict.as_ref().unwrap().class, driftwarden::model::Class::Forbidden);
+    let pr = w.item_for(&dep.fingerprint);
+    assert!(pr.is_pr && pr.draft);
+    assert_eq!(pr.labels, vec!["drift", "drift/forbidden"]);
+    assert!(pr.title.starts_with("driftwarden: forbidden drift on Deployment shop/api"));
+    assert!(pr.body.contains("This drift is **forbidden** by policy"));
+    assert!(pr.body.contains("a container was made privileged"), "{}", pr.body);
+    let branch = format!("driftwarden/demo/{}", dep.fingerprint);
+    assert!(w.file_at(&branch, "apps/api.yaml").contains("            privileged: true # never\n"));
+
+    let secret = report.drifts.iter().find(|d| d.resource.display == "Secret shop/hotfix-token").unwrap();
+    let item = w.item_for(&secret.fingerprint);
+    assert!(!item.is_pr, "a Secret is never adopted into Git");
+    assert!(item.body.contains("a Secret's values are never written to Git"));
+    assert_no_canary(&w.everything_written(), "the forge or the remote");
+}
+
+/// Runs the binary in `cwd` with a config file.
+fn binary(cwd: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("DRIFTWARDEN_LOG")
+        .env("NO_COLOR", "1")
+        .env(TOKEN_ENV, TOKEN)
+        .output()
+        .unwrap()
+}
+
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = root().join("fixtures/demo/driftwarden.yaml");
+    let desired_before = files_under(&root().join("fixtures/demo/desired"));
+    let out = binary(
+        cwd.path(),
+        &["--log-format", "json", "--log-level", "trace", "reconcile", "-c", config.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stdout.contains("actions           issue 1 done; pull request 4 done; report 1 planned"), "{stdout}");
+    assert_no_canary(&stdout, "stdout");
+    assert_no_canary(&stderr, "the trace log");
+
+    let prs = cwd.path().join(".driftwarden/prs");
+    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+        let body = std::fs::read_to_string(prs.join(format!("demo/{fp}.md"))).unwrap();
+        assert!(body.contains(&format!("fingerprint={fp}")));
+        let patch = std::fs::read_to_string(prs.join(format!("demo/{fp}.patch"))).unwrap();
+        assert!(patch.starts_with("diff --git"), "{patch}");
+    }
+    let dep_patch = std::fs::read_to_string(prs.join(format!("demo/{FP_DEPLOYMENT}.patch"))).unwrap();
+    assert!(dep_patch.contains("-  replicas: 3\n+  replicas: 6\n"), "{dep_patch}");
+    let issue = std::fs::read_to_string(prs.join(format!("demo/{FP_SECRET}.md"))).unwrap();
+    assert!(issue.contains("(masked)"));
+    assert!(!prs.join(format!("demo/{FP_SECRET}.patch")).exists());
+    let index = std::fs::read_to_string(prs.join("index.md")).unwrap();
+    assert!(index.contains("## Open (5)"), "{index}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prs.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["items"].as_array().unwrap().len(), 5);
+    let repo = git2::Repository::open_bare(prs.join("repo.git")).unwrap();
+    let branches: Vec<String> = repo
+        .references_glob("refs/heads/driftwarden/*")
+        .unwrap()
+        .map(|r| r.unwrap().name().unwrap().to_string())
+        .collect();
+    assert_eq!(branches.len(), 4, "{branches:?}");
+
+    // Idempotent: a second run changes no file and no branch.
+    let snapshot = files_under(&prs);
+    let out = binary(cwd.path(), &["reconcile", "-c", config.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    for d in &report.drifts {
+        if let Some(a) = &d.action {
+            if a.action != Action::Report {
+                assert!(a.detail.as_deref().unwrap().contains("is up to date"), "{:?}", a.detail);
+            }
+        }
+    }
+    let again: Vec<_> = files_under(&prs)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".lock"))
+        .collect();
+    let snapshot: Vec<_> = snapshot.into_iter().filter(|(p, _)| !p.ends_with(".lock")).collect();
+    assert_eq!(again.len(), snapshot.len());
+    for ((p1, b1), (p2, b2)) in snapshot.iter().zip(&again) {
+        assert_eq!(p1, p2);
+        assert!(b1 == b2, "{} changed on the second run", p1.display());
+    }
+    // The repository's own desired files were never touched.
+    assert_eq!(files_under(&root().join("fixtures/demo/desired")), desired_before);
+    for (p, bytes) in files_under(&prs) {
+        assert_no_canary(&String::from_utf8_lossy(&bytes), &p.display().to_string());
+    }
+}
