@@ -1233,13 +1233,7 @@ fn walk_terraform_desired(
     ) {
         let field = format!("{what}.{k}");
         match k.as_str() {
-            "state" => {
-                states = w
-                    .strings(v, &field)
-                    .into_iter()
-                    .map(|s| (s, v))
-                    .collect()
-            }
+            "state" => states = w.strings(v, &field).into_iter().map(|s| (s, v)).collect(),
             "plan" => plan = w.string(v, &field).map(|p| (p, v)),
             "workspace" => {
                 if let Some(ws) = w.string(v, &field) {
@@ -1360,7 +1354,10 @@ fn walk_ec2(w: &mut Walker, n: &Node, base: &Path) -> Option<Ec2Source> {
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                     {
-                        w.err(v, format!("{field}: `{r}` is not a region name like us-east-1"));
+                        w.err(
+                            v,
+                            format!("{field}: `{r}` is not a region name like us-east-1"),
+                        );
                     }
                 }
             }
@@ -1495,8 +1492,7 @@ impl PullRequestSettings {
 fn valid_repo_name(s: &str) -> bool {
     let ok = |p: &str| {
         !p.is_empty()
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!(s.split_once('/'), Some((o, r)) if ok(o) && ok(r))

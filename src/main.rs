@@ -732,7 +732,10 @@ fn cmd_pr_check(a: PrCheckArgs) -> Result<u8, Failure> {
         opts.policies = c.policies.clone();
         let target = match &a.target {
             Some(name) => Some(c.targets.iter().find(|t| &t.name == name).ok_or_else(|| {
-                Failure::from(run::Error::Usage(format!("no target named {name} in {}", c.source)))
+                Failure::from(run::Error::Usage(format!(
+                    "no target named {name} in {}",
+                    c.source
+                )))
             })?),
             None if c.targets.len() == 1 => c.targets.first(),
             None => None,
@@ -774,7 +777,11 @@ fn cmd_pr_check(a: PrCheckArgs) -> Result<u8, Failure> {
         .or(event_repo)
         .or_else(|| env("GITHUB_REPOSITORY"));
     if let Some(repo) = repo {
-        let run_url = match (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY"), env("GITHUB_RUN_ID")) {
+        let run_url = match (
+            env("GITHUB_SERVER_URL"),
+            env("GITHUB_REPOSITORY"),
+            env("GITHUB_RUN_ID"),
+        ) {
             (Some(s), Some(r), Some(id)) => Some(format!("{s}/{r}/actions/runs/{id}")),
             _ => None,
         };

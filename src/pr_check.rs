@@ -34,8 +34,8 @@ use crate::forge::github::{GitHub, GitHubSettings};
 use crate::forge::{Forge, ForgeError, Status, StatusState, truncate_body};
 use crate::k8s::{self, Scopes};
 use crate::model::{
-    Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, FieldChange,
-    Provenance, Report, ResourceRef, fingerprint,
+    Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, FieldChange, Provenance,
+    Report, ResourceRef, fingerprint,
 };
 use crate::policy::{self, PolicyEngine, RunContext};
 use crate::report::{self, Format, RenderOptions};
@@ -359,10 +359,28 @@ pub fn kubernetes_changes(
                 if bo.value == ho.value {
                     continue;
                 }
-                (id, DriftKind::Modified, Some(&bo.value), Some(&ho.value), (ho, head_commit))
+                (
+                    id,
+                    DriftKind::Modified,
+                    Some(&bo.value),
+                    Some(&ho.value),
+                    (ho, head_commit),
+                )
             }
-            (Some((id, bo)), None) => (id, DriftKind::Missing, Some(&bo.value), None, (bo, base_commit)),
-            (None, Some((id, ho))) => (id, DriftKind::Unmanaged, None, Some(&ho.value), (ho, head_commit)),
+            (Some((id, bo)), None) => (
+                id,
+                DriftKind::Missing,
+                Some(&bo.value),
+                None,
+                (bo, base_commit),
+            ),
+            (None, Some((id, ho))) => (
+                id,
+                DriftKind::Unmanaged,
+                None,
+                Some(&ho.value),
+                (ho, head_commit),
+            ),
             (None, None) => continue,
         };
         let secret = mask::is_secret(id);
@@ -378,7 +396,12 @@ pub fn kubernetes_changes(
                 if let Some(Value::Object(m)) = live {
                     for (k, v) in m {
                         if k != "apiVersion" && k != "kind" {
-                            changes.push(change(&[k.clone()], ChangeOp::ExtraLive, &Value::Null, v));
+                            changes.push(change(
+                                std::slice::from_ref(k),
+                                ChangeOp::ExtraLive,
+                                &Value::Null,
+                                v,
+                            ));
                         }
                     }
                 }
@@ -454,7 +477,10 @@ fn action_for(d: &Drift) -> ActionRecord {
     let (detail, result) = match d.verdict.as_ref().map(|v| v.class) {
         Some(Class::Forbidden) => ("forbidden: fails the check", ActionResult::Failed),
         Some(Class::Safe) => ("safe", ActionResult::Done),
-        _ => ("risky: a reviewer should look (does not fail the check)", ActionResult::Done),
+        _ => (
+            "risky: a reviewer should look (does not fail the check)",
+            ActionResult::Done,
+        ),
     };
     ActionRecord {
         action: Action::Report,
@@ -493,14 +519,32 @@ fn status_description(report: &Report, forbidden: usize) -> String {
     let by = &report.summary.by_class;
     let n = |k: &str| by.get(k).copied().unwrap_or(0);
     if forbidden > 0 {
-        format!("{forbidden} forbidden change(s); {} risky, {} safe", n("risky"), n("safe"))
+        format!(
+            "{forbidden} forbidden change(s); {} risky, {} safe",
+            n("risky"),
+            n("safe")
+        )
     } else {
-        format!("no forbidden change; {} risky, {} safe", n("risky"), n("safe"))
+        format!(
+            "no forbidden change; {} risky, {} safe",
+            n("risky"),
+            n("safe")
+        )
     }
 }
 
 /// Runs the check: reads both refs (and the plan), classifies, and posts when it can.
 pub async fn run(opts: &Options) -> Result<Outcome, Error> {
+    if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+        // A container action sees the workspace owned by the runner's user, not its own, and
+        // libgit2 refuses such a repository (git's `safe.directory`). actions/checkout marks the
+        // workspace safe for git; do the same for libgit2. pr-check only reads objects: libgit2
+        // runs no hooks and no configured commands.
+        // SAFETY: a process-wide libgit2 option, set before any repository is opened here.
+        if let Err(e) = unsafe { git2::opts::set_verify_owner_validation(false) } {
+            warn!(error = %e, "cannot relax libgit2's repository owner check");
+        }
+    }
     let event = match &opts.event {
         Some(p) => Some(read_event(p)?),
         None => None,
@@ -510,7 +554,10 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
         .clone()
         .or_else(|| event.as_ref().map(|e| e.base_sha.clone()))
         .ok_or_else(|| {
-            Error::Usage("give --base and --head, or run in a pull_request workflow ($GITHUB_EVENT_PATH)".into())
+            Error::Usage(
+                "give --base and --head, or run in a pull_request workflow ($GITHUB_EVENT_PATH)"
+                    .into(),
+            )
         })?;
     let head = opts
         .head
@@ -542,7 +589,9 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
             other => Error::Usage(other.to_string()),
         })?
     } else {
-        warn!("no policy directory found: every change is unclassified (risky) and nothing fails the check");
+        warn!(
+            "no policy directory found: every change is unclassified (risky) and nothing fails the check"
+        );
         None
     };
     if let Some(engine) = &engine {
@@ -563,7 +612,11 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
     drifts.sort_by_cached_key(|d| d.resource.id.key());
     let forbidden = drifts
         .iter()
-        .filter(|d| d.verdict.as_ref().is_some_and(|v| v.class == Class::Forbidden))
+        .filter(|d| {
+            d.verdict
+                .as_ref()
+                .is_some_and(|v| v.class == Class::Forbidden)
+        })
         .count();
     let report = Report::new("pr-check", 1, checked, BTreeMap::new(), drifts, Vec::new());
     info!(base = %base_commit, head = %head_commit, changed = report.drifts.len(), forbidden, "pr-check compared");
@@ -576,7 +629,9 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
         g
     });
     if event.as_ref().is_some_and(|e| e.fork) && opts.post {
-        warn!("the pull request comes from a fork: its token cannot comment or set statuses; printing only");
+        warn!(
+            "the pull request comes from a fork: its token cannot comment or set statuses; printing only"
+        );
     }
     let can_post = opts.post && !event.as_ref().is_some_and(|e| e.fork);
     if let Some(g) = gh.filter(|g| can_post && g.pr > 0) {

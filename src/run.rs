@@ -319,9 +319,12 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         };
         if let Some(read) = l.terraform {
             let mode = opts.mode.unwrap_or(t.mode);
-            let (d, c, e) =
+            let (d, c, e, ign) =
                 terraform_target(t, read, engine.as_ref(), mode, opts, cfg, &prs).await?;
             checked += c;
+            if ign > 0 {
+                *ignored.entry("live.ec2.ignore".to_string()).or_default() += ign;
+            }
             drifts.extend(d);
             errors.extend(e);
             continue;
@@ -461,7 +464,8 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
 }
 
 /// One Terraform/EC2 target ([`crate::terraform`]): its drifts classified, decided and acted on
-/// like any other target's. Returns the drifts, the resources checked and the errors.
+/// like any other target's. Returns the drifts, the resources checked, the errors and the
+/// resources dropped by ignore patterns.
 async fn terraform_target(
     t: &Target,
     read: Result<crate::terraform::TargetRead, crate::terraform::Error>,
@@ -470,7 +474,7 @@ async fn terraform_target(
     opts: &RunOptions,
     cfg: &Config,
     prs: &act::pull_request::Session,
-) -> Result<(Vec<Drift>, usize, Vec<SourceError>), Error> {
+) -> Result<(Vec<Drift>, usize, Vec<SourceError>, usize), Error> {
     let read = match read {
         Ok(r) => r,
         Err(e) if e.is_invalid_input() => {
@@ -489,6 +493,7 @@ async fn terraform_target(
                     side: "desired".into(),
                     message: error_chain(&e),
                 }],
+                0,
             ));
         }
     };
@@ -528,7 +533,7 @@ async fn terraform_target(
         };
         errors.extend(act::act(&actx, &mut drifts).await);
     }
-    Ok((drifts, read.checked, errors))
+    Ok((drifts, read.checked, errors, read.ignored))
 }
 
 /// `diff --plan PLAN.json`: the drift Terraform found in one plan file (`resource_drift`), no
@@ -556,9 +561,7 @@ pub fn diff_plan(
     let managed = plan
         .changes
         .iter()
-        .filter(|c| {
-            c.mode == crate::terraform::plan::ResourceMode::Managed && c.deposed.is_none()
-        })
+        .filter(|c| c.mode == crate::terraform::plan::ResourceMode::Managed && c.deposed.is_none())
         .count();
     classify(
         engine.as_ref(),

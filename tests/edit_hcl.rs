@@ -73,42 +73,90 @@ fn changed_lines(old: &str, new: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn a_literal_changes_in_place_keeping_comments_and_alignment() {
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/instance_type"), &json!("t3.large")).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/instance_type"),
+        &json!("t3.large"),
+    )
+    .unwrap();
     assert_eq!(
         changed_lines(MAIN_TF, &out),
         vec![(13, "  instance_type = \"t3.large\"".to_string())]
     );
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/ami"), &json!("ami-0def")).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/ami"),
+        &json!("ami-0def"),
+    )
+    .unwrap();
     assert_eq!(
         changed_lines(MAIN_TF, &out),
-        vec![(12, "  ami           = \"ami-0def\" # Ubuntu 24.04, pinned".to_string())]
+        vec![(
+            12,
+            "  ami           = \"ami-0def\" # Ubuntu 24.04, pinned".to_string()
+        )]
     );
     // Nested blocks, addressed the way Terraform's attributes list them.
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/root_block_device/0/volume_size"), &json!(50)).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/root_block_device/0/volume_size"),
+        &json!(50),
+    )
+    .unwrap();
     assert_eq!(
         changed_lines(MAIN_TF, &out),
         vec![(17, "    volume_size = 50 # GiB".to_string())]
     );
     // A key of a map literal.
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/tags/Team"), &json!("sre")).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/tags/Team"),
+        &json!("sre"),
+    )
+    .unwrap();
     assert_eq!(
         changed_lines(MAIN_TF, &out),
         vec![(23, "    Team        = \"sre\"".to_string())]
     );
     // Booleans.
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/monitoring"), &json!(false)).unwrap();
-    assert_eq!(changed_lines(MAIN_TF, &out), vec![(14, "  monitoring    = false".to_string())]);
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/monitoring"),
+        &json!(false),
+    )
+    .unwrap();
+    assert_eq!(
+        changed_lines(MAIN_TF, &out),
+        vec![(14, "  monitoring    = false".to_string())]
+    );
 }
 
 #[test]
 fn additions_and_removals_take_their_own_line() {
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/tags/Owner"), &json!("ops")).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/tags/Owner"),
+        &json!("ops"),
+    )
+    .unwrap();
     let want = MAIN_TF.replace(
         "    CostCenter  = \"cc-42\"\n",
         "    CostCenter  = \"cc-42\"\n    Owner = \"ops\"\n",
     );
     assert_eq!(out, want);
-    let out = set_attribute(MAIN_TF, "aws_instance.web", &segs("/ebs_optimized"), &json!(true)).unwrap();
+    let out = set_attribute(
+        MAIN_TF,
+        "aws_instance.web",
+        &segs("/ebs_optimized"),
+        &json!(true),
+    )
+    .unwrap();
     let want = MAIN_TF.replace(
         "    CostCenter  = \"cc-42\"\n  }\n}\n",
         "    CostCenter  = \"cc-42\"\n  }\n  ebs_optimized = true\n}\n",
@@ -149,7 +197,14 @@ fn unmanaged_ec2_resources_get_an_import_block_and_a_skeleton() {
     });
     let tf = terraform_type("instance").unwrap();
     let attrs = skeleton_attributes(tf, &live);
-    let text = import_file(tf, &resource_name("i-0abc123"), "i-0abc123", &attrs, "Adopted by driftwarden.").unwrap();
+    let text = import_file(
+        tf,
+        &resource_name("i-0abc123"),
+        "i-0abc123",
+        &attrs,
+        "Adopted by driftwarden.",
+    )
+    .unwrap();
     assert_eq!(
         text,
         "# Adopted by driftwarden.\nimport {\n  to = aws_instance.i_0abc123\n  id = \"i-0abc123\"\n}\n\nresource \"aws_instance\" \"i_0abc123\" {\n  ami           = \"ami-0fff\"\n  instance_type = \"t3.micro\"\n  subnet_id     = \"subnet-1\"\n\n  tags = {\n    Name = \"hand-made\"\n    team = \"sre\"\n  }\n}\n"

@@ -140,11 +140,26 @@ fn styles_are_kept_per_scalar() {
         text,
         &d,
         &[
-            change("/data/double", ChangeOp::Changed, json!("a"), json!("it's \"new\"")),
-            change("/data/single", ChangeOp::Changed, json!("b"), json!("don't")),
+            change(
+                "/data/double",
+                ChangeOp::Changed,
+                json!("a"),
+                json!("it's \"new\""),
+            ),
+            change(
+                "/data/single",
+                ChangeOp::Changed,
+                json!("b"),
+                json!("don't"),
+            ),
             change("/data/plain", ChangeOp::Changed, json!("c"), json!("123")),
             change("/data/number", ChangeOp::Changed, json!(5), json!(7)),
-            change("/data/quoted key", ChangeOp::Changed, json!("x"), json!("y: z")),
+            change(
+                "/data/quoted key",
+                ChangeOp::Changed,
+                json!("x"),
+                json!("y: z"),
+            ),
         ],
         None,
     )
@@ -159,7 +174,13 @@ fn styles_are_kept_per_scalar() {
 fn flow_collections_stay_flow() {
     let text = "kind: Deployment\nmetadata:\n  name: app\nspec:\n  args: [\"--listen=:9090\", --verbose]  # flags\n  labels: {a: \"1\", b: two}\n  tail: end\n";
     // A whole list replaced: written in flow style in place.
-    let out = set_value(text, 0, "/spec/args", &json!(["--listen=:9191", "--quiet", "a,b"])).unwrap();
+    let out = set_value(
+        text,
+        0,
+        "/spec/args",
+        &json!(["--listen=:9191", "--quiet", "a,b"]),
+    )
+    .unwrap();
     assert_eq!(
         changed_lines(text, &out),
         vec![(
@@ -203,7 +224,12 @@ fn multi_document_files_keep_other_documents_byte_identical() {
             namespace: None,
             line: None,
         },
-        &[change("/data/k", ChangeOp::Changed, json!("v2"), json!("changed"))],
+        &[change(
+            "/data/k",
+            ChangeOp::Changed,
+            json!("v2"),
+            json!("changed"),
+        )],
         None,
     )
     .unwrap();
@@ -223,23 +249,42 @@ fn anchors_and_aliases_have_no_honest_edit() {
         line: None,
     };
     let err = |path: &str, desired: Value, live: Value| {
-        adopt_changes(text, &d, &[change(path, ChangeOp::Changed, desired, live)], None)
-            .unwrap_err()
+        adopt_changes(
+            text,
+            &d,
+            &[change(path, ChangeOp::Changed, desired, live)],
+            None,
+        )
+        .unwrap_err()
     };
     // Reached through an alias.
     let e = err("/spec/selector/matchLabels/team", json!("a"), json!("b"));
-    assert!(matches!(&e, EditError::NoHonestEdit(m) if m.contains("alias")), "{e}");
+    assert!(
+        matches!(&e, EditError::NoHonestEdit(m) if m.contains("alias")),
+        "{e}"
+    );
     // Shared through an anchor that an alias repeats.
     let e = err("/metadata/labels/team", json!("a"), json!("b"));
-    assert!(matches!(&e, EditError::NoHonestEdit(m) if m.contains("anchor")), "{e}");
+    assert!(
+        matches!(&e, EditError::NoHonestEdit(m) if m.contains("anchor")),
+        "{e}"
+    );
     // Inherited from a merge key.
     let e = err("/spec/merged/cpu", json!(1), json!(4));
-    assert!(matches!(&e, EditError::NoHonestEdit(m) if m.contains("merge key")), "{e}");
+    assert!(
+        matches!(&e, EditError::NoHonestEdit(m) if m.contains("merge key")),
+        "{e}"
+    );
     // A key that overrides the merge is its own line: editable, and the anchors stay.
     let out = adopt_changes(
         text,
         &d,
-        &[change("/spec/merged/mem", ChangeOp::Changed, json!(3), json!(5))],
+        &[change(
+            "/spec/merged/mem",
+            ChangeOp::Changed,
+            json!(3),
+            json!(5),
+        )],
         None,
     )
     .unwrap();
@@ -342,7 +387,13 @@ fn fields_are_added_and_removed_on_their_own_lines() {
         out,
         "kind: Ingress\nmetadata:\n  name: web\n  labels:\n    a: x # keep me\n    b: y\n  annotations:\n    note: hi\nspec: {rules: [{host: a.example.com}]}\n"
     );
-    let out = set_value(text, 0, "/metadata/annotations/owner", &json!({"team": "sre"})).unwrap();
+    let out = set_value(
+        text,
+        0,
+        "/metadata/annotations/owner",
+        &json!({"team": "sre"}),
+    )
+    .unwrap();
     assert_eq!(
         out,
         "kind: Ingress\nmetadata:\n  name: web\n  labels:\n    a: x # keep me\n    b: y\n  annotations:\n    note: hi\n    owner:\n      team: sre\nspec: {}\n"
@@ -352,7 +403,13 @@ fn fields_are_added_and_removed_on_their_own_lines() {
 #[test]
 fn block_scalars_are_rewritten_as_literals_in_place() {
     let text = "kind: ConfigMap\nmetadata:\n  name: app\ndata:\n  features.yaml: | # the flags\n    a: true\n    b: false\n  after: x\n";
-    let out = set_value(text, 0, "/data/features.yaml", &json!("a: true\nb: true\nc: 1\n")).unwrap();
+    let out = set_value(
+        text,
+        0,
+        "/data/features.yaml",
+        &json!("a: true\nb: true\nc: 1\n"),
+    )
+    .unwrap();
     assert_eq!(
         out,
         "kind: ConfigMap\nmetadata:\n  name: app\ndata:\n  features.yaml: | # the flags\n    a: true\n    b: true\n    c: 1\n  after: x\n"
@@ -413,7 +470,12 @@ fn a_missing_object_is_removed_with_its_separator_only() {
 #[test]
 fn secrets_never_reach_git() {
     let text = demo("bookstore/config.yaml");
-    let mut c = change("/data/PAYMENT_API_KEY", ChangeOp::Changed, json!("(masked)"), json!("(masked)"));
+    let mut c = change(
+        "/data/PAYMENT_API_KEY",
+        ChangeOp::Changed,
+        json!("(masked)"),
+        json!("(masked)"),
+    );
     c.masked = true;
     let e = adopt_changes(&text, &doc("Secret", "bookstore-secrets"), &[c], None).unwrap_err();
     assert!(matches!(e, EditError::NoHonestEdit(_)), "{e}");
@@ -427,7 +489,12 @@ fn stale_files_are_reported_not_overwritten() {
     let e = adopt_changes(
         &text,
         &doc("Deployment", "bookstore-web"),
-        &[change("/spec/replicas", ChangeOp::Changed, json!(4), json!(6))],
+        &[change(
+            "/spec/replicas",
+            ChangeOp::Changed,
+            json!(4),
+            json!(6),
+        )],
         None,
     )
     .unwrap_err();
@@ -435,7 +502,12 @@ fn stale_files_are_reported_not_overwritten() {
     let e = adopt_changes(
         &text,
         &doc("Deployment", "gone"),
-        &[change("/spec/replicas", ChangeOp::Changed, json!(3), json!(6))],
+        &[change(
+            "/spec/replicas",
+            ChangeOp::Changed,
+            json!(3),
+            json!(6),
+        )],
         None,
     )
     .unwrap_err();
@@ -473,9 +545,20 @@ fn unmanaged_objects_become_clean_manifests() {
 #[test]
 fn every_demo_file_survives_a_no_op_parse() {
     // Setting a value to what it already is leaves the file byte-identical.
-    for f in ["bookstore/web.yaml", "bookstore/config.yaml", "bookstore/ingress.yaml", "bookstore/cache.yaml"] {
+    for f in [
+        "bookstore/web.yaml",
+        "bookstore/config.yaml",
+        "bookstore/ingress.yaml",
+        "bookstore/cache.yaml",
+    ] {
         let text = demo(f);
-        let out = set_value(&text, 0, "/metadata/name", &driftwarden::yaml::parse_documents(&text).unwrap()[0].value["metadata"]["name"]).unwrap();
+        let out = set_value(
+            &text,
+            0,
+            "/metadata/name",
+            &driftwarden::yaml::parse_documents(&text).unwrap()[0].value["metadata"]["name"],
+        )
+        .unwrap();
         assert_eq!(out, text, "{f}");
     }
     let _ = edit_yaml::Result::<()>::Ok(());

@@ -25,7 +25,17 @@ const TOKEN_ENV: &str = "DRIFTWARDEN_TEST_GH_TOKEN";
 const TOKEN: &str = "ghs_testtoken_9f8e7d6c5b4a";
 const AUTHOR_EMAIL: &str = "drift-bot@example.com";
 
-/// Every secret value planted in the inputs, decoded and encoded.
+/// Secret values that exist only live (and the token): in no output, no commit, no file.
+const LIVE_CANARIES: &[&str] = &[
+    "DEMO-CANARY-5f2b",
+    "REVNTy1DQU5BUlktNWYyYg==",
+    "CANARY-PR-7731",
+    "Q0FOQVJZLVBSLTc3MzE=",
+    TOKEN,
+];
+
+/// Every secret value of the inputs, decoded and encoded: the demo's Git values too (they are in
+/// the remote's `main` already, so commits are checked against [`LIVE_CANARIES`] only).
 const CANARIES: &[&str] = &[
     "DEMO-CANARY-5f2b",
     "REVNTy1DQU5BUlktNWYyYg==",
@@ -69,7 +79,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn tree_of(repo: &git2::Repository, dir: &Path) -> git2::Oid {
     let mut tb = repo.treebuilder(None).unwrap();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
@@ -90,8 +103,15 @@ fn bare_repo_of(dir: &Path, at: &Path) -> git2::Repository {
     {
         let tree = repo.find_tree(tree).unwrap();
         let sig = git2::Signature::now("Platform Team", "platform@example.com").unwrap();
-        repo.commit(Some("refs/heads/main"), &sig, &sig, "gitops: bookstore", &tree, &[])
-            .unwrap();
+        repo.commit(
+            Some("refs/heads/main"),
+            &sig,
+            &sig,
+            "gitops: bookstore",
+            &tree,
+            &[],
+        )
+        .unwrap();
     }
     repo.set_head("refs/heads/main").unwrap();
     repo
@@ -109,7 +129,11 @@ impl World {
     /// The demo's desired files as `main` of a bare remote, a copy of its live snapshot, and a
     /// GitHub server for `acme/gitops`.
     fn demo(extra: &str) -> World {
-        World::new(&root().join("fixtures/demo/desired"), &root().join("fixtures/demo/live"), extra)
+        World::new(
+            &root().join("fixtures/demo/desired"),
+            &root().join("fixtures/demo/live"),
+            extra,
+        )
     }
 
     fn new(desired: &Path, live_src: &Path, extra: &str) -> World {
@@ -219,9 +243,8 @@ targets:
         found.pop().unwrap_or_else(|| panic!("no item for {fp}"))
     }
 
-    /// Every byte the forge and the remote hold: request bodies, items, comments, every blob
-    /// and commit message of every ref.
-    fn everything_written(&self) -> String {
+    /// Every byte sent to the forge: request paths and bodies, items, comments.
+    fn forge_text(&self) -> String {
         let mut all = String::new();
         for l in self.server.log() {
             all.push_str(&l.path);
@@ -235,7 +258,19 @@ targets:
         for c in self.server.all_comments() {
             all.push_str(&c.body);
         }
-        let repo = self.repo();
+        all
+    }
+
+    /// Every blob and commit message of every ref of the remote.
+    fn git_text(&self) -> String {
+        git_text_of(&self.repo())
+    }
+}
+
+/// Every blob and commit message reachable from any ref of a repository.
+fn git_text_of(repo: &git2::Repository) -> String {
+    {
+        let mut all = String::new();
         for r in repo.references().unwrap() {
             let r = r.unwrap();
             let Ok(c) = r.peel_to_commit() else { continue };
@@ -277,6 +312,12 @@ fn assert_no_canary(text: &str, where_: &str) {
     }
 }
 
+fn assert_no_live_canary(text: &str, where_: &str) {
+    for c in LIVE_CANARIES {
+        assert!(!text.contains(c), "{where_} leaks {c}");
+    }
+}
+
 #[test]
 fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     let w = World::demo("");
@@ -287,7 +328,11 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     // nothing for the safe Ingress (recommend mode reports it).
     for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
         let (a, res, detail) = action(&report, fp);
-        assert_eq!((a, res), (Action::PullRequest, ActionResult::Done), "{fp}: {detail}");
+        assert_eq!(
+            (a, res),
+            (Action::PullRequest, ActionResult::Done),
+            "{fp}: {detail}"
+        );
         assert!(detail.starts_with("opened pull request #"), "{detail}");
     }
     let (a, res, detail) = action(&report, FP_SECRET);
@@ -308,8 +353,19 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         assert_eq!(p.labels, vec!["drift", "drift/risky"], "#{}", p.number);
         assert!(!p.draft);
         assert_eq!(p.base.as_deref(), Some("main"));
-        let fp = p.head.as_deref().unwrap().strip_prefix("driftwarden/demo/").unwrap();
-        assert!(p.body.starts_with(&format!("<!-- driftwarden:item target=demo fingerprint={fp} changes=")), "{}", p.body);
+        let fp = p
+            .head
+            .as_deref()
+            .unwrap()
+            .strip_prefix("driftwarden/demo/")
+            .unwrap();
+        assert!(
+            p.body.starts_with(&format!(
+                "<!-- driftwarden:item target=demo fingerprint={fp} changes="
+            )),
+            "{}",
+            p.body
+        );
         assert!(p.body.contains("**Close with the label `drift/revert`**"));
         assert!(p.body.chars().count() <= 65_536);
     }
@@ -317,7 +373,10 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
 
     // The Deployment's body: the drift, the masked diff, the class, the reasons, who did it.
     let dep = w.item_for(FP_DEPLOYMENT);
-    assert_eq!(dep.title, "driftwarden: adopt live Deployment shop/bookstore-web (demo)");
+    assert_eq!(
+        dep.title,
+        "driftwarden: adopt live Deployment shop/bookstore-web (demo)"
+    );
     for want in [
         "## Risky drift: `Deployment shop/bookstore-web`",
         "`bookstore/web.yaml` line 17: `/spec/replicas`",
@@ -332,21 +391,39 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     }
     // The Secret's issue shows the masked diff and nothing else.
     let secret = w.item_for(FP_SECRET);
-    assert!(secret.body.contains("/data/PAYMENT_API_KEY: (masked)"), "{}", secret.body);
+    assert!(
+        secret.body.contains("/data/PAYMENT_API_KEY: (masked)"),
+        "{}",
+        secret.body
+    );
 
     // The branches: one commit on main by the configured author, marked with the fingerprint,
     // touching only the drifted lines.
     let repo = w.repo();
     let main = w.tip("main").unwrap();
     for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
-        let c = repo.find_commit(w.tip(&format!("driftwarden/demo/{fp}")).unwrap()).unwrap();
+        let c = repo
+            .find_commit(w.tip(&format!("driftwarden/demo/{fp}")).unwrap())
+            .unwrap();
         assert_eq!(c.parent_id(0).unwrap(), main);
         assert_eq!(c.author().email(), Ok(AUTHOR_EMAIL));
-        assert!(c.message().unwrap().contains(&format!("Driftwarden-Fingerprint: {fp}")));
+        assert!(
+            c.message()
+                .unwrap()
+                .contains(&format!("Driftwarden-Fingerprint: {fp}"))
+        );
     }
-    let before = std::fs::read_to_string(root().join("fixtures/demo/desired/bookstore/web.yaml")).unwrap();
-    let after = w.file_at(&format!("driftwarden/demo/{FP_DEPLOYMENT}"), "bookstore/web.yaml");
-    let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+    let before =
+        std::fs::read_to_string(root().join("fixtures/demo/desired/bookstore/web.yaml")).unwrap();
+    let after = w.file_at(
+        &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
+        "bookstore/web.yaml",
+    );
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
     assert_eq!(
         changed,
         vec![
@@ -362,9 +439,15 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         &format!("driftwarden/demo/{FP_HOTFIX}"),
         "adopted/shop/configmap-bookstore-hotfix-flags.yaml",
     );
-    assert!(adopted.contains("name: bookstore-hotfix-flags\n  namespace: shop\n"), "{adopted}");
+    assert!(
+        adopted.contains("name: bookstore-hotfix-flags\n  namespace: shop\n"),
+        "{adopted}"
+    );
     assert!(!adopted.contains("managedFields") && !adopted.contains("resourceVersion"));
-    let service = w.file_at(&format!("driftwarden/demo/{FP_SERVICE}"), "bookstore/web.yaml");
+    let service = w.file_at(
+        &format!("driftwarden/demo/{FP_SERVICE}"),
+        "bookstore/web.yaml",
+    );
     assert!(!service.contains("kind: Service"));
     assert!(service.contains("kind: HorizontalPodAutoscaler"));
 
@@ -379,7 +462,12 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         .collect();
     let report = w.run();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(w.server.writes_since(mark).len(), 0, "{:#?}", w.server.writes_since(mark));
+    assert_eq!(
+        w.server.writes_since(mark).len(),
+        0,
+        "{:#?}",
+        w.server.writes_since(mark)
+    );
     for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
         let (_, res, detail) = action(&report, fp);
         assert_eq!(res, ActionResult::Done);
@@ -392,24 +480,43 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     assert_eq!(tips, tips2);
 
     // The drift changes (scaled again): its pull request and branch are updated, nothing else.
-    w.edit_live("shop-workloads.yaml", "\n    replicas: 6\n", "\n    replicas: 8\n");
+    w.edit_live(
+        "shop-workloads.yaml",
+        "\n    replicas: 6\n",
+        "\n    replicas: 8\n",
+    );
     let mark = w.server.log().len();
     let report = w.run();
     let writes = w.server.writes_since(mark);
     let dep = w.item_for(FP_DEPLOYMENT);
     assert_eq!(writes.len(), 1, "{writes:#?}");
-    assert_eq!((writes[0].method.as_str(), writes[0].path.clone()), ("PATCH", format!("/repos/acme/gitops/pulls/{}", dep.number)));
-    assert!(action(&report, FP_DEPLOYMENT).2.contains("updated pull request"));
+    assert_eq!(
+        (writes[0].method.as_str(), writes[0].path.clone()),
+        ("PATCH", format!("/repos/acme/gitops/pulls/{}", dep.number))
+    );
+    assert!(
+        action(&report, FP_DEPLOYMENT)
+            .2
+            .contains("updated pull request")
+    );
     assert!(dep.body.contains("+/spec/replicas: 8"));
-    assert!(w
-        .file_at(&format!("driftwarden/demo/{FP_DEPLOYMENT}"), "bookstore/web.yaml")
-        .contains("\n  replicas: 8\n"));
+    assert!(
+        w.file_at(
+            &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
+            "bookstore/web.yaml"
+        )
+        .contains("\n  replicas: 8\n")
+    );
     assert_ne!(w.tip(&format!("driftwarden/demo/{FP_DEPLOYMENT}")), tips[0]);
     assert_eq!(w.tip(&format!("driftwarden/demo/{FP_CONFIGMAP}")), tips[1]);
 
     // The ConfigMap drift is resolved: its pull request is closed with a comment and its branch
     // deleted; the others stay open.
-    w.edit_live("shop-config.json", "\"SEARCH_TIMEOUT_MS\": \"2500\"", "\"SEARCH_TIMEOUT_MS\": \"800\"");
+    w.edit_live(
+        "shop-config.json",
+        "\"SEARCH_TIMEOUT_MS\": \"2500\"",
+        "\"SEARCH_TIMEOUT_MS\": \"800\"",
+    );
     let cm = w.item_for(FP_CONFIGMAP);
     let report = w.run();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -419,8 +526,27 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     assert!(w.server.comments_on(cm.number)[0].starts_with("Closing: the drift is gone"));
     assert_eq!(w.tip(&format!("driftwarden/demo/{FP_CONFIGMAP}")), None);
     assert_eq!(w.item_for(FP_DEPLOYMENT).state, "open");
+    assert!(
+        closed.body.contains(" closed=resolved -->"),
+        "{}",
+        closed.body
+    );
 
-    assert_no_canary(&w.everything_written(), "the forge or the remote");
+    // The same hand edit happens again: driftwarden closed the old one itself, so a new pull
+    // request is opened (a person's "closed without merging" would have been respected).
+    w.edit_live(
+        "shop-config.json",
+        "\"SEARCH_TIMEOUT_MS\": \"800\"",
+        "\"SEARCH_TIMEOUT_MS\": \"2500\"",
+    );
+    let report = w.run();
+    let (_, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!(res, ActionResult::Done, "{detail}");
+    assert!(detail.starts_with("opened pull request"), "{detail}");
+    assert_ne!(w.item_for(FP_CONFIGMAP).number, cm.number);
+
+    assert_no_canary(&w.forge_text(), "the forge");
+    assert_no_live_canary(&w.git_text(), "the remote's commits");
 }
 
 #[test]
@@ -446,17 +572,31 @@ fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
     );
     let comments = w.server.comments_on(dep.number);
     assert_eq!(comments.len(), 1, "{comments:?}");
-    assert!(comments[0].contains("Revert requested by the label `drift/revert`"), "{}", comments[0]);
+    assert!(
+        comments[0].contains("Revert requested by the label `drift/revert`"),
+        "{}",
+        comments[0]
+    );
     // Closed without merging: left alone. Merged: waiting for the desired source.
     let (_, res, detail) = action(&report, FP_CONFIGMAP);
     assert_eq!(res, ActionResult::Skipped);
-    assert!(detail.contains("was closed without merging; not reopened"), "{detail}");
+    assert!(
+        detail.contains("was closed without merging; not reopened"),
+        "{detail}"
+    );
     let (_, res, detail) = action(&report, FP_SERVICE);
     assert_eq!(res, ActionResult::Skipped);
     assert!(detail.contains("was merged"), "{detail}");
     let writes = w.server.writes_since(mark);
     assert_eq!(writes.len(), 1, "only the revert comment: {writes:#?}");
-    assert_eq!(w.server.items().iter().filter(|i| i.state == "open").count(), 2);
+    assert_eq!(
+        w.server
+            .items()
+            .iter()
+            .filter(|i| i.state == "open")
+            .count(),
+        2
+    );
 
     // Again: the revert comment is not repeated.
     let mark = w.server.log().len();
@@ -464,7 +604,11 @@ fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
     assert_eq!(w.server.writes_since(mark).len(), 0);
 
     // The drift changes: a new pull request is opened for it.
-    w.edit_live("shop-config.json", "\"SEARCH_TIMEOUT_MS\": \"2500\"", "\"SEARCH_TIMEOUT_MS\": \"3000\"");
+    w.edit_live(
+        "shop-config.json",
+        "\"SEARCH_TIMEOUT_MS\": \"2500\"",
+        "\"SEARCH_TIMEOUT_MS\": \"3000\"",
+    );
     let report = w.run();
     let (_, res, detail) = action(&report, FP_CONFIGMAP);
     assert_eq!(res, ActionResult::Done, "{detail}");
@@ -477,21 +621,43 @@ fn the_per_run_cap_spreads_new_items_over_runs() {
     let count = |r: &Report, result: ActionResult| {
         r.drifts
             .iter()
-            .filter(|d| d.action.as_ref().is_some_and(|a| matches!(a.action, Action::PullRequest | Action::Issue) && a.result == result))
+            .filter(|d| {
+                d.action.as_ref().is_some_and(|a| {
+                    matches!(a.action, Action::PullRequest | Action::Issue) && a.result == result
+                })
+            })
             .count()
     };
     let r = w.run();
-    assert_eq!((count(&r, ActionResult::Done), count(&r, ActionResult::Skipped)), (2, 3));
+    assert_eq!(
+        (
+            count(&r, ActionResult::Done),
+            count(&r, ActionResult::Skipped)
+        ),
+        (2, 3)
+    );
     let skipped = r
         .drifts
         .iter()
         .filter_map(|d| d.action.as_ref())
         .find(|a| a.result == ActionResult::Skipped)
         .unwrap();
-    assert!(skipped.detail.as_deref().unwrap().contains("per-run cap reached: at most 2"));
+    assert!(
+        skipped
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("per-run cap reached: at most 2")
+    );
     assert_eq!(w.server.items().len(), 2);
     let r = w.run();
-    assert_eq!((count(&r, ActionResult::Done), count(&r, ActionResult::Skipped)), (4, 1));
+    assert_eq!(
+        (
+            count(&r, ActionResult::Done),
+            count(&r, ActionResult::Skipped)
+        ),
+        (4, 1)
+    );
     let r = w.run();
     assert_eq!(count(&r, ActionResult::Done), 5);
     assert_eq!(w.server.items().len(), 5);
@@ -517,7 +683,10 @@ fn rate_limits_are_waited_out_and_given_up_past_the_limit() {
     let report = w.run();
     assert!(!report.errors.is_empty());
     assert!(
-        report.errors.iter().any(|e| e.message.contains("rate limited (primary)")),
+        report
+            .errors
+            .iter()
+            .any(|e| e.message.contains("rate limited (primary)")),
         "{:?}",
         report.errors
     );
@@ -540,22 +709,40 @@ fn a_branch_with_someone_elses_commit_is_never_overwritten() {
     let tree = repo.find_tree(tb.write().unwrap()).unwrap();
     let alice = git2::Signature::now("Alice", "alice@example.com").unwrap();
     let hers = repo
-        .commit(Some(&format!("refs/heads/{branch}")), &alice, &alice, "keep replicas at 6", &tree, &[&tip])
+        .commit(
+            Some(&format!("refs/heads/{branch}")),
+            &alice,
+            &alice,
+            "keep replicas at 6",
+            &tree,
+            &[&tip],
+        )
         .unwrap();
 
     // The drift changes: driftwarden would rebuild the branch, but it is not its own any more.
-    w.edit_live("shop-workloads.yaml", "\n    replicas: 6\n", "\n    replicas: 9\n");
+    w.edit_live(
+        "shop-workloads.yaml",
+        "\n    replicas: 6\n",
+        "\n    replicas: 9\n",
+    );
     let mark = w.server.log().len();
     let report = w.run();
     let (a, res, detail) = action(&report, FP_DEPLOYMENT);
     assert_eq!((a, res), (Action::PullRequest, ActionResult::Skipped));
-    assert!(detail.contains("carries 1 commit(s) driftwarden did not make"), "{detail}");
+    assert!(
+        detail.contains("carries 1 commit(s) driftwarden did not make"),
+        "{detail}"
+    );
     assert!(detail.contains("Alice <alice@example.com>"), "{detail}");
     assert_eq!(w.tip(&branch), Some(hers));
     assert!(w.server.writes_since(mark).is_empty());
 
     // Resolved: the pull request closes, but Alice's branch stays.
-    w.edit_live("shop-workloads.yaml", "\n    replicas: 9\n", "\n    replicas: 3\n");
+    w.edit_live(
+        "shop-workloads.yaml",
+        "\n    replicas: 9\n",
+        "\n    replicas: 3\n",
+    );
     w.edit_live(
         "shop-workloads.yaml",
         "image: ghcr.io/example/bookstore-web:2.4.2-hotfix1",
@@ -565,7 +752,10 @@ fn a_branch_with_someone_elses_commit_is_never_overwritten() {
     w.run();
     assert_eq!(w.server.item(dep.number).state, "closed");
     assert_eq!(w.tip(&branch), Some(hers));
-    assert!(w.server.comments_on(dep.number)[0].contains("is kept: it carries commits driftwarden did not make"));
+    assert!(
+        w.server.comments_on(dep.number)[0]
+            .contains("is kept: it carries commits driftwarden did not make")
+    );
 }
 
 #[test]
@@ -612,22 +802,47 @@ fn forbidden_drift_is_a_draft_labelled_forbidden_and_secrets_stay_out() {
     let w = World::new(&desired, &live, "");
     let report = w.run();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let dep = report.drifts.iter().find(|d| d.resource.display == "Deployment shop/api").unwrap();
-    assert_eq!(dep.verdict.as_ref().unwrap().class, driftwarden::model::Class::Forbidden);
+    let dep = report
+        .drifts
+        .iter()
+        .find(|d| d.resource.display == "Deployment shop/api")
+        .unwrap();
+    assert_eq!(
+        dep.verdict.as_ref().unwrap().class,
+        driftwarden::model::Class::Forbidden
+    );
     let pr = w.item_for(&dep.fingerprint);
     assert!(pr.is_pr && pr.draft);
     assert_eq!(pr.labels, vec!["drift", "drift/forbidden"]);
-    assert!(pr.title.starts_with("driftwarden: forbidden drift on Deployment shop/api"));
+    assert!(
+        pr.title
+            .starts_with("driftwarden: forbidden drift on Deployment shop/api")
+    );
     assert!(pr.body.contains("This drift is **forbidden** by policy"));
-    assert!(pr.body.contains("a container was made privileged"), "{}", pr.body);
+    assert!(
+        pr.body.contains("a container was made privileged"),
+        "{}",
+        pr.body
+    );
     let branch = format!("driftwarden/demo/{}", dep.fingerprint);
-    assert!(w.file_at(&branch, "apps/api.yaml").contains("            privileged: true # never\n"));
+    assert!(
+        w.file_at(&branch, "apps/api.yaml")
+            .contains("            privileged: true # never\n")
+    );
 
-    let secret = report.drifts.iter().find(|d| d.resource.display == "Secret shop/hotfix-token").unwrap();
+    let secret = report
+        .drifts
+        .iter()
+        .find(|d| d.resource.display == "Secret shop/hotfix-token")
+        .unwrap();
     let item = w.item_for(&secret.fingerprint);
     assert!(!item.is_pr, "a Secret is never adopted into Git");
-    assert!(item.body.contains("a Secret's values are never written to Git"));
-    assert_no_canary(&w.everything_written(), "the forge or the remote");
+    assert!(
+        item.body
+            .contains("a Secret's values are never written to Git")
+    );
+    assert_no_canary(&w.forge_text(), "the forge");
+    assert_no_live_canary(&w.git_text(), "the remote's commits");
 }
 
 /// Runs the binary in `cwd` with a config file.
@@ -666,12 +881,23 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
     let desired_before = files_under(&root().join("fixtures/demo/desired"));
     let out = binary(
         cwd.path(),
-        &["--log-format", "json", "--log-level", "trace", "reconcile", "-c", config.to_str().unwrap()],
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+            "reconcile",
+            "-c",
+            config.to_str().unwrap(),
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stdout.contains("actions           issue 1 done; pull request 4 done; report 1 planned"), "{stdout}");
+    assert!(
+        stdout.contains("actions           issue 1 done; pull request 4 done; report 1 planned"),
+        "{stdout}"
+    );
     assert_no_canary(&stdout, "stdout");
     assert_no_canary(&stderr, "the trace log");
 
@@ -682,8 +908,12 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
         let patch = std::fs::read_to_string(prs.join(format!("demo/{fp}.patch"))).unwrap();
         assert!(patch.starts_with("diff --git"), "{patch}");
     }
-    let dep_patch = std::fs::read_to_string(prs.join(format!("demo/{FP_DEPLOYMENT}.patch"))).unwrap();
-    assert!(dep_patch.contains("-  replicas: 3\n+  replicas: 6\n"), "{dep_patch}");
+    let dep_patch =
+        std::fs::read_to_string(prs.join(format!("demo/{FP_DEPLOYMENT}.patch"))).unwrap();
+    assert!(
+        dep_patch.contains("-  replicas: 3\n+  replicas: 6\n"),
+        "{dep_patch}"
+    );
     let issue = std::fs::read_to_string(prs.join(format!("demo/{FP_SECRET}.md"))).unwrap();
     assert!(issue.contains("(masked)"));
     assert!(!prs.join(format!("demo/{FP_SECRET}.patch")).exists());
@@ -702,13 +932,20 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
 
     // Idempotent: a second run changes no file and no branch.
     let snapshot = files_under(&prs);
-    let out = binary(cwd.path(), &["reconcile", "-c", config.to_str().unwrap(), "-o", "json"]);
+    let out = binary(
+        cwd.path(),
+        &["reconcile", "-c", config.to_str().unwrap(), "-o", "json"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     for d in &report.drifts {
         if let Some(a) = &d.action {
             if a.action != Action::Report {
-                assert!(a.detail.as_deref().unwrap().contains("is up to date"), "{:?}", a.detail);
+                assert!(
+                    a.detail.as_deref().unwrap().contains("is up to date"),
+                    "{:?}",
+                    a.detail
+                );
             }
         }
     }
@@ -716,15 +953,235 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
         .into_iter()
         .filter(|(p, _)| !p.ends_with(".lock"))
         .collect();
-    let snapshot: Vec<_> = snapshot.into_iter().filter(|(p, _)| !p.ends_with(".lock")).collect();
+    let snapshot: Vec<_> = snapshot
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".lock"))
+        .collect();
     assert_eq!(again.len(), snapshot.len());
     for ((p1, b1), (p2, b2)) in snapshot.iter().zip(&again) {
         assert_eq!(p1, p2);
         assert!(b1 == b2, "{} changed on the second run", p1.display());
     }
     // The repository's own desired files were never touched.
-    assert_eq!(files_under(&root().join("fixtures/demo/desired")), desired_before);
+    assert_eq!(
+        files_under(&root().join("fixtures/demo/desired")),
+        desired_before
+    );
     for (p, bytes) in files_under(&prs) {
         assert_no_canary(&String::from_utf8_lossy(&bytes), &p.display().to_string());
     }
+    assert_no_live_canary(&git_text_of(&repo), "the local forge's repository");
+}
+
+#[test]
+fn the_pull_requests_section_is_validated_with_every_line() {
+    let text = "pull_requests:\n  forge: gitlab\n  repos: acme/gitops\n  author: {name: bot, email: not-an-address}\n  max_new_per_run: -1\n  labels: [\"a,b\"]\ntargets:\n  - name: t\n    desired: {dir: d}\n    live: {snapshot: s}\n";
+    let err = config::parse(text, "c.yaml", Path::new("/base")).unwrap_err();
+    let msg = err.to_string();
+    for want in [
+        "c.yaml:2:10: pull_requests.forge: `gitlab` is not one of: local, github",
+        "c.yaml:3:3: pull_requests: unknown key `repos` (did you mean `repo`?)",
+        "c.yaml:4:30: pull_requests.author.email: `not-an-address` is not an email address",
+        "c.yaml:5:20: pull_requests.max_new_per_run: expected a whole number",
+        "c.yaml:6:11: pull_requests.labels: `a,b` is not a valid label",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in\n{msg}");
+    }
+    let github_without_repo = "pull_requests: {forge: github}\ntargets: [{name: t, desired: {dir: d}, live: {snapshot: s}}]\n";
+    let msg = config::parse(github_without_repo, "c.yaml", Path::new("/b"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`forge: github` needs `repo: owner/name`"),
+        "{msg}"
+    );
+    let local_with_api = "pull_requests: {forge: local, api_url: \"https://ghe.example.com/api/v3\", repo: a/b}\ntargets: [{name: t, desired: {dir: d}, live: {snapshot: s}}]\n";
+    let msg = config::parse(local_with_api, "c.yaml", Path::new("/b"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("pull_requests.api_url: only used with `forge: github`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("pull_requests.repo: only used with `forge: github`"),
+        "{msg}"
+    );
+    let ok = "pull_requests:\n  forge: github\n  repo: acme/gitops\n  api_url: https://ghe.example.com/api/v3\n  output_dir: prs\ntargets: [{name: t, desired: {dir: d}, live: {snapshot: s}}]\n";
+    let cfg = config::parse(ok, "c.yaml", Path::new("/b")).unwrap();
+    let p = cfg.pull_requests.unwrap();
+    assert_eq!(p.forge, config::ForgeKind::GitHub);
+    assert_eq!(p.max_new_per_run, 10);
+    assert_eq!(p.token_env, "GITHUB_TOKEN");
+    assert_eq!(p.output_dir, Some(PathBuf::from("/b/prs")));
+    // The demo uses the local forge.
+    let demo = config::embedded_default().unwrap();
+    assert_eq!(demo.pull_requests.unwrap().forge, config::ForgeKind::Local);
+}
+
+#[test]
+fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_block() {
+    use driftwarden::act::{self, ActContext, pull_request::Session};
+    use driftwarden::model::{
+        ChangeOp, Class, DriftKind, FieldChange, Mode, Provenance, ResourceId, ResourceRef,
+        Verdict, fingerprint,
+    };
+    use serde_json::json;
+
+    let main_tf = "# Web tier.\nresource \"aws_instance\" \"web\" {\n  ami           = \"ami-0abc\" # pinned\n  instance_type = \"t3.medium\"\n}\n\nresource \"aws_instance\" \"api\" {\n  ami  = \"ami-0abc\"\n  tags = {\n    Name = \"api-${var.env}\"\n  }\n}\n";
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("main.tf"), main_tf).unwrap();
+    std::fs::write(src.path().join("plan.json"), "{}").unwrap();
+    let w = World::new(src.path(), src.path(), "");
+    let text = format!(
+        "state_dir: \"{state}\"\npull_requests:\n  forge: github\n  repo: acme/gitops\n  api_url: \"{api}\"\n  token_env: {TOKEN_ENV}\n  write_interval_ms: 0\ntargets:\n  - name: infra\n    desired:\n      git: {{repo: \"file://{bare}\", ref: main}}\n      terraform: {{plan: plan.json}}\n",
+        state = w.dir.path().join("state").display(),
+        api = w.server.url(),
+        bare = w.bare.display(),
+    );
+    let cfg = config::parse(&text, "tf.yaml", w.dir.path()).unwrap();
+    let target = &cfg.targets[0];
+    let risky = |rule: &str| Verdict {
+        class: Class::Risky,
+        reasons: vec![format!("{rule} changed")],
+        rules: vec![format!("aws.{rule}")],
+    };
+    let tf = |address: &str,
+              path: &str,
+              desired: serde_json::Value,
+              live: serde_json::Value,
+              rule: &str| {
+        let id = ResourceId::Terraform {
+            workspace: "default".into(),
+            address: address.into(),
+        };
+        let mut d = Drift {
+            fingerprint: fingerprint("infra", &id),
+            target: "infra".into(),
+            resource: ResourceRef::from(id),
+            kind: DriftKind::Modified,
+            changes: vec![FieldChange {
+                path: path.into(),
+                op: ChangeOp::Changed,
+                desired,
+                live,
+                masked: false,
+                attribution: None,
+                class: None,
+            }],
+            provenance: Some(Provenance {
+                source: "state".into(),
+                file: "terraform.tfstate".into(),
+                line: 1,
+                commit: None,
+            }),
+            verdict: Some(risky(rule)),
+            action: None,
+            desired_object: None,
+            live_object: None,
+        };
+        d.action = Some(act::decide(&d, Mode::Recommend));
+        d
+    };
+    let ec2_id = ResourceId::Ec2 {
+        account: "123456789012".into(),
+        region: "eu-west-1".into(),
+        resource_type: "instance".into(),
+        id: "i-0abc123".into(),
+    };
+    let mut unmanaged = Drift {
+        fingerprint: fingerprint("infra", &ec2_id),
+        target: "infra".into(),
+        resource: ResourceRef::from(ec2_id),
+        kind: DriftKind::Unmanaged,
+        changes: Vec::new(),
+        provenance: None,
+        verdict: Some(risky("unmanaged")),
+        action: None,
+        desired_object: None,
+        live_object: Some(
+            json!({"InstanceId": "i-0abc123", "ImageId": "ami-0fff", "InstanceType": "t3.micro", "Tags": [{"Key": "Name", "Value": "hand-made"}]}),
+        ),
+    };
+    unmanaged.action = Some(act::decide(&unmanaged, Mode::Recommend));
+    let mut drifts = vec![
+        tf(
+            "aws_instance.web",
+            "/instance_type",
+            json!("t3.medium"),
+            json!("t3.large"),
+            "instance_type",
+        ),
+        tf(
+            "aws_instance.api",
+            "/tags/Name",
+            json!("api-prod"),
+            json!("api-hotfix"),
+            "tag",
+        ),
+        unmanaged,
+    ];
+    let session = Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
+    let desired = act::DesiredObjects::default();
+    let ctx = ActContext {
+        target,
+        mode: Mode::Recommend,
+        partial: false,
+        dry_run: false,
+        state_dir: &cfg.state_dir,
+        desired: &desired,
+        checked: 3,
+        pull_requests: Some(&session),
+    };
+    let errors = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(act::act(&ctx, &mut drifts));
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // The literal: one line of main.tf changes, its alignment and comment kept.
+    let web = &drifts[0];
+    let a = web.action.as_ref().unwrap();
+    assert_eq!(
+        (&a.action, &a.result),
+        (&Action::PullRequest, &ActionResult::Done),
+        "{:?}",
+        a.detail
+    );
+    let after = w.file_at(&format!("driftwarden/infra/{}", web.fingerprint), "main.tf");
+    assert_eq!(
+        after,
+        main_tf.replace(
+            "instance_type = \"t3.medium\"",
+            "instance_type = \"t3.large\""
+        )
+    );
+    // A template: no honest edit, an issue.
+    let api = drifts[1].action.as_ref().unwrap();
+    assert_eq!(
+        (&api.action, &api.result),
+        (&Action::Issue, &ActionResult::Done)
+    );
+    assert!(
+        api.detail.as_deref().unwrap().contains("template"),
+        "{:?}",
+        api.detail
+    );
+    // The unmanaged instance: an import block and a skeleton in a new file.
+    let ec2 = &drifts[2];
+    assert_eq!(
+        ec2.action.as_ref().unwrap().result,
+        ActionResult::Done,
+        "{:?}",
+        ec2.action
+    );
+    let import = w.file_at(
+        &format!("driftwarden/infra/{}", ec2.fingerprint),
+        "import_aws_instance_i_0abc123.tf",
+    );
+    assert!(
+        import.contains("import {\n  to = aws_instance.i_0abc123\n  id = \"i-0abc123\"\n}"),
+        "{import}"
+    );
+    assert!(import.contains("instance_type = \"t3.micro\""), "{import}");
+    assert_eq!(w.server.items().iter().filter(|i| i.is_pr).count(), 2);
 }

@@ -13,9 +13,8 @@
 //!
 //! A drift is corrected whole or not at all: when one of its changes has no such call (an
 //! instance type, an AMI), or holds a masked value, the drift is escalated as if risky (a pull
-//! request or an issue). Only
-//! drifts `decide` chose to correct (safe, autocorrect mode) are touched; `Missing` and
-//! `Unmanaged` resources are never recreated or deleted here.
+//! request or an issue). Only drifts `decide` chose to correct (safe, autocorrect mode) are
+//! touched; `Missing` and `Unmanaged` resources are never recreated or deleted here.
 //!
 //! Guardrails ([`super::guardrails`], shared with the Kubernetes actuator and checked in the
 //! same order): after a partial read nothing is removed (no `DeleteTags`, no revocation); a
@@ -93,7 +92,7 @@ impl Op {
     }
 }
 
-/// Why a drift cannot be corrected through the API.
+/// The API operations that bring a drift's resource back to Git, or why there are none.
 fn plan_ops(kind: ResourceKind, drift: &Drift) -> Result<Vec<Op>, String> {
     let mut create = Vec::new();
     let mut delete = Vec::new();

@@ -399,9 +399,8 @@ pub fn set_attribute(text: &str, address: &str, path: &[String], value: &Value) 
     }
     let a = parse_address(address)?;
     let body = parse_body(text)?;
-    let block = find_block(&body, &a).ok_or_else(|| {
-        HclError::Stale(format!("`{address}` is not declared in this file"))
-    })?;
+    let block = find_block(&body, &a)
+        .ok_or_else(|| HclError::Stale(format!("`{address}` is not declared in this file")))?;
     check_instance(block, &a)?;
     let out = match locate(block, path)? {
         Target::Expr { expr, .. } => {
@@ -485,9 +484,8 @@ pub fn set_attribute(text: &str, address: &str, path: &[String], value: &Value) 
 pub fn remove_attribute(text: &str, address: &str, path: &[String]) -> Result<String> {
     let a = parse_address(address)?;
     let body = parse_body(text)?;
-    let block = find_block(&body, &a).ok_or_else(|| {
-        HclError::Stale(format!("`{address}` is not declared in this file"))
-    })?;
+    let block = find_block(&body, &a)
+        .ok_or_else(|| HclError::Stale(format!("`{address}` is not declared in this file")))?;
     check_instance(block, &a)?;
     let Target::Expr { expr, entry } = locate(block, path)? else {
         return Err(HclError::Stale(format!(
@@ -589,7 +587,10 @@ pub fn skeleton_attributes(tf_type: &str, live: &Value) -> Map<String, Value> {
             ("vpc_id", &["vpc_id", "VpcId"]),
         ],
         "aws_ebs_volume" => &[
-            ("availability_zone", &["availability_zone", "AvailabilityZone"]),
+            (
+                "availability_zone",
+                &["availability_zone", "AvailabilityZone"],
+            ),
             ("size", &["size", "Size"]),
             ("type", &["type", "VolumeType"]),
         ],
@@ -602,7 +603,11 @@ pub fn skeleton_attributes(tf_type: &str, live: &Value) -> Map<String, Value> {
     };
     let mut out = Map::new();
     for (name, sources) in pick {
-        if let Some(v) = sources.iter().find_map(|s| live.get(*s)).filter(|v| !v.is_null()) {
+        if let Some(v) = sources
+            .iter()
+            .find_map(|s| live.get(*s))
+            .filter(|v| !v.is_null())
+        {
             out.insert((*name).to_string(), v.clone());
         }
     }
@@ -611,10 +616,7 @@ pub fn skeleton_attributes(tf_type: &str, live: &Value) -> Map<String, Value> {
         (_, Some(Value::Array(items))) => {
             let mut m = Map::new();
             for t in items {
-                if let (Some(k), Some(v)) = (
-                    t.get("Key").and_then(Value::as_str),
-                    t.get("Value"),
-                ) {
+                if let (Some(k), Some(v)) = (t.get("Key").and_then(Value::as_str), t.get("Value")) {
                     m.insert(k.to_string(), v.clone());
                 }
             }
@@ -661,7 +663,11 @@ pub fn import_file(
         .iter()
         .filter(|(_, v)| !matches!(v, Value::Object(_)))
         .collect();
-    let width = scalars.iter().map(|(k, _)| render_key(k).len()).max().unwrap_or(0);
+    let width = scalars
+        .iter()
+        .map(|(k, _)| render_key(k).len())
+        .max()
+        .unwrap_or(0);
     for (k, v) in &scalars {
         let key = render_key(k);
         out.push_str(&format!("  {key:<width$} = {}\n", render_value(v)));
@@ -697,7 +703,12 @@ mod tests {
                 instance: None
             }
         );
-        assert!(parse_address("aws_instance.web[0]").unwrap().instance.is_some());
+        assert!(
+            parse_address("aws_instance.web[0]")
+                .unwrap()
+                .instance
+                .is_some()
+        );
         assert!(matches!(
             parse_address("module.a.aws_instance.web"),
             Err(HclError::NoHonestEdit(_))
@@ -707,7 +718,10 @@ mod tests {
     #[test]
     fn strings_escape_templates() {
         assert_eq!(render_value(&json!("a${b}\"c")), "\"a$${b}\\\"c\"");
-        assert_eq!(render_value(&json!({"Name": "x", "a b": 1})), "{ Name = \"x\", \"a b\" = 1 }");
+        assert_eq!(
+            render_value(&json!({"Name": "x", "a b": 1})),
+            "{ Name = \"x\", \"a b\" = 1 }"
+        );
         assert_eq!(resource_name("i-0abc"), "i_0abc");
         assert_eq!(resource_name("0x"), "_0x");
     }

@@ -424,7 +424,10 @@ fn block_indicator(bytes: &[u8], content: usize) -> Option<usize> {
         let line = &bytes[start..end];
         // Find an indicator outside a comment.
         let comment = find_comment(line).unwrap_or(line.len());
-        if let Some(p) = line[..comment].iter().rposition(|b| *b == b'|' || *b == b'>') {
+        if let Some(p) = line[..comment]
+            .iter()
+            .rposition(|b| *b == b'|' || *b == b'>')
+        {
             return Some(start + p);
         }
         if start == 0 {
@@ -443,10 +446,7 @@ fn block_end(text: &str, indicator: usize, content: usize, span_end: usize) -> u
         end = ls;
     }
     let header = &text[indicator..line_end(text, indicator)];
-    let keep = header
-        .split('#')
-        .next()
-        .is_some_and(|h| h.contains('+'));
+    let keep = header.split('#').next().is_some_and(|h| h.contains('+'));
     if !keep {
         while end > content {
             let prev = line_start(text, end - 1);
@@ -531,12 +531,30 @@ fn safe_scalar(v: &Value) -> String {
 fn yaml11_ambiguous(s: &str) -> bool {
     matches!(
         s,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "on" | "On" | "ON"
-            | "off" | "Off" | "OFF" | "<<" | "="
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "<<"
+            | "="
     ) || (s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes().all(|b| {
+            b.is_ascii_digit() || matches!(b, b'_' | b':' | b'.' | b'+' | b'-' | b'e' | b'E')
+        })
         && s.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'_' | b':' | b'.' | b'+' | b'-' | b'e' | b'E'))
-        && s.bytes().next().is_some_and(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')))
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')))
 }
 
 /// Block YAML at indent 0 with a trailing newline, scalars as [`safe_scalar`] writes them.
@@ -622,7 +640,13 @@ fn render_flow(v: &Value) -> String {
         Value::Object(m) => {
             let parts: Vec<String> = m
                 .iter()
-                .map(|(k, v)| format!("{}: {}", flow_scalar(&Value::String(k.clone())), render_flow(v)))
+                .map(|(k, v)| {
+                    format!(
+                        "{}: {}",
+                        flow_scalar(&Value::String(k.clone())),
+                        render_flow(v)
+                    )
+                })
                 .collect();
             format!("{{{}}}", parts.join(", "))
         }
@@ -820,9 +844,7 @@ fn resolve<'a>(
                         _ => None,
                     },
                     None => {
-                        let merged = entries
-                            .iter()
-                            .any(|(kn, _)| key_text(text, kn) == "<<");
+                        let merged = entries.iter().any(|(kn, _)| key_text(text, kn) == "<<");
                         if merged && ynode.to_json().get(seg.as_str()).is_some() {
                             return Err(no_edit(format!(
                                 "`{}` is inherited through a merge key (<<)",
@@ -975,7 +997,10 @@ fn splice_set(text: &str, steps: &[Step<'_>], v: &Value) -> Result<Splice> {
     let node = step.node;
     let parent = steps.len().checked_sub(2).and_then(|i| steps.get(i));
     let parent_flow = parent.is_some_and(|p| {
-        matches!(p.node.kind, Kind::Seq { flow: true, .. } | Kind::Map { flow: true, .. })
+        matches!(
+            p.node.kind,
+            Kind::Seq { flow: true, .. } | Kind::Map { flow: true, .. }
+        )
     });
     match &node.kind {
         Kind::Scalar { empty: true, .. } => {
@@ -1404,7 +1429,10 @@ fn find_doc(parsed: &Parsed, doc: &DocRef<'_>) -> Result<usize> {
             let v = &d.value;
             v.get("kind").and_then(Value::as_str) == Some(doc.kind)
                 && v.pointer("/metadata/name").and_then(Value::as_str) == Some(doc.name)
-                && match (v.pointer("/metadata/namespace").and_then(Value::as_str), doc.namespace) {
+                && match (
+                    v.pointer("/metadata/namespace").and_then(Value::as_str),
+                    doc.namespace,
+                ) {
                     (Some(a), Some(b)) => a == b,
                     _ => true,
                 }
@@ -1419,7 +1447,11 @@ fn find_doc(parsed: &Parsed, doc: &DocRef<'_>) -> Result<usize> {
         [one] => Ok(*one),
         many => Ok(doc
             .line
-            .and_then(|l| many.iter().copied().find(|i| parsed.docs[*i].root.line == l))
+            .and_then(|l| {
+                many.iter()
+                    .copied()
+                    .find(|i| parsed.docs[*i].root.line == l)
+            })
             .unwrap_or(many[0])),
     }
 }
@@ -1495,7 +1527,11 @@ pub fn adopt_changes(
         check_shared(d, &r.chain, &change.path)?;
         let (splice, exp_path, exp_value): (Splice, Vec<String>, Option<Value>) = match change.op {
             ChangeOp::Changed | ChangeOp::ExtraLive if r.rest.is_empty() => {
-                let have = r.chain.last().map(|s| s.ynode.to_json()).unwrap_or_default();
+                let have = r
+                    .chain
+                    .last()
+                    .map(|s| s.ynode.to_json())
+                    .unwrap_or_default();
                 if change.op == ChangeOp::Changed && !loosely_equal(&have, &change.desired) {
                     return Err(EditError::Stale(format!(
                         "`{}` is {} in Git, the drift expected {}",
@@ -1543,7 +1579,11 @@ pub fn adopt_changes(
                         change.path
                     )));
                 }
-                (splice_remove(&current, &r.chain)?, r.desired_path.clone(), None)
+                (
+                    splice_remove(&current, &r.chain)?,
+                    r.desired_path.clone(),
+                    None,
+                )
             }
         };
         if let Some(e) = expected.get_mut(doc_index) {
@@ -1649,11 +1689,19 @@ pub fn remove_document(text: &str, doc: &DocRef<'_>) -> Result<Option<String>> {
         .next()
         .copied();
     let range = match d.marker {
-        Some(m) => line_start(text, m)..next_marker.map(|n| line_start(text, n)).unwrap_or(text.len()),
+        Some(m) => {
+            line_start(text, m)
+                ..next_marker
+                    .map(|n| line_start(text, n))
+                    .unwrap_or(text.len())
+        }
         None => {
             let start = line_start(text, d.root.start);
             let end = match next_marker {
-                Some(n) => text[n..].find('\n').map(|i| n + i + 1).unwrap_or(text.len()),
+                Some(n) => text[n..]
+                    .find('\n')
+                    .map(|i| n + i + 1)
+                    .unwrap_or(text.len()),
                 None => text.len(),
             };
             start..end
@@ -1806,7 +1854,11 @@ mod tests {
         let mut v = json!({"a": [1, 2]});
         assert!(json_set(&mut v, &["a".into(), "2".into()], Some(&json!(3))));
         assert!(json_set(&mut v, &["a".into(), "0".into()], None));
-        assert!(json_set(&mut v, &["b".into(), "c".into()], Some(&json!("x"))));
+        assert!(json_set(
+            &mut v,
+            &["b".into(), "c".into()],
+            Some(&json!("x"))
+        ));
         assert_eq!(v, json!({"a": [2, 3], "b": {"c": "x"}}));
     }
 }

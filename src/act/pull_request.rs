@@ -48,9 +48,7 @@ use crate::diff::is_secret;
 use crate::forge::git::{Author, FINGERPRINT_TRAILER, FileChange, Remote, WorkRepo};
 use crate::forge::github::{GitHub, GitHubSettings};
 use crate::forge::local::LocalForge;
-use crate::forge::{
-    Forge, ForgeError, Item, ItemKind, NewIssue, NewPull, truncate_body,
-};
+use crate::forge::{Forge, ForgeError, Item, ItemKind, NewIssue, NewPull, truncate_body};
 use crate::model::{
     Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, Mode, ResourceId,
     SourceError,
@@ -83,6 +81,9 @@ pub struct Marker {
     pub fingerprint: String,
     /// The digest of the drift's changes the item was written for.
     pub changes: String,
+    /// Why driftwarden itself closed the item (`resolved`, `superseded`); `None` when a person
+    /// closed it, or it is open.
+    pub closed: Option<String>,
 }
 
 /// Reads the marker of a body written by driftwarden.
@@ -99,7 +100,24 @@ pub fn parse_marker(body: &str) -> Option<Marker> {
         target: fields.get("target")?.to_string(),
         fingerprint: fields.get("fingerprint")?.to_string(),
         changes: fields.get("changes").unwrap_or(&"").to_string(),
+        closed: fields.get("closed").map(|c| c.to_string()),
     })
+}
+
+/// The body with `closed=<why>` added to its marker: driftwarden closed it, not a person, so the
+/// same drift coming back later opens a new item.
+pub fn mark_closed(body: &str, why: &str) -> String {
+    let Some(start) = body.find(ITEM_MARKER) else {
+        return body.to_string();
+    };
+    let Some(end) = body[start..].find("-->").map(|e| start + e) else {
+        return body.to_string();
+    };
+    if body[start..end].contains(" closed=") {
+        return body.to_string();
+    }
+    let head = body[..end].trim_end();
+    format!("{head} closed={why} {}", &body[end..])
 }
 
 /// A stable digest of what drifted: kind, paths, operations and (masked) values. Attribution is
@@ -184,7 +202,9 @@ impl Session {
     /// Takes one slot of the per-run cap on new items; false when the cap is reached.
     fn take_new_slot(&self, max: usize) -> bool {
         self.new_items
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -287,7 +307,10 @@ pub async fn prepare(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceEr
         Err(e) => {
             return vec![source_error(
                 ctx,
-                format!("pull requests: cannot list closed items: {}", error_chain(&e)),
+                format!(
+                    "pull requests: cannot list closed items: {}",
+                    error_chain(&e)
+                ),
             )];
         }
     };
@@ -297,7 +320,9 @@ pub async fn prepare(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceEr
             !i.merged
                 && i.labels.iter().any(|l| l == LABEL_REVERT)
                 && parse_marker(&i.body).is_some_and(|m| {
-                    m.target == ctx.target.name && m.fingerprint == d.fingerprint && m.changes == digest
+                    m.target == ctx.target.name
+                        && m.fingerprint == d.fingerprint
+                        && m.changes == digest
                 })
         });
         if let Some(item) = asked {
@@ -397,7 +422,12 @@ fn target_reads(target: &Target, rel: &str) -> bool {
 }
 
 /// Computes the adoption of one drift against the base commit.
-fn plan_adoption(target: &Target, d: &Drift, repo: &WorkRepo, base: Oid) -> Result<Plan, ForgeError> {
+fn plan_adoption(
+    target: &Target,
+    d: &Drift,
+    repo: &WorkRepo,
+    base: Oid,
+) -> Result<Plan, ForgeError> {
     if let Some(c) = d.changes.iter().find(|c| c.masked) {
         return Ok(Plan::Issue {
             reason: format!(
@@ -520,7 +550,10 @@ fn plan_kubernetes(
             }
             match edit_yaml::adopt_changes(&text, &doc, &d.changes, d.live_object.as_ref()) {
                 Ok(edited) if edited.text == text => Ok(Plan::Stale {
-                    reason: format!("`{}` on the base branch already holds the live values", prov.file),
+                    reason: format!(
+                        "`{}` on the base branch already holds the live values",
+                        prov.file
+                    ),
                 }),
                 Ok(edited) => Ok(Plan::Pull {
                     summary: edited
@@ -638,7 +671,9 @@ fn plan_ec2(target: &Target, d: &Drift, resource_type: &str, id: &str) -> Result
                 format!("{}/{file}", target.desired.path)
             };
             Ok(Plan::Pull {
-                summary: vec![format!("new file `{path}` (an `import` block and a resource skeleton)")],
+                summary: vec![format!(
+                    "new file `{path}` (an `import` block and a resource skeleton)"
+                )],
                 changes: vec![FileChange::Write {
                     path,
                     bytes: text.into_bytes(),
@@ -717,18 +752,16 @@ fn report_pointer(s: Option<&PullRequestSettings>, target: &str) -> String {
         std::env::var("GITHUB_REPOSITORY"),
         std::env::var("GITHUB_RUN_ID"),
     ) {
-        return format!("The full report is in the workflow run: {server}/{repo}/actions/runs/{run}");
+        return format!(
+            "The full report is in the workflow run: {server}/{repo}/actions/runs/{run}"
+        );
     }
     format!("Run `driftwarden diff --target {target}` for the full report.")
 }
 
 /// The body of a pull request or issue for a drift. Deterministic: it changes only when the
 /// drift, its verdict or the adoption changes (never with the time of the run).
-fn render_body(
-    d: &Drift,
-    plan: &Plan,
-    settings: Option<&PullRequestSettings>,
-) -> String {
+fn render_body(d: &Drift, plan: &Plan, settings: Option<&PullRequestSettings>) -> String {
     let class = class_of(d);
     let mut out = Vec::<String>::new();
     out.push(format!(
@@ -884,7 +917,10 @@ async fn work_repo(
                 });
             let remote = Remote {
                 token_env: Some(s.token_env.clone()),
-                ssh_key: s.ssh_key.clone().or_else(|| git.and_then(|g| g.ssh_key.clone())),
+                ssh_key: s
+                    .ssh_key
+                    .clone()
+                    .or_else(|| git.and_then(|g| g.ssh_key.clone())),
                 url,
             };
             let repo = WorkRepo::for_remote(&session.state_dir.join("git"), remote)
@@ -907,12 +943,31 @@ async fn work_repo(
                     &g.reference,
                     &base,
                 ),
-                (DesiredLocation::Dir(dir), _) => repo.snapshot_dir(dir, &base, &author),
+                (DesiredLocation::Dir(dir), _) => {
+                    // Only what the target reads (and Terraform configuration): never state
+                    // files, variable files or anything else that may hold secrets.
+                    let keep = |rel: &str| snapshot_keeps(target, rel);
+                    repo.snapshot_dir(dir, &base, &author, &keep)
+                }
             }
             .map_err(|e| error_chain(&e))?;
             Ok((repo, base, oid))
         }
     }
+}
+
+/// Which files of a desired directory the local forge's snapshot holds: the manifests the target
+/// reads, and `.tf` configuration (never `.tfstate` or `.tfvars`).
+fn snapshot_keeps(target: &Target, rel: &str) -> bool {
+    let path = &target.desired.path;
+    let inside = if path.is_empty() {
+        Some(rel)
+    } else {
+        rel.strip_prefix(&format!("{path}/"))
+    };
+    let manifest = inside.is_some_and(|r| target_reads(target, r));
+    let terraform = rel.ends_with(".tf") || rel.ends_with(".tf.json");
+    manifest || terraform
 }
 
 fn looks_like_sha(r: &str) -> bool {
@@ -989,8 +1044,17 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         Ok(f) => f,
         Err(e) => {
             for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                let action = d.action.as_ref().map(|a| a.action.clone()).unwrap_or(Action::PullRequest);
-                set_action(d, action, ActionResult::Failed, format!("the forge is unavailable: {e}"));
+                let action = d
+                    .action
+                    .as_ref()
+                    .map(|a| a.action.clone())
+                    .unwrap_or(Action::PullRequest);
+                set_action(
+                    d,
+                    action,
+                    ActionResult::Failed,
+                    format!("the forge is unavailable: {e}"),
+                );
             }
             errors.push(source_error(ctx, format!("pull requests: {e}")));
             return errors;
@@ -1001,21 +1065,44 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         Err(e) => {
             let msg = error_chain(&e);
             for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                let action = d.action.as_ref().map(|a| a.action.clone()).unwrap_or(Action::PullRequest);
-                set_action(d, action, ActionResult::Failed, format!("cannot list pull requests: {msg}"));
+                let action = d
+                    .action
+                    .as_ref()
+                    .map(|a| a.action.clone())
+                    .unwrap_or(Action::PullRequest);
+                set_action(
+                    d,
+                    action,
+                    ActionResult::Failed,
+                    format!("cannot list pull requests: {msg}"),
+                );
             }
             errors.push(source_error(ctx, format!("pull requests: {msg}")));
             return errors;
         }
     };
-    let needs_repo = drifts.iter().any(is_candidate) || listed.open.values().flatten().any(|i| i.kind == ItemKind::PullRequest);
+    let needs_repo = drifts.iter().any(is_candidate)
+        || listed
+            .open
+            .values()
+            .flatten()
+            .any(|i| i.kind == ItemKind::PullRequest);
     let repo = if needs_repo {
         match work_repo(session, forge, ctx.target).await {
             Ok(r) => Some(r),
             Err(e) => {
                 for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                    let action = d.action.as_ref().map(|a| a.action.clone()).unwrap_or(Action::PullRequest);
-                    set_action(d, action, ActionResult::Failed, format!("cannot prepare the branch: {e}"));
+                    let action = d
+                        .action
+                        .as_ref()
+                        .map(|a| a.action.clone())
+                        .unwrap_or(Action::PullRequest);
+                    set_action(
+                        d,
+                        action,
+                        ActionResult::Failed,
+                        format!("cannot prepare the branch: {e}"),
+                    );
                 }
                 errors.push(source_error(ctx, format!("pull requests: {e}")));
                 return errors;
@@ -1025,15 +1112,27 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         None
     };
 
-    let mut order: Vec<usize> = (0..drifts.len()).filter(|i| is_candidate(&drifts[*i])).collect();
+    let mut order: Vec<usize> = (0..drifts.len())
+        .filter(|i| is_candidate(&drifts[*i]))
+        .collect();
     order.sort_by(|a, b| drifts[*a].fingerprint.cmp(&drifts[*b].fingerprint));
     for i in order {
         let Some(d) = drifts.get_mut(i) else { continue };
-        let Some((repo, base_name, base)) = repo.as_ref() else { continue };
-        if let Err(e) = act_on(ctx, session, settings, forge, repo, base_name, *base, &listed, d).await {
+        let Some((repo, base_name, base)) = repo.as_ref() else {
+            continue;
+        };
+        if let Err(e) = act_on(
+            ctx, session, settings, forge, repo, base_name, *base, &listed, d,
+        )
+        .await
+        {
             let msg = error_chain(&e);
             warn!(target = %ctx.target.name, fingerprint = %d.fingerprint, error = %msg, "pull request failed");
-            let action = d.action.as_ref().map(|a| a.action.clone()).unwrap_or(Action::PullRequest);
+            let action = d
+                .action
+                .as_ref()
+                .map(|a| a.action.clone())
+                .unwrap_or(Action::PullRequest);
             set_action(d, action, ActionResult::Failed, msg.clone());
             errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
         }
@@ -1059,15 +1158,27 @@ async fn act_on(
 ) -> Result<(), ForgeError> {
     let plan = plan_adoption(ctx.target, d, repo, base)?;
     if let Plan::Stale { reason } = &plan {
-        let action = d.action.as_ref().map(|a| a.action.clone()).unwrap_or(Action::PullRequest);
-        set_action(d, action, ActionResult::Skipped, format!("not proposed this run: {reason}"));
+        let action = d
+            .action
+            .as_ref()
+            .map(|a| a.action.clone())
+            .unwrap_or(Action::PullRequest);
+        set_action(
+            d,
+            action,
+            ActionResult::Skipped,
+            format!("not proposed this run: {reason}"),
+        );
         return Ok(());
     }
     let digest = changes_digest(d);
     let body = render_body(d, &plan, Some(settings));
     let labels = labels_for(d, settings);
     let open = listed.open.get(&d.fingerprint).cloned().unwrap_or_default();
-    let open_pr = open.iter().find(|i| i.kind == ItemKind::PullRequest).cloned();
+    let open_pr = open
+        .iter()
+        .find(|i| i.kind == ItemKind::PullRequest)
+        .cloned();
     let open_issue = open.iter().find(|i| i.kind == ItemKind::Issue).cloned();
     let wanted_kind = match plan {
         Plan::Pull { .. } => ItemKind::PullRequest,
@@ -1085,8 +1196,9 @@ async fn act_on(
     };
     if existing.is_none() {
         if let Some(closed) = listed.closed.get(&d.fingerprint).and_then(|c| {
-            c.iter()
-                .find(|i| parse_marker(&i.body).is_some_and(|m| m.changes == digest))
+            c.iter().find(|i| {
+                parse_marker(&i.body).is_some_and(|m| m.changes == digest && m.closed.is_none())
+            })
         }) {
             let why = if closed.merged {
                 format!(
@@ -1151,7 +1263,12 @@ async fn act_on(
             let pushed = if current {
                 false
             } else {
-                let commit = repo.commit(base, changes, &commit_message(d, summary), &session.author())?;
+                let commit = repo.commit(
+                    base,
+                    changes,
+                    &commit_message(d, summary),
+                    &session.author(),
+                )?;
                 repo.publish(&branch, commit, tip)?;
                 true
             };
@@ -1186,7 +1303,10 @@ async fn act_on(
                     (
                         item.number,
                         item.url.clone(),
-                        format!("opened {draft}pull request #{} on branch {branch}", item.number),
+                        format!(
+                            "opened {draft}pull request #{} on branch {branch}",
+                            item.number
+                        ),
                     )
                 }
             }
@@ -1200,7 +1320,10 @@ async fn act_on(
                 }
                 ensure_labels(forge, issue, &labels).await?;
                 let detail = if changed {
-                    format!("updated issue #{} (the drift changed): {reason}", issue.number)
+                    format!(
+                        "updated issue #{} (the drift changed): {reason}",
+                        issue.number
+                    )
                 } else {
                     format!("issue #{} is up to date: {reason}", issue.number)
                 };
@@ -1251,9 +1374,12 @@ async fn act_on(
                 ),
             )
             .await?;
-        forge.close(&o).await?;
+        forge
+            .close(&o, Some(&mark_closed(&o.body, "superseded")))
+            .await?;
         if let (ItemKind::PullRequest, Some(branch)) = (o.kind, &o.branch) {
-            delete_branch_if_ours(forge, repo, base, branch, &session.author(), &d.fingerprint).await?;
+            delete_branch_if_ours(forge, repo, base, branch, &session.author(), &d.fingerprint)
+                .await?;
         }
     }
 
@@ -1294,7 +1420,10 @@ async fn delete_branch_if_ours(
     let Some(tip) = repo.tip(branch)? else {
         return Ok(true);
     };
-    if !repo.foreign_commits(base, tip, author, fingerprint)?.is_empty() {
+    if !repo
+        .foreign_commits(base, tip, author, fingerprint)?
+        .is_empty()
+    {
         return Ok(false);
     }
     forge.delete_branch(branch).await?;
@@ -1321,14 +1450,18 @@ async fn close_resolved(
     let present: HashSet<&str> = drifts
         .iter()
         .filter(|d| {
-            !d.action.as_ref().is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Done)
+            !d.action
+                .as_ref()
+                .is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Done)
         })
         .map(|d| d.fingerprint.as_str())
         .collect();
     let corrected: HashSet<&str> = drifts
         .iter()
         .filter(|d| {
-            d.action.as_ref().is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Done)
+            d.action
+                .as_ref()
+                .is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Done)
         })
         .map(|d| d.fingerprint.as_str())
         .collect();
@@ -1356,7 +1489,9 @@ async fn close_resolved(
                     }
                 }
                 forge.comment(item.number, &text).await?;
-                forge.close(item).await?;
+                forge
+                    .close(item, Some(&mark_closed(&item.body, "resolved")))
+                    .await?;
                 info!(target = %ctx.target.name, number = item.number, kind = item.kind.noun(), "closed: drift gone");
                 Ok(())
             }
@@ -1364,7 +1499,12 @@ async fn close_resolved(
             if let Err(e) = res {
                 errors.push(source_error(
                     ctx,
-                    format!("closing {} #{}: {}", item.kind.noun(), item.number, error_chain(&e)),
+                    format!(
+                        "closing {} #{}: {}",
+                        item.kind.noun(),
+                        item.number,
+                        error_chain(&e)
+                    ),
                 ));
             }
         }
@@ -1372,7 +1512,8 @@ async fn close_resolved(
     errors
 }
 
-/// Tells a closed item that asked for a revert how the correction went (once per result).
+/// Tells a closed item that asked for a revert how the correction went (once per result;
+/// `planned` when no corrector acts on this target, such as a snapshot or a dry run).
 async fn comment_reverts(
     ctx: &ActContext<'_>,
     session: &Session,
@@ -1385,13 +1526,13 @@ async fn comment_reverts(
     };
     let mut errors = Vec::new();
     for (fp, number, kind) in asked {
-        let Some(d) = drifts.iter().find(|d| d.fingerprint == fp && d.target == ctx.target.name) else {
+        let Some(d) = drifts
+            .iter()
+            .find(|d| d.fingerprint == fp && d.target == ctx.target.name)
+        else {
             continue;
         };
         let Some(a) = &d.action else { continue };
-        if a.result == ActionResult::Planned {
-            continue;
-        }
         let result = match a.result {
             ActionResult::Done => "done",
             ActionResult::Failed => "failed",
@@ -1406,10 +1547,17 @@ async fn comment_reverts(
             "{marker}\nRevert requested by the label {}: driftwarden's correction of {} is **{result}**{}.",
             code(LABEL_REVERT),
             code(&d.resource.display),
-            a.detail.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
+            a.detail
+                .as_deref()
+                .map(|x| format!(": {x}"))
+                .unwrap_or_default()
         );
         let res = async {
-            let done = forge.comments(number).await?.iter().any(|c| c.body.contains(&marker));
+            let done = forge
+                .comments(number)
+                .await?
+                .iter()
+                .any(|c| c.body.contains(&marker));
             if !done {
                 forge.comment(number, &text).await?;
             }
@@ -1419,7 +1567,11 @@ async fn comment_reverts(
         if let Err(e) = res {
             errors.push(source_error(
                 ctx,
-                format!("commenting on {} #{number}: {}", kind.noun(), error_chain(&e)),
+                format!(
+                    "commenting on {} #{number}: {}",
+                    kind.noun(),
+                    error_chain(&e)
+                ),
             ));
         }
     }
@@ -1438,11 +1590,39 @@ mod tests {
             Some(Marker {
                 target: "demo".into(),
                 fingerprint: "abc123".into(),
-                changes: "0011".into()
+                changes: "0011".into(),
+                closed: None,
             })
         );
         assert_eq!(parse_marker("no marker"), None);
+        let closed = mark_closed(body, "resolved");
+        assert_eq!(
+            closed,
+            "<!-- driftwarden:item target=demo fingerprint=abc123 changes=0011 closed=resolved -->\n## x"
+        );
+        assert_eq!(
+            parse_marker(&closed).unwrap().closed.as_deref(),
+            Some("resolved")
+        );
+        assert_eq!(mark_closed(&closed, "again"), closed);
         assert_eq!(branch_name("demo", "abc"), "driftwarden/demo/abc");
+    }
+
+    #[test]
+    fn local_snapshots_hold_only_what_the_target_reads() {
+        let cfg = crate::config::parse(
+            "targets:\n  - name: t\n    desired: {dir: d, path: apps, exclude: [\"**/secret*.yaml\"]}\n    live: {snapshot: s}\n",
+            "c.yaml",
+            Path::new("/b"),
+        )
+        .unwrap();
+        let t = &cfg.targets[0];
+        assert!(snapshot_keeps(t, "apps/web.yaml"));
+        assert!(snapshot_keeps(t, "main.tf"));
+        assert!(!snapshot_keeps(t, "apps/secret-values.yaml"));
+        assert!(!snapshot_keeps(t, "other/web.yaml"));
+        assert!(!snapshot_keeps(t, "terraform.tfstate"));
+        assert!(!snapshot_keeps(t, "prod.tfvars"));
     }
 
     #[test]

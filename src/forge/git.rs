@@ -37,7 +37,9 @@ pub enum GitOpError {
         branch: String,
         message: String,
     },
-    #[error("branch `{branch}` moved while driftwarden was updating it (expected {expected}, found {found}); not overwritten")]
+    #[error(
+        "branch `{branch}` moved while driftwarden was updating it (expected {expected}, found {found}); not overwritten"
+    )]
     Moved {
         branch: String,
         expected: String,
@@ -337,7 +339,8 @@ impl WorkRepo {
             let id = id?;
             let c = self.repo.find_commit(id)?;
             let ours = c.author().email().ok() == Some(author.email.as_str())
-                && c.message().is_ok_and(|m| m.lines().any(|l| l.trim() == trailer));
+                && c.message()
+                    .is_ok_and(|m| m.lines().any(|l| l.trim() == trailer));
             if !ours {
                 out.push(Foreign {
                     id: id.to_string(),
@@ -415,7 +418,13 @@ impl WorkRepo {
         }
     }
 
-    fn push(&self, remote: &Remote, refspec: &str, branch: &str, expected: Option<Oid>) -> Result<()> {
+    fn push(
+        &self,
+        remote: &Remote,
+        refspec: &str,
+        branch: &str,
+        expected: Option<Oid>,
+    ) -> Result<()> {
         let shown = redact_url(&remote.url);
         let mut cb = callbacks(Some(remote))?;
         let lease_branch = branch.to_string();
@@ -471,10 +480,17 @@ impl WorkRepo {
         Ok(())
     }
 
-    /// Makes `base` hold the files of directory `dir` (a plain desired directory), committing a
-    /// new snapshot only when they changed. Dot-files and dot-directories are left out.
-    pub fn snapshot_dir(&self, dir: &Path, base: &str, author: &Author) -> Result<Oid> {
-        let tree = self.tree_of_dir(dir)?;
+    /// Makes `base` hold the files of directory `dir` (a plain desired directory) that `keep`
+    /// accepts (paths relative to `dir`), committing a new snapshot only when they changed.
+    /// Dot-files and dot-directories are left out.
+    pub fn snapshot_dir(
+        &self,
+        dir: &Path,
+        base: &str,
+        author: &Author,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Oid> {
+        let tree = self.tree_of_dir(dir, "", keep)?;
         let dst = format!("refs/heads/{base}");
         let parent = self.tip(base)?;
         if let Some(p) = parent {
@@ -499,7 +515,7 @@ impl WorkRepo {
         Ok(id)
     }
 
-    fn tree_of_dir(&self, dir: &Path) -> Result<Oid> {
+    fn tree_of_dir(&self, dir: &Path, prefix: &str, keep: &dyn Fn(&str) -> bool) -> Result<Oid> {
         let io = |e: std::io::Error| GitOpError::Io {
             path: dir.display().to_string(),
             source: e,
@@ -518,12 +534,13 @@ impl WorkRepo {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&p).map_err(io)?;
+            let rel = format!("{prefix}{name}");
             if meta.is_dir() {
-                let sub = self.tree_of_dir(&p)?;
+                let sub = self.tree_of_dir(&p, &format!("{rel}/"), keep)?;
                 if !self.repo.find_tree(sub)?.is_empty() {
                     tb.insert(name, sub, i32::from(FileMode::Tree))?;
                 }
-            } else if meta.is_file() {
+            } else if meta.is_file() && keep(&rel) {
                 let bytes = std::fs::read(&p).map_err(|e| GitOpError::Io {
                     path: p.display().to_string(),
                     source: e,
@@ -555,8 +572,12 @@ impl WorkRepo {
         let res = r.fetch(&[format!("+{src}:{tmp}")], Some(&mut opts), None);
         if res.is_err() && !reference.starts_with("refs/") && reference != "HEAD" {
             // A tag or a commit id.
-            r.fetch(&[format!("+refs/tags/{reference}:{tmp}")], Some(&mut opts), None)
-                .map_err(fetch_err)?;
+            r.fetch(
+                &[format!("+refs/tags/{reference}:{tmp}")],
+                Some(&mut opts),
+                None,
+            )
+            .map_err(fetch_err)?;
         } else {
             res.map_err(fetch_err)?;
         }
@@ -643,7 +664,10 @@ fn is_https(url: &str) -> bool {
 }
 
 fn moved(branch: &str, expected: Option<Oid>, found: Option<Oid>) -> GitOpError {
-    let show = |o: Option<Oid>| o.map(|o| o.to_string()).unwrap_or_else(|| "no branch".into());
+    let show = |o: Option<Oid>| {
+        o.map(|o| o.to_string())
+            .unwrap_or_else(|| "no branch".into())
+    };
     GitOpError::Moved {
         branch: branch.to_string(),
         expected: show(expected),

@@ -185,25 +185,30 @@ impl GitHub {
             let resp = sent.map_err(|e| ForgeError::Transport {
                 method: method.as_str().to_string(),
                 path: shown.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
             let status = resp.status().as_u16();
             let headers = http_like::Headers(
                 resp.headers()
                     .iter()
-                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+                    .filter_map(|(k, v)| {
+                        v.to_str()
+                            .ok()
+                            .map(|v| (k.as_str().to_string(), v.to_string()))
+                    })
                     .collect(),
             );
-            let text = self
-                .client
-                .body_to_string(resp)
-                .await
-                .map_err(|e| ForgeError::Transport {
-                    method: method.as_str().to_string(),
-                    path: shown.clone(),
-                    source: e,
-                })?;
-            let remaining = header(&headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
+            let text =
+                self.client
+                    .body_to_string(resp)
+                    .await
+                    .map_err(|e| ForgeError::Transport {
+                        method: method.as_str().to_string(),
+                        path: shown.clone(),
+                        source: Box::new(e),
+                    })?;
+            let remaining =
+                header(&headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
             let reset = header(&headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
             if remaining == Some(0) {
                 if let Some(r) = reset {
@@ -229,7 +234,10 @@ impl GitHub {
                         .unwrap_or(Duration::from_secs(1));
                     ("primary", wait + Duration::from_secs(1))
                 } else {
-                    ("secondary", Duration::from_secs(60 * 2u64.pow(attempt.min(6) - 1)))
+                    (
+                        "secondary",
+                        Duration::from_secs(60 * 2u64.pow(attempt.min(6) - 1)),
+                    )
                 };
                 if wait > self.max_wait || attempt > 6 {
                     return Err(ForgeError::RateLimited {
@@ -305,7 +313,10 @@ impl GitHub {
                         max_secs: self.max_wait.as_secs(),
                     });
                 }
-                warn!(wait_secs = wait.as_secs(), "GitHub primary rate limit exhausted; waiting for the reset");
+                warn!(
+                    wait_secs = wait.as_secs(),
+                    "GitHub primary rate limit exhausted; waiting for the reset"
+                );
                 tokio::time::sleep(wait).await;
             }
             st.blocked_until = None;
@@ -387,7 +398,11 @@ impl GitHub {
         let mut out: Vec<Item> = pulls
             .iter()
             .filter_map(pull_item)
-            .filter(|i| i.branch.as_deref().is_some_and(|b| b.starts_with(branch_prefix)))
+            .filter(|i| {
+                i.branch
+                    .as_deref()
+                    .is_some_and(|b| b.starts_with(branch_prefix))
+            })
             .collect();
         let issues = self
             .list(
@@ -491,7 +506,12 @@ impl GitHub {
         .map(|_| ())
     }
 
-    pub(super) async fn relabel(&self, item: &Item, add: &[String], remove: &[String]) -> Result<()> {
+    pub(super) async fn relabel(
+        &self,
+        item: &Item,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<()> {
         if !add.is_empty() {
             self.add_labels(item.number, add).await?;
         }
@@ -532,7 +552,11 @@ impl GitHub {
             .filter_map(|c| {
                 Some(Comment {
                     id: c.get("id")?.as_u64()?,
-                    body: c.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+                    body: c
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                 })
             })
             .collect())
@@ -548,11 +572,14 @@ impl GitHub {
         .map(|_| ())
     }
 
-    pub(super) async fn close(&self, item: &Item) -> Result<()> {
-        let body = match item.kind {
+    pub(super) async fn close(&self, item: &Item, new_body: Option<&str>) -> Result<()> {
+        let mut body = match item.kind {
             ItemKind::PullRequest => json!({"state": "closed"}),
             ItemKind::Issue => json!({"state": "closed", "state_reason": "completed"}),
         };
+        if let (Some(b), Some(m)) = (new_body, body.as_object_mut()) {
+            m.insert("body".into(), Value::String(b.to_string()));
+        }
         self.send(Method::Patch, &self.item_path(item), Some(&body))
             .await
             .map(|_| ())
@@ -562,7 +589,10 @@ impl GitHub {
         let path = format!("{}/git/refs/heads/{branch}", self.repo_path());
         match self.send(Method::Delete, &path, None).await {
             // Already gone (GitHub answers 422 "Reference does not exist").
-            Ok(_) | Err(ForgeError::Api { status: 404 | 422, .. }) => Ok(()),
+            Ok(_)
+            | Err(ForgeError::Api {
+                status: 404 | 422, ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -637,15 +667,27 @@ fn pull_item(v: &Value) -> Option<Item> {
         kind: ItemKind::PullRequest,
         state: state_of(v),
         merged: v.get("merged_at").is_some_and(|m| !m.is_null()),
-        title: v.get("title").and_then(Value::as_str).unwrap_or("").to_string(),
-        body: v.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+        title: v
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        body: v
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         labels: labels_of(v),
         branch: v
             .pointer("/head/ref")
             .and_then(Value::as_str)
             .map(str::to_string),
         draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
-        url: v.get("html_url").and_then(Value::as_str).unwrap_or("").to_string(),
+        url: v
+            .get("html_url")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         updated: updated_of(v),
     })
 }
@@ -664,12 +706,24 @@ fn issue_item(v: &Value) -> Option<Item> {
         merged: pr
             .and_then(|p| p.get("merged_at"))
             .is_some_and(|m| !m.is_null()),
-        title: v.get("title").and_then(Value::as_str).unwrap_or("").to_string(),
-        body: v.get("body").and_then(Value::as_str).unwrap_or("").to_string(),
+        title: v
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        body: v
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         labels: labels_of(v),
         branch: None,
         draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
-        url: v.get("html_url").and_then(Value::as_str).unwrap_or("").to_string(),
+        url: v
+            .get("html_url")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         updated: updated_of(v),
     })
 }

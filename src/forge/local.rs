@@ -23,7 +23,9 @@
 //! in `state.json`.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,15 +78,81 @@ struct LocalStatus {
     description: String,
 }
 
+/// An exclusive lock on the output directory: a `.lock` file created atomically and holding
+/// the owner's process id, removed on drop. A lock whose process is gone (or, where that cannot
+/// be told, older than ten minutes) is stale and taken over.
+struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    fn acquire(path: &Path) -> Result<DirLock> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match File::options().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(DirLock {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if lock_is_stale(path) {
+                        let _ = std::fs::remove_file(path);
+                        continue;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(io(
+                            path,
+                            std::io::Error::other(format!(
+                                "locked by another driftwarden run for over {}s",
+                                LOCK_WAIT.as_secs()
+                            )),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(io(path, e)),
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// How long a run waits for another run's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+fn lock_is_stale(path: &Path) -> bool {
+    let pid = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let proc_root = Path::new("/proc/self");
+    match pid {
+        Some(pid) if proc_root.exists() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600)),
+    }
+}
+
 /// The local forge of one run. Holds the directory's lock until dropped.
 pub struct LocalForge {
     dir: PathBuf,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for LocalForge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalForge").field("dir", &self.dir).finish()
+        f.debug_struct("LocalForge")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -125,14 +193,7 @@ impl LocalForge {
     /// Opens (creating) the output directory and takes its lock, waiting for other runs.
     pub fn open(dir: &Path) -> Result<LocalForge> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let lock_path = dir.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io(&lock_path, e))?;
-        lock.lock().map_err(|e| io(&lock_path, e))?;
+        let lock = DirLock::acquire(&dir.join(".lock"))?;
         Ok(LocalForge {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -281,7 +342,7 @@ impl LocalForge {
         Ok(())
     }
 
-    fn find<'a>(st: &'a mut State, number: u64) -> Result<&'a mut LocalItem> {
+    fn find(st: &mut State, number: u64) -> Result<&mut LocalItem> {
         st.items
             .iter_mut()
             .find(|i| i.number == number)
@@ -335,7 +396,11 @@ impl LocalForge {
     fn write_comments(&self, file: &str, comments: &[Comment]) -> Result<()> {
         let mut text = String::new();
         for c in comments {
-            text.push_str(&format!("<!-- comment {} -->\n{}\n\n---\n\n", c.id, c.body.trim_end()));
+            text.push_str(&format!(
+                "<!-- comment {} -->\n{}\n\n---\n\n",
+                c.id,
+                c.body.trim_end()
+            ));
         }
         write_if_changed(
             &self.dir.join(file.replace(".md", ".comments.md")),
@@ -361,12 +426,16 @@ impl LocalForge {
         self.save(&st)
     }
 
-    /// Closes an item; a pull request's patch file goes with its branch.
-    pub fn close(&self, number: u64) -> Result<()> {
+    /// Closes an item, replacing its body when given.
+    pub fn close(&self, number: u64, body: Option<&str>) -> Result<()> {
         let mut st = self.load()?;
         let it = Self::find(&mut st, number)?;
         it.state = ItemState::Closed;
         it.updated = crate::run::now_rfc3339();
+        let file = it.file.clone();
+        if let Some(b) = body {
+            write_if_changed(&self.dir.join(file), b.as_bytes())?;
+        }
         self.save(&st)
     }
 
@@ -425,7 +494,10 @@ fn render_index(st: &State) -> String {
                 i.number,
                 md_cell(&i.title),
                 md_cell(&i.labels.join(", ")),
-                i.branch.as_deref().map(|b| format!("`{b}`")).unwrap_or_default(),
+                i.branch
+                    .as_deref()
+                    .map(|b| format!("`{b}`"))
+                    .unwrap_or_default(),
                 md_cell(&i.file),
                 i.file
             ));

@@ -49,7 +49,7 @@ pub enum ForgeError {
         method: String,
         path: String,
         #[source]
-        source: octocrab::Error,
+        source: Box<octocrab::Error>,
     },
     /// An answer that is not what the API documents.
     #[error("GitHub API {method} {path}: unexpected response: {message}")]
@@ -321,11 +321,11 @@ impl Forge {
         }
     }
 
-    /// Closes a pull request or issue.
-    pub async fn close(&self, item: &Item) -> Result<()> {
+    /// Closes a pull request or issue, replacing its body in the same request when given.
+    pub async fn close(&self, item: &Item, body: Option<&str>) -> Result<()> {
         match self {
-            Forge::GitHub(g) => g.close(item).await,
-            Forge::Local(l) => l.close(item.number),
+            Forge::GitHub(g) => g.close(item, body).await,
+            Forge::Local(l) => l.close(item.number, body),
         }
     }
 
@@ -352,9 +352,8 @@ pub fn truncate_body(body: &str, limit: usize, pointer: &str) -> String {
     if body.chars().count() <= limit {
         return body.to_string();
     }
-    let note = format!(
-        "\n\n---\n**Truncated**: this text exceeded {limit} characters. {pointer}\n"
-    );
+    let note =
+        format!("\n\n---\n**Truncated**: this text exceeded {limit} characters. {pointer}\n");
     let budget = limit.saturating_sub(note.chars().count() + 16);
     let mut out = String::new();
     let mut used = 0;

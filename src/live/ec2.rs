@@ -22,9 +22,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -43,6 +45,9 @@ pub const MAX_PAGE_ROUTE_TABLES: i32 = 100;
 pub const MAX_PAGE_LAUNCH_TEMPLATES: i32 = 200;
 /// Concurrent DescribeInstanceAttribute calls per region.
 const ATTRIBUTE_CONCURRENCY: usize = 8;
+/// Time allowed for one attempt of one call, response included (a 1,000-item page of
+/// instances is several MiB).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the EC2 reader could not start at all (per-call failures are data, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +314,13 @@ pub async fn connect(
     counter: &RequestCounter,
 ) -> Result<(Client, String), Ec2Error> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::adaptive().with_max_attempts(src.max_attempts.max(1)));
+        .retry_config(RetryConfig::adaptive().with_max_attempts(src.max_attempts.max(1)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
     if let Some(p) = &src.profile {
         loader = loader.profile_name(p);
     }

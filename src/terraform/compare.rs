@@ -964,11 +964,19 @@ mod tests {
         );
         let mut o = opts();
         o.default_tags.insert("team".into(), "core".into());
-        let out = compare(&[st.clone()], &inventory(vec![live.clone()]), &o);
+        let out = compare(
+            std::slice::from_ref(&st),
+            &inventory(vec![live.clone()]),
+            &o,
+        );
         assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
         // The root volume is the instance's, never Unmanaged.
         let vol = res(ResourceKind::Volume, "vol-1", json!({"id": "vol-1"}));
-        let out = compare(&[st.clone()], &inventory(vec![live.clone(), vol]), &o);
+        let out = compare(
+            std::slice::from_ref(&st),
+            &inventory(vec![live.clone(), vol]),
+            &o,
+        );
         assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
         // A sensitive attribute that drifted is masked on both sides.
         let mut l2 = live;

@@ -56,10 +56,8 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 /// (unknown values are omitted from `after`); without, only present, non-null parts are replaced.
 pub fn apply_marks(value: &mut Value, marks: &Value, replacement: &str, insert: bool) {
     match marks {
-        Value::Bool(true) => {
-            if insert || !value.is_null() {
-                *value = Value::String(replacement.to_string());
-            }
+        Value::Bool(true) if insert || !value.is_null() => {
+            *value = Value::String(replacement.to_string());
         }
         Value::Object(m) => {
             if value.is_null() && insert && m.values().any(has_mark) {

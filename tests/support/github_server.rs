@@ -294,6 +294,17 @@ impl GitHubServer {
         it.tick = tick;
     }
 
+    /// Pre-creates an open pull request (as if a person opened it), returns its number.
+    pub fn seed_pull(&self, title: &str, head: &str, base: &str) -> u64 {
+        let n = self.seed_issue(title, "", &[]);
+        let mut st = self.state.lock().unwrap();
+        let it = st.items.get_mut(&n).unwrap();
+        it.is_pr = true;
+        it.head = Some(head.into());
+        it.base = Some(base.into());
+        n
+    }
+
     /// Pre-creates an item (as if opened by someone else), returns its number.
     pub fn seed_issue(&self, title: &str, body: &str, labels: &[&str]) -> u64 {
         let mut st = self.state.lock().unwrap();
@@ -331,7 +342,12 @@ fn branch_sha(bare: &Path, branch: &str) -> Option<String> {
     Some(r.peel_to_commit().ok()?.id().to_string())
 }
 
-fn respond(st: &mut State, status: u16, body: Value, extra: &[(&str, String)]) -> Response<Full<Bytes>> {
+fn respond(
+    st: &mut State,
+    status: u16,
+    body: Value,
+    extra: &[(&str, String)],
+) -> Response<Full<Bytes>> {
     st.remaining = st.remaining.saturating_sub(1);
     let text = if body.is_null() {
         String::new()
@@ -439,7 +455,12 @@ fn repo_json(st: &State) -> Value {
 }
 
 fn pull_json(st: &mut State, it: &ItemRec) -> Value {
-    let labels: Vec<Value> = it.labels.clone().iter().map(|l| label_json(st, l)).collect();
+    let labels: Vec<Value> = it
+        .labels
+        .clone()
+        .iter()
+        .map(|l| label_json(st, l))
+        .collect();
     let base = format!("https://api.github.com/repos/{}/{}", st.owner, st.repo);
     let head_sha = it
         .head
@@ -492,7 +513,12 @@ fn pull_json(st: &mut State, it: &ItemRec) -> Value {
 }
 
 fn issue_json(st: &mut State, it: &ItemRec) -> Value {
-    let labels: Vec<Value> = it.labels.clone().iter().map(|l| label_json(st, l)).collect();
+    let labels: Vec<Value> = it
+        .labels
+        .clone()
+        .iter()
+        .map(|l| label_json(st, l))
+        .collect();
     let base = format!("https://api.github.com/repos/{}/{}", st.owner, st.repo);
     let n_comments = st.comments.iter().filter(|c| c.issue == it.number).count();
     let mut v = json!({
@@ -535,13 +561,22 @@ fn issue_json(st: &mut State, it: &ItemRec) -> Value {
 }
 
 /// A page of a list with GitHub's `Link` header.
-fn page(st: &mut State, path: &str, q: &BTreeMap<String, String>, all: Vec<Value>) -> Response<Full<Bytes>> {
+fn page(
+    st: &mut State,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    all: Vec<Value>,
+) -> Response<Full<Bytes>> {
     let per = q
         .get("per_page")
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(30)
         .clamp(1, 100);
-    let pg = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let pg = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let last = all.len().div_ceil(per).max(1);
     let items: Vec<Value> = all.into_iter().skip((pg - 1) * per).take(per).collect();
     let mut links = Vec::new();
@@ -620,11 +655,18 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
                 &[("retry-after", retry_after.to_string())],
             ),
             Fault::PrimaryExhausted { reset_in } => {
-                let mut r = error(&mut st, 403, "API rate limit exceeded for installation ID 1. If you reach out to GitHub Support for help, please include the request ID.");
+                let mut r = error(
+                    &mut st,
+                    403,
+                    "API rate limit exceeded for installation ID 1. If you reach out to GitHub Support for help, please include the request ID.",
+                );
                 let h = r.headers_mut();
                 h.insert("x-ratelimit-remaining", "0".parse().unwrap());
                 h.insert("x-ratelimit-used", "5000".parse().unwrap());
-                h.insert("x-ratelimit-reset", reset_epoch(reset_in).to_string().parse().unwrap());
+                h.insert(
+                    "x-ratelimit-reset",
+                    reset_epoch(reset_in).to_string().parse().unwrap(),
+                );
                 r
             }
             Fault::Status { code, message } => error(&mut st, code, &message),
@@ -642,11 +684,21 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     }
     let q = query_map(&query);
     let json_body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let segs: Vec<String> = path.trim_start_matches('/').split('/').map(str::to_string).collect();
-    let repo_ok = segs.len() >= 3 && segs[0] == "repos" && segs[1] == st.owner && segs[2] == st.repo;
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    let repo_ok =
+        segs.len() >= 3 && segs[0] == "repos" && segs[1] == st.owner && segs[2] == st.repo;
     if path == "/rate_limit" {
         let core = json!({"limit": 5000, "used": 5000 - st.remaining, "remaining": st.remaining, "reset": reset_epoch(3600)});
-        return respond(&mut st, 200, json!({"resources": {"core": core}, "rate": core}), &[]);
+        return respond(
+            &mut st,
+            200,
+            json!({"resources": {"core": core}, "rate": core}),
+            &[],
+        );
     }
     if !repo_ok {
         return error(&mut st, 404, "Not Found");
@@ -654,7 +706,12 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     let rest: Vec<&str> = segs[3..].iter().map(String::as_str).collect();
     let mut resp = route(&mut st, &method, &rest, &q, &json_body, &path);
     // Link headers name this server.
-    if let Some(l) = resp.headers().get("link").and_then(|h| h.to_str().ok()).map(str::to_string) {
+    if let Some(l) = resp
+        .headers()
+        .get("link")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+    {
         let l = l.replace("http://HOST", &format!("http://{host}{prefix}"));
         resp.headers_mut().insert("link", l.parse().unwrap());
     }
@@ -693,17 +750,25 @@ fn route(
                 .filter(|i| i.is_pr)
                 .filter(|i| state == "all" || i.state == state)
                 .filter(|i| match &head {
-                    Some(h) => Some(format!("{}:{}", st.owner, i.head.clone().unwrap_or_default())) == Some(h.clone()),
+                    Some(h) => {
+                        Some(format!(
+                            "{}:{}",
+                            st.owner,
+                            i.head.clone().unwrap_or_default()
+                        )) == Some(h.clone())
+                    }
                     None => true,
                 })
                 .cloned()
                 .collect();
-            items.sort_by(|a, b| b.number.cmp(&a.number));
+            items.sort_by_key(|b| std::cmp::Reverse(b.number));
             let all: Vec<Value> = items.iter().map(|i| pull_json(st, i)).collect();
             page(st, path, q, all)
         }
         ("POST", ["pulls"]) => {
-            let (Some(title), Some(head), Some(base)) = (s(body, "title"), s(body, "head"), s(body, "base")) else {
+            let (Some(title), Some(head), Some(base)) =
+                (s(body, "title"), s(body, "head"), s(body, "base"))
+            else {
                 return validation(st, "PullRequest", "title, head and base are required");
             };
             if branch_sha(&st.bare, &head).is_none() {
@@ -714,8 +779,16 @@ fn route(
                     &[],
                 );
             }
-            if st.items.values().any(|i| i.is_pr && i.state == "open" && i.head.as_deref() == Some(&head)) {
-                return validation(st, "PullRequest", &format!("A pull request already exists for {}:{head}.", st.owner));
+            if st
+                .items
+                .values()
+                .any(|i| i.is_pr && i.state == "open" && i.head.as_deref() == Some(&head))
+            {
+                return validation(
+                    st,
+                    "PullRequest",
+                    &format!("A pull request already exists for {}:{head}.", st.owner),
+                );
             }
             let n = st.next_number;
             st.next_number += 1;
@@ -739,10 +812,25 @@ fn route(
             };
             st.items.insert(n, it.clone());
             let v = pull_json(st, &it);
-            respond(st, 201, v, &[("location", format!("https://api.github.com/repos/{}/{}/pulls/{n}", st.owner, st.repo))])
+            respond(
+                st,
+                201,
+                v,
+                &[(
+                    "location",
+                    format!(
+                        "https://api.github.com/repos/{}/{}/pulls/{n}",
+                        st.owner, st.repo
+                    ),
+                )],
+            )
         }
         ("GET", ["pulls", n]) | ("PATCH", ["pulls", n]) => {
-            let Some(n) = n.parse::<u64>().ok().filter(|n| st.items.get(n).is_some_and(|i| i.is_pr)) else {
+            let Some(n) = n
+                .parse::<u64>()
+                .ok()
+                .filter(|n| st.items.get(n).is_some_and(|i| i.is_pr))
+            else {
                 return error(st, 404, "Not Found");
             };
             if method == "PATCH" {
@@ -773,7 +861,12 @@ fn route(
             let state = q.get("state").cloned().unwrap_or_else(|| "open".into());
             let want: Vec<String> = q
                 .get("labels")
-                .map(|l| l.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+                .map(|l| {
+                    l.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut items: Vec<ItemRec> = st
                 .items
@@ -783,12 +876,12 @@ fn route(
                 .cloned()
                 .collect();
             if q.get("sort").map(String::as_str) == Some("updated") {
-                items.sort_by(|a, b| b.tick.cmp(&a.tick));
+                items.sort_by_key(|b| std::cmp::Reverse(b.tick));
                 if q.get("direction").map(String::as_str) == Some("asc") {
                     items.reverse();
                 }
             } else {
-                items.sort_by(|a, b| b.number.cmp(&a.number));
+                items.sort_by_key(|b| std::cmp::Reverse(b.number));
             }
             let all: Vec<Value> = items.iter().map(|i| issue_json(st, i)).collect();
             page(st, path, q, all)
@@ -803,7 +896,12 @@ fn route(
             let labels: Vec<String> = body
                 .get("labels")
                 .and_then(Value::as_array)
-                .map(|ls| ls.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let it = ItemRec {
                 number: n,
@@ -857,7 +955,12 @@ fn route(
             let add: Vec<String> = body
                 .get("labels")
                 .and_then(Value::as_array)
-                .map(|ls| ls.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let it = st.items.get_mut(&n).unwrap();
             for l in add {
@@ -927,7 +1030,9 @@ fn route(
             respond(st, 200, v, &[])
         }
         ("POST", ["statuses", sha]) => {
-            let Some(state) = s(body, "state").filter(|x| ["error", "failure", "pending", "success"].contains(&x.as_str())) else {
+            let Some(state) = s(body, "state")
+                .filter(|x| ["error", "failure", "pending", "success"].contains(&x.as_str()))
+            else {
                 return validation(st, "Status", "state is invalid");
             };
             let rec = StatusRec {
@@ -951,7 +1056,8 @@ fn route(
             });
             respond(st, 201, v, &[])
         }
-        ("GET", ["git", "ref", "heads", branch @ ..]) | ("GET", ["git", "refs", "heads", branch @ ..]) => {
+        ("GET", ["git", "ref", "heads", branch @ ..])
+        | ("GET", ["git", "refs", "heads", branch @ ..]) => {
             let b = branch.join("/");
             match branch_sha(&st.bare, &b) {
                 Some(sha) => {

@@ -24,6 +24,11 @@ pub fn endpoint() -> Option<String> {
     static EP: OnceLock<Option<String>> = OnceLock::new();
     EP.get_or_init(|| {
         let ep = find_or_start()?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/moto-resets.log").unwrap();
+            writeln!(f, "pid {} exe {:?} thread {:?}", std::process::id(), std::env::args().collect::<Vec<_>>(), std::thread::current().name()).unwrap();
+        }
         // A server may outlive one test process (a developer's `scripts/moto start`): start
         // every test process from an empty moto, so regions hold only this run's resources.
         if let Err(e) = reset(&ep) {
