@@ -707,6 +707,19 @@ async fn apply(
     match r {
         // With DryRun, success is the DryRunOperation error.
         Err(e) if dry_run && e.starts_with("DryRunOperation") => Ok(()),
+        // The rule is already there / already gone (someone else fixed it, or a retried
+        // request landed twice): the goal is reached, and the re-read confirms it.
+        Err(e)
+            if matches!(op, Op::Authorize { .. })
+                && e.starts_with("InvalidPermission.Duplicate") =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if matches!(op, Op::Revoke { .. }) && e.starts_with("InvalidPermission.NotFound") =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

@@ -227,13 +227,14 @@ pub struct Ec2Inventory {
 }
 
 impl Ec2Inventory {
-    /// Whether `kind` was read completely in `region`.
+    /// Whether `kind` was read completely in `region` (an attribute call that failed leaves
+    /// only that attribute out, so it does not count here; it still makes the read partial).
     pub fn complete(&self, region: &str, kind: ResourceKind) -> bool {
         self.regions.iter().any(|r| r == region)
             && !self
                 .failures
                 .iter()
-                .any(|f| f.region == region && f.kind.is_none_or(|k| k == kind))
+                .any(|f| f.region == region && f.kind == Some(kind))
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! The endpoint comes from `DRIFTWARDEN_MOTO_ENDPOINT`, which `scripts/test` sets after starting
 //! moto with `scripts/moto`. Under CI (`CI=true`) a missing endpoint fails the test: the EC2
-//! tests never skip silently there. Elsewhere the first test starts moto itself through
-//! `scripts/moto start --watch PID` (the server stops when this test process exits); when that
-//! is impossible (no Python), the tests say so and skip.
+//! tests never skip silently there. Elsewhere the first test starts a private moto through
+//! `scripts/moto start --watch PID` (it stops when this test process exits); when that is
+//! impossible (no Python), the tests say so and skip.
 //!
 //! moto keeps state per region, so every test uses its own region and sees only its resources.
 #![allow(dead_code)]
@@ -24,11 +24,7 @@ pub fn endpoint() -> Option<String> {
     static EP: OnceLock<Option<String>> = OnceLock::new();
     EP.get_or_init(|| {
         let ep = find_or_start()?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/moto-resets.log").unwrap();
-            writeln!(f, "pid {} exe {:?} thread {:?}", std::process::id(), std::env::args().collect::<Vec<_>>(), std::thread::current().name()).unwrap();
-        }
+
         // A server may outlive one test process (a developer's `scripts/moto start`): start
         // every test process from an empty moto, so regions hold only this run's resources.
         if let Err(e) = reset(&ep) {
