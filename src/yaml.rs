@@ -446,20 +446,36 @@ fn float_value(f: f64) -> Value {
 /// Renders JSON data as block YAML, for human diffs. Strings that would read as another type are
 /// quoted; key order is kept.
 pub fn to_yaml(v: &Value) -> String {
+    to_block_yaml(v, &|k| scalar_text(&Value::String(k.to_string())), &scalar_text)
+}
+
+/// Renders JSON data as block YAML at indent 0 with a trailing newline, keys and scalars (and
+/// empty collections) written by the given functions. Shared by human diffs and adoption edits.
+pub fn to_block_yaml(
+    v: &Value,
+    key: &dyn Fn(&str) -> String,
+    scalar: &dyn Fn(&Value) -> String,
+) -> String {
     let mut out = String::new();
-    write_yaml(v, 0, &mut out);
+    write_yaml(v, 0, &mut out, key, scalar);
     out
 }
 
-fn write_yaml(v: &Value, indent: usize, out: &mut String) {
+fn write_yaml(
+    v: &Value,
+    indent: usize,
+    out: &mut String,
+    key: &dyn Fn(&str) -> String,
+    scalar: &dyn Fn(&Value) -> String,
+) {
     let pad = " ".repeat(indent);
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, val) in m {
                 out.push_str(&pad);
-                out.push_str(&scalar_text(&Value::String(k.clone())));
+                out.push_str(&key(k));
                 out.push(':');
-                write_child(val, indent, out);
+                write_child(val, indent, out, key, scalar);
             }
         }
         Value::Array(a) if !a.is_empty() => {
@@ -469,35 +485,41 @@ fn write_yaml(v: &Value, indent: usize, out: &mut String) {
                 match val {
                     Value::Object(m) if !m.is_empty() => {
                         let mut inner = String::new();
-                        write_yaml(val, indent + 2, &mut inner);
+                        write_yaml(val, indent + 2, &mut inner, key, scalar);
                         out.push(' ');
                         out.push_str(inner.trim_start());
                     }
-                    _ => write_child(val, indent, out),
+                    _ => write_child(val, indent, out, key, scalar),
                 }
             }
         }
         other => {
             out.push_str(&pad);
-            out.push_str(&scalar_text(other));
+            out.push_str(&scalar(other));
             out.push('\n');
         }
     }
 }
 
-fn write_child(val: &Value, indent: usize, out: &mut String) {
+fn write_child(
+    val: &Value,
+    indent: usize,
+    out: &mut String,
+    key: &dyn Fn(&str) -> String,
+    scalar: &dyn Fn(&Value) -> String,
+) {
     match val {
         Value::Object(m) if !m.is_empty() => {
             out.push('\n');
-            write_yaml(val, indent + 2, out);
+            write_yaml(val, indent + 2, out, key, scalar);
         }
         Value::Array(a) if !a.is_empty() => {
             out.push('\n');
-            write_yaml(val, indent + 2, out);
+            write_yaml(val, indent + 2, out, key, scalar);
         }
         other => {
             out.push(' ');
-            out.push_str(&scalar_text(other));
+            out.push_str(&scalar(other));
             out.push('\n');
         }
     }

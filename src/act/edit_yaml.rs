@@ -559,61 +559,11 @@ fn yaml11_ambiguous(s: &str) -> bool {
 
 /// Block YAML at indent 0 with a trailing newline, scalars as [`safe_scalar`] writes them.
 fn block_yaml(v: &Value) -> String {
-    let mut out = String::new();
-    write_block(v, 0, &mut out);
-    out
-}
-
-fn write_block(v: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, val) in m {
-                out.push_str(&pad);
-                out.push_str(&safe_scalar(&Value::String(k.clone())));
-                out.push(':');
-                write_block_child(val, indent, out);
-            }
-        }
-        Value::Array(a) if !a.is_empty() => {
-            for val in a {
-                out.push_str(&pad);
-                out.push('-');
-                match val {
-                    Value::Object(m) if !m.is_empty() => {
-                        let mut inner = String::new();
-                        write_block(val, indent + 2, &mut inner);
-                        out.push(' ');
-                        out.push_str(inner.trim_start());
-                    }
-                    _ => write_block_child(val, indent, out),
-                }
-            }
-        }
-        other => {
-            out.push_str(&pad);
-            out.push_str(&render_flow(other));
-            out.push('\n');
-        }
-    }
-}
-
-fn write_block_child(val: &Value, indent: usize, out: &mut String) {
-    match val {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            write_block(val, indent + 2, out);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            write_block(val, indent + 2, out);
-        }
-        other => {
-            out.push(' ');
-            out.push_str(&render_flow(other));
-            out.push('\n');
-        }
-    }
+    crate::yaml::to_block_yaml(
+        v,
+        &|k| safe_scalar(&Value::String(k.to_string())),
+        &render_flow,
+    )
 }
 
 /// A scalar in the style of the one it replaces.
