@@ -5,6 +5,13 @@ package driftwarden.aws
 
 import data.driftwarden.lib
 
+# The package's answer: its findings, for Terraform and EC2 drifts only. The gate keeps the cost of other
+# providers' drifts to this one rule body.
+classify contains finding if {
+	data.driftwarden.lib.is_aws
+	some finding in findings
+}
+
 # changed_tags(change): the tag keys a change touches.
 changed_tags(change) := {change.parts[1]} if {
 	count(change.parts) == 2
@@ -21,64 +28,59 @@ changed_tags(change) := lib.map_diff(lib.tag_map(input.desired), lib.tag_map(inp
 }
 
 # unprotected_tag: tags are bookkeeping; restoring Git's is routine.
-classify contains {
+findings contains {
 	"class": "safe",
 	"reason": sprintf("tag %s is not protected", [key]),
 	"rule": "unprotected_tag",
 	"path": change.path,
 } if {
-	lib.is_aws
 	some change in input.changes
 	some key in changed_tags(change)
 	not lib.matches_any(key, lib.param("protected_tags", ["*"]))
 }
 
 # protected_tag: tags other systems act on (cluster discovery, autoscalers); a person decides.
-classify contains {
+findings contains {
 	"class": "risky",
 	"reason": sprintf("tag %s is protected", [key]),
 	"rule": "protected_tag",
 	"path": change.path,
 } if {
-	lib.is_aws
 	some change in input.changes
 	some key in changed_tags(change)
 	lib.matches_any(key, lib.param("protected_tags", ["*"]))
 }
 
 # instance_type: resizing restarts the instance and changes cost; a person decides.
-classify contains {
+findings contains {
 	"class": "risky",
 	"reason": "instance type changed",
 	"rule": "instance_type",
 	"path": change.path,
 } if {
-	lib.is_aws
 	some change in input.changes
 	change.parts[0] in {"instance_type", "InstanceType"}
 }
 
 # ami: a different image is a different machine; adopting or reverting it is a release decision.
-classify contains {
+findings contains {
 	"class": "risky",
 	"reason": "AMI changed",
 	"rule": "ami",
 	"path": change.path,
 } if {
-	lib.is_aws
 	some change in input.changes
 	change.parts[0] in {"ami", "ImageId"}
 }
 
 # volume_size: volumes only grow; reverting a resize is impossible and adopting it costs money.
-classify contains {
+findings contains {
 	"class": "risky",
 	"reason": "volume size changed",
 	"rule": "volume_size",
 	"path": n.path,
 } if {
-	lib.is_aws
-	some n in lib.nodes
+	some n in data.driftwarden.lib.nodes
 	volume_size(n.segs)
 }
 
@@ -90,13 +92,12 @@ volume_size(segs) if {
 }
 
 # iam_instance_profile: the instance's AWS permissions changed; a person decides.
-classify contains {
+findings contains {
 	"class": "risky",
 	"reason": "IAM instance profile changed",
 	"rule": "iam_instance_profile",
 	"path": change.path,
 } if {
-	lib.is_aws
 	some change in input.changes
 	change.parts[0] in {"iam_instance_profile", "IamInstanceProfile"}
 }
@@ -110,7 +111,6 @@ allowed_ports := object.get(public, "allowed_ports", [])
 # Ingress rules live holds and desired does not, normalized to {cidrs, from, to, protocol}:
 # inline blocks of aws_security_group (ingress) or EC2 IpPermissions...
 new_ingress contains rule if {
-	lib.is_aws
 	some key in ["ingress", "IpPermissions"]
 	before := lib.arr(object.get(lib.obj(input.desired), key, []))
 	some r in lib.arr(object.get(lib.obj(input.live), key, []))
@@ -120,7 +120,6 @@ new_ingress contains rule if {
 
 # ...or a standalone ingress rule resource that drifted.
 new_ingress contains rule if {
-	lib.is_aws
 	standalone_ingress
 	input.live != input.desired
 	rule := normalize(input.live)
@@ -184,7 +183,7 @@ ingress_paths contains change.path if {
 ingress_paths contains "" if count({c | some c in input.changes; c.parts[0] in ingress_attributes}) == 0
 
 # public_ingress: the internet may now reach a port other than the allowed ones (80, 443).
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": sprintf("security group ingress open to %s on %s", [cidr, describe_ports(rule)]),
 	"rule": "public_ingress",

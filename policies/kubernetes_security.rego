@@ -3,42 +3,46 @@ package driftwarden.kubernetes_security
 
 import data.driftwarden.lib
 
+# The package's answer: its findings, for Kubernetes drifts only. The gate keeps the cost of other
+# providers' drifts to this one rule body.
+classify contains finding if {
+	data.driftwarden.lib.is_kubernetes
+	some finding in findings
+}
+
 # privileged: a privileged container owns its node.
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": "a container was made privileged",
 	"rule": "privileged",
 	"path": n.path,
 } if {
-	lib.is_kubernetes
-	some n in lib.nodes
+	some n in data.driftwarden.lib.nodes
 	n.value == true
 	lib.last(n.segs) == "privileged"
 	n.segs[count(n.segs) - 2] == "securityContext"
 }
 
 # host_namespaces: hostNetwork, hostPID or hostIPC share the node's namespaces with the pod.
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": sprintf("%s was enabled", [lib.last(n.segs)]),
 	"rule": "host_namespaces",
 	"path": n.path,
 } if {
-	lib.is_kubernetes
-	some n in lib.nodes
+	some n in data.driftwarden.lib.nodes
 	n.value == true
 	lib.last(n.segs) in {"hostNetwork", "hostPID", "hostIPC"}
 }
 
 # host_path: a hostPath volume exposes the node's filesystem to the pod.
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": "a hostPath volume was added or changed",
 	"rule": "host_path",
 	"path": n.path,
 } if {
-	lib.is_kubernetes
-	some n in lib.nodes
+	some n in data.driftwarden.lib.nodes
 	n.value != null
 	some k, seg in n.segs
 	seg == "volumes"
@@ -47,14 +51,13 @@ classify contains {
 }
 
 # added_capabilities: new Linux capabilities (securityContext.capabilities.add).
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": sprintf("Linux capabilities added: %s", [concat(", ", sort(added))]),
 	"rule": "added_capabilities",
 	"path": n.path,
 } if {
-	lib.is_kubernetes
-	some n in lib.nodes
+	some n in data.driftwarden.lib.nodes
 	added := capabilities_added(n)
 	count(added) > 0
 }
@@ -159,7 +162,7 @@ any_rule_change if {
 }
 
 # rbac_widened: live grants what Git does not; adopting it would launder a privilege escalation.
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": sprintf("RBAC rules widened: %s", [describe(widened)]),
 	"rule": "rbac_widened",
@@ -198,7 +201,7 @@ new_subjects contains key if {
 }
 
 # rbac_binding_widened: a binding grants its role to subjects Git does not name.
-classify contains {
+findings contains {
 	"class": "forbidden",
 	"reason": sprintf("binding grants its role to new subjects: %s", [concat(", ", sort(new_subjects))]),
 	"rule": "rbac_binding_widened",

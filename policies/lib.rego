@@ -34,24 +34,16 @@ matches_any(key, patterns) if {
 }
 
 # Every node a drift introduced: each value inside a change's live side that the change's desired
-# side does not hold at the same place (walk paths: array indices are numbers).
+# side does not hold at the same place. driftwarden computes them per change
+# (input.changes[_].introduced, docs/policy.md):
 #   path:    the change's JSON pointer (what a finding's "path" should name)
-#   segs:    the node's full path from the object root
+#   segs:    the node's full path from the object root (array indices are numbers)
 #   value:   the live value there
 #   desired: [the desired value there], or [] when desired has nothing there
 #   root:    true for the change's own value (the node at the change's path)
 nodes contains node if {
 	some change in input.changes
-	dmap := {dp: dv | walk(change.desired, [dp, dv])}
-	walk(change.live, [p, v])
-	not dmap[p] == v
-	node := {
-		"path": change.path,
-		"segs": array.concat(change.parts, p),
-		"value": v,
-		"desired": [x | x := dmap[p]],
-		"root": count(p) == 0,
-	}
+	some node in change.introduced
 }
 
 # The lists of a pod spec that hold containers.

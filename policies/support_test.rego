@@ -55,7 +55,22 @@ change(parts, desired, live) := {
 	"live": live,
 	"masked": false,
 	"attribution": null,
+	"introduced": introduced(pointer(parts), parts, desired, live),
 }
+
+# What driftwarden computes for change.introduced (src/policy/input.rs), the slow way.
+introduced(path, parts, desired, live) := [node |
+	dmap := {dp: dv | walk(desired, [dp, dv])}
+	walk(live, [p, v])
+	not dmap[p] == v
+	node := {
+		"path": path,
+		"segs": array.concat(parts, p),
+		"value": v,
+		"desired": [x | x := dmap[p]],
+		"root": count(p) == 0,
+	}
+]
 
 pointer(parts) := concat("", [sprintf("/%s", [seg(p)]) | some p in parts])
 

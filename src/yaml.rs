@@ -446,7 +446,11 @@ fn float_value(f: f64) -> Value {
 /// Renders JSON data as block YAML, for human diffs. Strings that would read as another type are
 /// quoted; key order is kept.
 pub fn to_yaml(v: &Value) -> String {
-    to_block_yaml(v, &|k| scalar_text(&Value::String(k.to_string())), &scalar_text)
+    to_block_yaml(
+        v,
+        &|k| scalar_text(&Value::String(k.to_string())),
+        &scalar_text,
+    )
 }
 
 /// Renders JSON data as block YAML at indent 0 with a trailing newline, keys and scalars (and

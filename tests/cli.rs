@@ -284,5 +284,9 @@ fn logs_at_trace_level_never_carry_a_secret_and_json_logs_are_json() {
 fn validate_accepts_the_embedded_demo_config() {
     let out = run(bin().arg("validate"));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stdout(&out).contains("valid (1 target)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("valid (1 target)"),
+        "{}",
+        stdout(&out)
+    );
 }

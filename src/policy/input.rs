@@ -87,6 +87,17 @@ impl Related {
 /// The drift's values are used as they are: they must already be secret-masked (the diff does
 /// that), so nothing secret reaches a policy, a `print` or an error message.
 pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
+    let mut doc = input_without_objects(drift, ctx);
+    if let Value::Object(m) = &mut doc {
+        m.insert("desired".into(), object_doc(drift.desired_object.as_ref()));
+        m.insert("live".into(), object_doc(drift.live_object.as_ref()));
+    }
+    doc
+}
+
+/// The input document with `desired` and `live` left `null`: the engine converts the whole
+/// objects straight from the drift ([`to_rego`]), without cloning them first.
+pub(crate) fn input_without_objects(drift: &Drift, ctx: &RunContext) -> Value {
     let id = &drift.resource.id;
     let desired = drift.desired_object.as_ref();
     let live = drift.live_object.as_ref();
@@ -98,14 +109,27 @@ pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
         .changes
         .iter()
         .map(|c| {
+            let parts = typed_parts(&c.path, live, desired);
+            let mut nodes = Vec::new();
+            if let Value::Array(segs) = &parts {
+                introduced(
+                    &c.path,
+                    segs,
+                    &c.live,
+                    Some(&c.desired),
+                    &mut Vec::new(),
+                    &mut nodes,
+                );
+            }
             json!({
                 "path": c.path,
-                "parts": typed_parts(&c.path, live, desired),
+                "parts": parts,
                 "op": c.op,
                 "desired": c.desired,
                 "live": c.live,
                 "masked": c.masked,
                 "attribution": c.attribution,
+                "introduced": nodes,
             })
         })
         .collect();
@@ -132,8 +156,8 @@ pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
         "resource": resource_doc(drift),
         "kind": drift.kind,
         "changes": changes,
-        "desired": desired.cloned().unwrap_or(Value::Null),
-        "live": live.cloned().unwrap_or(Value::Null),
+        "desired": Value::Null,
+        "live": Value::Null,
         "labels": labels,
         "annotations": annotations,
         "tags": tags,
@@ -145,6 +169,161 @@ pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
             "command": ctx.command,
         },
     })
+}
+
+/// Every node of a change's live value that its desired value does not hold at the same place
+/// (`change.introduced`, docs/policy.md): the change's value itself, and each object member
+/// and array item below it, recursively, as `{path, segs, value, desired, root}`. A node equal
+/// to desired is left out with everything below it.
+fn introduced(
+    pointer: &str,
+    parts: &[Value],
+    live: &Value,
+    desired: Option<&Value>,
+    rel: &mut Vec<Value>,
+    out: &mut Vec<Value>,
+) {
+    if desired == Some(live) {
+        return;
+    }
+    let mut segs = parts.to_vec();
+    segs.extend(rel.iter().cloned());
+    out.push(json!({
+        "path": pointer,
+        "segs": segs,
+        "value": live,
+        "desired": desired.map_or_else(Vec::new, |d| vec![d.clone()]),
+        "root": rel.is_empty(),
+    }));
+    match live {
+        Value::Object(m) => {
+            for (k, v) in m {
+                rel.push(Value::String(k.clone()));
+                introduced(pointer, parts, v, desired.and_then(|d| d.get(k)), rel, out);
+                rel.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                rel.push(Value::from(i));
+                introduced(pointer, parts, v, desired.and_then(|d| d.get(i)), rel, out);
+                rel.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A whole object for the input, without `metadata.managedFields`: field ownership is already in
+/// each change's `attribution`, and the list is the bulk of a live Kubernetes object.
+fn object_doc(obj: Option<&Value>) -> Value {
+    let Some(Value::Object(obj)) = obj else {
+        return obj.cloned().unwrap_or(Value::Null);
+    };
+    let mut out = Map::with_capacity(obj.len());
+    for (k, v) in obj {
+        let v = match (k.as_str(), v) {
+            ("metadata", Value::Object(meta)) => Value::Object(
+                meta.iter()
+                    .filter(|(mk, _)| mk.as_str() != "managedFields")
+                    .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                    .collect(),
+            ),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Object keys already converted for regorus, shared across the drifts of one classification so
+/// that `metadata`, `spec`, `containers`... are allocated once.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(std::collections::HashMap<String, regorus::Rc<str>>);
+
+impl KeyCache {
+    fn key(&mut self, k: &str) -> regorus::Value {
+        if let Some(rc) = self.0.get(k) {
+            return regorus::Value::String(rc.clone());
+        }
+        let rc: regorus::Rc<str> = regorus::Rc::from(k);
+        if self.0.len() < 65_536 {
+            self.0.insert(k.to_string(), rc.clone());
+        }
+        regorus::Value::String(rc)
+    }
+}
+
+/// Converts a JSON value to a regorus value directly (no serde round trip). With
+/// `skip_managed_fields`, `metadata.managedFields` at the top level is left out, as in
+/// [`object_doc`].
+pub(crate) fn to_rego(v: &Value, keys: &mut KeyCache, skip_managed_fields: bool) -> regorus::Value {
+    match v {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::from(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                regorus::Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                regorus::Value::from(i)
+            } else {
+                regorus::Value::from(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(items) => regorus::Value::from(
+            items
+                .iter()
+                .map(|i| to_rego(i, keys, false))
+                .collect::<Vec<_>>(),
+        ),
+        Value::Object(m) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let value = if skip_managed_fields && k == "metadata" {
+                    match v {
+                        Value::Object(meta) => {
+                            let mut o = BTreeMap::new();
+                            for (mk, mv) in meta.iter().filter(|(mk, _)| *mk != "managedFields") {
+                                o.insert(keys.key(mk), to_rego(mv, keys, false));
+                            }
+                            regorus::Value::from(o)
+                        }
+                        other => to_rego(other, keys, false),
+                    }
+                } else {
+                    to_rego(v, keys, false)
+                };
+                out.insert(keys.key(k), value);
+            }
+            regorus::Value::from(out)
+        }
+    }
+}
+
+/// The input document as regorus evaluates it: the same as [`policy_input`], built without
+/// cloning the drift's objects.
+pub(crate) fn rego_input(drift: &Drift, ctx: &RunContext, keys: &mut KeyCache) -> regorus::Value {
+    let doc = input_without_objects(drift, ctx);
+    let Value::Object(m) = &doc else {
+        return to_rego(&doc, keys, false);
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        let value = match (k.as_str(), v) {
+            ("desired", Value::Null) => drift
+                .desired_object
+                .as_ref()
+                .map_or(regorus::Value::Null, |o| to_rego(o, keys, true)),
+            ("live", Value::Null) => drift
+                .live_object
+                .as_ref()
+                .map_or(regorus::Value::Null, |o| to_rego(o, keys, true)),
+            _ => to_rego(v, keys, false),
+        };
+        out.insert(keys.key(k), value);
+    }
+    regorus::Value::from(out)
 }
 
 /// `input.resource`: the identity fields of the provider, plus `key`, `display`, `type`,
@@ -261,7 +440,7 @@ mod tests {
             name: "web".into(),
         };
         let live = json!({
-            "metadata": {"name": "web", "labels": {"tier": "web"}},
+            "metadata": {"name": "web", "labels": {"tier": "web"}, "managedFields": [{"manager": "x"}]},
             "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:2"}]}}}
         });
         Drift {
@@ -310,12 +489,51 @@ mod tests {
         assert_eq!(input["resource"]["type"], "Deployment");
         assert_eq!(input["labels"]["tier"], "web");
         assert_eq!(input["desired"], Value::Null);
+        assert!(input["live"]["metadata"].get("managedFields").is_none());
         assert_eq!(input["context"]["mode"], "autocorrect");
         assert_eq!(input["related"]["hpa_targets"][0], "Deployment/shop/web");
         assert_eq!(
             input["changes"][0]["parts"],
             json!(["spec", "template", "spec", "containers", 0, "image"])
         );
+    }
+
+    #[test]
+    fn direct_conversion_matches_serde() {
+        let ctx = RunContext::default();
+        let mut d = deployment_drift();
+        d.desired_object =
+            Some(json!({"a": [1, -2, 2.5, null, true, "x"], "metadata": {"managedFields": []}}));
+        let mut keys = KeyCache::default();
+        let direct = rego_input(&d, &ctx, &mut keys);
+        let via_serde: regorus::Value = serde_json::from_value(policy_input(&d, &ctx)).unwrap();
+        assert_eq!(direct, via_serde);
+    }
+
+    #[test]
+    fn introduced_lists_what_live_adds() {
+        let mut out = Vec::new();
+        introduced(
+            "/c/0",
+            &[json!("c"), json!(0)],
+            &json!({"name": "web", "image": "b", "ports": [1, 2]}),
+            Some(&json!({"name": "web", "image": "a", "ports": [1]})),
+            &mut Vec::new(),
+            &mut out,
+        );
+        let segs: Vec<&Value> = out.iter().map(|n| &n["segs"]).collect();
+        assert_eq!(
+            segs,
+            vec![
+                &json!(["c", 0]),
+                &json!(["c", 0, "image"]),
+                &json!(["c", 0, "ports"]),
+                &json!(["c", 0, "ports", 1])
+            ]
+        );
+        assert_eq!(out[1]["desired"], json!(["a"]));
+        assert_eq!(out[3]["desired"], json!([]));
+        assert_eq!(out[0]["root"], json!(true));
     }
 
     #[test]

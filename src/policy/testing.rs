@@ -142,7 +142,7 @@ fn run(
 }
 
 /// The report as `policy test` prints it: failures (every test with `verbose`) grouped by file,
-/// then a last line that is exactly `N passed, N failed`.
+/// then a last line that is exactly `N passed, N failed` (ending in a newline).
 pub fn render_test_report(r: &TestReport, verbose: bool) -> String {
     let mut out = String::new();
     let mut current_file: Option<&str> = None;
@@ -165,7 +165,7 @@ pub fn render_test_report(r: &TestReport, verbose: bool) -> String {
     if !out.is_empty() {
         out.push_str(&format!("{}\n", "-".repeat(80)));
     }
-    out.push_str(&format!("{} passed, {} failed", r.passed, r.failed));
+    out.push_str(&format!("{} passed, {} failed\n", r.passed, r.failed));
     out
 }
 
@@ -217,12 +217,12 @@ mod tests {
         let quiet = render_test_report(&r, false);
         assert!(!quiet.contains("test_a"));
         assert!(quiet.contains("data.p.test_b: FAIL\n    result was false"));
-        assert!(quiet.ends_with("\n1 passed, 1 failed"));
+        assert!(quiet.ends_with("\n1 passed, 1 failed\n"));
         let verbose = render_test_report(&r, true);
         assert!(verbose.contains("data.p.test_a: PASS"));
         assert_eq!(
             render_test_report(&TestReport::default(), false),
-            "0 passed, 0 failed"
+            "0 passed, 0 failed\n"
         );
     }
 }
