@@ -68,21 +68,62 @@ findings contains {
 capabilities_added(n) := listed_added(n) | entry_added(n)
 
 listed_added(n) := {c |
-	walk(n.value, [p, list])
-	full := array.concat(n.segs, p)
-	count(full) >= 2
-	full[count(full) - 2] == "capabilities"
-	lib.last(full) == "add"
-	is_array(list)
+	some [p, list] in add_lists(n)
 	some c in list
 	not c in desired_capabilities(n, p)
 }
 
 desired_capabilities(n, p) := {c |
 	some d in n.desired
-	walk(d, [p, old])
-	some c in lib.arr(old)
+	some c in lib.arr(at(d, p))
 }
+
+# Where add lists sit: in each container of a pod spec, wherever an object carries a pod spec
+# (a Pod, a workload's template, a CronJob's job template). "*" stands for a container's index.
+add_list_templates contains t if {
+	some prefix in [["spec"], ["spec", "template", "spec"], ["spec", "jobTemplate", "spec", "template", "spec"]]
+	some list in ["containers", "initContainers", "ephemeralContainers"]
+	t := array.concat(prefix, [list, "*", "securityContext", "capabilities", "add"])
+}
+
+# [p, list] for each add list inside node n's value, p its path relative to the node.
+add_lists(n) := {pair |
+	some t in add_list_templates
+	count(n.segs) <= count(t)
+	count({k | some k, seg in n.segs; not template_matches(t[k], seg)}) == 0
+	rest := array.slice(t, count(n.segs), count(t))
+	some pair in lists_at(n.value, rest)
+}
+
+template_matches("*", seg) if is_number(seg)
+
+template_matches(t, seg) if {
+	t != "*"
+	t == seg
+}
+
+lists_at(v, rest) := starred_lists(v, rest) | plain_lists(v, rest)
+
+# rest still crosses the container index: one list per container.
+starred_lists(v, rest) := {[p, list] |
+	some j, seg in rest
+	seg == "*"
+	pre := array.slice(rest, 0, j)
+	post := array.slice(rest, j + 1, count(rest))
+	some i, container in lib.arr(at(v, pre))
+	list := at(container, post)
+	is_array(list)
+	p := array.concat(array.concat(pre, [i]), post)
+}
+
+plain_lists(v, rest) := {[rest, list] |
+	not "*" in rest
+	list := at(v, rest)
+	is_array(list)
+}
+
+# at(v, path): the value at path (object keys and array indexes) inside v, null when absent.
+at(v, path) := object.get({"v": v}, array.concat(["v"], path), null)
 
 entry_added(n) := {v |
 	v := n.value
@@ -210,4 +251,128 @@ findings contains {
 	count(new_subjects) > 0
 	some change in input.changes
 	change.parts[0] in {"subjects", "roleRef"}
+}
+
+# Ports that must never be reachable from the internet through a Service or a NetworkPolicy
+# (data.json: public_exposure.forbidden_ports), and the source ranges that mean "the internet"
+# (public_ingress.cidrs, shared with aws.public_ingress). Without a data file: SSH, 0.0.0.0/0, ::/0.
+forbidden_ports := object.get(lib.param("public_exposure", {}), "forbidden_ports", [22])
+
+world_cidrs := object.get(lib.param("public_ingress", {}), "cidrs", ["0.0.0.0/0", "::/0"])
+
+# port_number(p): a port as a number: a number, or a string of digits (a named port is not one).
+port_number(p) := p if is_number(p)
+
+port_number(p) := to_number(p) if {
+	is_string(p)
+	regex.match(`^[0-9]+$`, p)
+}
+
+# Service: the forbidden ports an object exposes to the internet, with why the internet reaches
+# them. A LoadBalancer or NodePort Service reaches them from outside the cluster unless
+# loadBalancerSourceRanges narrows the sources to ranges that are not the whole internet.
+service_exposed(o) := {port: why |
+	o.kind == "Service"
+	spec := lib.obj(o.spec)
+	spec.type in {"LoadBalancer", "NodePort"}
+	why := open_sources(spec)
+	some port in forbidden_ports
+	some p in lib.arr(spec.ports)
+	some field in ["port", "targetPort"]
+	port_number(object.get(p, field, null)) == port
+}
+
+open_sources(spec) := sprintf("type %s, no loadBalancerSourceRanges", [spec.type]) if {
+	count(lib.arr(object.get(spec, "loadBalancerSourceRanges", []))) == 0
+}
+
+open_sources(spec) := sprintf("type %s, loadBalancerSourceRanges include %s", [spec.type, concat(", ", sort(open))]) if {
+	open := {c | some c in lib.arr(spec.loadBalancerSourceRanges); c in world_cidrs}
+	count(open) > 0
+}
+
+# NetworkPolicy: {port: [internet cidrs]} for the forbidden ports an ingress rule admits from an
+# ipBlock that is the whole internet. A rule without ports admits every port; a port entry
+# without a port admits every port of its protocol; endPort makes a range. Named ports are not
+# resolved (the pods' container ports are not in the object).
+network_policy_open(o) := {port: cidrs |
+	o.kind == "NetworkPolicy"
+	some port in forbidden_ports
+	cidrs := {c |
+		some r in lib.arr(object.get(lib.obj(o.spec), "ingress", []))
+		admits(r, port)
+		some peer in lib.arr(object.get(r, "from", []))
+		c := lib.obj(peer.ipBlock).cidr
+		c in world_cidrs
+	}
+	count(cidrs) > 0
+}
+
+admits(r, _) if count(lib.arr(object.get(r, "ports", []))) == 0
+
+admits(r, _) if {
+	some p in lib.arr(r.ports)
+	not p.port
+}
+
+admits(r, port) if {
+	some p in lib.arr(r.ports)
+	port_number(p.port) == port
+}
+
+admits(r, port) if {
+	some p in lib.arr(r.ports)
+	port_number(p.port) <= port
+	port <= object.get(p, "endPort", -1)
+}
+
+# The changes a finding about spec fields names: those at or above spec.<field>, else the whole
+# drift (an Unmanaged object has no changes; an ignore rule may have dropped them).
+spec_paths(fields) := {c.path |
+	some c in input.changes
+	spec_change(c.parts, fields)
+}
+
+spec_change(parts, _) if count(parts) == 0
+
+spec_change(parts, _) if parts == ["spec"]
+
+spec_change(parts, fields) if {
+	parts[0] == "spec"
+	parts[1] in fields
+}
+
+exposure_paths(fields) := spec_paths(fields) if count(spec_paths(fields)) > 0
+
+exposure_paths(fields) := {""} if count(spec_paths(fields)) == 0
+
+# public_service: live (or the pull request) exposes a forbidden port to the internet through a
+# LoadBalancer or NodePort Service and Git did not: adopting it would publish SSH to the world.
+findings contains {
+	"class": "forbidden",
+	"reason": sprintf("Service exposes port %v to the internet (%s)", [port, why]),
+	"rule": "public_service",
+	"path": path,
+} if {
+	input.resource.kind == "Service"
+	before := service_exposed(lib.obj(input.desired))
+	some port, why in service_exposed(lib.obj(input.live))
+	not before[port]
+	some path in exposure_paths({"type", "ports", "loadBalancerSourceRanges"})
+}
+
+# public_network_policy: a NetworkPolicy now admits a forbidden port from an ipBlock that is the
+# whole internet, which Git did not.
+findings contains {
+	"class": "forbidden",
+	"reason": sprintf("NetworkPolicy admits port %v from %s", [port, concat(", ", sort(new))]),
+	"rule": "public_network_policy",
+	"path": path,
+} if {
+	input.resource.kind == "NetworkPolicy"
+	before := network_policy_open(lib.obj(input.desired))
+	some port, cidrs in network_policy_open(lib.obj(input.live))
+	new := cidrs - object.get(before, port, set())
+	count(new) > 0
+	some path in exposure_paths({"ingress", "policyTypes"})
 }

@@ -162,3 +162,111 @@ test_binding_new_subject_is_forbidden if {
 	some f in findings
 	f.reason == "binding grants its role to new subjects: User//mallory"
 }
+
+# Services and NetworkPolicies that open SSH to the internet.
+
+service(desired_spec, live_spec) := t.k8s_objects(
+	"Service",
+	[t.change(["spec"], desired_spec, live_spec)],
+	{"kind": "Service", "spec": desired_spec}, {"kind": "Service", "spec": live_spec},
+)
+
+ssh_port := {"name": "ssh", "port": 2222, "targetPort": 22, "protocol": "TCP"}
+
+test_load_balancer_exposing_ssh_is_forbidden if {
+	findings := sec.classify with input as service({"type": "ClusterIP", "ports": [ssh_port]}, {"type": "LoadBalancer", "ports": [ssh_port]})
+	t.rules(findings) == {"public_service"}
+	some f in findings
+	f.class == "forbidden"
+	f.path == "/spec"
+	f.reason == "Service exposes port 22 to the internet (type LoadBalancer, no loadBalancerSourceRanges)"
+}
+
+test_node_port_open_to_the_world_is_forbidden if {
+	live := {"type": "NodePort", "ports": [{"port": 22}], "loadBalancerSourceRanges": ["10.0.0.0/8", "::/0"]}
+	findings := sec.classify with input as service({"type": "NodePort", "ports": [{"port": 22}], "loadBalancerSourceRanges": ["10.0.0.0/8"]}, live)
+	some f in findings
+	f.rule == "public_service"
+	f.reason == "Service exposes port 22 to the internet (type NodePort, loadBalancerSourceRanges include ::/0)"
+}
+
+test_added_service_exposing_ssh_is_forbidden if {
+	# What pr-check sends for a Service a pull request adds: no desired object, the spec introduced.
+	spec := {"type": "LoadBalancer", "ports": [{"port": "22"}]}
+	inp := object.union(
+		t.k8s_objects("Service", [t.change(["spec"], null, spec)], null, {"kind": "Service", "spec": spec}),
+		{"kind": "Unmanaged"},
+	)
+	findings := sec.classify with input as inp
+	t.has(findings, "forbidden", "public_service")
+}
+
+test_service_ssh_restricted_to_known_ranges_is_not_forbidden if {
+	live := {"type": "LoadBalancer", "ports": [ssh_port], "loadBalancerSourceRanges": ["203.0.113.0/24"]}
+	findings := sec.classify with input as service({"type": "ClusterIP", "ports": [ssh_port]}, live)
+	count(findings) == 0
+}
+
+test_cluster_ip_or_other_ports_are_not_forbidden if {
+	findings := sec.classify with input as service({"type": "ClusterIP", "ports": [{"port": 80}]}, {"type": "ClusterIP", "ports": [{"port": 22}]})
+	count(findings) == 0
+	https := {"type": "LoadBalancer", "ports": [{"port": 443, "targetPort": 8443}]}
+	more := sec.classify with input as service({"type": "ClusterIP"}, https)
+	count(more) == 0
+}
+
+test_ssh_already_public_in_git_is_not_new if {
+	d := {"type": "LoadBalancer", "ports": [{"port": 22}]}
+	l := {"type": "LoadBalancer", "ports": [{"port": 22}], "externalTrafficPolicy": "Local"}
+	inp := t.k8s_objects(
+		"Service", [t.change(["spec", "externalTrafficPolicy"], "Cluster", "Local")],
+		{"kind": "Service", "spec": d}, {"kind": "Service", "spec": l},
+	)
+	findings := sec.classify with input as inp
+	count(findings) == 0
+}
+
+test_forbidden_ports_come_from_data if {
+	live := {"type": "LoadBalancer", "ports": [{"port": 3389}]}
+	findings := sec.classify with input as service({"type": "ClusterIP"}, live)
+		with data.driftwarden.config.public_exposure.forbidden_ports as [22, 3389]
+	some f in findings
+	f.reason == "Service exposes port 3389 to the internet (type LoadBalancer, no loadBalancerSourceRanges)"
+}
+
+netpol(desired_ingress, live_ingress) := t.k8s_objects(
+	"NetworkPolicy",
+	[t.change(["spec", "ingress"], desired_ingress, live_ingress)],
+	{"kind": "NetworkPolicy", "spec": {"ingress": desired_ingress}},
+	{"kind": "NetworkPolicy", "spec": {"ingress": live_ingress}},
+)
+
+vpn_ssh := {"from": [{"ipBlock": {"cidr": "10.8.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 22}]}
+
+test_network_policy_ssh_from_the_world_is_forbidden if {
+	world := {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}], "ports": [{"protocol": "TCP", "port": 22}]}
+	findings := sec.classify with input as netpol([vpn_ssh], [vpn_ssh, world])
+	t.rules(findings) == {"public_network_policy"}
+	some f in findings
+	f.class == "forbidden"
+	f.path == "/spec/ingress"
+	f.reason == "NetworkPolicy admits port 22 from 0.0.0.0/0, ::/0"
+}
+
+test_network_policy_all_ports_or_a_range_from_the_world_is_forbidden if {
+	all_ports := {"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}
+	findings := sec.classify with input as netpol([], [all_ports])
+	t.has(findings, "forbidden", "public_network_policy")
+	range := {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 20, "endPort": 25}]}
+	more := sec.classify with input as netpol([], [range])
+	t.has(more, "forbidden", "public_network_policy")
+}
+
+test_network_policy_other_ports_or_private_sources_are_not_forbidden if {
+	https := {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}, {"port": 8000, "endPort": 8100}]}
+	findings := sec.classify with input as netpol([vpn_ssh], [vpn_ssh, https])
+	count(findings) == 0
+	office := {"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 22}]}
+	more := sec.classify with input as netpol([vpn_ssh], [office])
+	count(more) == 0
+}

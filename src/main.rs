@@ -288,8 +288,12 @@ enum PolicyCmd {
         /// List every test.
         #[arg(short, long)]
         verbose: bool,
+        /// After the results, print each policy file's line coverage (test files excluded).
+        #[arg(long)]
+        coverage: bool,
     },
-    /// Print the verdict for one policy input document.
+    /// Print the verdict for one policy input document. With conftest policies (`deny`,
+    /// `violation`, `warn`), exit 1 when a failure is found, like `conftest test`.
     Eval {
         /// The input document (JSON or YAML).
         #[arg(long, short = 'i')]
@@ -303,6 +307,9 @@ enum PolicyCmd {
         /// Read the policy directories as Rego v0.
         #[arg(long)]
         rego_v0: bool,
+        /// conftest policies: warnings fail too (exit 1 for warnings, 2 for failures).
+        #[arg(long)]
+        fail_on_warn: bool,
     },
 }
 
@@ -837,10 +844,20 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8, Failure> {
             run,
             rego_v0,
             verbose,
+            coverage,
         } => {
             let dirs = policy_dirs(&dirs, rego_v0);
-            let report = policy::run_tests(&dirs, &data, run.as_deref()).map_err(policy_failure)?;
+            let (report, files) = if coverage {
+                policy::run_tests_with_coverage(&dirs, &data, run.as_deref())
+                    .map(|(r, f)| (r, Some(f)))
+            } else {
+                policy::run_tests(&dirs, &data, run.as_deref()).map(|r| (r, None))
+            }
+            .map_err(policy_failure)?;
             print!("{}", policy::render_test_report(&report, verbose));
+            if let Some(files) = files {
+                print!("\n{}", policy::render_coverage(&files));
+            }
             Ok(if report.failed > 0 { 1 } else { 0 })
         }
         PolicyCmd::Eval {
@@ -848,15 +865,57 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8, Failure> {
             policies,
             data,
             rego_v0,
+            fail_on_warn,
         } => {
             let cfg = PolicyConfig {
                 dirs: policy_dirs(&policies, rego_v0),
                 data_files: data,
             };
-            let verdict = policy::eval_file(&input, &cfg).map_err(policy_failure)?;
-            let text = serde_json::to_string_pretty(&verdict).context("cannot render verdict")?;
+            let answer = policy::eval_file(&input, &cfg).map_err(policy_failure)?;
+            let text = serde_json::to_string_pretty(&answer).context("cannot render verdict")?;
             println!("{text}");
-            Ok(0)
+            // A verdict of any class is the answer itself; conftest answers fail like conftest.
+            let Some((failures, warnings)) = conftest_counts(&answer) else {
+                return Ok(0);
+            };
+            eprintln!(
+                "policy eval: {failures} failure{}, {warnings} warning{}",
+                if failures == 1 { "" } else { "s" },
+                if warnings == 1 { "" } else { "s" }
+            );
+            Ok(conftest_exit_code(failures, warnings, fail_on_warn))
         }
+    }
+}
+
+/// The `deny`/`violation` and `warn` messages of a conftest answer
+/// (`{"<package>": {"deny": [..], "violation": [..], "warn": [..]}}`); `None` for a verdict
+/// (`{"class", "reasons", "rules", "changes"}`).
+fn conftest_counts(answer: &serde_json::Value) -> Option<(usize, usize)> {
+    let packages = answer.as_object()?;
+    let mut counts = (0, 0);
+    for rules in packages.values() {
+        // A verdict has string and list members; a conftest answer only maps of rules.
+        for (rule, messages) in rules.as_object()? {
+            let n = messages.as_array().map_or(0, Vec::len);
+            match rule.as_str() {
+                "deny" | "violation" => counts.0 += n,
+                "warn" => counts.1 += n,
+                _ => {}
+            }
+        }
+    }
+    Some(counts)
+}
+
+/// `policy eval`'s exit code for conftest answers, as `conftest test` computes it: 1 when a
+/// `deny` or `violation` message is found; with `--fail-on-warn`, 2 for those and 1 when only
+/// `warn` messages are.
+fn conftest_exit_code(failures: usize, warnings: usize, fail_on_warn: bool) -> u8 {
+    match (failures > 0, warnings > 0, fail_on_warn) {
+        (true, _, false) => 1,
+        (true, _, true) => 2,
+        (false, true, true) => 1,
+        (false, _, _) => 0,
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! The figures are the report's summary (resources checked, drifts by class and kind, actions by
 //! result, ignored fields, compliance), the run's duration and end time, and the API requests the
-//! live readers and actuators sent, by endpoint. Readers count their requests with
-//! [`record_api_request`]; the counts live in a process-wide registry, like a Prometheus client
-//! library's default registry, so no reader needs a handle threaded through the pipeline.
+//! live readers and actuators sent, by endpoint (and result, where the caller knows it). Readers
+//! count their requests with [`record_api_request`] or [`record_api_call`]; the counts live in a
+//! process-wide registry, like a Prometheus client library's default registry, so no reader
+//! needs a handle threaded through the pipeline.
 //!
 //! [`render`] is pure. [`push`] is the one function here that does IO: an HTTP/1.1 `PUT` of the
 //! text to `<url>/metrics/job/<job>{/<label>/<value>}`, which replaces the group's previous
@@ -47,17 +48,42 @@ pub enum MetricsError {
 
 pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
-/// API requests by `(provider, endpoint)`.
-pub type ApiRequests = BTreeMap<(String, String), u64>;
+/// One series of API requests: who was called, what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiRequest {
+    /// `kubernetes`, `ec2`.
+    pub provider: String,
+    /// A verb and a resource type (`list apps/v1 deployments`) or an API action
+    /// (`DescribeInstances`).
+    pub endpoint: String,
+    /// How the request ended (`ok`, an error code); empty when the caller counts requests as
+    /// they are sent, before any answer (then the series has no `result` label).
+    pub result: String,
+}
+
+/// API requests by provider, endpoint and result.
+pub type ApiRequests = BTreeMap<ApiRequest, u64>;
 
 static API_REQUESTS: Mutex<ApiRequests> = Mutex::new(BTreeMap::new());
 
-/// Counts one API request. `endpoint` must have low cardinality: a verb and a resource type, e.g.
-/// `list apps/v1 deployments` or `DescribeInstances`, never an object name or a full URL.
+/// Counts one API request as it is sent (no result). `endpoint` must have low cardinality: a verb
+/// and a resource type, e.g. `list apps/v1 deployments` or `DescribeInstances`, never an object
+/// name or a full URL.
 pub fn record_api_request(provider: &str, endpoint: &str) {
+    record_api_call(provider, endpoint, "");
+}
+
+/// Counts one API request with its result. `endpoint` as for [`record_api_request`]; `result`
+/// must have low cardinality too: `ok`, an error code from the API's fixed set
+/// (`RequestLimitExceeded`), or a kind of failure (`timeout`), never a message.
+pub fn record_api_call(provider: &str, endpoint: &str, result: &str) {
+    let key = ApiRequest {
+        provider: provider.to_string(),
+        endpoint: endpoint.to_string(),
+        result: result.to_string(),
+    };
     let mut map = API_REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
-    *map.entry((provider.to_string(), endpoint.to_string()))
-        .or_default() += 1;
+    *map.entry(key).or_default() += 1;
 }
 
 /// The API requests counted so far in this process.
@@ -75,7 +101,7 @@ pub struct RunFacts {
     pub duration_seconds: f64,
     /// When the run ended, Unix seconds.
     pub finished_unix_seconds: f64,
-    /// API requests by `(provider, endpoint)` ([`api_requests`]).
+    /// API requests by provider, endpoint and result ([`api_requests`]).
     pub api_requests: ApiRequests,
 }
 
@@ -237,18 +263,22 @@ pub fn render(report: &Report, facts: &RunFacts) -> String {
     let samples: Vec<_> = facts
         .api_requests
         .iter()
-        .map(|((p, e), n)| {
-            (
-                vec![("provider", p.as_str()), ("endpoint", e.as_str())],
-                *n as f64,
-            )
+        .map(|(r, n)| {
+            let mut labels = vec![
+                ("provider", r.provider.as_str()),
+                ("endpoint", r.endpoint.as_str()),
+            ];
+            if !r.result.is_empty() {
+                labels.push(("result", r.result.as_str()));
+            }
+            (labels, *n as f64)
         })
         .collect();
     family(
         &mut out,
         "driftwarden_api_requests_total",
         "counter",
-        "API requests sent during the run, by provider and endpoint.",
+        "API requests sent during the run, by provider and endpoint, and by result where known.",
         &samples,
     );
     out
@@ -498,7 +528,43 @@ mod tests {
     fn registry_counts() {
         record_api_request("test-provider", "list v1 configmaps");
         record_api_request("test-provider", "list v1 configmaps");
+        record_api_call("test-provider", "DescribeThings", "ok");
+        record_api_call("test-provider", "DescribeThings", "RequestLimitExceeded");
+        record_api_call("test-provider", "DescribeThings", "ok");
         let m = api_requests();
-        assert!(m[&("test-provider".into(), "list v1 configmaps".into())] >= 2);
+        let key = |endpoint: &str, result: &str| ApiRequest {
+            provider: "test-provider".into(),
+            endpoint: endpoint.into(),
+            result: result.into(),
+        };
+        assert!(m[&key("list v1 configmaps", "")] >= 2);
+        assert!(m[&key("DescribeThings", "ok")] >= 2);
+        assert!(m[&key("DescribeThings", "RequestLimitExceeded")] >= 1);
+    }
+
+    #[test]
+    fn api_requests_carry_a_result_label_only_when_known() {
+        let mut api_requests = ApiRequests::new();
+        let key = |provider: &str, endpoint: &str, result: &str| ApiRequest {
+            provider: provider.into(),
+            endpoint: endpoint.into(),
+            result: result.into(),
+        };
+        api_requests.insert(key("kubernetes", "list v1 configmaps", ""), 3);
+        api_requests.insert(key("ec2", "DescribeInstances", "ok"), 2);
+        api_requests.insert(key("ec2", "CreateTags", "DryRunOperation"), 1);
+        let facts = RunFacts {
+            api_requests,
+            ..RunFacts::default()
+        };
+        let report = Report::new("diff", 1, 0, BTreeMap::new(), Vec::new(), Vec::new());
+        let text = render(&report, &facts);
+        for line in [
+            "driftwarden_api_requests_total{provider=\"kubernetes\",endpoint=\"list v1 configmaps\"} 3",
+            "driftwarden_api_requests_total{provider=\"ec2\",endpoint=\"DescribeInstances\",result=\"ok\"} 2",
+            "driftwarden_api_requests_total{provider=\"ec2\",endpoint=\"CreateTags\",result=\"DryRunOperation\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 }

@@ -37,7 +37,7 @@ use crate::model::{
     Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, FieldChange, Provenance,
     Report, ResourceRef, fingerprint,
 };
-use crate::policy::{self, PolicyEngine, RunContext};
+use crate::policy::{self, RunContext};
 use crate::report::{self, Format, RenderOptions};
 
 /// The target name pr-check drifts carry (fingerprints, policy input).
@@ -582,18 +582,12 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
         checked += n;
     }
 
-    let dirs_exist = opts.policies.dirs.iter().any(|d| d.path.is_dir());
-    let engine: Option<PolicyEngine> = if dirs_exist {
-        crate::run::load_policies(&opts.policies, true).map_err(|e| match e {
-            crate::run::Error::Policy(p) => Error::Policy(p),
-            other => Error::Usage(other.to_string()),
-        })?
-    } else {
-        warn!(
-            "no policy directory found: every change is unclassified (risky) and nothing fails the check"
-        );
-        None
-    };
+    // No policy directory: the empty engine gives every change the fail-safe `risky` verdict
+    // (run::load_policies warns), so nothing passes as safe and nothing fails the check.
+    let engine = crate::run::load_policies(&opts.policies, false).map_err(|e| match e {
+        crate::run::Error::Policy(p) => Error::Policy(p),
+        other => Error::Usage(other.to_string()),
+    })?;
     if let Some(engine) = &engine {
         let mut ctx = RunContext {
             time: crate::run::now_rfc3339(),
@@ -604,7 +598,11 @@ pub async fn run(opts: &Options) -> Result<Outcome, Error> {
             TARGET.to_string(),
             policy::Related::from_objects(head_objs.iter().map(|o| &o.value)),
         );
-        engine.classify(&mut drifts, &ctx).map_err(Error::Policy)?;
+        // The gate runs on the interpreter: a pull request changes few objects, and a rule that
+        // fails at run time must stop the check with its file and line, never read as undefined.
+        engine
+            .classify_interpreted(&mut drifts, &ctx)
+            .map_err(Error::Policy)?;
     }
     for d in &mut drifts {
         d.action = Some(action_for(d));

@@ -220,8 +220,10 @@ async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
     })
 }
 
-/// Loads the policy engine for a config: `None` when the configured directories do not exist
-/// and none was asked for explicitly (drifts then stay unclassified and are treated as risky).
+/// Loads the policy engine for a config. When none of the configured directories exists and none
+/// was asked for explicitly, the run warns and uses [`PolicyEngine::empty`]: fail safe, every drift
+/// gets the default verdict (`risky`, [`crate::policy::DEFAULT_REASON`]), so nothing is corrected.
+/// Always `Some`; the `Option` is kept for callers that run without policies.
 pub fn load_policies(
     settings: &crate::config::PolicySettings,
     required: bool,
@@ -235,8 +237,11 @@ pub fn load_policies(
         })
         .collect();
     if !required && dirs.iter().all(|d| !d.path.is_dir()) {
-        warn!("no policy directory found; drifts are left unclassified and treated as risky");
-        return Ok(None);
+        warn!(
+            dirs = ?dirs.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
+            "no policy directory found; every drift is classified risky by the fail-safe default"
+        );
+        return PolicyEngine::empty().map(Some).map_err(Error::Policy);
     }
     let cfg = PolicyConfig {
         dirs,

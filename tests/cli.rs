@@ -290,3 +290,86 @@ fn validate_accepts_the_embedded_demo_config() {
         stdout(&out)
     );
 }
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    team: storefront\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: web:1\n";
+
+#[test]
+fn a_missing_policy_directory_makes_every_drift_risky_and_nothing_is_corrected() {
+    // A label and a replica count edited by hand: the default library calls both safe, so in
+    // autocorrect mode the drift would be corrected. Without policies it must not be.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "desired/web.yaml", WEB);
+    write(
+        dir.path(),
+        "live/web.yaml",
+        &WEB.replace("team: storefront", "team: sre")
+            .replace("replicas: 2", "replicas: 3")
+            .replace(
+                "  namespace: shop\n",
+                "  namespace: shop\n  uid: 7f1d\n  resourceVersion: \"12\"\n",
+            ),
+    );
+    let config = |policies: &str| {
+        format!(
+            "policies:\n  dirs: [{policies}]\ntargets:\n  - name: t\n    mode: autocorrect\n    desired: {{dir: desired}}\n    live: {{snapshot: live}}\n"
+        )
+    };
+    let library = root().join("policies");
+    let with = write(
+        dir.path(),
+        "with.yaml",
+        &config(&library.display().to_string()),
+    );
+    let without = write(dir.path(), "without.yaml", &config("no-such-policies"));
+
+    let out = run(bin()
+        .args(["reconcile", "-o", "json", "--config"])
+        .arg(&with));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["drifts"][0]["verdict"]["class"], "safe");
+    assert_eq!(report["drifts"][0]["action"]["action"]["type"], "correct");
+
+    let out = run(bin()
+        .args(["reconcile", "-o", "json", "--config"])
+        .arg(&without));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no policy directory found"),
+        "{}",
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        report["summary"]["by_class"],
+        serde_json::json!({"risky": 1})
+    );
+    let drift = &report["drifts"][0];
+    assert_eq!(
+        drift["verdict"],
+        serde_json::json!({
+            "class": "risky",
+            "reasons": [driftwarden::policy::DEFAULT_REASON],
+            "rules": [driftwarden::policy::DEFAULT_RULE]
+        })
+    );
+    for c in drift["changes"].as_array().unwrap() {
+        assert_eq!(c["class"], "risky", "{c}");
+    }
+    assert_eq!(drift["action"]["action"]["type"], "pull_request");
+    assert_eq!(
+        report["summary"]["actions"],
+        serde_json::json!({"pull_request:planned": 1})
+    );
+
+    // The table says so too.
+    let out = run(bin()
+        .args(["reconcile", "--no-diff", "--config"])
+        .arg(&without));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("[risky] Deployment shop/web"),
+        "{}",
+        stdout(&out)
+    );
+}

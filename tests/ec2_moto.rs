@@ -865,3 +865,209 @@ fn failed_calls_make_a_partial_read() {
             .any(|m| m.contains("DescribeSecurityGroups"))
     );
 }
+
+/// The `driftwarden_api_requests_total` samples of the EC2 provider in a metrics file, by
+/// `(endpoint, result)`.
+fn ec2_requests(metrics: &Path) -> BTreeMap<(String, String), u64> {
+    let text = std::fs::read_to_string(metrics).unwrap();
+    assert!(
+        text.contains("# TYPE driftwarden_api_requests_total counter\n"),
+        "{text}"
+    );
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("driftwarden_api_requests_total{provider=\"ec2\",")
+        else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ").unwrap();
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_else(|| panic!("no {name} label: {line}"))
+        };
+        out.insert((label("endpoint"), label("result")), value.parse().unwrap());
+    }
+    out
+}
+
+fn count(requests: &BTreeMap<(String, String), u64>, endpoint: &str, result: &str) -> u64 {
+    requests
+        .get(&(endpoint.to_string(), result.to_string()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Every EC2 call is counted in the Prometheus metrics with its result, like the Kubernetes
+/// reader's requests: each Describe call of the read, the correction (`CreateTags`), the re-read
+/// that confirms it, and a dry run's calls as the `DryRunOperation` answer they get.
+#[test]
+fn ec2_calls_are_counted_in_the_metrics() {
+    let Some(ep) = moto::endpoint() else { return };
+    let region = "ca-central-1";
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("all_safe.rego"),
+        "package driftwarden.all_safe\n\n# Test only: every Terraform change is safe.\nclassify contains {\"class\": \"safe\", \"reason\": \"test policy\", \"rule\": \"all_safe\"} if input.provider == \"terraform\"\n",
+    )
+    .unwrap();
+    let rt = rt();
+    let c = moto::client(&ep, region);
+    let (sg, vpc) = rt.block_on(async {
+        let (vpc, _) = default_subnet(&c, "ca-central-1a").await;
+        let sg = c
+            .create_security_group()
+            .group_name("api")
+            .description("api tier")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_string();
+        // Hand-edited: Git says Team=core.
+        c.create_tags()
+            .resources(&sg)
+            .tags(Tag::builder().key("Team").value("ops").build())
+            .send()
+            .await
+            .unwrap();
+        (sg, vpc)
+    });
+    write_state(
+        dir.path(),
+        vec![resource(
+            None,
+            "aws_security_group",
+            "api",
+            None,
+            vec![instance(
+                1,
+                None,
+                tf_sg(region, &sg, "api", &vpc, vec![], json!({"Team": "core"})),
+            )],
+        )],
+    );
+    write_config(
+        dir.path(),
+        &ep,
+        region,
+        &policies,
+        "\n        unmanaged: false",
+    );
+
+    // A dry run: the read, and the correction the API accepts without making it.
+    let metrics = dir.path().join("dry-run.prom");
+    let metrics_arg = metrics.to_str().unwrap();
+    let report = json_report(
+        dir.path(),
+        &[
+            "reconcile",
+            "-c",
+            "driftwarden.yaml",
+            "--dry-run",
+            "--metrics-file",
+            metrics_arg,
+        ],
+        2,
+    );
+    let d = drift_by(&report, "aws_security_group.api");
+    assert_eq!(d["action"]["result"], "planned", "{d:#}");
+    let requests = ec2_requests(&metrics);
+    for k in ResourceKind::ALL {
+        assert_eq!(
+            count(&requests, k.describe_call(), "ok"),
+            1,
+            "{}: {requests:?}",
+            k.describe_call()
+        );
+    }
+    assert_eq!(
+        count(&requests, "CreateTags", "DryRunOperation"),
+        1,
+        "{requests:?}"
+    );
+    assert_eq!(count(&requests, "CreateTags", "ok"), 0, "{requests:?}");
+
+    // The correction: the read, CreateTags, and the re-read of the security group.
+    let metrics = dir.path().join("reconcile.prom");
+    let metrics_arg = metrics.to_str().unwrap();
+    let report = json_report(
+        dir.path(),
+        &[
+            "reconcile",
+            "-c",
+            "driftwarden.yaml",
+            "--metrics-file",
+            metrics_arg,
+        ],
+        2,
+    );
+    let d = drift_by(&report, "aws_security_group.api");
+    assert_eq!(d["action"]["result"], "done", "{d:#}");
+    let requests = ec2_requests(&metrics);
+    assert_eq!(count(&requests, "CreateTags", "ok"), 1, "{requests:?}");
+    assert_eq!(
+        count(&requests, "DescribeSecurityGroups", "ok"),
+        2,
+        "{requests:?}"
+    );
+    assert_eq!(
+        count(&requests, "DescribeInstances", "ok"),
+        1,
+        "{requests:?}"
+    );
+    assert!(
+        requests.keys().all(|(_, result)| result == "ok"),
+        "{requests:?}"
+    );
+}
+
+/// A call that gets no answer is counted with the kind of failure. Needs no moto: the endpoint
+/// refuses.
+#[test]
+fn failed_ec2_calls_are_counted_with_their_result() {
+    let dir = tempfile::tempdir().unwrap();
+    write_state(dir.path(), vec![]);
+    write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "eu-north-1",
+        &PathBuf::from(ROOT).join("policies"),
+        "",
+    );
+    let cfg = std::fs::read_to_string(dir.path().join("driftwarden.yaml"))
+        .unwrap()
+        .replace("max_attempts: 2", "max_attempts: 1");
+    std::fs::write(dir.path().join("driftwarden.yaml"), cfg).unwrap();
+    let metrics = dir.path().join("metrics.prom");
+    json_report(
+        dir.path(),
+        &[
+            "diff",
+            "-c",
+            "driftwarden.yaml",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        1,
+    );
+    let requests = ec2_requests(&metrics);
+    for k in ResourceKind::ALL {
+        assert_eq!(
+            count(&requests, k.describe_call(), "dispatch_failure"),
+            1,
+            "{}: {requests:?}",
+            k.describe_call()
+        );
+    }
+    assert!(
+        !requests.keys().any(|(_, result)| result == "ok"),
+        "{requests:?}"
+    );
+}

@@ -1191,6 +1191,72 @@ async fn a_conflict_without_force_is_escalated_not_forced() {
     assert_eq!(live["spec"]["replicas"], 5, "left as the hand edit set it");
 }
 
+/// Issue 4 with a forge configured: the conflict escalated under `force: false` takes the
+/// pull-request path like a risky drift (a pull request is opened, nothing is dropped), and the
+/// report still says who owns the conflicting fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_without_force_opens_a_pull_request_naming_the_owner() {
+    let env = Env::new().await;
+    let desired = seed_golden_drifted(&env.server);
+    commit_all(&env.path("gitops"), &desired);
+    let cfg = env.config(
+        "autocorrect",
+        "shop-drifted",
+        &format!(
+            "{{git: {{repo: {}}}, path: apps/shop}}",
+            env.path("gitops").display()
+        ),
+        "",
+        "    guardrails: {force: false}\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "version: 1\n",
+        &format!(
+            "version: 1\npull_requests: {{forge: local, output_dir: {}}}\n",
+            env.path("prs").display()
+        ),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for (display, owner) in [
+        (
+            "Deployment shop-drifted/storefront",
+            "kubectl-set (.spec.template.spec.containers[name=\"web\"].image)",
+        ),
+        (
+            "ConfigMap shop-drifted/storefront-config",
+            "kubectl-edit (.data.LOG_LEVEL)",
+        ),
+    ] {
+        let (a, r, detail) = action(drift(&report, display));
+        assert_eq!(
+            (a, r),
+            (Action::PullRequest, ActionResult::Done),
+            "{display}: {detail}"
+        );
+        assert!(
+            detail.starts_with("escalated: server-side apply conflicts: owned by"),
+            "{display}: {detail}"
+        );
+        assert!(detail.contains(owner), "{display}: {detail}");
+        assert!(
+            detail.contains("opened pull request #"),
+            "{display}: {detail}"
+        );
+    }
+    // The pull requests exist: one body per escalated drift, labelled like a risky drift.
+    let index = std::fs::read_to_string(env.path("prs/index.md")).unwrap();
+    assert!(index.contains("storefront-config"), "{index}");
+    assert!(index.contains("Deployment"), "{index}");
+    let live = env
+        .server
+        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
+        .unwrap();
+    assert_eq!(live["spec"]["replicas"], 5, "left as the hand edit set it");
+}
+
 // ------------------------------------------------------------------------------------------
 // Guardrails
 // ------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use driftwarden::model::{
     Attribution, ChangeOp, Class, Drift, DriftKind, FieldChange, Mode, ResourceId, fingerprint,
@@ -240,6 +239,84 @@ fn failing_tests_are_counted_not_errors() {
     assert!(text.contains("result was undefined"), "{text}");
     assert!(!text.contains("test_true"), "{text}");
     assert!(text.ends_with("\n1 passed, 2 failed\n"), "{text}");
+}
+
+/// The binary, run from the repository root.
+fn driftwarden(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("DRIFTWARDEN_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn policy_test_coverage_prints_each_file_after_the_results() {
+    let out = driftwarden(&["policy", "test", "policies/", "--coverage"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (results, coverage) = stdout
+        .split_once("\ncoverage:\n")
+        .expect("a coverage section after the results");
+    let report = run_tests(&library().dirs, &[], None).unwrap();
+    assert_eq!(
+        results,
+        format!("{} passed, 0 failed\n", report.passed),
+        "the results come first, unchanged"
+    );
+
+    // The same figures as the library computes, for real files, and no test file.
+    let (_, files) = run_tests_with_coverage(&[PolicyDir::new("policies/")], &[], None).unwrap();
+    let lines: Vec<&str> = coverage.lines().collect();
+    assert_eq!(lines.len(), files.len() + 1, "{coverage}");
+    let sec = files
+        .iter()
+        .find(|f| f.file.ends_with("kubernetes_security.rego"))
+        .expect("kubernetes_security.rego is covered");
+    let tracked = sec.covered.len() + sec.not_covered.len();
+    assert!(tracked > 50 && sec.percent() > 80.0, "{sec:?}");
+    let line = format!(
+        "{}: {:.1}% ({}/{} lines)",
+        sec.file,
+        sec.percent(),
+        sec.covered.len(),
+        tracked
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&line)),
+        "{line} not in\n{coverage}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("_test.rego")),
+        "{coverage}"
+    );
+    let covered: usize = files.iter().map(|f| f.covered.len()).sum();
+    let tracked: usize = files
+        .iter()
+        .map(|f| f.covered.len() + f.not_covered.len())
+        .sum();
+    let total = lines.last().unwrap();
+    assert!(
+        total.starts_with("total: ") && total.ends_with(&format!(" ({covered}/{tracked} lines)")),
+        "{total}"
+    );
+
+    // Without the flag, nothing but the results.
+    let out = driftwarden(&["policy", "test", "policies/"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("coverage"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,6 +819,133 @@ fn v0_policies_need_their_directory_marked_v0() {
     assert!(err.to_string().contains("conftest_v0/k8s.rego:"), "{err}");
 }
 
+#[test]
+fn policy_eval_exits_like_conftest() {
+    let code = |args: &[&str]| {
+        let out = driftwarden(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let eval = ["policy", "eval", "--input"];
+    // deny and warn messages: the failures fail, with or without --fail-on-warn (2 then).
+    let deploy = [
+        &eval[..],
+        &[
+            "fixtures/policy/inputs/deployment.yaml",
+            "-p",
+            "fixtures/policy/conftest",
+        ],
+    ]
+    .concat();
+    let (status, stdout, stderr) = code(&deploy);
+    assert_eq!(status, Some(1), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["main"]["deny"].as_array().map(Vec::len), Some(2));
+    assert!(
+        stderr.contains("policy eval: 2 failures, 1 warning"),
+        "{stderr}"
+    );
+    let (status, ..) = code(&[&deploy[..], &["--fail-on-warn"]].concat());
+    assert_eq!(status, Some(2));
+
+    // violation (v0) fails the same way.
+    let (status, stdout, _) = code(&[
+        "policy",
+        "eval",
+        "--input",
+        "fixtures/policy/inputs/deployment.yaml",
+        "-p",
+        "fixtures/policy/conftest_v0",
+        "--rego-v0",
+    ]);
+    assert_eq!(status, Some(1), "{stdout}");
+    assert!(stdout.contains("Deployment must run at least 2 replicas"));
+
+    // warn alone passes, unless --fail-on-warn.
+    let dir = tempfile::tempdir().unwrap();
+    let warn_only = dir.path().join("deployment.yaml");
+    let text = std::fs::read_to_string(root().join("fixtures/policy/inputs/deployment.yaml"))
+        .unwrap()
+        .replace(
+            "docker.io/library/busybox:latest",
+            "ghcr.io/example/busybox:1.36",
+        )
+        .replace(
+            "    spec:\n      containers:",
+            "    spec:\n      securityContext: {runAsNonRoot: true}\n      containers:",
+        );
+    std::fs::write(&warn_only, text).unwrap();
+    let warn_args = [
+        &eval[..],
+        &[
+            warn_only.to_str().unwrap(),
+            "-p",
+            "fixtures/policy/conftest",
+        ],
+    ]
+    .concat();
+    let (status, stdout, stderr) = code(&warn_args);
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["main"]["deny"], json!([]));
+    assert_eq!(
+        answer["main"]["warn"],
+        json!(["Deployment web: container debug has no memory limit"])
+    );
+    let (status, ..) = code(&[&warn_args[..], &["--fail-on-warn"]].concat());
+    assert_eq!(status, Some(1));
+
+    // Nothing found: 0. A verdict of any class is an answer, not a failure: 0.
+    let (status, stdout, _) = code(&[
+        "policy",
+        "eval",
+        "--input",
+        "fixtures/policy/inputs/deployment.yaml",
+        "-p",
+        "fixtures/policy/conftest/terraform.rego",
+        "--fail-on-warn",
+    ]);
+    assert_eq!(status, Some(0), "{stdout}");
+    let (status, stdout, _) = code(&[
+        "policy",
+        "eval",
+        "--input",
+        "fixtures/policy/inputs/privileged.forbidden.json",
+    ]);
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(stdout.contains("\"forbidden\""), "{stdout}");
+
+    // Bad input and bad policies stay exit 3.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: [unclosed\n").unwrap();
+    let (status, _, stderr) = code(
+        &[
+            &eval[..],
+            &[bad.to_str().unwrap(), "-p", "fixtures/policy/conftest"],
+        ]
+        .concat(),
+    );
+    assert_eq!(status, Some(3), "{stderr}");
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+    let (status, _, stderr) = code(
+        &[
+            &eval[..],
+            &[
+                "fixtures/policy/inputs/deployment.yaml",
+                "-p",
+                "fixtures/policy/conftest_v0",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(status, Some(3), "{stderr}");
+    assert!(stderr.contains("k8s.rego:"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // `policy eval` on the input documents shipped in fixtures/policy/inputs.
 
@@ -858,59 +1062,4 @@ fn parallel_classification_matches_sequential() {
     engine().classify_parallel(&mut b, &ctx, 4).unwrap();
     assert_eq!(a, b);
     assert!(b.iter().all(|d| d.verdict.is_some()));
-}
-
-#[test]
-#[ignore = "benchmark: run with --release"]
-fn bench_classify_100k() {
-    let n: usize = std::env::var("BENCH_DRIFTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let mut ctx = ctx();
-    with_hpa(&mut ctx);
-    let t = Instant::now();
-    let engine = PolicyEngine::load(&library()).unwrap();
-    let load = t.elapsed();
-    // A realistic mix: the golden Deployment with whole objects (managedFields included),
-    // metadata-only drifts, a ConfigMap, a Terraform security group.
-    let fixtures: Vec<Drift> = input_fixtures().into_iter().map(|(_, d, _)| d).collect();
-    let mut drifts: Vec<Drift> = (0..n)
-        .map(|i| fixtures[i % fixtures.len()].clone())
-        .collect();
-    let t = Instant::now();
-    engine.classify(&mut drifts, &ctx).unwrap();
-    let took = t.elapsed();
-    let per = took.as_secs_f64() / n as f64;
-    println!(
-        "load {load:?}; classified {n} drifts in {took:?}: {:.0} drifts/s, {:.1} µs per drift (one thread)",
-        1.0 / per,
-        per * 1e6
-    );
-    assert!(drifts.iter().all(|d| d.verdict.is_some()));
-
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut again: Vec<Drift> = (0..n)
-        .map(|i| fixtures[i % fixtures.len()].clone())
-        .collect();
-    let t = Instant::now();
-    engine.classify_parallel(&mut again, &ctx, threads).unwrap();
-    let took = t.elapsed();
-    println!(
-        "classify_parallel on {threads} threads: {:.0} drifts/s",
-        n as f64 / took.as_secs_f64()
-    );
-    assert_eq!(
-        again.iter().map(|d| d.verdict.clone()).collect::<Vec<_>>(),
-        drifts.iter().map(|d| d.verdict.clone()).collect::<Vec<_>>()
-    );
-    for (name, d, _) in input_fixtures() {
-        let mut one: Vec<Drift> = (0..2000).map(|_| d.clone()).collect();
-        let t = Instant::now();
-        engine.classify(&mut one, &ctx).unwrap();
-        println!(
-            "  {name}: {:.1} µs per drift",
-            t.elapsed().as_secs_f64() * 1e6 / 2000.0
-        );
-    }
 }

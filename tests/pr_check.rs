@@ -438,3 +438,115 @@ fn locally_it_prints_the_report_and_posts_nothing() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn adding_a_service_or_network_policy_that_opens_ssh_to_the_world_fails_the_check() {
+    let (dir, repo) = repo();
+    // Git already has a NetworkPolicy admitting SSH from the VPN only.
+    let vpn = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: bastion\n  namespace: shop\nspec:\n  podSelector:\n    matchLabels: {app: bastion}\n  ingress:\n    - from:\n        - ipBlock: {cidr: 10.8.0.0/16}\n      ports:\n        - {protocol: TCP, port: 22}\n";
+    let base = commit(&repo, dir.path(), &[("k8s/netpol.yaml", vpn)], "vpn ssh");
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: bastion\n  namespace: shop\nspec:\n  type: LoadBalancer\n  selector: {app: bastion}\n  ports:\n    - name: ssh\n      port: 2222\n      targetPort: 22\n";
+    let world = vpn.replace(
+        "        - ipBlock: {cidr: 10.8.0.0/16}\n",
+        "        - ipBlock: {cidr: 10.8.0.0/16}\n        - ipBlock: {cidr: 0.0.0.0/0}\n",
+    );
+    commit(
+        &repo,
+        dir.path(),
+        &[("k8s/bastion.yaml", service), ("k8s/netpol.yaml", &world)],
+        "open the bastion",
+    );
+    let policies = root().join("policies");
+    let check = |base: &str| {
+        run(
+            dir.path(),
+            &[
+                "pr-check",
+                "--base",
+                base,
+                "--head",
+                "HEAD",
+                "--policies",
+                policies.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let out = check(&base);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let verdicts: Vec<(String, String, String, Vec<String>)> = report["drifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let strings = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect()
+            };
+            (
+                format!(
+                    "{} {}",
+                    d["resource"]["display"].as_str().unwrap(),
+                    d["kind"].as_str().unwrap()
+                ),
+                d["verdict"]["class"].as_str().unwrap().to_string(),
+                strings(&d["verdict"]["reasons"]).join("; "),
+                strings(&d["verdict"]["rules"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (
+                "Service shop/bastion Unmanaged".to_string(),
+                "forbidden".to_string(),
+                "Service exposes port 22 to the internet (type LoadBalancer, no loadBalancerSourceRanges)"
+                    .to_string(),
+                vec!["kubernetes_security.public_service".to_string()],
+            ),
+            (
+                "NetworkPolicy shop/bastion Modified".to_string(),
+                "forbidden".to_string(),
+                "NetworkPolicy admits port 22 from 0.0.0.0/0".to_string(),
+                vec!["kubernetes_security.public_network_policy".to_string()],
+            ),
+        ],
+        "{stdout}"
+    );
+
+    // Restricting the load balancer and dropping the world rule passes (risky at most).
+    commit(
+        &repo,
+        dir.path(),
+        &[
+            (
+                "k8s/bastion.yaml",
+                &format!("{service}  loadBalancerSourceRanges: [203.0.113.0/24]\n"),
+            ),
+            ("k8s/netpol.yaml", vpn),
+        ],
+        "restrict the bastion",
+    );
+    let out = check(&base);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("\"forbidden\""), "{stdout}");
+}

@@ -24,7 +24,8 @@
 //! `DryRun=true` and records nothing.
 //!
 //! Every correction is confirmed by reading the resource again; the outcome lands in
-//! `drift.action` (`done` only when the re-read matches Git).
+//! `drift.action` (`done` only when the re-read matches Git). Every call, the re-read's included,
+//! is counted in the run's API metrics by action and result ([`ec2::observe`]).
 
 use std::collections::BTreeMap;
 
@@ -36,13 +37,11 @@ use aws_sdk_ec2::types::{
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use super::guardrails::{self, History};
-use super::{ActContext, decide};
+use super::ActContext;
+use super::guardrails::{self, Removal, escalate, record, source_error};
 use crate::config::LiveSource;
 use crate::live::ec2::{self, RequestCounter, ResourceKind};
-use crate::model::{
-    Action, ActionRecord, ActionResult, Class, Drift, DriftKind, MASK, SourceError, Verdict,
-};
+use crate::model::{ActionResult, Drift, DriftKind, MASK, SourceError};
 use crate::terraform::values::{canonical_set, equivalent};
 
 /// One API operation of a correction.
@@ -62,6 +61,25 @@ impl Op {
         matches!(self, Op::DeleteTags(_) | Op::Revoke { .. })
     }
 
+    /// The EC2 API action that carries the operation out on a resource of `kind` (also the
+    /// endpoint it is counted under in the API metrics).
+    fn call(&self, kind: ResourceKind) -> &'static str {
+        match self {
+            Op::CreateTags(_) => "CreateTags",
+            Op::DeleteTags(_) => "DeleteTags",
+            Op::Authorize { ingress: true, .. } => "AuthorizeSecurityGroupIngress",
+            Op::Authorize { ingress: false, .. } => "AuthorizeSecurityGroupEgress",
+            Op::Revoke { ingress: true, .. } => "RevokeSecurityGroupIngress",
+            Op::Revoke { ingress: false, .. } => "RevokeSecurityGroupEgress",
+            Op::SourceDestCheck(_) if kind == ResourceKind::NetworkInterface => {
+                "ModifyNetworkInterfaceAttribute"
+            }
+            Op::SourceDestCheck(_) | Op::TerminationProtection(_) => "ModifyInstanceAttribute",
+            Op::Monitoring(true) => "MonitorInstances",
+            Op::Monitoring(false) => "UnmonitorInstances",
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Op::CreateTags(t) => format!(
@@ -72,15 +90,9 @@ impl Op {
                     .join(", ")
             ),
             Op::DeleteTags(k) => format!("DeleteTags {}", k.join(", ")),
-            Op::Authorize { ingress, rules } => format!(
-                "AuthorizeSecurityGroup{} ({} rule{})",
-                if *ingress { "Ingress" } else { "Egress" },
-                rules.len(),
-                if rules.len() == 1 { "" } else { "s" }
-            ),
-            Op::Revoke { ingress, rules } => format!(
-                "RevokeSecurityGroup{} ({} rule{})",
-                if *ingress { "Ingress" } else { "Egress" },
+            Op::Authorize { rules, .. } | Op::Revoke { rules, .. } => format!(
+                "{} ({} rule{})",
+                self.call(ResourceKind::SecurityGroup),
                 rules.len(),
                 if rules.len() == 1 { "" } else { "s" }
             ),
@@ -251,52 +263,6 @@ fn permission(rule: &Value, group_id: &str, with_description: bool) -> IpPermiss
     p.build()
 }
 
-fn record(drift: &mut Drift, result: ActionResult, detail: String) {
-    drift.action = Some(ActionRecord {
-        action: Action::Correct,
-        result,
-        detail: Some(detail),
-    });
-}
-
-fn skip(drift: &mut Drift, why: &str, detail: String) {
-    drift.action = Some(ActionRecord {
-        action: Action::Skip {
-            why: why.to_string(),
-        },
-        result: ActionResult::Skipped,
-        detail: Some(detail),
-    });
-}
-
-/// Escalates a drift as if policy had called it risky (the same rule as the Kubernetes
-/// actuator): the action `decide` picks for a risky drift, still planned, `reason` first.
-fn escalate(drift: &mut Drift, ctx: &ActContext<'_>, reason: &str) {
-    let mut as_risky = drift.clone();
-    let mut verdict = as_risky.verdict.take().unwrap_or(Verdict {
-        class: Class::Risky,
-        reasons: Vec::new(),
-        rules: Vec::new(),
-    });
-    verdict.class = Class::Risky;
-    as_risky.verdict = Some(verdict);
-    let mut rec = decide(&as_risky, ctx.mode);
-    rec.detail = Some(match rec.detail {
-        Some(next) => format!("{reason}; {next}"),
-        None => reason.to_string(),
-    });
-    info!(target = %ctx.target.name, resource = %drift.resource.display, reason, "EC2 correction escalated");
-    drift.action = Some(rec);
-}
-
-fn source_error(ctx: &ActContext<'_>, message: String) -> SourceError {
-    SourceError {
-        target: ctx.target.name.clone(),
-        side: "live".into(),
-        message,
-    }
-}
-
 /// One correction to carry out.
 struct Job {
     index: usize,
@@ -319,9 +285,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     let mut jobs = Vec::new();
     for (index, d) in drifts.iter_mut().enumerate() {
         let chosen = matches!(d.resource.id.provider(), "terraform" | "ec2")
-            && d.action
-                .as_ref()
-                .is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Planned);
+            && guardrails::is_planned_correction(d);
         if !chosen {
             continue;
         }
@@ -369,12 +333,9 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
                 continue;
             }
         };
-        if ctx.partial && ops.iter().any(Op::removes) {
-            skip(
-                d,
-                "partial read",
-                "not corrected: part of this target's live state could not be read in this run, and nothing (tags, rules) is removed after a partial read".into(),
-            );
+        if ops.iter().any(Op::removes)
+            && guardrails::hold_removal(ctx, d, Removal::Parts("tags, rules"))
+        {
             continue;
         }
         jobs.push(Job {
@@ -389,68 +350,21 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         return errors;
     }
 
-    // 2. The hourly limit per resource: past it, escalate.
-    let now = guardrails::now_unix();
-    let mut history = match History::load(ctx.state_dir) {
-        Ok(h) => h,
-        Err(e) => {
-            let msg = error_chain(&e);
-            for job in &jobs {
-                skip(
-                    &mut drifts[job.index],
-                    "remediation history unreadable",
-                    format!("not corrected: {msg}"),
-                );
-            }
-            errors.push(source_error(ctx, format!("remediation history: {msg}")));
-            return errors;
-        }
+    // 2. The remediation history, the hourly limit per resource (past it, escalate) and the
+    // blast radius (all or nothing).
+    let Some(mut admitted) =
+        guardrails::admit(ctx, drifts, &mut jobs, |job| job.index, &mut errors)
+    else {
+        return errors;
     };
-    let per_hour = ctx.target.guardrails.max_remediations_per_hour as usize;
-    jobs.retain(|job| {
-        let d = &mut drifts[job.index];
-        let done = history.count_last_hour(&d.fingerprint, now);
-        if done < per_hour {
-            return true;
-        }
-        escalate(
-            d,
-            ctx,
-            &format!(
-                "escalated: corrected {done} time(s) in the last hour, the limit is {per_hour} (max_remediations_per_hour)"
-            ),
-        );
-        false
-    });
-    if jobs.is_empty() {
-        return errors;
-    }
 
-    // 3. Blast radius: all or nothing.
-    let limit = guardrails::correction_limit(&ctx.target.guardrails, ctx.checked);
-    if jobs.len() > limit {
-        let why = format!(
-            "blast radius: {} corrections exceed the limit of {limit}",
-            jobs.len()
-        );
-        let detail = format!(
-            "nothing was corrected for this target: {} corrections were needed, at most {limit} are allowed per run ({}); raise the limit or correct by hand",
-            jobs.len(),
-            guardrails::explain_limit(&ctx.target.guardrails, ctx.checked)
-        );
-        warn!(target = %ctx.target.name, needed = jobs.len(), limit, "blast radius exceeded; correcting nothing");
-        for job in &jobs {
-            skip(&mut drifts[job.index], &why, detail.clone());
-        }
-        return errors;
-    }
-
-    // 4. Act, then read again to confirm.
+    // 3. Act, then read again to confirm.
     let counter = RequestCounter::default();
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
-    let mut recorded = false;
     for job in &jobs {
-        let d = &mut drifts[job.index];
+        let Some(d) = drifts.get_mut(job.index) else {
+            continue;
+        };
         let client = match clients.get(&job.region) {
             Some(c) => c.clone(),
             None => match ec2::connect(src, Some(&job.region), &counter).await {
@@ -491,8 +405,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             );
             continue;
         }
-        history.record(&d.fingerprint, &d.resource.display, now);
-        recorded = true;
+        admitted.record(d);
         let wants_tp = d
             .changes
             .iter()
@@ -524,26 +437,8 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             }
         }
     }
-    if recorded {
-        if let Err(e) = history.save(ctx.state_dir, now) {
-            errors.push(source_error(
-                ctx,
-                format!("remediation history: {}", error_chain(&e)),
-            ));
-        }
-    }
+    errors.extend(admitted.save(ctx));
     errors
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether the re-read resource matches Git at every corrected path.
@@ -573,6 +468,17 @@ fn tagging_id(kind: ResourceKind, id: &str, live: &Value) -> String {
     }
 }
 
+/// Sends one EC2 request with `DryRun` set as asked, counts it in the API metrics under `call`
+/// ([`ec2::observe`]) and turns its error into text. A macro because every operation's builder
+/// is its own type.
+macro_rules! send {
+    ($call:expr, $dry_run:expr, $request:expr) => {
+        ec2::observe($call, $request.dry_run($dry_run).send().await)
+            .map(|_| ())
+            .map_err(err)
+    };
+}
+
 async fn apply(
     client: &Client,
     kind: ResourceKind,
@@ -581,128 +487,109 @@ async fn apply(
     op: &Op,
     dry_run: bool,
 ) -> Result<(), String> {
+    let call = op.call(kind);
     let r: Result<(), String> = match op {
-        Op::CreateTags(tags) => client
-            .create_tags()
-            .resources(tagging_id(kind, id, live))
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .dry_run(dry_run)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(err),
-        Op::DeleteTags(keys) => client
-            .delete_tags()
-            .resources(tagging_id(kind, id, live))
-            .set_tags(Some(
-                keys.iter().map(|k| Tag::builder().key(k).build()).collect(),
-            ))
-            .dry_run(dry_run)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(err),
-        Op::Authorize { ingress, rules } => {
-            let perms: Vec<IpPermission> = rules.iter().map(|r| permission(r, id, true)).collect();
-            if *ingress {
+        Op::CreateTags(tags) => {
+            let tags = tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build());
+            let target = tagging_id(kind, id, live);
+            send!(
+                call,
+                dry_run,
                 client
-                    .authorize_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(perms))
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
-            } else {
-                client
-                    .authorize_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(perms))
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
-            }
+                    .create_tags()
+                    .resources(target)
+                    .set_tags(Some(tags.collect()))
+            )
         }
-        Op::Revoke { ingress, rules } => {
-            let perms: Vec<IpPermission> = rules.iter().map(|r| permission(r, id, false)).collect();
-            if *ingress {
+        Op::DeleteTags(keys) => {
+            let tags = keys.iter().map(|k| Tag::builder().key(k).build());
+            let target = tagging_id(kind, id, live);
+            send!(
+                call,
+                dry_run,
                 client
-                    .revoke_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(perms))
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
-            } else {
-                client
-                    .revoke_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(perms))
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
+                    .delete_tags()
+                    .resources(target)
+                    .set_tags(Some(tags.collect()))
+            )
+        }
+        Op::Authorize { ingress, rules } | Op::Revoke { ingress, rules } => {
+            let authorize = matches!(op, Op::Authorize { .. });
+            // A rule is authorized with its description and revoked without one: EC2 finds
+            // the rule to revoke by protocol, ports and source.
+            let perms: Option<Vec<IpPermission>> =
+                Some(rules.iter().map(|r| permission(r, id, authorize)).collect());
+            match (authorize, *ingress) {
+                (true, true) => send!(
+                    call,
+                    dry_run,
+                    client
+                        .authorize_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(perms)
+                ),
+                (true, false) => send!(
+                    call,
+                    dry_run,
+                    client
+                        .authorize_security_group_egress()
+                        .group_id(id)
+                        .set_ip_permissions(perms)
+                ),
+                (false, true) => send!(
+                    call,
+                    dry_run,
+                    client
+                        .revoke_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(perms)
+                ),
+                (false, false) => send!(
+                    call,
+                    dry_run,
+                    client
+                        .revoke_security_group_egress()
+                        .group_id(id)
+                        .set_ip_permissions(perms)
+                ),
             }
         }
         Op::SourceDestCheck(v) => {
             let val = AttributeBooleanValue::builder().value(*v).build();
             if kind == ResourceKind::NetworkInterface {
-                client
-                    .modify_network_interface_attribute()
-                    .network_interface_id(id)
-                    .source_dest_check(val)
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
+                send!(
+                    call,
+                    dry_run,
+                    client
+                        .modify_network_interface_attribute()
+                        .network_interface_id(id)
+                        .source_dest_check(val)
+                )
             } else {
-                client
-                    .modify_instance_attribute()
-                    .instance_id(id)
-                    .source_dest_check(val)
-                    .dry_run(dry_run)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
+                send!(
+                    call,
+                    dry_run,
+                    client
+                        .modify_instance_attribute()
+                        .instance_id(id)
+                        .source_dest_check(val)
+                )
             }
         }
-        Op::TerminationProtection(v) => client
-            .modify_instance_attribute()
-            .instance_id(id)
-            .disable_api_termination(AttributeBooleanValue::builder().value(*v).build())
-            .dry_run(dry_run)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(err),
-        Op::Monitoring(true) => client
-            .monitor_instances()
-            .instance_ids(id)
-            .dry_run(dry_run)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(err),
-        Op::Monitoring(false) => client
-            .unmonitor_instances()
-            .instance_ids(id)
-            .dry_run(dry_run)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(err),
+        Op::TerminationProtection(v) => send!(
+            call,
+            dry_run,
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .disable_api_termination(AttributeBooleanValue::builder().value(*v).build())
+        ),
+        Op::Monitoring(true) => send!(call, dry_run, client.monitor_instances().instance_ids(id)),
+        Op::Monitoring(false) => {
+            send!(call, dry_run, client.unmonitor_instances().instance_ids(id))
+        }
     };
     match r {
         // With DryRun, success is the DryRunOperation error.
@@ -824,6 +711,59 @@ mod tests {
             plan_ops(ResourceKind::Instance, &d).unwrap(),
             [Op::Monitoring(true), Op::TerminationProtection(true)]
         );
+    }
+
+    #[test]
+    fn each_op_names_its_api_action() {
+        let rules = vec![json!({})];
+        let cases = [
+            (Op::CreateTags(vec![]), ResourceKind::Vpc, "CreateTags"),
+            (Op::DeleteTags(vec![]), ResourceKind::Vpc, "DeleteTags"),
+            (
+                Op::Authorize {
+                    ingress: false,
+                    rules: rules.clone(),
+                },
+                ResourceKind::SecurityGroup,
+                "AuthorizeSecurityGroupEgress",
+            ),
+            (
+                Op::Revoke {
+                    ingress: true,
+                    rules: rules.clone(),
+                },
+                ResourceKind::SecurityGroup,
+                "RevokeSecurityGroupIngress",
+            ),
+            (
+                Op::SourceDestCheck(true),
+                ResourceKind::NetworkInterface,
+                "ModifyNetworkInterfaceAttribute",
+            ),
+            (
+                Op::SourceDestCheck(true),
+                ResourceKind::Instance,
+                "ModifyInstanceAttribute",
+            ),
+            (
+                Op::TerminationProtection(false),
+                ResourceKind::Instance,
+                "ModifyInstanceAttribute",
+            ),
+            (
+                Op::Monitoring(false),
+                ResourceKind::Instance,
+                "UnmonitorInstances",
+            ),
+        ];
+        for (op, kind, call) in cases {
+            assert_eq!(op.call(kind), call, "{op:?}");
+        }
+        let revoke = Op::Revoke {
+            ingress: false,
+            rules: vec![json!({}), json!({})],
+        };
+        assert_eq!(revoke.describe(), "RevokeSecurityGroupEgress (2 rules)");
     }
 
     #[test]

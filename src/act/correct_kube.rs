@@ -1,7 +1,7 @@
 //! The Kubernetes actuator: corrects safe drift with server-side apply, within the guardrails.
 //!
-//! For every Kubernetes drift whose decided action is [`Action::Correct`] (autocorrect mode,
-//! class safe):
+//! For every Kubernetes drift whose decided action is
+//! [`Action::Correct`](crate::model::Action::Correct) (autocorrect mode, class safe):
 //! - **Modified** and **Missing**: server-side apply (`PATCH`, `application/apply-patch+yaml`)
 //!   of the desired object as Git has it, field manager `driftwarden`, `force=true` only when
 //!   the target's `guardrails.force` allows taking fields from other managers. A 409 conflict
@@ -12,24 +12,21 @@
 //! - `--dry-run` sends the same requests with `dryRun=All` and reports what the server would
 //!   change; nothing is stored and no history is recorded.
 //!
-//! Guardrails, checked before the first request: the per-resource hourly limit (escalates), then
+//! Guardrails ([`super::guardrails`], shared with the EC2 actuator and checked in the same order
+//! before the first request): the prune rules, the per-resource hourly limit (escalates), then
 //! the blast radius (over the limit nothing is corrected and every correction is skipped with
 //! the reason). Request bodies and Secret values are never logged or reported.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tracing::{info, warn};
 
-use super::guardrails::{self, History};
-use super::{ActContext, decide};
+use super::ActContext;
+use super::guardrails::{self, Removal, escalate, record, source_error};
 use crate::config::LiveSource;
 use crate::diff::{self, DiffOptions};
 use crate::live::kube::{ApiResource, Kube, KubeError, error_chain};
-use crate::model::{
-    Action, ActionRecord, ActionResult, Class, Drift, DriftKind, FIELD_MANAGER, ResourceId,
-    SourceError, Verdict,
-};
+use crate::model::{ActionResult, Drift, DriftKind, FIELD_MANAGER, ResourceId, SourceError};
 
 /// Server bookkeeping that must not be sent back in an apply body (a `resourceVersion` would
 /// become a precondition, `managedFields` is refused).
@@ -72,95 +69,22 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     let mut jobs = Vec::new();
     for i in wanted {
         let Some(d) = drifts.get_mut(i) else { continue };
-        if d.kind != DriftKind::Unmanaged {
-            jobs.push(Job {
-                index: i,
-                delete: false,
-            });
-        } else if !ctx.target.guardrails.prune {
-            skip(
-                d,
-                "prune is off",
-                "not deleted: deleting Unmanaged objects needs `guardrails.prune: true`",
-            );
-        } else if ctx.partial {
-            skip(
-                d,
-                "partial read",
-                "not deleted: part of this target's desired or live state could not be read in this run, and nothing is deleted after a partial read",
-            );
-        } else {
-            jobs.push(Job {
-                index: i,
-                delete: true,
-            });
+        let delete = d.kind == DriftKind::Unmanaged;
+        if delete && guardrails::hold_removal(ctx, d, Removal::Object) {
+            continue;
         }
+        jobs.push(Job { index: i, delete });
     }
 
-    // 2. The hourly limit per resource: past it, escalate.
-    let now = guardrails::now_unix();
-    let mut history = match History::load(ctx.state_dir) {
-        Ok(h) => h,
-        Err(e) => {
-            // Without the history the hourly limit cannot be enforced: correct nothing.
-            let msg = error_chain(&e);
-            for job in &jobs {
-                if let Some(d) = drifts.get_mut(job.index) {
-                    skip(
-                        d,
-                        "remediation history unreadable",
-                        &format!("not corrected: {msg}"),
-                    );
-                }
-            }
-            errors.push(source_error(ctx, format!("remediation history: {msg}")));
-            return errors;
-        }
+    // 2. The remediation history, the hourly limit per resource (past it, escalate) and the
+    // blast radius (all or nothing).
+    let Some(mut admitted) =
+        guardrails::admit(ctx, drifts, &mut jobs, |job| job.index, &mut errors)
+    else {
+        return errors;
     };
-    let per_hour = ctx.target.guardrails.max_remediations_per_hour as usize;
-    jobs.retain(|job| {
-        let Some(d) = drifts.get_mut(job.index) else {
-            return false;
-        };
-        let done = history.count_last_hour(&d.fingerprint, now);
-        if done < per_hour {
-            return true;
-        }
-        escalate(
-            d,
-            ctx,
-            &format!(
-                "escalated: corrected {done} time(s) in the last hour, the limit is {per_hour} (max_remediations_per_hour)"
-            ),
-        );
-        false
-    });
-    if jobs.is_empty() {
-        return errors;
-    }
 
-    // 3. Blast radius: all or nothing.
-    let limit = guardrails::correction_limit(&ctx.target.guardrails, ctx.checked);
-    if jobs.len() > limit {
-        let why = format!(
-            "blast radius: {} corrections exceed the limit of {limit}",
-            jobs.len()
-        );
-        let detail = format!(
-            "nothing was corrected for this target: {} corrections were needed, at most {limit} are allowed per run ({}); raise the limit or correct by hand",
-            jobs.len(),
-            guardrails::explain_limit(&ctx.target.guardrails, ctx.checked)
-        );
-        warn!(target = %ctx.target.name, needed = jobs.len(), limit, "blast radius exceeded; correcting nothing");
-        for job in &jobs {
-            if let Some(d) = drifts.get_mut(job.index) {
-                skip(d, &why, &detail);
-            }
-        }
-        return errors;
-    }
-
-    // 4. Act, namespaces and CRDs first, deletions last.
+    // 3. Act, namespaces and CRDs first, deletions last.
     let kube = match Kube::connect(src).await {
         Ok(k) => k,
         Err(e) => {
@@ -188,7 +112,6 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         };
         (rank, job.index)
     });
-    let mut recorded = false;
     for job in &jobs {
         let Some(d) = drifts.get_mut(job.index) else {
             continue;
@@ -199,82 +122,20 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             apply_one(&kube, ctx, d).await
         };
         if wrote && !ctx.dry_run {
-            history.record(&d.fingerprint, &d.resource.display, now);
-            recorded = true;
+            admitted.record(d);
         }
     }
-    if recorded {
-        if let Err(e) = history.save(ctx.state_dir, now) {
-            errors.push(source_error(
-                ctx,
-                format!("remediation history: {}", error_chain(&e)),
-            ));
-        }
-    }
+    errors.extend(admitted.save(ctx));
     errors
 }
 
 /// A Kubernetes drift decided `Correct` and not yet carried out.
 fn is_candidate(d: &Drift) -> bool {
-    matches!(d.resource.id, ResourceId::Kubernetes { .. })
-        && d.action
-            .as_ref()
-            .is_some_and(|a| a.action == Action::Correct && a.result == ActionResult::Planned)
-}
-
-fn source_error(ctx: &ActContext<'_>, message: String) -> SourceError {
-    SourceError {
-        target: ctx.target.name.clone(),
-        side: "live".into(),
-        message,
-    }
-}
-
-fn skip(d: &mut Drift, why: &str, detail: &str) {
-    d.action = Some(ActionRecord {
-        action: Action::Skip {
-            why: why.to_string(),
-        },
-        result: ActionResult::Skipped,
-        detail: Some(detail.to_string()),
-    });
+    matches!(d.resource.id, ResourceId::Kubernetes { .. }) && guardrails::is_planned_correction(d)
 }
 
 fn fail(d: &mut Drift, detail: &str) {
-    d.action = Some(ActionRecord {
-        action: Action::Correct,
-        result: ActionResult::Failed,
-        detail: Some(detail.to_string()),
-    });
-}
-
-fn record(d: &mut Drift, result: ActionResult, detail: String) {
-    d.action = Some(ActionRecord {
-        action: Action::Correct,
-        result,
-        detail: Some(detail),
-    });
-}
-
-/// Escalates a drift as if policy had called it risky: the action `decide` picks for a risky
-/// drift (a pull request, or an issue for a secret), still planned, so the actuators after this
-/// one carry it out; `reason` leads the detail.
-fn escalate(d: &mut Drift, ctx: &ActContext<'_>, reason: &str) {
-    let mut as_risky = d.clone();
-    let mut verdict = as_risky.verdict.take().unwrap_or(Verdict {
-        class: Class::Risky,
-        reasons: Vec::new(),
-        rules: Vec::new(),
-    });
-    verdict.class = Class::Risky;
-    as_risky.verdict = Some(verdict);
-    let mut rec = decide(&as_risky, ctx.mode);
-    rec.detail = Some(match rec.detail {
-        Some(next) => format!("{reason}; {next}"),
-        None => reason.to_string(),
-    });
-    info!(target = %ctx.target.name, resource = %d.resource.display, reason, "correction escalated");
-    d.action = Some(rec);
+    record(d, ActionResult::Failed, detail);
 }
 
 /// The parts of a resource id an API request needs.

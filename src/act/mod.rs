@@ -77,11 +77,15 @@ pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     // attributes of Terraform/EC2 targets; no-op for other targets. ---
     errors.extend(correct_ec2::run(ctx, drifts).await);
     // --- end EC2 corrections ---
+    // A drift a corrector escalated keeps the reason (a 409's "owned by kubectl-set", the hourly
+    // limit) in front of whatever the pull-request step records for it.
+    let escalations = guardrails::Escalations::note(ctx, drifts);
     // --- Pull requests, part 2 (src/act/pull_request.rs): open, update or leave a pull request
     // or issue for every drift still planned as one, then close the items of drifts that are
     // gone (after a complete read only). ---
     errors.extend(pull_request::run(ctx, drifts).await);
     // --- end pull requests, part 2 ---
+    escalations.restore(drifts);
     errors
 }
 
@@ -93,7 +97,23 @@ pub fn decide(drift: &Drift, mode: Mode) -> ActionRecord {
         .as_ref()
         .map(|v| v.class)
         .unwrap_or(Class::Risky);
-    let secret = drift.changes.iter().any(|c| c.masked);
+    decide_class(class, has_secret(drift), mode)
+}
+
+/// What [`decide`] picks for `drift` as if policy had called it risky, whatever its class: where
+/// a correction a guardrail holds back is escalated to (a pull request, or an issue for a
+/// secret).
+pub fn decide_as_risky(drift: &Drift, mode: Mode) -> ActionRecord {
+    decide_class(Class::Risky, has_secret(drift), mode)
+}
+
+/// Whether a drift carries a masked (secret) value, which is never adopted into Git.
+fn has_secret(drift: &Drift) -> bool {
+    drift.changes.iter().any(|c| c.masked)
+}
+
+/// [`decide`] for a drift of `class`; `secret`: it carries a masked value.
+fn decide_class(class: Class, secret: bool, mode: Mode) -> ActionRecord {
     let (action, detail) = match (mode, class) {
         (Mode::Observe, _) => (Action::Report, "observe mode: report only".to_string()),
         (Mode::Autocorrect, Class::Safe) => (

@@ -3,7 +3,8 @@
 //! Local repositories are opened in place and only their object database is read: the user's
 //! work tree, index and HEAD are never touched. Remote URLs (https with a token from an
 //! environment variable, ssh with a key or the agent, file://) are fetched into a bare cache
-//! repository under the cache directory, then read the same way.
+//! repository under the cache directory, then read the same way. A token goes over plain http
+//! only to a loopback host; a token the server rejects is an input error, like a missing one.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,8 @@ pub enum GitError {
     Fetch { repo: String, message: String },
     #[error("environment variable {0} (the Git token) is not set")]
     TokenMissing(String),
+    #[error("authentication to {repo} failed: {message}")]
+    Auth { repo: String, message: String },
     #[error("reading {repo}: {source}")]
     Read {
         repo: String,
@@ -47,6 +50,7 @@ impl GitError {
                 | GitError::RefNotFound { .. }
                 | GitError::PathNotFound { .. }
                 | GitError::TokenMissing(_)
+                | GitError::Auth { .. }
         )
     }
 }
@@ -160,26 +164,20 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
         None => None,
     };
     let ssh_key = src.ssh_key.clone();
+    let token_env = src.token_env.clone();
     let mut callbacks = RemoteCallbacks::new();
     let mut attempts = 0;
-    callbacks.credentials(move |_url, username, allowed| {
+    callbacks.credentials(move |url, username, allowed| {
         attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str("authentication failed"));
-        }
-        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            if let Some(t) = &token {
-                return git2::Cred::userpass_plaintext("x-access-token", t);
-            }
-        }
-        if allowed.contains(git2::CredentialType::SSH_KEY) {
-            let user = username.unwrap_or("git");
-            return match &ssh_key {
-                Some(k) => git2::Cred::ssh_key(user, None, k, None),
-                None => git2::Cred::ssh_key_from_agent(user),
-            };
-        }
-        git2::Cred::default()
+        credentials(
+            url,
+            username,
+            allowed,
+            attempts,
+            token.as_deref(),
+            token_env.as_deref(),
+            ssh_key.as_deref(),
+        )
     });
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
@@ -196,11 +194,92 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
     ];
     remote
         .fetch(&refspecs, Some(&mut opts), None)
-        .map_err(|e| GitError::Fetch {
-            repo: redact_url(&src.repo),
-            message: e.message().to_string(),
+        .map_err(|e| {
+            // Rejected credentials are the configuration's fault, like a missing token.
+            if e.code() == git2::ErrorCode::Auth {
+                GitError::Auth {
+                    repo: redact_url(&src.repo),
+                    message: e.message().to_string(),
+                }
+            } else {
+                GitError::Fetch {
+                    repo: redact_url(&src.repo),
+                    message: e.message().to_string(),
+                }
+            }
         })?;
     Ok(())
+}
+
+/// The credentials libgit2 asks for, shared with the pull-request pushes: the token (as
+/// `x-access-token`) for HTTPS, or for plain HTTP to a loopback host only; an SSH key or the agent.
+/// Gives up after three offers, with an error of code `Auth` naming the token's variable (never
+/// its value).
+pub fn credentials(
+    url: &str,
+    username: Option<&str>,
+    allowed: git2::CredentialType,
+    attempt: usize,
+    token: Option<&str>,
+    token_env: Option<&str>,
+    ssh_key: Option<&Path>,
+) -> Result<git2::Cred, git2::Error> {
+    let auth_err = |m: String| git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, m);
+    let var = token_env.unwrap_or("token_env");
+    if attempt > 3 {
+        return Err(auth_err(match token {
+            Some(_) => format!("the server rejected the token in {var}"),
+            None => "the server rejected the credentials".to_string(),
+        }));
+    }
+    if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+        if let Some(t) = token {
+            if insecure_for_token(url) {
+                return Err(auth_err(format!(
+                    "refusing to send the token in {var} over plain http to {}: use https (plain http is allowed only to a loopback host)",
+                    redact_url(url)
+                )));
+            }
+            return git2::Cred::userpass_plaintext("x-access-token", t);
+        }
+        if !allowed.intersects(git2::CredentialType::SSH_KEY | git2::CredentialType::DEFAULT) {
+            return Err(auth_err(
+                "the server asks for credentials and no token is configured (token_env)".into(),
+            ));
+        }
+    }
+    if allowed.contains(git2::CredentialType::SSH_KEY) {
+        let user = username.unwrap_or("git");
+        return match ssh_key {
+            Some(k) => git2::Cred::ssh_key(user, None, k, None),
+            None => git2::Cred::ssh_key_from_agent(user),
+        };
+    }
+    git2::Cred::default()
+}
+
+/// True for a plain `http://` URL to a host that is not loopback: a token sent there would cross
+/// the network in clear text.
+pub fn insecure_for_token(url: &str) -> bool {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// Removes any user-info (a token) from a URL before it is shown.
@@ -259,5 +338,69 @@ mod tests {
             "https://github.com/o/r.git"
         );
         assert_eq!(redact_url("/local/path"), "/local/path");
+    }
+
+    #[test]
+    fn tokens_travel_over_plain_http_only_to_loopback() {
+        assert!(!insecure_for_token("https://github.com/o/r.git"));
+        assert!(!insecure_for_token("http://127.0.0.1:8080/r.git"));
+        assert!(!insecure_for_token("http://127.8.9.1/r.git"));
+        assert!(!insecure_for_token("http://localhost/r.git"));
+        assert!(!insecure_for_token("http://[::1]:9000/r.git"));
+        assert!(!insecure_for_token("HTTP://user@127.0.0.1/r.git"));
+        assert!(!insecure_for_token("ssh://git@example.com/r.git"));
+        assert!(insecure_for_token("http://github.com/o/r.git"));
+        assert!(insecure_for_token("http://127.0.0.1.example.com/r.git"));
+        assert!(insecure_for_token("http://10.0.0.1/r.git"));
+        assert!(insecure_for_token("http://user:pw@example.com:80/r.git"));
+        assert!(insecure_for_token("http://[2001:db8::1]/r.git"));
+    }
+
+    #[test]
+    fn a_token_is_refused_for_plain_http_to_another_host() {
+        let e = credentials(
+            "http://gitops.example.com/r.git",
+            None,
+            git2::CredentialType::USER_PASS_PLAINTEXT,
+            1,
+            Some("tok-canary-1"),
+            Some("GIT_TOKEN"),
+            None,
+        )
+        .err()
+        .map(|e| (e.code(), e.message().to_string()));
+        let (code, message) = e.unwrap_or((git2::ErrorCode::GenericError, String::new()));
+        assert_eq!(code, git2::ErrorCode::Auth);
+        assert!(message.contains("plain http"), "{message}");
+        assert!(message.contains("GIT_TOKEN"), "{message}");
+        assert!(!message.contains("tok-canary-1"), "{message}");
+        for url in [
+            "https://gitops.example.com/r.git",
+            "http://127.0.0.1:1/r.git",
+        ] {
+            assert!(
+                credentials(
+                    url,
+                    None,
+                    git2::CredentialType::USER_PASS_PLAINTEXT,
+                    1,
+                    Some("tok"),
+                    Some("GIT_TOKEN"),
+                    None,
+                )
+                .is_ok()
+            );
+        }
+        let fourth = credentials(
+            "https://gitops.example.com/r.git",
+            None,
+            git2::CredentialType::USER_PASS_PLAINTEXT,
+            4,
+            Some("tok"),
+            Some("GIT_TOKEN"),
+            None,
+        );
+        assert!(fourth.is_err_and(|e| e.code() == git2::ErrorCode::Auth
+            && e.message().contains("rejected the token in GIT_TOKEN")));
     }
 }

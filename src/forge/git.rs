@@ -14,12 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use git2::{
-    Cred, CredentialType, FetchOptions, FetchPrune, FileMode, ObjectType, Oid, PushOptions,
-    RemoteCallbacks, Repository, Signature, TreeWalkMode, TreeWalkResult,
+    FetchOptions, FetchPrune, FileMode, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository,
+    Signature, TreeWalkMode, TreeWalkResult,
 };
 use sha2::{Digest, Sha256};
 
-use crate::desired::git::redact_url;
+use crate::desired::git::{credentials, redact_url};
 
 /// The trailer that marks a commit as driftwarden's, with the drift's fingerprint.
 pub const FINGERPRINT_TRAILER: &str = "Driftwarden-Fingerprint";
@@ -616,10 +616,10 @@ impl WorkRepo {
     }
 }
 
-/// Credentials for a remote: an HTTPS token from its environment variable, an SSH key or the
-/// agent.
+/// Credentials for a remote: an HTTPS token from its environment variable (plain HTTP only to a
+/// loopback host), an SSH key or the agent.
 fn callbacks(remote: Option<&Remote>) -> Result<RemoteCallbacks<'static>> {
-    let (token, ssh_key) = match remote {
+    let (token, token_env, ssh_key) = match remote {
         Some(r) => {
             let token = match &r.token_env {
                 Some(var) => match std::env::var(var) {
@@ -631,30 +631,23 @@ fn callbacks(remote: Option<&Remote>) -> Result<RemoteCallbacks<'static>> {
                 },
                 None => None,
             };
-            (token, r.ssh_key.clone())
+            (token, r.token_env.clone(), r.ssh_key.clone())
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
-    cb.credentials(move |_url, username, allowed| {
+    cb.credentials(move |url, username, allowed| {
         attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str("authentication failed"));
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            if let Some(t) = &token {
-                return Cred::userpass_plaintext("x-access-token", t);
-            }
-        }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            let user = username.unwrap_or("git");
-            return match &ssh_key {
-                Some(k) => Cred::ssh_key(user, None, k, None),
-                None => Cred::ssh_key_from_agent(user),
-            };
-        }
-        Cred::default()
+        credentials(
+            url,
+            username,
+            allowed,
+            attempts,
+            token.as_deref(),
+            token_env.as_deref(),
+            ssh_key.as_deref(),
+        )
     });
     Ok(cb)
 }

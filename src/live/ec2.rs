@@ -8,7 +8,8 @@
 //! API has a safe one (terminated instances are filtered out), and adaptive retry so throttling
 //! slows the reader down instead of failing it. The only per-object call is
 //! `DescribeInstanceAttribute(disableApiTermination)`, made only for instances a state tracks
-//! (Terraform's refresh does the same), with bounded concurrency.
+//! (Terraform's refresh does the same), with bounded concurrency. Every call, here and in the
+//! EC2 actuator, is counted in the run's API metrics with its result ([`observe`]).
 //!
 //! A failed call does not sink the read: it is recorded in [`Ec2Inventory::failures`] naming the
 //! call and region, the resources of that type and region are left out, and the run marks the
@@ -30,13 +31,17 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_ec2::error::DisplayErrorContext;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, IpPermission, Tag};
 use serde_json::{Map, Value, json};
 use tracing::{debug, warn};
 
 use crate::config::Ec2Source;
 
+/// The `provider` label of EC2 calls in the API metrics ([`observe`]).
+pub const METRICS_PROVIDER: &str = "ec2";
+/// The per-instance attribute call (termination protection).
+const DESCRIBE_INSTANCE_ATTRIBUTE: &str = "DescribeInstanceAttribute";
 /// Largest page size of most EC2 Describe calls.
 pub const MAX_PAGE: i32 = 1000;
 /// Largest page size of DescribeRouteTables.
@@ -529,14 +534,7 @@ pub async fn read_one(
     if let Some(m) = attrs.as_object_mut() {
         m.retain(|k, _| !k.starts_with('_'));
         if termination_protection && kind == ResourceKind::Instance {
-            let out = client
-                .describe_instance_attribute()
-                .instance_id(id)
-                .attribute(InstanceAttributeName::DisableApiTermination)
-                .send()
-                .await
-                .map_err(err_text)?;
-            if let Some(v) = out.disable_api_termination().and_then(|b| b.value()) {
+            if let Some(v) = read_termination_protection(client, id).await? {
                 m.insert("disable_api_termination".into(), Value::Bool(v));
             }
         }
@@ -555,6 +553,59 @@ struct Partial {
 
 fn err_text<E: std::error::Error>(e: E) -> String {
     DisplayErrorContext(e).to_string()
+}
+
+/// [`observe`], with a failure as text.
+fn checked<T, E, R>(call: &str, r: Result<T, SdkError<E, R>>) -> Result<T, String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    observe(call, r).map_err(err_text)
+}
+
+/// Counts one EC2 call (one request of the SDK's, after its retries: one page of a paged
+/// Describe, one correction) in the process-wide API metrics
+/// ([`crate::metrics::record_api_call`]): provider [`METRICS_PROVIDER`], the API action as the
+/// endpoint (`DescribeInstances`, `CreateTags`), and [`call_result`]. Returns `r` unchanged.
+pub fn observe<T, E, R>(call: &str, r: Result<T, SdkError<E, R>>) -> Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata,
+{
+    crate::metrics::record_api_call(METRICS_PROVIDER, call, call_result(&r));
+    r
+}
+
+/// How an EC2 call ended, as the metrics' `result` label: `ok`; the service's error code
+/// (`RequestLimitExceeded`, `UnauthorizedOperation`, `DryRunOperation` for an accepted dry run);
+/// or, when no error came back from the service, the kind of failure (`timeout`,
+/// `dispatch_failure` for a connection that failed, `response_error`, `construction_failure`).
+/// Always from a small fixed set: an error code that is not a plain identifier counts as
+/// `service_error`.
+pub fn call_result<T, E, R>(r: &Result<T, SdkError<E, R>>) -> &str
+where
+    E: ProvideErrorMetadata,
+{
+    let e = match r {
+        Ok(_) => return "ok",
+        Err(e) => e,
+    };
+    match e {
+        SdkError::ServiceError(se) => se
+            .err()
+            .code()
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 64
+                    && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '.')
+            })
+            .unwrap_or("service_error"),
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(_) => "dispatch_failure",
+        SdkError::ResponseError(_) => "response_error",
+        SdkError::ConstructionFailure(_) => "construction_failure",
+        _ => "error",
+    }
 }
 
 /// Tags as the provider's map, without the `aws:` tags AWS reserves (the provider drops them too).
@@ -589,7 +640,7 @@ async fn read_instances(client: &Client, only: Option<&str>) -> Result<Vec<Parti
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::Instance.describe_call(), page)?;
         for res in page.reservations() {
             for i in res.instances() {
                 let Some(id) = i.instance_id() else { continue };
@@ -786,7 +837,7 @@ async fn read_security_groups(client: &Client, only: Option<&str>) -> Result<Vec
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::SecurityGroup.describe_call(), page)?;
         for g in page.security_groups() {
             let Some(id) = g.group_id() else { continue };
             let attributes = json!({
@@ -819,7 +870,7 @@ async fn read_vpcs(client: &Client, only: Option<&str>) -> Result<Vec<Partial>, 
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::Vpc.describe_call(), page)?;
         for v in page.vpcs() {
             let Some(id) = v.vpc_id() else { continue };
             out.push(Partial {
@@ -849,7 +900,7 @@ async fn read_subnets(client: &Client, only: Option<&str>) -> Result<Vec<Partial
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::Subnet.describe_call(), page)?;
         for sn in page.subnets() {
             let Some(id) = sn.subnet_id() else { continue };
             let ipv6 = sn
@@ -886,7 +937,7 @@ async fn read_volumes(client: &Client, only: Option<&str>) -> Result<Vec<Partial
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::Volume.describe_call(), page)?;
         for v in page.volumes() {
             let Some(id) = v.volume_id() else { continue };
             if v.state().is_some_and(|s| s.as_str() == "deleted") {
@@ -939,12 +990,14 @@ async fn read_volumes(client: &Client, only: Option<&str>) -> Result<Vec<Partial
 
 async fn read_addresses(client: &Client, only: Option<&str>) -> Result<Vec<Partial>, String> {
     // DescribeAddresses does not page: one call returns every address.
-    let out = client
-        .describe_addresses()
-        .set_allocation_ids(only.map(|id| vec![id.to_string()]))
-        .send()
-        .await
-        .map_err(err_text)?;
+    let out = checked(
+        ResourceKind::Eip.describe_call(),
+        client
+            .describe_addresses()
+            .set_allocation_ids(only.map(|id| vec![id.to_string()]))
+            .send()
+            .await,
+    )?;
     Ok(out
         .addresses()
         .iter()
@@ -983,7 +1036,7 @@ async fn read_network_interfaces(
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::NetworkInterface.describe_call(), page)?;
         for n in page.network_interfaces() {
             let Some(id) = n.network_interface_id() else {
                 continue;
@@ -1033,12 +1086,14 @@ async fn read_network_interfaces(
 
 async fn read_key_pairs(client: &Client, only: Option<&str>) -> Result<Vec<Partial>, String> {
     // DescribeKeyPairs does not page: one call returns every key pair.
-    let out = client
-        .describe_key_pairs()
-        .set_key_names(only.map(|id| vec![id.to_string()]))
-        .send()
-        .await
-        .map_err(err_text)?;
+    let out = checked(
+        ResourceKind::KeyPair.describe_call(),
+        client
+            .describe_key_pairs()
+            .set_key_names(only.map(|id| vec![id.to_string()]))
+            .send()
+            .await,
+    )?;
     Ok(out
         .key_pairs()
         .iter()
@@ -1074,7 +1129,7 @@ async fn read_launch_templates(
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::LaunchTemplate.describe_call(), page)?;
         for t in page.launch_templates() {
             let Some(id) = t.launch_template_id() else {
                 continue;
@@ -1109,7 +1164,7 @@ async fn read_internet_gateways(
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::InternetGateway.describe_call(), page)?;
         for g in page.internet_gateways() {
             let Some(id) = g.internet_gateway_id() else {
                 continue;
@@ -1139,7 +1194,7 @@ async fn read_nat_gateways(client: &Client, only: Option<&str>) -> Result<Vec<Pa
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::NatGateway.describe_call(), page)?;
         for g in page.nat_gateways() {
             let Some(id) = g.nat_gateway_id() else {
                 continue;
@@ -1198,7 +1253,7 @@ async fn read_route_tables(client: &Client, only: Option<&str>) -> Result<Vec<Pa
     let mut pages = req.into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(err_text)?;
+        let page = checked(ResourceKind::RouteTable.describe_call(), page)?;
         for t in page.route_tables() {
             let Some(id) = t.route_table_id() else {
                 continue;
@@ -1320,6 +1375,20 @@ fn mark_instance_owned(resources: &mut [Ec2Resource]) {
     }
 }
 
+/// One instance's `disableApiTermination` attribute (`DescribeInstanceAttribute`).
+async fn read_termination_protection(client: &Client, id: &str) -> Result<Option<bool>, String> {
+    let out = checked(
+        DESCRIBE_INSTANCE_ATTRIBUTE,
+        client
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await,
+    )?;
+    Ok(out.disable_api_termination().and_then(|b| b.value()))
+}
+
 async fn termination_protection(
     client: &Client,
     region: &str,
@@ -1330,29 +1399,22 @@ async fn termination_protection(
         let sem = Arc::clone(&sem);
         async move {
             let _permit = sem.acquire().await;
-            let r = client
-                .describe_instance_attribute()
-                .instance_id(id)
-                .attribute(InstanceAttributeName::DisableApiTermination)
-                .send()
-                .await;
-            (id.clone(), r)
+            (id.clone(), read_termination_protection(client, id).await)
         }
     });
     let mut values = HashMap::new();
     let mut failures = Vec::new();
     for (id, r) in futures_join_all(calls).await {
         match r {
-            Ok(out) => {
-                if let Some(v) = out.disable_api_termination().and_then(|b| b.value()) {
-                    values.insert(id, v);
-                }
+            Ok(Some(v)) => {
+                values.insert(id, v);
             }
-            Err(e) => failures.push(CallFailure {
+            Ok(None) => {}
+            Err(message) => failures.push(CallFailure {
                 region: region.to_string(),
-                call: format!("DescribeInstanceAttribute({id}, disableApiTermination)"),
+                call: format!("{DESCRIBE_INSTANCE_ATTRIBUTE}({id}, disableApiTermination)"),
                 kind: None,
-                message: err_text(e),
+                message,
             }),
         }
     }
@@ -1365,6 +1427,38 @@ async fn termination_protection(
 mod tests {
     use super::*;
     use aws_sdk_ec2::types::{IpRange, UserIdGroupPair};
+
+    #[test]
+    fn call_results_are_a_small_fixed_set() {
+        use aws_sdk_ec2::error::{ConnectorError, ErrorMetadata};
+        use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
+        type R = Result<(), SdkError<DescribeInstancesError, ()>>;
+        let service = |code: &str| -> R {
+            Err(SdkError::service_error(
+                DescribeInstancesError::generic(ErrorMetadata::builder().code(code).build()),
+                (),
+            ))
+        };
+        assert_eq!(call_result(&R::Ok(())), "ok");
+        assert_eq!(
+            call_result(&service("RequestLimitExceeded")),
+            "RequestLimitExceeded"
+        );
+        assert_eq!(
+            call_result(&service("InvalidPermission.Duplicate")),
+            "InvalidPermission.Duplicate"
+        );
+        assert_eq!(call_result(&service("not a code")), "service_error");
+        assert_eq!(
+            call_result(&R::Err(SdkError::timeout_error("slow"))),
+            "timeout"
+        );
+        let refused = ConnectorError::io("refused".into());
+        assert_eq!(
+            call_result(&R::Err(SdkError::dispatch_failure(refused))),
+            "dispatch_failure"
+        );
+    }
 
     #[test]
     fn permissions_explode_to_one_source_per_rule() {

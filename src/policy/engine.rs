@@ -14,14 +14,17 @@
 //!    [`DEFAULT_REASON`], [`DEFAULT_RULE`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use regorus::Engine;
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use serde_json::{Map, Value, json};
 
 use super::input::{KeyCache, RunContext, rego_input, to_rego};
 use super::loader::{self, Loaded, ModuleInfo};
 use super::{DEFAULT_REASON, DEFAULT_RULE, PolicyError, Result};
-use crate::model::{Class, Drift, Verdict};
+use crate::model::{Class, Drift, Mode, Verdict};
 
 /// The generated package that gathers every package's findings in one evaluation.
 pub const AGGREGATE_PACKAGE: &str = "driftwarden_engine";
@@ -102,6 +105,11 @@ struct ConftestPackage {
 #[derive(Debug, Clone)]
 pub struct PolicyEngine {
     engine: Engine,
+    /// The aggregate rule compiled to regorus' virtual machine, when every construct the
+    /// policies use compiles (see [`Evaluator`]); `None` falls back to the tree interpreter.
+    compiled: Option<Compiled>,
+    /// Why the policies run on the interpreter, when they do.
+    interpreted_because: Option<String>,
     classifiers: Vec<Classifier>,
     /// Files of package `driftwarden` that declare `verdict`, when any does.
     verdict_files: Option<String>,
@@ -172,9 +180,22 @@ impl PolicyEngine {
             .add_policy(AGGREGATE_FILE.to_string(), aggregate)
             .map_err(|e| loader::compile_error(AGGREGATE_FILE, &e))?;
         loader::prepare(&mut engine)?;
+        let (compiled, interpreted_because) = if classifiers.is_empty() && verdict_files.is_none() {
+            (None, Some("no package classifies".to_string()))
+        } else {
+            match Compiled::new(&mut engine) {
+                Ok(c) => (Some(c), None),
+                Err(why) => {
+                    tracing::info!("classifying with the policy interpreter: {why}");
+                    (None, Some(why))
+                }
+            }
+        };
 
         Ok(PolicyEngine {
             engine,
+            compiled,
+            interpreted_because,
             classifiers,
             verdict_files,
             conftest,
@@ -207,13 +228,49 @@ impl PolicyEngine {
     /// Stops at the first policy failure (evaluation error, malformed finding); the caller must
     /// then act on nothing. Drifts before the failing one keep their new verdicts.
     pub fn classify(&self, drifts: &mut [Drift], ctx: &RunContext) -> Result<()> {
-        let mut engine = self.engine.clone();
+        self.classify_with(self.evaluator(), drifts, ctx)
+    }
+
+    /// [`classify`](Self::classify) through regorus' tree interpreter even when the policies are
+    /// compiled: the reference the compiled program is checked against (tests, benchmarks), and
+    /// what `policy test` runs.
+    pub fn classify_interpreted(&self, drifts: &mut [Drift], ctx: &RunContext) -> Result<()> {
+        let eval = Evaluator::Interpreter(Box::new(self.engine.clone()));
+        self.classify_with(eval, drifts, ctx)
+    }
+
+    fn classify_with(
+        &self,
+        mut eval: Evaluator,
+        drifts: &mut [Drift],
+        ctx: &RunContext,
+    ) -> Result<()> {
         let mut keys = KeyCache::default();
+        // In autocorrect mode a safe verdict leads to a live write with no person in the loop:
+        // the reference interpreter confirms each one the compiled program gives.
+        let confirm = ctx.mode == Mode::Autocorrect && matches!(eval, Evaluator::Vm(_));
+        let mut reference: Option<Evaluator> = None;
         for drift in drifts.iter_mut() {
             let input = rego_input(drift, ctx, &mut keys);
             let paths: Vec<&str> = drift.changes.iter().map(|c| c.path.as_str()).collect();
             let subject = format!("{} (target {})", drift.resource.display, drift.target);
-            let assessment = self.assess(&mut engine, input, &paths, &subject)?;
+            let again = confirm.then(|| input.clone());
+            let assessment = self.assess(&mut eval, input, &paths, &subject)?;
+            if let Some(input) = again.filter(|_| assessment.verdict.class == Class::Safe) {
+                let reference = reference
+                    .get_or_insert_with(|| Evaluator::Interpreter(Box::new(self.engine.clone())));
+                let expected = self.assess(reference, input, &paths, &subject)?;
+                if expected != assessment {
+                    return Err(PolicyError::Eval {
+                        subject,
+                        message: format!(
+                            "the compiled policy program and the interpreter disagree \
+                             (compiled: {:?}; interpreter: {:?}); nothing is corrected",
+                            assessment.verdict, expected.verdict
+                        ),
+                    });
+                }
+            }
             for (change, class) in drift.changes.iter_mut().zip(assessment.change_classes) {
                 change.class = Some(class);
             }
@@ -270,23 +327,55 @@ impl PolicyEngine {
             .and_then(Value::as_str)
             .unwrap_or("the input document")
             .to_string();
-        let mut engine = self.engine.clone();
+        // One document, for policy authors: the interpreter, whose errors name file and line
+        // and which reports conflicting rule values as OPA does.
+        let mut eval = Evaluator::Interpreter(Box::new(self.engine.clone()));
         let input = to_rego(input, &mut KeyCache::default(), false);
-        self.assess(&mut engine, input, &paths, &subject)
+        self.assess(&mut eval, input, &paths, &subject)
+    }
+
+    /// True when drifts are classified by the compiled program rather than the interpreter.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
+    /// Why the policies are interpreted rather than compiled, when they are.
+    pub fn interpreted_because(&self) -> Option<&str> {
+        self.interpreted_because.as_deref()
+    }
+
+    /// A fresh evaluator for one batch of drifts: a virtual machine on the compiled program when
+    /// there is one, else a clone of the interpreter.
+    fn evaluator(&self) -> Evaluator {
+        match &self.compiled {
+            Some(c) => match c.vm() {
+                Ok(vm) => Evaluator::Vm(Box::new(vm)),
+                Err(e) => {
+                    tracing::debug!("policy program unavailable ({e}); interpreting");
+                    Evaluator::Interpreter(Box::new(self.engine.clone()))
+                }
+            },
+            None => Evaluator::Interpreter(Box::new(self.engine.clone())),
+        }
     }
 
     fn assess(
         &self,
-        engine: &mut Engine,
+        eval: &mut Evaluator,
         input: regorus::Value,
         paths: &[&str],
         subject: &str,
     ) -> Result<Assessment> {
         let findings = if self.has_classifiers() {
-            engine.set_input(input);
-            let results = engine
-                .eval_rule(AGGREGATE_RULE.to_string())
-                .map_err(|e| eval_error(subject, &e))?;
+            let retry = matches!(eval, Evaluator::Vm(_)).then(|| input.clone());
+            let results = match (eval.results(input, subject), retry) {
+                // The interpreter names the rule's file and line; the program does not.
+                (Err(vm_error), Some(input)) => {
+                    let mut interpreter = Evaluator::Interpreter(Box::new(self.engine.clone()));
+                    interpreter.results(input, subject).and(Err(vm_error))?
+                }
+                (results, _) => results?,
+            };
             self.findings(&results)?
         } else {
             Vec::new()
@@ -368,6 +457,82 @@ impl PolicyEngine {
             out.insert(pkg.package.join("."), Value::Object(answers));
         }
         Ok(out)
+    }
+}
+
+/// The aggregate rule compiled once to regorus' register virtual machine (RVM). Evaluating a drift
+/// there costs a fraction of walking the syntax tree: the rules' scheduling, lookups and
+/// comprehensions are resolved at compile time, and no per-evaluation state is rebuilt.
+///
+/// Compilation is attempted at load; a policy using a construct the compiler does not support
+/// (e.g. `with`) keeps the whole engine on the interpreter, with identical results.
+#[derive(Debug, Clone)]
+struct Compiled {
+    policy: regorus::CompiledPolicy,
+    program: Arc<Program>,
+    data: regorus::Value,
+}
+
+/// The most instructions one drift's evaluation may execute: far above what any drift of the
+/// default library needs (a few thousand), low enough to stop a runaway policy.
+const MAX_INSTRUCTIONS: usize = 50_000_000;
+
+impl Compiled {
+    fn new(engine: &mut Engine) -> std::result::Result<Compiled, String> {
+        let rule: regorus::Rc<str> = regorus::Rc::from(AGGREGATE_RULE);
+        let compiled = engine
+            .compile_with_entrypoint(&rule)
+            .and_then(|policy| {
+                let program = Compiler::compile_from_policy(&policy, &[AGGREGATE_RULE])?;
+                Ok((policy, program))
+            })
+            .map(|(policy, program)| Compiled {
+                policy,
+                program,
+                data: engine.get_data(),
+            });
+        let compiled = compiled.map_err(|e| {
+            format!("the policies use a construct the policy compiler does not support: {e:#}")
+        })?;
+        compiled
+            .vm()
+            .map_err(|e| format!("the policy program rejects its data: {e}"))?;
+        Ok(compiled)
+    }
+
+    fn vm(&self) -> std::result::Result<RegoVM, regorus::rvm::vm::VmError> {
+        let mut vm = RegoVM::new_with_policy(self.policy.clone());
+        vm.load_program(Arc::clone(&self.program));
+        vm.set_max_instructions(MAX_INSTRUCTIONS);
+        vm.set_strict_builtin_errors(true);
+        vm.set_data(self.data.clone())?;
+        Ok(vm)
+    }
+}
+
+/// What evaluates the aggregate rule for one batch of drifts.
+enum Evaluator {
+    Vm(Box<RegoVM>),
+    Interpreter(Box<Engine>),
+}
+
+impl Evaluator {
+    fn results(&mut self, input: regorus::Value, subject: &str) -> Result<regorus::Value> {
+        match self {
+            Evaluator::Vm(vm) => {
+                vm.set_input(input);
+                vm.execute().map_err(|e| PolicyError::Eval {
+                    subject: subject.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Evaluator::Interpreter(engine) => {
+                engine.set_input(input);
+                engine
+                    .eval_rule(AGGREGATE_RULE.to_string())
+                    .map_err(|e| eval_error(subject, &e))
+            }
+        }
     }
 }
 

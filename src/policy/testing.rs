@@ -169,11 +169,23 @@ pub fn render_test_report(r: &TestReport, verbose: bool) -> String {
     out
 }
 
-/// Coverage as `policy test --coverage` prints it: one line per file.
+/// Coverage as `policy test --coverage` prints it, after the test results: a `coverage:` header,
+/// one line per policy file with its share of covered lines, the covered and tracked line counts
+/// and the lines no test reached (as ranges, like `opa test --coverage`), then the total:
+///
+/// ```text
+/// coverage:
+/// policies/aws.rego: 97.3% (73/75 lines); not covered: 40-41
+/// policies/lib.rego: 100.0% (31/31 lines)
+/// total: 98.1% (104/106 lines)
+/// ```
 pub fn render_coverage(files: &[FileCoverage]) -> String {
-    let mut out = String::new();
+    let mut out = String::from("coverage:\n");
+    let (mut covered, mut tracked) = (0, 0);
     for f in files {
         let total = f.covered.len() + f.not_covered.len();
+        covered += f.covered.len();
+        tracked += total;
         out.push_str(&format!(
             "{}: {:.1}% ({}/{} lines)",
             f.file,
@@ -182,12 +194,41 @@ pub fn render_coverage(files: &[FileCoverage]) -> String {
             total
         ));
         if !f.not_covered.is_empty() {
-            let lines: Vec<String> = f.not_covered.iter().map(u32::to_string).collect();
-            out.push_str(&format!("; not covered: {}", lines.join(", ")));
+            out.push_str(&format!("; not covered: {}", line_ranges(&f.not_covered)));
         }
         out.push('\n');
     }
+    let percent = if tracked == 0 {
+        100.0
+    } else {
+        covered as f64 * 100.0 / tracked as f64
+    };
+    out.push_str(&format!(
+        "total: {percent:.1}% ({covered}/{tracked} lines)\n"
+    ));
     out
+}
+
+/// Line numbers as ranges: `3, 7-9, 12`.
+fn line_ranges(lines: &BTreeSet<u32>) -> String {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &n in lines {
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(n) => *end = n,
+            _ => ranges.push((n, n)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -223,6 +264,33 @@ mod tests {
         assert_eq!(
             render_test_report(&TestReport::default(), false),
             "0 passed, 0 failed\n"
+        );
+    }
+
+    #[test]
+    fn coverage_lists_files_ranges_and_total() {
+        let files = vec![
+            FileCoverage {
+                file: "policies/a.rego".into(),
+                covered: [1, 2, 5].into_iter().collect(),
+                not_covered: [3, 4, 7, 9, 10, 11].into_iter().collect(),
+            },
+            FileCoverage {
+                file: "policies/b.rego".into(),
+                covered: [4].into_iter().collect(),
+                not_covered: BTreeSet::new(),
+            },
+        ];
+        assert_eq!(
+            render_coverage(&files),
+            "coverage:\n\
+             policies/a.rego: 33.3% (3/9 lines); not covered: 3-4, 7, 9-11\n\
+             policies/b.rego: 100.0% (1/1 lines)\n\
+             total: 40.0% (4/10 lines)\n"
+        );
+        assert_eq!(
+            render_coverage(&[]),
+            "coverage:\ntotal: 100.0% (0/0 lines)\n"
         );
     }
 }
