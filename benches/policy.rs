@@ -8,7 +8,7 @@
 //! interpreter on a sample, so a fast wrong answer cannot pass for a result.
 //!
 //! `DRIFTWARDEN_BENCH_DRIFTS` (default 100000) and `DRIFTWARDEN_BENCH_RUNS` (default 3) change the
-//! size and the number of runs.
+//! size and the number of runs; `DRIFTWARDEN_BENCH_POLICIES` measures another policy directory.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -179,7 +179,10 @@ fn main() {
 
     let t = Instant::now();
     let engine = PolicyEngine::load(&PolicyConfig {
-        dirs: vec![PolicyDir::new(root().join("policies"))],
+        dirs: vec![PolicyDir::new(
+            std::env::var_os("DRIFTWARDEN_BENCH_POLICIES")
+                .map_or_else(|| root().join("policies"), PathBuf::from),
+        )],
         data_files: vec![],
     })
     .expect("the default library loads");
@@ -221,7 +224,13 @@ fn main() {
         Class::Forbidden,
         Class::Forbidden,
     ];
-    for (i, d) in sample.iter().take(5).enumerate() {
+    let default_library = std::env::var_os("DRIFTWARDEN_BENCH_POLICIES").is_none();
+    for (i, d) in sample
+        .iter()
+        .take(5)
+        .enumerate()
+        .filter(|_| default_library)
+    {
         let class = d.verdict.as_ref().map(|v| v.class);
         assert_eq!(class, Some(expected[i]), "{}", d.resource.display);
     }

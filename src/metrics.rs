@@ -51,7 +51,7 @@ pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 /// One series of API requests: who was called, what, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiRequest {
-    /// `kubernetes`, `ec2`.
+    /// `kubernetes`, `ec2`, `github`.
     pub provider: String,
     /// A verb and a resource type (`list apps/v1 deployments`) or an API action
     /// (`DescribeInstances`).

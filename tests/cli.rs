@@ -1,53 +1,11 @@
 //! The binary end to end: the offline demo, `diff --desired --live`, bad input (exit 3 with the
 //! file and line, no panic), exit codes, and the secret canary in every output and log.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/common.rs"]
+mod common;
 
+use common::{bin, code, commit_files, root, run, stderr, stdout, write};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
-    c.current_dir(root());
-    c.env_remove("DRIFTWARDEN_LOG");
-    c.env("NO_COLOR", "1");
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("the binary runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    // Any panic is a defect, whatever the input.
-    assert!(
-        !text(&out.stderr).contains("panicked"),
-        "panic running {cmd:?}\nstderr:\n{}",
-        text(&out.stderr)
-    );
-    out
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: shop\ndata:\n  LEVEL: info\n";
 const CM_LIVE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: shop\n  uid: 1b4c\n  resourceVersion: \"42\"\ndata:\n  LEVEL: debug\n";
@@ -197,13 +155,7 @@ fn missing_directories_and_refs_are_exit_3() {
     // A Git ref that does not exist.
     let repo_dir = dir.path().join("repo");
     let repo = git2::Repository::init(&repo_dir).unwrap();
-    std::fs::write(repo_dir.join("cm.yaml"), CM).unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("cm.yaml")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("T", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
+    commit_files(&repo, &[("cm.yaml", CM)], "init");
     let cfg = write(
         dir.path(),
         "bad-ref.yaml",
@@ -372,4 +324,177 @@ fn a_missing_policy_directory_makes_every_drift_risky_and_nothing_is_corrected()
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn policy_errors_stop_diff_with_exit_3_naming_the_file_and_line() {
+    // A Deployment scaled by hand, so there is a drift to classify; each broken policy directory
+    // must stop the run before any report, file or action.
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "a syntax error",
+            "package driftwarden.x\n\nclassify contains {\"class\": \"safe\", \"reason\": \"r\"} if {\n\tinput.kind ==\n}\n",
+            &["policy {file}:5:1 does not compile: expecting expression"],
+        ),
+        (
+            "a malformed finding",
+            "package driftwarden.x\n\nclassify contains {\"class\": \"maybe\", \"reason\": \"x\"} if true\n",
+            &[
+                "malformed finding from data.driftwarden.x.classify (defined in {file})",
+                "`class` is \"maybe\", expected one of \"safe\", \"risky\", \"forbidden\"",
+            ],
+        ),
+        (
+            "a builtin regorus lacks",
+            "package driftwarden.x\n\nclassify contains {\"class\": \"safe\", \"reason\": \"overlap\"} if {\n\tnet.cidr_intersects(\"10.0.0.0/8\", \"10.1.0.0/16\")\n}\n",
+            &[
+                "policy {file}:4:",
+                "calls net.cidr_intersects(), which is not a builtin of regorus",
+            ],
+        ),
+    ];
+    for (what, rego, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "desired/web.yaml", WEB);
+        let live = WEB.replace("replicas: 2", "replicas: 3").replace(
+            "  namespace: shop\n",
+            "  namespace: shop\n  uid: 7f1d\n  resourceVersion: \"12\"\n",
+        );
+        write(dir.path(), "live/web.yaml", &live);
+        write(dir.path(), "policies/x.rego", rego);
+        let cfg = write(
+            dir.path(),
+            "driftwarden.yaml",
+            "state_dir: state\npolicies:\n  dirs: [policies]\ntargets:\n  - name: t\n    desired: {dir: desired}\n    live: {snapshot: live}\n",
+        );
+        let json = dir.path().join("report.json");
+        let metrics = dir.path().join("metrics.prom");
+        let out = run(bin()
+            .args(["diff", "-o", "json", "--config"])
+            .arg(&cfg)
+            .arg("--json-report")
+            .arg(&json)
+            .arg("--metrics-file")
+            .arg(&metrics));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 3, "{what}: {err}");
+        let file = dir.path().join("policies/x.rego").display().to_string();
+        for w in want {
+            let w = w.replace("{file}", &file);
+            assert!(err.contains(&w), "{what}: no {w:?} in:\n{err}");
+        }
+        assert!(stdout(&out).is_empty(), "{what}: a report on bad policy");
+        assert!(!json.exists(), "{what}: a JSON report was written");
+        assert!(!metrics.exists(), "{what}: metrics were written");
+        assert!(!dir.path().join("state").exists(), "{what}: state written");
+
+        // The same setup with the policy fixed classifies the drift: the error was the policy.
+        write(
+            dir.path(),
+            "policies/x.rego",
+            "package driftwarden.x\n\nclassify contains {\"class\": \"risky\", \"reason\": \"r\"} if true\n",
+        );
+        let out = run(bin().args(["diff", "-o", "json", "--config"]).arg(&cfg));
+        assert_eq!(code(&out), 2, "{what} fixed: {}", stderr(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["drifts"][0]["verdict"]["class"], "risky", "{what}");
+    }
+}
+
+#[test]
+fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
+    // `large` is a type error when the first change's live value is a number (`count(3)`): the
+    // compiled program reads it as undefined, so `not large` makes the drift safe, and only the
+    // interpreter's confirmation of safe verdicts in autocorrect mode sees the error.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "desired/web.yaml", WEB);
+    let live_text = WEB.replace("replicas: 2", "replicas: 3").replace(
+        "  namespace: shop\n",
+        "  namespace: shop\n  uid: 7f1d\n  resourceVersion: \"12\"\n",
+    );
+    let live = write(dir.path(), "live/web.yaml", &live_text);
+    let rego = |large: &str| {
+        format!(
+            "package driftwarden.x\n\nlarge if {large}\n\nclassify contains {{\"class\": \"safe\", \"reason\": \"small\"}} if not large\n"
+        )
+    };
+    write(
+        dir.path(),
+        "policies/x.rego",
+        &rego("count(input.changes[0].live) > 1"),
+    );
+    let config = |mode: &str| {
+        write(
+            dir.path(),
+            &format!("{mode}.yaml"),
+            &format!(
+                "state_dir: state\npolicies:\n  dirs: [policies]\ntargets:\n  - name: t\n    mode: {mode}\n    desired: {{dir: desired}}\n    live: {{snapshot: live}}\n"
+            ),
+        )
+    };
+    let json = dir.path().join("report.json");
+    let metrics = dir.path().join("metrics.prom");
+    let reconcile = |cfg: &std::path::Path| {
+        run(bin()
+            .args(["reconcile", "-o", "json", "--config"])
+            .arg(cfg)
+            .arg("--json-report")
+            .arg(&json)
+            .arg("--metrics-file")
+            .arg(&metrics))
+    };
+
+    let out = reconcile(&config("autocorrect"));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    let file = dir.path().join("policies/x.rego");
+    assert!(
+        err.contains(&format!(
+            "policy evaluation failed for Deployment shop/web (target t): {}:3:",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("`count` requires"), "{err}");
+    // Nothing acted on: no report, no files, no remediation history, the live state as it was.
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(!json.exists() && !metrics.exists());
+    assert!(!dir.path().join("state").exists());
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), live_text);
+
+    // In recommend mode nothing is written, so the program's answer stands (docs/policy.md,
+    // "Engine"): safe, reported, nothing done.
+    let out = reconcile(&config("recommend"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["drifts"][0]["verdict"]["class"], "safe");
+    assert_eq!(
+        report["summary"]["actions"],
+        serde_json::json!({"report:planned": 1})
+    );
+
+    // With a rule that does not fail, the same autocorrect run classifies and plans the
+    // correction (a snapshot cannot be written), and says that nothing was done.
+    write(
+        dir.path(),
+        "policies/x.rego",
+        &rego("input.changes[0].live > 1000"),
+    );
+    let out = reconcile(&config("autocorrect"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["drifts"][0]["verdict"]["class"], "safe");
+    assert_eq!(
+        report["summary"]["actions"],
+        serde_json::json!({"correct:planned": 1})
+    );
+    let metrics_text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        metrics_text
+            .lines()
+            .any(|l| l == "driftwarden_actions{action=\"correct\",result=\"planned\"} 1"),
+        "{metrics_text}"
+    );
+    assert!(!metrics_text.contains("result=\"done\""), "{metrics_text}");
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), live_text);
 }

@@ -3,28 +3,27 @@
 //! code sends, SARIF against the 2.1.0 schema, JUnit XML, sharding and `report merge`, and
 //! Prometheus metrics (file and Pushgateway).
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde_json::{Value, json};
 
+use common::{code, read, root, run, stderr, stdout, write};
 use driftwarden::live::kube_verbs::{
     KUBE_DISCOVERY_URLS, KUBE_READ_VERBS, KUBE_VERBS, KUBE_WRITE_VERBS,
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The binary with a clean environment for what these tests control.
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
-    c.current_dir(root());
+    let mut c = common::bin();
     for v in [
         "DRIFTWARDEN_LOG",
         "GITHUB_ACTIONS",
@@ -39,41 +38,7 @@ fn bin() -> Command {
     ] {
         c.env_remove(v);
     }
-    c.env("NO_COLOR", "1");
     c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("the binary runs");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-        "panic running {cmd:?}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {

@@ -9,10 +9,14 @@
 //!   in sync), optionally their op, owner and masking, the options to diff with, and the
 //!   ignored-field counts.
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::read;
 use driftwarden::diff::{
     DesiredObject, DiffOptions, IgnoreRule, LiveObject, diff_object, diff_target,
 };
@@ -20,11 +24,7 @@ use driftwarden::model::{ChangeOp, DriftKind, MASK, ResourceId};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::root().join("fixtures")
 }
 
 /// Loads one object from YAML or JSON, by extension.

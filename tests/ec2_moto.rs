@@ -1071,3 +1071,319 @@ fn failed_ec2_calls_are_counted_with_their_result() {
         "{requests:?}"
     );
 }
+
+/// A VPC's DNS attributes (`DescribeVpcAttribute`) and a launch template's contents (its latest
+/// version's, `DescribeLaunchTemplateVersions`) are compared: a state written the way the
+/// provider writes them (unset values as `""`/`0`, `ebs` booleans as strings, `user_data` in
+/// base64) is in sync; then DNS hostnames turned on and a new default version with another
+/// instance type are reported as exactly those changes (the template's version numbers moved
+/// with the new version). The per-VPC calls and the one contents call are counted in the
+/// metrics.
+#[test]
+fn vpc_dns_attributes_and_launch_template_contents_drift() {
+    /// The launch template data the drift test creates, with `instance_type` as given.
+    fn lt_data(
+        instance_type: aws_sdk_ec2::types::InstanceType,
+        sg: &str,
+        user_data: &str,
+    ) -> aws_sdk_ec2::types::RequestLaunchTemplateData {
+        use aws_sdk_ec2::types::{
+            LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+            LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, VolumeType,
+        };
+        RequestLaunchTemplateData::builder()
+            .image_id("ami-12345678")
+            .instance_type(instance_type)
+            .key_name("deploy")
+            .security_group_ids(sg)
+            .user_data(user_data)
+            .tag_specifications(
+                LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(Tag::builder().key("Name").value("web").build())
+                    .build(),
+            )
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .volume_size(20)
+                            .volume_type(VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    let Some(ep) = moto::endpoint() else { return };
+    let region = "sa-east-1";
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let c = moto::client(&ep, region);
+    // `#!/bin/sh\necho hi\n`, base64: the state keeps user_data as given.
+    let user_data = "IyEvYmluL3NoCmVjaG8gaGkK";
+    let (vpc, sg, lt) = rt.block_on(async {
+        let vpc = c
+            .create_vpc()
+            .cidr_block("10.20.0.0/16")
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Vpc)
+                    .tags(Tag::builder().key("Name").value("main").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .unwrap()
+            .to_string();
+        let sg = c
+            .create_security_group()
+            .group_name("lt-web")
+            .description("lt-web tier")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_string();
+        c.create_key_pair().key_name("deploy").send().await.unwrap();
+        let lt = c
+            .create_launch_template()
+            .launch_template_name("web")
+            .launch_template_data(lt_data(
+                aws_sdk_ec2::types::InstanceType::T3Micro,
+                &sg,
+                user_data,
+            ))
+            .send()
+            .await
+            .unwrap()
+            .launch_template()
+            .and_then(|t| t.launch_template_id())
+            .unwrap()
+            .to_string();
+        (vpc, sg, lt)
+    });
+    let vpc_attrs = json!({
+        "id": vpc, "arn": format!("arn:aws:ec2:{region}:{ACCOUNT}:vpc/{vpc}"),
+        "assign_generated_ipv6_cidr_block": false, "cidr_block": "10.20.0.0/16",
+        "default_network_acl_id": "", "default_route_table_id": "", "default_security_group_id": "",
+        "dhcp_options_id": "", "enable_dns_hostnames": false, "enable_dns_support": true,
+        "enable_network_address_usage_metrics": false, "instance_tenancy": "default",
+        "ipv4_ipam_pool_id": null, "ipv4_netmask_length": null, "ipv6_association_id": "",
+        "ipv6_cidr_block": "", "ipv6_cidr_block_network_border_group": "",
+        "ipv6_ipam_pool_id": "", "ipv6_netmask_length": 0, "main_route_table_id": "",
+        "owner_id": ACCOUNT, "tags": {"Name": "main"}, "tags_all": {"Name": "main"}
+    });
+    let mut lt_attrs = json!({
+        "id": lt, "arn": format!("arn:aws:ec2:{region}:{ACCOUNT}:launch-template/{lt}"),
+        "name": "web", "name_prefix": "", "description": "",
+        "default_version": 1, "latest_version": 1, "update_default_version": null,
+        "image_id": "ami-12345678", "instance_type": "t3.micro", "key_name": "deploy",
+        "vpc_security_group_ids": [sg], "security_group_names": [], "user_data": user_data,
+        "block_device_mappings": [{
+            "device_name": "/dev/xvda", "no_device": "", "virtual_name": "",
+            "ebs": [{
+                "delete_on_termination": "true", "encrypted": "", "iops": 0, "kms_key_id": "",
+                "snapshot_id": "", "throughput": 0, "volume_initialization_rate": 0,
+                "volume_size": 20, "volume_type": "gp3"
+            }]
+        }],
+        "tag_specifications": [{"resource_type": "instance", "tags": {"Name": "web"}}],
+        "tags": {}, "tags_all": {}
+    });
+    // What the configuration leaves unset, as the provider stores it.
+    merge(
+        &mut lt_attrs,
+        json!({
+        "capacity_reservation_specification": [], "cpu_options": [], "credit_specification": [],
+        "disable_api_stop": false, "disable_api_termination": false, "ebs_optimized": "",
+        "elastic_gpu_specifications": [], "elastic_inference_accelerator": [],
+        "enclave_options": [], "hibernation_options": [], "iam_instance_profile": [],
+        "instance_initiated_shutdown_behavior": "", "instance_market_options": [],
+        "instance_requirements": [], "kernel_id": "", "license_specification": [],
+        "maintenance_options": [], "metadata_options": [], "monitoring": [],
+        "network_interfaces": [], "placement": [], "private_dns_name_options": [],
+        "ram_disk_id": ""
+        }),
+    );
+    write_state(
+        dir.path(),
+        vec![
+            resource(
+                None,
+                "aws_vpc",
+                "main",
+                None,
+                vec![instance(1, None, vpc_attrs)],
+            ),
+            resource(
+                None,
+                "aws_launch_template",
+                "web",
+                None,
+                vec![instance(0, None, lt_attrs)],
+            ),
+        ],
+    );
+    write_config(
+        dir.path(),
+        &ep,
+        region,
+        &PathBuf::from(ROOT).join("policies"),
+        "\n        unmanaged: false",
+    );
+
+    // In sync: no false drift from the provider's unset values or shapes.
+    let metrics = dir.path().join("in-sync.prom");
+    let report = json_report(
+        dir.path(),
+        &[
+            "diff",
+            "-c",
+            "driftwarden.yaml",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(report["summary"]["drifted"], 0, "{report:#}");
+    assert_eq!(report["summary"]["resources_checked"], 2, "{report:#}");
+    let requests = ec2_requests(&metrics);
+    // Two attributes of the one tracked VPC; one contents call for the region.
+    assert_eq!(
+        count(&requests, "DescribeVpcAttribute", "ok"),
+        2,
+        "{requests:?}"
+    );
+    assert_eq!(
+        count(&requests, "DescribeLaunchTemplateVersions", "ok"),
+        1,
+        "{requests:?}"
+    );
+
+    // The reader's side of it: the attributes under the provider's names, for what is asked.
+    let read = rt.block_on(ec2::read_region(
+        &c,
+        region,
+        &ReadRequest {
+            vpc_attributes_for: [vpc.clone()].into(),
+            launch_template_data_for: [lt.clone()].into(),
+            ..ReadRequest::default()
+        },
+    ));
+    assert!(read.failures.is_empty(), "{:?}", read.failures);
+    let live = |kind: ResourceKind, id: &str| {
+        read.resources
+            .iter()
+            .find(|r| r.kind == kind && r.id == id)
+            .map(|r| r.attributes.clone())
+            .unwrap()
+    };
+    let v = live(ResourceKind::Vpc, &vpc);
+    assert_eq!(
+        (&v["enable_dns_support"], &v["enable_dns_hostnames"]),
+        (&json!(true), &json!(false)),
+        "{v:#}"
+    );
+    let t = live(ResourceKind::LaunchTemplate, &lt);
+    for (k, want) in [
+        ("image_id", json!("ami-12345678")),
+        ("instance_type", json!("t3.micro")),
+        ("key_name", json!("deploy")),
+        ("vpc_security_group_ids", json!([sg])),
+        ("user_data", json!(user_data)),
+        (
+            "tag_specifications",
+            json!([{"resource_type": "instance", "tags": {"Name": "web"}}]),
+        ),
+        (
+            "block_device_mappings",
+            json!([{"device_name": "/dev/xvda", "ebs": [{
+                "delete_on_termination": "true", "volume_size": 20, "volume_type": "gp3"
+            }]}]),
+        ),
+    ] {
+        assert_eq!(t[k], want, "{k}: {t:#}");
+    }
+    // Nothing asked, nothing extra read.
+    let read = rt.block_on(ec2::read_region(&c, region, &ReadRequest::default()));
+    let v = read
+        .resources
+        .iter()
+        .find(|r| r.id == vpc)
+        .map(|r| &r.attributes)
+        .unwrap();
+    assert!(v.get("enable_dns_support").is_none(), "{v:#}");
+
+    // Drift by direct API calls: DNS hostnames on; a new default version, another type.
+    rt.block_on(async {
+        c.modify_vpc_attribute()
+            .vpc_id(&vpc)
+            .enable_dns_hostnames(
+                aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let v = c
+            .create_launch_template_version()
+            .launch_template_id(&lt)
+            .launch_template_data(lt_data(
+                aws_sdk_ec2::types::InstanceType::T3Large,
+                &sg,
+                user_data,
+            ))
+            .send()
+            .await
+            .unwrap()
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .unwrap();
+        c.modify_launch_template()
+            .launch_template_id(&lt)
+            .default_version(v.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
+    assert_eq!(report["summary"]["drifted"], 2, "{report:#}");
+    let v = drift_by(&report, "aws_vpc.main");
+    assert_eq!(v["kind"], "Modified", "{v:#}");
+    assert_eq!(paths(v), ["/enable_dns_hostnames"], "{v:#}");
+    assert_eq!(v["changes"][0]["desired"], false, "{v:#}");
+    assert_eq!(v["changes"][0]["live"], true, "{v:#}");
+    let t = drift_by(&report, "aws_launch_template.web");
+    assert_eq!(t["kind"], "Modified", "{t:#}");
+    assert_eq!(
+        paths(t),
+        ["/default_version", "/instance_type", "/latest_version"],
+        "{t:#}"
+    );
+    let change = |p: &str| {
+        t["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == p)
+            .map(|c| (c["desired"].clone(), c["live"].clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        change("/instance_type"),
+        (json!("t3.micro"), json!("t3.large"))
+    );
+    assert_eq!(change("/default_version"), (json!(1), json!(2)));
+    assert_eq!(change("/latest_version"), (json!(1), json!(2)));
+}

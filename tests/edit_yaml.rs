@@ -2,31 +2,19 @@
 //! byte everything else stays — comments, key order, quoting, anchors, flow style and the other
 //! documents of the file — and where no honest edit exists the editor says so.
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::{field_change as change, root};
 use driftwarden::act::edit_yaml::{
     self, DocRef, EditError, adopt_changes, adopted_manifest, remove_document, remove_value,
     set_value,
 };
-use driftwarden::model::{ChangeOp, FieldChange};
+use driftwarden::model::ChangeOp;
 use serde_json::{Value, json};
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn demo(file: &str) -> String {
     std::fs::read_to_string(root().join("fixtures/demo/desired").join(file)).unwrap()
-}
-
-fn change(path: &str, op: ChangeOp, desired: Value, live: Value) -> FieldChange {
-    FieldChange {
-        path: path.into(),
-        op,
-        desired,
-        live,
-        masked: false,
-        attribution: None,
-        class: None,
-    }
 }
 
 /// The lines that differ between two texts of the same line count, as (line, old, new).

@@ -10,6 +10,8 @@
 //!
 //! `git http-backend` must be installed (it ships with Git): without it these tests fail.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/git_http.rs"]
 mod git_http;
 #[path = "support/github_server.rs"]
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Once;
 
+use common::{bare_repo_of, copy_dir, git_text, root};
 use driftwarden::config::{self, DesiredLocation, DesiredSource, GitSource};
 use driftwarden::desired;
 use driftwarden::model::{Action, ActionResult, Report};
@@ -42,10 +45,6 @@ const FP_HOTFIX: &str = "b10790a3239c0cdf";
 const FP_SERVICE: &str = "8691a30e9cf82b96";
 const PR_FINGERPRINTS: [&str; 4] = [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn set_tokens() {
     static ONCE: Once = Once::new();
     // SAFETY: set once, before any test thread reads them (every test calls this first, and the
@@ -54,55 +53,6 @@ fn set_tokens() {
         std::env::set_var(TOKEN_ENV, TOKEN);
         std::env::set_var(WRONG_ENV, WRONG);
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn tree_of(repo: &git2::Repository, dir: &Path) -> git2::Oid {
-    let mut tb = repo.treebuilder(None).unwrap();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if p.is_dir() {
-            tb.insert(&name, tree_of(repo, &p), 0o040000).unwrap();
-        } else {
-            let blob = repo.blob(&std::fs::read(&p).unwrap()).unwrap();
-            tb.insert(&name, blob, 0o100644).unwrap();
-        }
-    }
-    tb.write().unwrap()
-}
-
-/// A bare repository whose `main` (and HEAD) holds `dir`'s files.
-fn bare_repo_of(dir: &Path, at: &Path) {
-    let repo = git2::Repository::init_bare(at).unwrap();
-    let tree = repo.find_tree(tree_of(&repo, dir)).unwrap();
-    let sig = git2::Signature::now("Platform Team", "platform@example.com").unwrap();
-    repo.commit(
-        Some("refs/heads/main"),
-        &sig,
-        &sig,
-        "gitops: bookstore",
-        &tree,
-        &[],
-    )
-    .unwrap();
-    repo.set_head("refs/heads/main").unwrap();
 }
 
 /// Adds a commit by `who` on `branch` of a bare repository, writing `path`.
@@ -130,32 +80,9 @@ fn commit_on(bare: &Path, branch: &str, path: &str, text: &str, who: (&str, &str
     .unwrap()
 }
 
-/// Every blob and commit message reachable from any ref of a repository.
+/// Every blob, commit message and author reachable from any ref of a repository.
 fn git_text_of(path: &Path) -> String {
-    let repo = git2::Repository::open(path).unwrap();
-    let mut all = String::new();
-    for r in repo.references().unwrap() {
-        let Ok(c) = r.unwrap().peel_to_commit() else {
-            continue;
-        };
-        let mut walk = repo.revwalk().unwrap();
-        walk.push(c.id()).unwrap();
-        for id in walk {
-            let c = repo.find_commit(id.unwrap()).unwrap();
-            all.push_str(c.message().unwrap_or(""));
-            all.push_str(&c.author().to_string());
-            c.tree()
-                .unwrap()
-                .walk(git2::TreeWalkMode::PreOrder, |_, e| {
-                    if let Ok(b) = repo.find_blob(e.id()) {
-                        all.push_str(&String::from_utf8_lossy(b.content()));
-                    }
-                    git2::TreeWalkResult::Ok
-                })
-                .unwrap();
-        }
-    }
-    all
+    git_text(&git2::Repository::open(path).unwrap(), true)
 }
 
 /// Every regular file under `dir`, with its bytes.

@@ -2,35 +2,15 @@
 //! commit), subdirectories, include/exclude globs, provenance, a bare repository reached by a
 //! file:// URL, and the promise that the user's work tree and index are never touched.
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::path::Path;
 
+use common::commit_files;
 use driftwarden::config::{DesiredLocation, DesiredSource, GitSource};
 use driftwarden::desired::{self, DesiredError};
 use git2::{Repository, Signature};
-
-fn commit_files(repo: &Repository, files: &[(&str, &str)], message: &str) -> git2::Oid {
-    let workdir = repo.workdir().unwrap().to_path_buf();
-    let mut index = repo.index().unwrap();
-    for (path, text) in files {
-        let full = workdir.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, text).unwrap();
-        index.add_path(Path::new(path)).unwrap();
-    }
-    index.write().unwrap();
-    let tree_id = index.write_tree().unwrap();
-    let tree = repo.find_tree(tree_id).unwrap();
-    let sig = Signature::now("Test", "test@example.com").unwrap();
-    let parents: Vec<git2::Commit> = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .into_iter()
-        .collect();
-    let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)
-        .unwrap()
-}
 
 fn cm(name: &str, value: &str) -> String {
     format!(

@@ -6,16 +6,19 @@
 //! repository in autocorrect mode, request counts at scale, injected faults, the blast radius,
 //! the hourly limit, dry runs and pruning (issue 4, "Must show").
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/kube_server.rs"]
 mod kube_server;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::{commit_files, read_json, root, write};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, Drift, DriftKind, Report};
 use driftwarden::run::{self, Command, RunOptions};
-use git2::{Repository, Signature};
+use git2::Repository;
 use kube_server::{Fault, FaultKind, KubeServer, LoggedRequest, TOKEN};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,16 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // Helpers
 // ------------------------------------------------------------------------------------------
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn golden(rel: &str) -> PathBuf {
     root().join("fixtures/golden").join(rel)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// One captured exchange: request line, status and the JSON body.
@@ -128,25 +123,14 @@ fn normalize(v: &mut Value) {
     }
 }
 
-fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
+/// A new repository at `repo_dir` whose one commit holds `files`.
 fn commit_all(repo_dir: &Path, files: &[(String, String)]) {
     let repo = Repository::init(repo_dir).unwrap();
-    let mut index = repo.index().unwrap();
-    for (rel, text) in files {
-        write(repo_dir, rel, text);
-        index.add_path(Path::new(rel)).unwrap();
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("Test", "test@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "desired state", &tree, &[])
-        .unwrap();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(rel, text)| (rel.as_str(), text.as_str()))
+        .collect();
+    commit_files(&repo, &files, "desired state");
 }
 
 /// A policy for these tests: routine edits and missing objects are safe, schedules risky,
@@ -350,13 +334,13 @@ async fn golden_discovery_matches_the_real_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_paging_matches_the_real_server() {
     let server = KubeServer::start().await;
-    server.seed(read_json(&golden("live/namespace-shop.json")));
+    server.seed(read_json(golden("live/namespace-shop.json")));
     for cm in [
         "configmap-nightly-report",
         "configmap-orders-db-init",
         "configmap-storefront-config",
     ] {
-        server.seed(read_json(&golden(&format!("live/{cm}.json"))));
+        server.seed(read_json(golden(&format!("live/{cm}.json"))));
     }
     server.set_resource_version(285);
     for name in [
@@ -397,7 +381,7 @@ async fn golden_paging_matches_the_real_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_server_side_apply_sequence_matches_the_real_server() {
     let server = KubeServer::start().await;
-    server.seed(read_json(&golden("live/namespace-shop.json")));
+    server.seed(read_json(golden("live/namespace-shop.json")));
     server.set_resource_version(285);
     // The captured sequence on Deployment `checkout` (fixtures/golden/README.md).
     for name in [
@@ -1418,4 +1402,496 @@ async fn dry_run_asks_the_server_and_stores_nothing() {
             .is_none()
     );
     assert!(!env.path("state/remediations.json").exists());
+}
+
+// ------------------------------------------------------------------------------------------
+// The revert loop against the API server (issue 6)
+// ------------------------------------------------------------------------------------------
+
+/// Issue 6's revert loop "within the guardrails", the mode being one: a risky drift (a container
+/// image set by hand) whose pull request was closed with `drift/revert` sends no write in
+/// recommend mode (the report says the revert waits for autocorrect mode, the pull request stays
+/// closed), and in autocorrect mode is corrected by a real server-side apply, confirmed by a
+/// re-read, with the report and the closed pull request saying it was the revert label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_revert_corrects_a_risky_drift_in_autocorrect_mode_only() {
+    const IMAGE_POLICY: &str = r#"package driftwarden.e2e_image
+
+classify contains {"class": "risky", "reason": "container image changed", "rule": "image", "path": change.path} if {
+	some change in input.changes
+	endswith(change.path, "/image")
+}
+"#;
+    let env = Env::new().await;
+    write(env.dir.path(), "policies/image.rego", IMAGE_POLICY);
+    let seeded = seed_team(&env.server);
+    // Only the Deployment and the Service: the hand-edited ConfigMaps stay out of this test.
+    let desired = write_desired(&env, &seeded[3..]);
+    env.server.merge_patch_as(
+        "kubectl-set",
+        "apps/v1",
+        "Deployment",
+        Some("team"),
+        "deployment-001",
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "nginx:1.27.4", "ports": [{"containerPort": 8080}]}
+        ]}}}}),
+    );
+    let forge_dir = env.path("prs");
+    let config = |mode: &str| {
+        let cfg = env.config(
+            mode,
+            "team",
+            &desired,
+            "",
+            "    guardrails: {max_correction_percent: 100}\n",
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "version: 1\n",
+            &format!(
+                "version: 1\npull_requests: {{forge: local, output_dir: {}}}\n",
+                forge_dir.display()
+            ),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let display = "Deployment team/deployment-001";
+    let image = |env: &Env| {
+        env.server
+            .object("apps/v1", "Deployment", Some("team"), "deployment-001")
+            .unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    let state = || read_json(forge_dir.join("state.json"));
+
+    // Run 1, recommend: the risky drift becomes a pull request.
+    let cfg = config("recommend");
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let dep = drift(&report, display);
+    assert_eq!(
+        dep.changes
+            .iter()
+            .map(|c| c.path.as_str())
+            .collect::<Vec<_>>(),
+        ["/spec/template/spec/containers/0/image"]
+    );
+    assert_eq!(
+        dep.verdict.as_ref().unwrap().class,
+        driftwarden::model::Class::Risky
+    );
+    let fingerprint = dep.fingerprint.clone();
+    let (a, r, detail) = action(dep);
+    assert_eq!(
+        (a, r),
+        (Action::PullRequest, ActionResult::Done),
+        "{detail}"
+    );
+    assert!(detail.starts_with("opened pull request #1"), "{detail}");
+
+    // A person closes it with `drift/revert`: Git's image is the one they want.
+    let mut st = state();
+    let items = st["items"].as_array_mut().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["branch"],
+        format!("driftwarden/shop/{fingerprint}").as_str()
+    );
+    items[0]["state"] = json!("closed");
+    items[0]["labels"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("drift/revert"));
+    std::fs::write(
+        forge_dir.join("state.json"),
+        serde_json::to_string_pretty(&st).unwrap(),
+    )
+    .unwrap();
+
+    // Run 2, recommend: no live write; the revert waits for autocorrect mode.
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (a, r, detail) = action(drift(&report, display));
+    assert_eq!(
+        (a, r),
+        (
+            Action::Skip {
+                why: "revert waits for autocorrect mode".into()
+            },
+            ActionResult::Skipped
+        ),
+        "{detail}"
+    );
+    assert_eq!(
+        detail,
+        "revert requested: pull request #1 was closed with the label drift/revert; not corrected: recommend mode makes no live writes, so a run in autocorrect mode restores Git's state (the pull request stays closed)"
+    );
+    let reqs = env.server.requests();
+    assert!(writes(&reqs).is_empty(), "{:#?}", writes(&reqs));
+    assert!(reqs.iter().all(|r| r.method == "GET"));
+    assert_eq!(image(&env), "nginx:1.27.4");
+    let st = state();
+    let items = st["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "no new pull request");
+    assert_eq!(items[0]["state"], "closed", "the pull request stays closed");
+    let comments = items[0]["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    let comment = comments[0]["body"].as_str().unwrap();
+    assert!(
+        comment.contains("Revert requested by the label `drift/revert`")
+            && comment.contains("is **skipped**"),
+        "{comment}"
+    );
+
+    // Run 3, autocorrect: a real server-side apply, confirmed by the re-read.
+    let cfg = config("autocorrect");
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (a, r, detail) = action(drift(&report, display));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+    assert_eq!(
+        detail,
+        "revert requested: pull request #1 was closed with the label drift/revert; corrected by server-side apply (field manager driftwarden, force); the re-read confirms the drift is gone"
+    );
+    let reqs = env.server.requests();
+    let w = writes(&reqs);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    let patch = reqs.iter().find(|r| r.is_write()).unwrap();
+    assert_eq!(
+        (patch.method.as_str(), patch.path.as_str()),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/team/deployments/deployment-001"
+        )
+    );
+    assert_eq!(patch.param("fieldManager").as_deref(), Some("driftwarden"));
+    assert_eq!(patch.param("force").as_deref(), Some("true"));
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(patch.status, 200);
+    assert!(patch.body.contains("nginx:1.27.3"), "{}", patch.body);
+    let reread = reqs
+        .iter()
+        .position(|r| {
+            r.is_get() && r.path == "/apis/apps/v1/namespaces/team/deployments/deployment-001"
+        })
+        .expect("a re-read");
+    assert!(reread > reqs.iter().position(|r| r.method == "PATCH").unwrap());
+    assert_eq!(image(&env), "nginx:1.27.3");
+    let st = state();
+    let items = st["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["state"], "closed");
+    let comments = items[0]["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), 2, "{comments:#?}");
+    let comment = comments[1]["body"].as_str().unwrap();
+    assert!(
+        comment.contains("is **done**")
+            && comment.contains("the re-read confirms the drift is gone"),
+        "{comment}"
+    );
+    assert_rbac_covers(&reqs);
+
+    // Run 4: in sync, nothing written.
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert!(writes(&env.server.requests()).is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// Failed corrections
+// ------------------------------------------------------------------------------------------
+
+/// Issue 4: "each action is reported as done, failed (with the API's message) or skipped". A
+/// PATCH answered 500 (retried, then given up), one answered 422 Invalid, and one the server
+/// accepts without changing the object (the re-read still differs) are each `failed` with what
+/// the API said; none is reported done, the run fails (exit 1: a runtime failure, the failures
+/// in the report's errors), and the other correction of the target still goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_corrections_report_the_api_message_and_fail_the_run() {
+    let env = Env::new().await;
+    let desired = seed_team(&env.server);
+    let desired = write_desired(&env, &desired);
+    // A fourth safe drift, whose correction succeeds.
+    env.server.merge_patch_as(
+        "kubectl-scale",
+        "apps/v1",
+        "Deployment",
+        Some("team"),
+        "deployment-001",
+        json!({"spec": {"replicas": 5}}),
+    );
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        ", max_attempts: 2",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    let base = "/api/v1/namespaces/team/configmaps";
+    env.server.inject(Fault::new(
+        "PATCH",
+        &format!("{base}/settings-0"),
+        FaultKind::Status(500),
+        usize::MAX,
+    ));
+    env.server.inject(Fault::new(
+        "PATCH",
+        &format!("{base}/settings-1"),
+        FaultKind::Invalid {
+            field: "data[LOG_LEVEL]".into(),
+            value: "info".into(),
+            detail: "denied by ValidatingAdmissionPolicy 'log-levels'".into(),
+        },
+        usize::MAX,
+    ));
+    env.server.inject(Fault::new(
+        "PATCH",
+        &format!("{base}/settings-2"),
+        FaultKind::AcceptUnchanged,
+        usize::MAX,
+    ));
+    env.server.clear_requests();
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["reconcile", "--config"])
+        .arg(&cfg)
+        .args(["-o", "json"])
+        .env_remove("DRIFTWARDEN_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failed corrections are a runtime failure\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-0"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
+    assert_eq!(
+        detail,
+        format!(
+            "server-side apply (field manager driftwarden, force) failed: PATCH {base}/settings-0: HTTP 500 InternalError: Internal error occurred: injected fault (after 2 attempts)"
+        )
+    );
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-1"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
+    assert_eq!(
+        detail,
+        format!(
+            "server-side apply (field manager driftwarden, force) failed: PATCH {base}/settings-1: HTTP 422 Invalid: ConfigMap \"settings-1\" is invalid: data[LOG_LEVEL]: Invalid value: \"info\": denied by ValidatingAdmissionPolicy 'log-levels'"
+        )
+    );
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-2"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
+    assert_eq!(
+        detail,
+        "corrected by server-side apply (field manager driftwarden, force), but the re-read still differs at /data/LOG_LEVEL (a controller or webhook may revert it)"
+    );
+    // The rest of the target is still handled.
+    let (a, r, detail) = action(drift(&report, "Deployment team/deployment-001"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+    assert_eq!(report.summary.actions.get("correct:done"), Some(&1));
+    assert_eq!(report.summary.actions.get("correct:failed"), Some(&3));
+
+    // Each failure is in the report's errors, with the API's message.
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .all(|e| e.side == "live" && e.target == "shop")
+    );
+    for (name, what) in [
+        ("settings-0", "HTTP 500 InternalError"),
+        (
+            "settings-1",
+            "HTTP 422 Invalid: ConfigMap \"settings-1\" is invalid",
+        ),
+        ("settings-2", "the re-read still differs at /data/LOG_LEVEL"),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("ConfigMap team/{name}: ")) && e.contains(what)),
+            "{name}: {errors:#?}"
+        );
+    }
+
+    // What the server saw: the 500 retried within bounds, the 422 not retried, the accepted
+    // write followed by its re-read; only the Deployment changed.
+    let reqs = env.server.requests();
+    let patches = |name: &str| -> Vec<u16> {
+        reqs.iter()
+            .filter(|r| r.method == "PATCH" && r.path == format!("{base}/{name}"))
+            .map(|r| r.status)
+            .collect()
+    };
+    assert_eq!(patches("settings-0"), [500, 500]);
+    assert_eq!(patches("settings-1"), [422]);
+    assert_eq!(patches("settings-2"), [200]);
+    let mut gets: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.is_get())
+        .map(|r| r.path.as_str())
+        .collect();
+    gets.sort_unstable();
+    assert_eq!(
+        gets,
+        [
+            format!("{base}/settings-2").as_str(),
+            "/apis/apps/v1/namespaces/team/deployments/deployment-001"
+        ],
+        "a re-read only after a write the server accepted"
+    );
+    for i in 0..3 {
+        let cm = env
+            .server
+            .object("v1", "ConfigMap", Some("team"), &format!("settings-{i}"))
+            .unwrap();
+        assert_eq!(cm["data"]["LOG_LEVEL"], "debug", "settings-{i} unchanged");
+    }
+    let dep = env
+        .server
+        .object("apps/v1", "Deployment", Some("team"), "deployment-001")
+        .unwrap();
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_rbac_covers(&reqs);
+}
+
+// ------------------------------------------------------------------------------------------
+// Metrics
+// ------------------------------------------------------------------------------------------
+
+/// docs/outputs.md: `driftwarden_api_requests_total{provider="kubernetes",endpoint=...}` counts
+/// every Kubernetes request sent, retries included. A run through the binary with
+/// `--metrics-file` over namespaced and cluster-wide (tracking label) LISTs, paginated, with one
+/// LIST answered 500 and retried: the samples equal the server's request log, endpoint by
+/// endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_request_metrics_count_the_lists_the_server_saw() {
+    let env = Env::new().await;
+    let desired = seed_team(&env.server);
+    let desired = write_desired(&env, &desired);
+    let cfg = env.config(
+        "observe",
+        "team",
+        &desired,
+        ", page_size: 2, max_attempts: 3",
+        "    tracking: {label: app.kubernetes.io/managed-by=driftwarden}\n",
+    );
+    env.server.inject(Fault::new(
+        "GET",
+        "/api/v1/namespaces/team/configmaps",
+        FaultKind::Status(500),
+        1,
+    ));
+    env.server.clear_requests();
+    let metrics = env.path("metrics.prom");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["diff", "--config"])
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .args(["-o", "json"])
+        .env_remove("DRIFTWARDEN_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "drift found\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // The samples, by endpoint.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("# TYPE driftwarden_api_requests_total counter"),
+        "{text}"
+    );
+    let mut samples: std::collections::BTreeMap<String, u64> = Default::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("driftwarden_api_requests_total{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").unwrap();
+        let labels: std::collections::BTreeMap<&str, &str> = labels
+            .split("\",")
+            .map(|kv| {
+                let (k, v) = kv.split_once("=\"").unwrap();
+                (k, v.trim_end_matches('"'))
+            })
+            .collect();
+        assert_eq!(labels["provider"], "kubernetes", "{line}");
+        assert!(
+            !labels.contains_key("result"),
+            "Kubernetes requests are counted as sent: {line}"
+        );
+        samples.insert(labels["endpoint"].to_string(), value.parse().unwrap());
+    }
+
+    // The server's log, by the same endpoints: `list <apiVersion> <plural>` for each LIST
+    // attempt (namespaced or across namespaces), `discovery` for the rest.
+    let reqs = env.server.requests();
+    let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in &reqs {
+        let endpoint = if r.is_list() {
+            let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+            let api_version = match segs[0] {
+                "api" => segs[1].to_string(),
+                _ => format!("{}/{}", segs[1], segs[2]),
+            };
+            format!("list {api_version} {}", segs[segs.len() - 1])
+        } else {
+            assert!(r.is_discovery(), "{} {}", r.method, r.path);
+            "discovery".to_string()
+        };
+        *seen.entry(endpoint).or_default() += 1;
+    }
+    assert_eq!(samples, seen, "metrics:\n{text}");
+    // What that covers: three kinds, the namespace's pages plus the tracking label's LIST
+    // across namespaces, and the retried attempt.
+    let lists = |ep: &str| samples.get(ep).copied().unwrap_or(0);
+    let cm_lists: Vec<(String, u16)> = reqs
+        .iter()
+        .filter(|r| r.is_list() && r.path.ends_with("/configmaps"))
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    assert!(
+        cm_lists.contains(&("/api/v1/namespaces/team/configmaps".to_string(), 500)),
+        "{cm_lists:#?}"
+    );
+    assert!(
+        cm_lists.iter().any(|(p, _)| p == "/api/v1/configmaps"),
+        "{cm_lists:#?}"
+    );
+    assert_eq!(lists("list v1 configmaps"), cm_lists.len() as u64);
+    assert!(lists("list v1 configmaps") >= 4, "{samples:#?}");
+    assert!(lists("list apps/v1 deployments") >= 2, "{samples:#?}");
+    assert!(lists("list v1 services") >= 2, "{samples:#?}");
+    assert_eq!(
+        samples.keys().filter(|k| k.starts_with("list ")).count(),
+        3,
+        "{samples:#?}"
+    );
 }

@@ -6,28 +6,18 @@
 //! benchmark (docs/policy.md, "Performance"); `-- --ignored regenerate_input_fixtures` rewrites
 //! `fixtures/policy/inputs/*.json` from the drifts built here.
 
-use std::path::PathBuf;
+#[path = "support/common.rs"]
+mod common;
+
 use std::sync::OnceLock;
 
-use driftwarden::model::{
-    Attribution, ChangeOp, Class, Drift, DriftKind, FieldChange, Mode, ResourceId, fingerprint,
-};
+use common::{change, k8s_id, policy_library as library, read_json, root};
+use driftwarden::model::{Attribution, Class, Drift, DriftKind, FieldChange, Mode, ResourceId};
 use driftwarden::policy::{
     DEFAULT_REASON, DEFAULT_RULE, PolicyConfig, PolicyDir, PolicyEngine, PolicyError, Related,
     RunContext, eval_file, policy_input, render_test_report, run_tests, run_tests_with_coverage,
 };
 use serde_json::{Value, json};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn library() -> PolicyConfig {
-    PolicyConfig {
-        dirs: vec![PolicyDir::new(root().join("policies"))],
-        data_files: vec![],
-    }
-}
 
 fn engine() -> &'static PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
@@ -43,29 +33,6 @@ fn ctx() -> RunContext {
     }
 }
 
-fn read_json(rel: &str) -> Value {
-    let text = std::fs::read_to_string(root().join(rel)).expect(rel);
-    serde_json::from_str(&text).expect(rel)
-}
-
-fn change(path: &str, desired: Value, live: Value) -> FieldChange {
-    FieldChange {
-        path: path.into(),
-        op: if desired.is_null() {
-            ChangeOp::ExtraLive
-        } else if live.is_null() {
-            ChangeOp::MissingLive
-        } else {
-            ChangeOp::Changed
-        },
-        desired,
-        live,
-        masked: false,
-        attribution: None,
-        class: None,
-    }
-}
-
 fn drift(
     id: ResourceId,
     kind: DriftKind,
@@ -74,27 +41,9 @@ fn drift(
     live: Option<Value>,
 ) -> Drift {
     Drift {
-        fingerprint: fingerprint("demo", &id),
-        target: "demo".into(),
-        resource: id.into(),
-        kind,
-        changes,
-        provenance: None,
-        verdict: None,
-        action: None,
         desired_object: desired,
         live_object: live,
-    }
-}
-
-fn k8s_id(group: &str, kind: &str, ns: Option<&str>, name: &str) -> ResourceId {
-    ResourceId::Kubernetes {
-        cluster: "demo".into(),
-        group: group.into(),
-        version: "v1".into(),
-        kind: kind.into(),
-        namespace: ns.map(str::to_string),
-        name: name.into(),
+        ..common::drift(id, kind, changes)
     }
 }
 
@@ -243,19 +192,7 @@ fn failing_tests_are_counted_not_errors() {
 
 /// The binary, run from the repository root.
 fn driftwarden(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("DRIFTWARDEN_LOG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run(common::bin().args(args))
 }
 
 #[test]

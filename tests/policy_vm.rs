@@ -7,49 +7,20 @@
 //! reasons, rules and per-change classes. Then the safeguards: a safe verdict in autocorrect mode
 //! is confirmed by the interpreter, and an evaluation error names the policy's file and line.
 
-use std::path::{Path, PathBuf};
+#[path = "support/common.rs"]
+mod common;
 
-use driftwarden::model::{
-    ChangeOp, Class, Drift, DriftKind, FieldChange, Mode, ResourceId, fingerprint,
-};
+use std::path::Path;
+
+use common::{change, kubernetes_id, policy_library, read_json, target_drift};
+use driftwarden::model::{Class, Drift, DriftKind, FieldChange, Mode, ResourceId};
 use driftwarden::policy::{
     PolicyConfig, PolicyDir, PolicyEngine, PolicyError, Related, RunContext,
 };
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read_json(rel: &str) -> Value {
-    let text = std::fs::read_to_string(root().join(rel)).expect(rel);
-    serde_json::from_str(&text).expect(rel)
-}
-
 fn library() -> PolicyEngine {
-    PolicyEngine::load(&PolicyConfig {
-        dirs: vec![PolicyDir::new(root().join("policies"))],
-        data_files: vec![],
-    })
-    .expect("the default library loads")
-}
-
-fn change(path: &str, desired: Value, live: Value) -> FieldChange {
-    FieldChange {
-        path: path.into(),
-        op: if desired.is_null() {
-            ChangeOp::ExtraLive
-        } else if live.is_null() {
-            ChangeOp::MissingLive
-        } else {
-            ChangeOp::Changed
-        },
-        desired,
-        live,
-        masked: false,
-        attribution: None,
-        class: None,
-    }
+    PolicyEngine::load(&policy_library()).expect("the default library loads")
 }
 
 fn ctx(mode: Mode, hpa_targets: &[&str]) -> RunContext {
@@ -66,14 +37,7 @@ fn ctx(mode: Mode, hpa_targets: &[&str]) -> RunContext {
 }
 
 fn k8s(group: &str, kind: &str, ns: Option<&str>, name: &str) -> ResourceId {
-    ResourceId::Kubernetes {
-        cluster: "c".into(),
-        group: group.into(),
-        version: "v1".into(),
-        kind: kind.into(),
-        namespace: ns.map(str::to_string),
-        name: name.into(),
-    }
+    kubernetes_id("c", group, "v1", kind, ns, name)
 }
 
 /// Changes the default library has rules about, per provider.
@@ -189,16 +153,9 @@ fn aws_changes() -> Vec<Vec<FieldChange>> {
 fn drift(id: ResourceId, kind: DriftKind, changes: Vec<FieldChange>) -> Drift {
     let obj = json!({"metadata": {"name": "x", "labels": {"app": "x"}}, "spec": {"replicas": 2}});
     Drift {
-        fingerprint: fingerprint("t", &id),
-        target: "t".into(),
-        resource: id.into(),
-        kind,
-        changes,
-        provenance: None,
-        verdict: None,
-        action: None,
         desired_object: (kind != DriftKind::Unmanaged).then(|| obj.clone()),
         live_object: (kind != DriftKind::Missing).then_some(obj),
+        ..target_drift("t", id, kind, changes)
     }
 }
 

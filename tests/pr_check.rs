@@ -4,21 +4,20 @@
 //! per pull request, updated in place; the `pull_request` event drives it in a workflow; secrets
 //! stay masked.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/github_server.rs"]
 mod github_server;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
+use common::{root, text};
 use github_server::GitHubServer;
 
 const TOKEN_ENV: &str = "DRIFTWARDEN_TEST_GH_TOKEN";
 const TOKEN: &str = "ghs_prcheck_token_1234";
 const MARKER: &str = "<!-- driftwarden:pr-check -->";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 const DEPLOYMENT: &str = "# The storefront.\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    team: storefront\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: web:1\n";
 
@@ -52,29 +51,17 @@ fn commit(repo: &git2::Repository, dir: &Path, files: &[(&str, &str)], msg: &str
 }
 
 fn run(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"));
+    let mut c = common::bin();
     c.args(args)
         .current_dir(cwd)
-        .env_remove("DRIFTWARDEN_LOG")
         .env_remove("GITHUB_EVENT_PATH")
         .env_remove("GITHUB_REPOSITORY")
         .env_remove("GITHUB_API_URL")
-        .env("NO_COLOR", "1")
         .env(TOKEN_ENV, TOKEN);
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::run(&mut c)
 }
 
 struct Bot {

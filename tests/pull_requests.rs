@@ -9,6 +9,8 @@
 //! waited out (or given up on past the limit); a branch with someone else's commit is never
 //! overwritten; no secret canary in any body, comment, commit, file or log.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/github_server.rs"]
 mod github_server;
 
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Instant;
 
+use common::{bare_repo_of, copy_dir, git_text, root};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, Drift, Report};
 use driftwarden::run::{self, Command, RunOptions};
@@ -53,68 +56,11 @@ const FP_HOTFIX: &str = "b10790a3239c0cdf";
 const FP_SERVICE: &str = "8691a30e9cf82b96";
 const FP_SECRET: &str = "8280ae20c4b25927";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn set_token() {
     static ONCE: Once = Once::new();
     // SAFETY: set once, before any test thread reads it (every test calls this first, and the
     // value never changes).
     ONCE.call_once(|| unsafe { std::env::set_var(TOKEN_ENV, TOKEN) });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn tree_of(repo: &git2::Repository, dir: &Path) -> git2::Oid {
-    let mut tb = repo.treebuilder(None).unwrap();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if p.is_dir() {
-            tb.insert(&name, tree_of(repo, &p), 0o040000).unwrap();
-        } else {
-            let blob = repo.blob(&std::fs::read(&p).unwrap()).unwrap();
-            tb.insert(&name, blob, 0o100644).unwrap();
-        }
-    }
-    tb.write().unwrap()
-}
-
-/// A bare repository whose `main` holds `dir`'s files.
-fn bare_repo_of(dir: &Path, at: &Path) -> git2::Repository {
-    let repo = git2::Repository::init_bare(at).unwrap();
-    let tree = tree_of(&repo, dir);
-    {
-        let tree = repo.find_tree(tree).unwrap();
-        let sig = git2::Signature::now("Platform Team", "platform@example.com").unwrap();
-        repo.commit(
-            Some("refs/heads/main"),
-            &sig,
-            &sig,
-            "gitops: bookstore",
-            &tree,
-            &[],
-        )
-        .unwrap();
-    }
-    repo.set_head("refs/heads/main").unwrap();
-    repo
 }
 
 struct World {
@@ -269,29 +215,7 @@ targets:
 
 /// Every blob and commit message reachable from any ref of a repository.
 fn git_text_of(repo: &git2::Repository) -> String {
-    {
-        let mut all = String::new();
-        for r in repo.references().unwrap() {
-            let r = r.unwrap();
-            let Ok(c) = r.peel_to_commit() else { continue };
-            let mut walk = repo.revwalk().unwrap();
-            walk.push(c.id()).unwrap();
-            for id in walk {
-                let c = repo.find_commit(id.unwrap()).unwrap();
-                all.push_str(c.message().unwrap_or(""));
-                c.tree()
-                    .unwrap()
-                    .walk(git2::TreeWalkMode::PreOrder, |_, e| {
-                        if let Ok(b) = repo.find_blob(e.id()) {
-                            all.push_str(&String::from_utf8_lossy(b.content()));
-                        }
-                        git2::TreeWalkResult::Ok
-                    })
-                    .unwrap();
-            }
-        }
-        all
-    }
+    git_text(repo, false)
 }
 
 fn drift<'a>(r: &'a Report, fp: &str) -> &'a Drift {
@@ -550,7 +474,7 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
 }
 
 #[test]
-fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
+fn closed_items_are_not_reopened_and_drift_revert_waits_for_autocorrect_mode() {
     let w = World::demo("");
     w.run();
     let dep = w.item_for(FP_DEPLOYMENT);
@@ -562,21 +486,35 @@ fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
 
     let mark = w.server.log().len();
     let report = w.run();
-    // Revert: corrected despite its class (planned here: a snapshot target has no live writer),
-    // said in the report and on the closed pull request, and no new pull request.
+    // Revert requested, but the target is in recommend mode, which makes no live writes: the
+    // drift is not corrected, it waits for a run in autocorrect mode (see the next test). Said
+    // in the report and on the closed pull request, which stays closed; no new pull request.
     let (a, res, detail) = action(&report, FP_DEPLOYMENT);
-    assert_eq!((a, res), (Action::Correct, ActionResult::Planned));
+    assert_eq!(
+        (a, res),
+        (
+            Action::Skip {
+                why: "revert waits for autocorrect mode".into()
+            },
+            ActionResult::Skipped
+        )
+    );
     assert!(
-        detail.starts_with(&format!("revert requested: pull request #{} was closed with the label drift/revert; restoring Git's state despite class risky", dep.number)),
+        detail.starts_with(&format!("revert requested: pull request #{} was closed with the label drift/revert; not corrected: recommend mode makes no live writes, so a run in autocorrect mode restores Git's state (the pull request stays closed)", dep.number)),
         "{detail}"
     );
     let comments = w.server.comments_on(dep.number);
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert!(
-        comments[0].contains("Revert requested by the label `drift/revert`"),
+        comments[0].contains("Revert requested by the label `drift/revert`")
+            && comments[0].contains("is **skipped**")
+            && comments[0].contains("recommend mode makes no live writes"),
         "{}",
         comments[0]
     );
+    let closed = w.server.item(dep.number);
+    assert_eq!(closed.state, "closed");
+    assert!(closed.labels.iter().any(|l| l == "drift/revert"));
     // Closed without merging: left alone. Merged: waiting for the desired source.
     let (_, res, detail) = action(&report, FP_CONFIGMAP);
     assert_eq!(res, ActionResult::Skipped);
@@ -613,6 +551,62 @@ fn closed_items_are_not_reopened_and_drift_revert_turns_into_a_correction() {
     let (_, res, detail) = action(&report, FP_CONFIGMAP);
     assert_eq!(res, ActionResult::Done, "{detail}");
     assert!(detail.starts_with("opened pull request"), "{detail}");
+}
+
+/// Issue 6's revert loop within the guardrails: only `autocorrect` mode turns `drift/revert`
+/// into a correction despite the class (planned here: a snapshot target has no live writer;
+/// tests/kube_live.rs shows the write against an API server).
+#[test]
+fn drift_revert_in_autocorrect_mode_turns_into_a_correction() {
+    let w = World::demo("");
+    w.run();
+    let dep = w.item_for(FP_DEPLOYMENT);
+    w.server.close_with_labels(dep.number, &["drift/revert"]);
+
+    // The same target, now in autocorrect mode.
+    let text = w.config_text();
+    assert!(text.contains("    mode: recommend\n"));
+    let text = text.replace("    mode: recommend\n", "    mode: autocorrect\n");
+    let cfg = config::parse(&text, "test.yaml", w.dir.path()).unwrap();
+    let mut opts = RunOptions::new(Command::Reconcile);
+    opts.cache_dir = w.dir.path().join("cache");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mark = w.server.log().len();
+    let report = rt.block_on(run::run(&cfg, &opts)).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (a, res, detail) = action(&report, FP_DEPLOYMENT);
+    assert_eq!((a, res), (Action::Correct, ActionResult::Planned));
+    assert_eq!(
+        detail,
+        format!(
+            "revert requested: pull request #{} was closed with the label drift/revert; restoring Git's state despite class risky, within the guardrails",
+            dep.number
+        )
+    );
+    let comments = w.server.comments_on(dep.number);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(
+        comments[0].contains("Revert requested by the label `drift/revert`")
+            && comments[0].contains("is **planned**"),
+        "{}",
+        comments[0]
+    );
+    // The closed pull request stays closed, and none is opened for the drift.
+    assert_eq!(w.server.item(dep.number).state, "closed");
+    assert_eq!(w.item_for(FP_DEPLOYMENT).number, dep.number);
+    let writes = w.server.writes_since(mark);
+    assert_eq!(writes.len(), 1, "only the revert comment: {writes:#?}");
+
+    // Again: nothing new to say.
+    let mark = w.server.log().len();
+    let report = rt.block_on(run::run(&cfg, &opts)).unwrap();
+    let (a, res, _) = action(&report, FP_DEPLOYMENT);
+    assert_eq!((a, res), (Action::Correct, ActionResult::Planned));
+    assert_eq!(w.server.writes_since(mark).len(), 0);
 }
 
 #[test]
@@ -847,11 +841,9 @@ fn forbidden_drift_is_a_draft_labelled_forbidden_and_secrets_stay_out() {
 
 /// Runs the binary in `cwd` with a config file.
 fn binary(cwd: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+    common::bin()
         .args(args)
         .current_dir(cwd)
-        .env_remove("DRIFTWARDEN_LOG")
-        .env("NO_COLOR", "1")
         .env(TOKEN_ENV, TOKEN)
         .output()
         .unwrap()
@@ -1184,4 +1176,106 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
     );
     assert!(import.contains("instance_type = \"t3.micro\""), "{import}");
     assert_eq!(w.server.items().iter().filter(|i| i.is_pr).count(), 2);
+}
+
+#[test]
+fn every_github_request_is_counted_in_the_metrics() {
+    /// The documented route of a request the test server logged (path without the Enterprise
+    /// prefix), worked out here from GitHub's REST reference, independently of the forge.
+    fn route(method: &str, path: &str) -> String {
+        let rest = path
+            .strip_prefix("/repos/acme/gitops")
+            .unwrap_or_else(|| panic!("a request outside the repository: {method} {path}"));
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let tail = match segs.as_slice() {
+            [] => String::new(),
+            ["pulls"] => "/pulls".into(),
+            ["pulls", _] => "/pulls/{pull_number}".into(),
+            ["issues"] => "/issues".into(),
+            ["issues", "comments", _] => "/issues/comments/{comment_id}".into(),
+            ["issues", _] => "/issues/{issue_number}".into(),
+            ["issues", _, "labels"] => "/issues/{issue_number}/labels".into(),
+            ["issues", _, "labels", _] => "/issues/{issue_number}/labels/{name}".into(),
+            ["issues", _, "comments"] => "/issues/{issue_number}/comments".into(),
+            ["git", "refs", ..] => "/git/refs/{ref}".into(),
+            ["statuses", _] => "/statuses/{sha}".into(),
+            _ => panic!("a request the forge is not known to send: {method} {path}"),
+        };
+        format!("{method} /repos/{{owner}}/{{repo}}{tail}")
+    }
+
+    /// `driftwarden_api_requests_total{provider="github",...}` samples: (endpoint, result) → n.
+    fn github_samples(metrics: &str) -> std::collections::BTreeMap<(String, String), u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix("driftwarden_api_requests_total{") else {
+                continue;
+            };
+            let (labels, value) = rest.rsplit_once("} ").unwrap();
+            let mut map = std::collections::BTreeMap::new();
+            let mut s = labels;
+            while let Some((key, after)) = s.split_once("=\"") {
+                let (v, next) = after.split_once('"').unwrap();
+                map.insert(key.trim_start_matches(',').to_string(), v.to_string());
+                s = next;
+            }
+            if map.get("provider").map(String::as_str) != Some("github") {
+                continue;
+            }
+            let prev = out.insert(
+                (map["endpoint"].clone(), map["result"].clone()),
+                value.parse::<u64>().unwrap(),
+            );
+            assert!(prev.is_none(), "a series twice: {line}");
+        }
+        out
+    }
+
+    // A real run through the binary (the counter is per process): the demo's drift against the
+    // test server, the first request answered by a secondary rate limit and retried.
+    let w = World::demo("");
+    w.server.inject(Fault::Secondary403 { retry_after: 1 });
+    let config = w.dir.path().join("driftwarden.yaml");
+    std::fs::write(&config, w.config_text()).unwrap();
+    let metrics = w.dir.path().join("metrics.prom");
+    let out = common::bin()
+        .current_dir(w.dir.path())
+        .env(TOKEN_ENV, TOKEN)
+        .env("XDG_CACHE_HOME", w.dir.path().join("cache"))
+        .args(["reconcile", "-o", "json", "--config"])
+        .arg(&config)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(w.server.items().len(), 5, "the run opened its items");
+
+    let log = w.server.log();
+    let mut want = std::collections::BTreeMap::new();
+    for (i, l) in log.iter().enumerate() {
+        let result = if i == 0 { "403" } else { "ok" };
+        *want
+            .entry((route(&l.method, &l.path), result.to_string()))
+            .or_insert(0u64) += 1;
+    }
+    // Reads, pages, writes and the rate-limited attempt are all there.
+    assert!(want.keys().any(|(e, _)| e.starts_with("GET ")), "{want:?}");
+    assert!(want.keys().any(|(e, _)| e.starts_with("POST ")), "{want:?}");
+    assert_eq!(log[0].path, log[1].path, "the limited request was retried");
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let got = github_samples(&text);
+    assert_eq!(got, want, "metrics:\n{text}");
+    assert_eq!(got.values().sum::<u64>(), log.len() as u64);
+    // Low cardinality: no owner, repository, number, branch or label in an endpoint.
+    for (endpoint, _) in got.keys() {
+        assert!(
+            !endpoint.contains("acme") && !endpoint.chars().any(|c| c.is_ascii_digit()),
+            "{endpoint}"
+        );
+    }
 }

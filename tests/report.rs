@@ -2,13 +2,16 @@
 //! reports, compared against the snapshots in tests/snapshots/ (rewrite them with
 //! `DRIFTWARDEN_UPDATE_SNAPSHOTS=1 cargo test --test report`, then review the diff).
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use common::{drift, field_change as change, kubernetes_id};
 use driftwarden::model::{
-    Action, ActionRecord, ActionResult, Attribution, ChangeOp, Class, Drift, DriftKind,
-    FieldChange, MASK, Provenance, Report, ResourceId, ResourceRef, SourceError, Verdict,
-    fingerprint,
+    Action, ActionRecord, ActionResult, Attribution, ChangeOp, Class, Drift, DriftKind, MASK,
+    Provenance, Report, ResourceId, SourceError, Verdict,
 };
 use driftwarden::report::{Format, RenderOptions, render};
 use serde_json::{Value, json};
@@ -19,41 +22,7 @@ const CANARY: &str = "CANARY-7c1e-never-rendered";
 const COMMIT: &str = "3f9c2a1d8e7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a";
 
 fn k8s(group: &str, version: &str, kind: &str, name: &str) -> ResourceId {
-    ResourceId::Kubernetes {
-        cluster: "demo".into(),
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-        namespace: Some("shop".into()),
-        name: name.into(),
-    }
-}
-
-fn drift(id: ResourceId, kind: DriftKind, changes: Vec<FieldChange>) -> Drift {
-    Drift {
-        fingerprint: fingerprint("demo", &id),
-        target: "demo".into(),
-        resource: ResourceRef::from(id),
-        kind,
-        changes,
-        provenance: None,
-        verdict: None,
-        action: None,
-        desired_object: None,
-        live_object: None,
-    }
-}
-
-fn change(path: &str, op: ChangeOp, desired: Value, live: Value) -> FieldChange {
-    FieldChange {
-        path: path.into(),
-        op,
-        desired,
-        live,
-        masked: false,
-        attribution: None,
-        class: None,
-    }
+    kubernetes_id("demo", group, version, kind, Some("shop"), name)
 }
 
 fn by(manager: &str, time: Option<&str>, subresource: Option<&str>) -> Option<Attribution> {
@@ -777,12 +746,116 @@ fn demo_never_prints_a_secret_value() {
         "demo-db-password-not-real",
         "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
     ];
-    for format in ["table", "json", "markdown"] {
+    for format in ["table", "json", "markdown", "sarif", "junit"] {
         let (code, stdout, stderr) = run_demo(format);
         assert_eq!(code, Some(2), "{format}: {stderr}");
         for s in secrets {
             assert!(!stdout.contains(s), "{format} stdout leaks {s}");
             assert!(!stderr.contains(s), "{format} stderr leaks {s}");
         }
+    }
+}
+
+#[test]
+fn secret_canary_never_reaches_actions_or_metrics() {
+    use driftwarden::metrics::{self, RunFacts};
+    use driftwarden::report::github_actions as gha;
+    for report in [full_report(), partial_report()] {
+        let outputs = gha::file_commands(&gha::outputs(&report, Some("report.json"))).unwrap();
+        let channels = [
+            ("annotations", gha::annotations(&report, None)),
+            ("step summary", gha::step_summary(&report)),
+            ("step outputs", outputs),
+            ("metrics", metrics::render(&report, &RunFacts::default())),
+        ];
+        for (what, out) in channels {
+            assert!(!out.trim().is_empty(), "{what} is empty");
+            assert!(!out.contains(CANARY), "canary leaked in {what}:\n{out}");
+        }
+    }
+    // The masked Secret drift is annotated, with its masked values only.
+    let annotations = gha::annotations(&full_report(), None);
+    let secret = annotations
+        .lines()
+        .find(|l| l.contains("Secret shop/bookstore-secrets"))
+        .unwrap_or_else(|| panic!("no Secret annotation:\n{annotations}"));
+    assert!(secret.starts_with("::error "), "{secret}");
+    assert!(
+        secret.contains("/data/PAYMENT_API_KEY: (masked) -> (masked)"),
+        "{secret}"
+    );
+}
+
+#[test]
+fn demo_never_leaks_a_secret_through_actions_files_or_metrics() {
+    // Every format again, now as under GitHub Actions (step summary, step outputs, annotations on
+    // stderr) with the JSON report and the metrics written to files.
+    let secrets = [
+        "DEMO-CANARY-5f2b",
+        "REVNTy1DQU5BUlktNWYyYg==",
+        "demo-payment-key-not-real",
+        "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
+        "demo-session-signing-key-not-real",
+        "ZGVtby1zZXNzaW9uLXNpZ25pbmcta2V5LW5vdC1yZWFs",
+        "demo-db-password-not-real",
+        "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
+    ];
+    let config = common::root().join("fixtures/demo/driftwarden.yaml");
+    for format in Format::ALL {
+        // A fresh working directory: the demo's local forge writes under it.
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let summary = ws.join("step-summary.md");
+        let outputs = ws.join("step-outputs.txt");
+        let json = ws.join("report.json");
+        let metrics = ws.join("metrics.prom");
+        let out = common::run(
+            common::bin()
+                .current_dir(ws)
+                .env("GITHUB_ACTIONS", "true")
+                .env("GITHUB_STEP_SUMMARY", &summary)
+                .env("GITHUB_OUTPUT", &outputs)
+                .env("GITHUB_WORKSPACE", ws)
+                .env_remove("GITHUB_EVENT_PATH")
+                .args(["reconcile", "-o", format.as_str(), "-c"])
+                .arg(&config)
+                .arg("--json-report")
+                .arg(&json)
+                .arg("--metrics-file")
+                .arg(&metrics),
+        );
+        let stderr = common::stderr(&out);
+        assert_eq!(common::code(&out), 2, "{format}: {stderr}");
+        let read = |p: &std::path::Path| common::read(p);
+        let channels = [
+            ("stdout", common::stdout(&out)),
+            ("stderr", stderr.clone()),
+            ("the step summary", read(&summary)),
+            ("the step outputs", read(&outputs)),
+            ("the JSON report", read(&json)),
+            ("the metrics", read(&metrics)),
+        ];
+        for (what, text) in &channels {
+            assert!(!text.trim().is_empty(), "{format}: {what} is empty");
+            for s in secrets {
+                assert!(!text.contains(s), "{format}: {what} leaks {s}");
+            }
+        }
+        // The Secret's drift did go through each channel, masked.
+        assert!(
+            stderr.lines().any(|l| l.starts_with("::")
+                && l.contains("Secret shop/bookstore-secrets")
+                && l.contains("/data/PAYMENT_API_KEY: (masked) -> (masked)")),
+            "{format}: no annotation for the Secret:\n{stderr}"
+        );
+        assert!(
+            read(&summary).contains("bookstore-secrets"),
+            "{format}: the step summary has no Secret"
+        );
+        assert!(
+            read(&outputs).lines().any(|l| l == "drifted=6"),
+            "{format}: {}",
+            read(&outputs)
+        );
     }
 }

@@ -3,9 +3,13 @@
 //! format 4, and the `desired.terraform` config. A canary planted in every sensitive value and
 //! variable must never appear in any output, in any format, or in the logs.
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{commit_files, outcome, read, write};
 use driftwarden::model::{ChangeOp, DriftKind, MASK};
 use driftwarden::terraform::plan::{
     self, DriftOptions, PlanAction, PlanError, ReplaceOrder, ResourceMode,
@@ -22,15 +26,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn driftwarden(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwarden"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    outcome(
+        Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+            .args(args)
+            .current_dir(dir),
     )
 }
 
@@ -408,10 +407,6 @@ fn state_v4_modules_count_for_each_and_versions() {
     ));
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
-}
-
 #[test]
 fn terraform_targets_in_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -474,19 +469,8 @@ fn state_and_plan_are_read_from_git_at_a_ref() {
     let dir = tempfile::tempdir().unwrap();
     let repo = git2::Repository::init(dir.path().join("infra")).unwrap();
     let work = dir.path().join("infra");
-    std::fs::create_dir_all(work.join("envs/prod")).unwrap();
-    std::fs::copy(
-        fixture("plan-0.15-format-0.2.json"),
-        work.join("envs/prod/plan.json"),
-    )
-    .unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("envs/prod/plan.json")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    let commit = repo
-        .commit(Some("HEAD"), &sig, &sig, "plan", &tree, &[])
-        .unwrap();
+    let plan = read(&fixture("plan-0.15-format-0.2.json"));
+    let commit = commit_files(&repo, &[("envs/prod/plan.json", &plan)], "plan");
     // The working copy changes afterwards; the ref is what counts.
     std::fs::write(work.join("envs/prod/plan.json"), "{").unwrap();
     write(

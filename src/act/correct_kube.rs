@@ -9,6 +9,9 @@
 //! - **Unmanaged**: deleted, only with `guardrails.prune: true` and a complete read.
 //! - After a write, the object is read again and diffed against Git: `done` only when the drift
 //!   is gone, else `failed` with what still differs.
+//! - A correction that fails (the API's error, or a re-read that still differs) is recorded
+//!   `failed` with the API's message and also returned as an error of the run (exit 1); the
+//!   other corrections of the target still go ahead.
 //! - `--dry-run` sends the same requests with `dryRun=All` and reports what the server would
 //!   change; nothing is stored and no history is recorded.
 //!
@@ -123,6 +126,22 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         };
         if wrote && !ctx.dry_run {
             admitted.record(d);
+        }
+        // A correction that failed is a runtime failure of the run (exit 1), as for the EC2
+        // actuator; the other corrections still went ahead.
+        if let Some(a) = d
+            .action
+            .as_ref()
+            .filter(|a| a.result == ActionResult::Failed)
+        {
+            errors.push(source_error(
+                ctx,
+                format!(
+                    "{}: {}",
+                    d.resource.display,
+                    a.detail.as_deref().unwrap_or("correction failed")
+                ),
+            ));
         }
     }
     errors.extend(admitted.save(ctx));

@@ -17,9 +17,11 @@
 //!    is gone (or was corrected in place this run) is closed with a comment, and its branch
 //!    deleted unless someone else committed to it.
 //! 5. **Revert loop** ([`prepare`], before the correctors run): a pull request or issue closed
-//!    with the label `drift/revert` for the same drift makes this run correct it despite its
-//!    class, within the target's guardrails (never in `observe` mode); the report says so and a
-//!    comment on the closed item tells the result.
+//!    with the label `drift/revert` for the same drift makes a run in `autocorrect` mode correct
+//!    it despite its class, within the target's guardrails (the mode is one: `recommend` makes
+//!    no live writes, so there the drift is skipped with the reason and waits for an
+//!    `autocorrect` run; `observe` does not look). The report says so and a comment on the
+//!    closed item tells the result.
 //!
 //! A closed item for the same drift (same changes) is not reopened: merged, it waits for the
 //! desired source to catch up; closed without `drift/revert`, a person decided to leave it.
@@ -288,9 +290,10 @@ fn session<'a>(ctx: &ActContext<'a>) -> Option<&'a Session> {
 // ---------------------------------------------------------------------------------------------
 
 /// Before the correctors run: a drift whose pull request or issue was closed with the label
-/// `drift/revert`, for the same changes, is decided `Correct` despite its class. Not in
-/// `observe` mode and not in a dry run; the correctors apply their guardrails as for any
-/// correction.
+/// `drift/revert`, for the same changes, is decided `Correct` despite its class, in `autocorrect`
+/// mode only; the correctors apply their guardrails as for any correction. In `recommend` mode
+/// (no live writes) the drift is skipped with the reason, and the closed item is left as it is
+/// until a run in `autocorrect` mode reverts it. Nothing in `observe` mode or a dry run.
 pub async fn prepare(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
     let Some(session) = session(ctx) else {
         return Vec::new();
@@ -325,25 +328,76 @@ pub async fn prepare(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceEr
                         && m.changes == digest
                 })
         });
-        if let Some(item) = asked {
-            let class = class_of(d);
+        let Some(item) = asked else { continue };
+        let class = class_of(d);
+        let requested = revert_requested(item.kind, item.number);
+        if ctx.mode == Mode::Autocorrect {
             info!(target = %ctx.target.name, fingerprint = %d.fingerprint, number = item.number, "revert requested");
             set_action(
                 d,
                 Action::Correct,
                 ActionResult::Planned,
                 format!(
-                    "revert requested: {} #{} was closed with the label {LABEL_REVERT}; restoring Git's state despite class {class}, within the guardrails",
-                    item.kind.noun(),
-                    item.number
+                    "{requested}; restoring Git's state despite class {class}, within the guardrails"
                 ),
             );
-            if let Ok(mut r) = session.reverts.lock() {
-                r.insert(d.fingerprint.clone(), (item.number, item.kind));
-            }
+        } else {
+            info!(target = %ctx.target.name, fingerprint = %d.fingerprint, number = item.number, mode = %ctx.mode, "revert requested; waiting for autocorrect mode");
+            set_action(
+                d,
+                Action::Skip {
+                    why: REVERT_WAITS.to_string(),
+                },
+                ActionResult::Skipped,
+                format!(
+                    "{requested}; not corrected: {} mode makes no live writes, so a run in autocorrect mode restores Git's state (the {} stays closed)",
+                    ctx.mode,
+                    item.kind.noun()
+                ),
+            );
+        }
+        if let Ok(mut r) = session.reverts.lock() {
+            r.insert(d.fingerprint.clone(), (item.number, item.kind));
         }
     }
     Vec::new()
+}
+
+/// Why a requested revert waits: the guardrail that holds it back outside `autocorrect` mode.
+pub const REVERT_WAITS: &str = "revert waits for autocorrect mode";
+
+/// The start of every detail of a drift the revert loop picked up.
+fn revert_requested(kind: ItemKind, number: u64) -> String {
+    format!(
+        "revert requested: {} #{number} was closed with the label {LABEL_REVERT}",
+        kind.noun()
+    )
+}
+
+/// After the correctors: the outcome they recorded for a correction the revert loop granted (or
+/// the guardrail that held it back) keeps saying why it ran, in the report and in the comment on
+/// the closed item. A drift escalated to a pull request or issue is left alone: the pull-request
+/// step names the closed item itself.
+fn note_reverts(ctx: &ActContext<'_>, session: &Session, drifts: &mut [Drift]) {
+    let granted: HashMap<String, (u64, ItemKind)> = match session.reverts.lock() {
+        Ok(r) => r.clone(),
+        Err(_) => return,
+    };
+    for d in drifts.iter_mut().filter(|d| d.target == ctx.target.name) {
+        let Some((number, kind)) = granted.get(&d.fingerprint) else {
+            continue;
+        };
+        let Some(a) = d.action.as_mut() else { continue };
+        if matches!(a.action, Action::PullRequest | Action::Issue) {
+            continue;
+        }
+        let requested = revert_requested(*kind, *number);
+        a.detail = Some(match a.detail.take() {
+            Some(detail) if detail.starts_with(&requested) => detail,
+            Some(detail) if !detail.is_empty() => format!("{requested}; {detail}"),
+            _ => requested,
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -807,7 +861,7 @@ fn render_body(d: &Drift, plan: &Plan, settings: Option<&PullRequestSettings>) -
             out.push(String::new());
             out.push("- **Merge** to keep the live change: Git then matches live.".to_string());
             out.push(format!(
-                "- **Close with the label {}** to restore Git's state: the next driftwarden run corrects the drift (within the target's guardrails) and comments here.",
+                "- **Close with the label {}** to restore Git's state: the next driftwarden run in `autocorrect` mode corrects the drift (within the target's guardrails) and comments here.",
                 code(LABEL_REVERT)
             ));
             out.push("- **Close without the label** to leave it: driftwarden does not reopen a pull request for the same drift.".to_string());
@@ -822,7 +876,7 @@ fn render_body(d: &Drift, plan: &Plan, settings: Option<&PullRequestSettings>) -
             out.push(String::new());
             out.push("- Change Git (or the value's source) so it matches live, or fix live by hand; driftwarden closes this issue when the drift is gone.".to_string());
             out.push(format!(
-                "- **Close with the label {}** to restore Git's state: the next driftwarden run corrects the drift (within the target's guardrails) and comments here.",
+                "- **Close with the label {}** to restore Git's state: the next driftwarden run in `autocorrect` mode corrects the drift (within the target's guardrails) and comments here.",
                 code(LABEL_REVERT)
             ));
         }
@@ -1039,6 +1093,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     if ctx.mode == Mode::Observe || ctx.dry_run {
         return Vec::new();
     }
+    note_reverts(ctx, session, drifts);
     let mut errors = Vec::new();
     let forge = match session.forge().await {
         Ok(f) => f,

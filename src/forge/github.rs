@@ -13,6 +13,11 @@
 //!
 //! Lists follow `Link: <...>; rel="next"` pagination. The token comes from an environment
 //! variable and is never logged or shown in an error.
+//!
+//! Every request sent, each page and each rate-limited attempt included, is counted in the
+//! process-wide API metrics ([`crate::metrics::record_api_call`]): provider [`METRICS_PROVIDER`],
+//! the endpoint as GitHub's documentation names it (`GET /repos/{owner}/{repo}/pulls`, from a
+//! fixed set of [`routes`]), and the result ([`transport_result`], the HTTP status, or `ok`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +27,26 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::{Comment, ForgeError, Item, ItemKind, ItemState, NewIssue, NewPull, Result, Status};
+
+/// The `provider` label of GitHub's requests in the API metrics.
+pub const METRICS_PROVIDER: &str = "github";
+
+/// The REST routes the forge calls, as GitHub's documentation writes them: the `endpoint` label
+/// of the API metrics is the method and one of these, never a concrete path, so its cardinality
+/// is fixed.
+pub mod routes {
+    pub const REPO: &str = "/repos/{owner}/{repo}";
+    pub const PULLS: &str = "/repos/{owner}/{repo}/pulls";
+    pub const PULL: &str = "/repos/{owner}/{repo}/pulls/{pull_number}";
+    pub const ISSUES: &str = "/repos/{owner}/{repo}/issues";
+    pub const ISSUE: &str = "/repos/{owner}/{repo}/issues/{issue_number}";
+    pub const ISSUE_LABELS: &str = "/repos/{owner}/{repo}/issues/{issue_number}/labels";
+    pub const ISSUE_LABEL: &str = "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}";
+    pub const ISSUE_COMMENTS: &str = "/repos/{owner}/{repo}/issues/{issue_number}/comments";
+    pub const COMMENT: &str = "/repos/{owner}/{repo}/issues/comments/{comment_id}";
+    pub const REF: &str = "/repos/{owner}/{repo}/git/refs/{ref}";
+    pub const STATUSES: &str = "/repos/{owner}/{repo}/statuses/{sha}";
+}
 
 /// What a GitHub forge needs.
 #[derive(Debug, Clone)]
@@ -169,9 +194,19 @@ impl GitHub {
     }
 
     /// One request with the rate-limit rules; `path` is a path and query, or a full URL from a
-    /// `Link` header.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Response> {
+    /// `Link` header; `route` is its documented form ([`routes`]), for the metrics.
+    async fn send(
+        &self,
+        method: Method,
+        route: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response> {
         let shown = path.split('?').next().unwrap_or(path).to_string();
+        let endpoint = format!("{} {route}", method.as_str());
+        let count = |result: &str| {
+            crate::metrics::record_api_call(METRICS_PROVIDER, &endpoint, result);
+        };
         let mut attempt: u32 = 0;
         loop {
             self.wait_turn(method, &shown).await?;
@@ -182,11 +217,17 @@ impl GitHub {
                 Method::Patch => self.client._patch(path, body).await,
                 Method::Delete => self.client._delete(path, body).await,
             };
-            let resp = sent.map_err(|e| ForgeError::Transport {
-                method: method.as_str().to_string(),
-                path: shown.clone(),
-                source: Box::new(e),
-            })?;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    count(transport_result(&e));
+                    return Err(ForgeError::Transport {
+                        method: method.as_str().to_string(),
+                        path: shown,
+                        source: Box::new(e),
+                    });
+                }
+            };
             let status = resp.status().as_u16();
             let headers = http_like::Headers(
                 resp.headers()
@@ -198,15 +239,22 @@ impl GitHub {
                     })
                     .collect(),
             );
-            let text =
-                self.client
-                    .body_to_string(resp)
-                    .await
-                    .map_err(|e| ForgeError::Transport {
+            let text = match self.client.body_to_string(resp).await {
+                Ok(text) => text,
+                Err(e) => {
+                    // The status came, the body did not: a broken or timed-out response.
+                    count(match transport_result(&e) {
+                        "timeout" => "timeout",
+                        _ => "response_error",
+                    });
+                    return Err(ForgeError::Transport {
                         method: method.as_str().to_string(),
-                        path: shown.clone(),
+                        path: shown,
                         source: Box::new(e),
-                    })?;
+                    });
+                }
+            };
+            count(&status_result(status));
             let remaining =
                 header(&headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
             let reset = header(&headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
@@ -333,8 +381,14 @@ impl GitHub {
         Ok(())
     }
 
-    async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let r = self.send(method, path, body).await?;
+    async fn json(
+        &self,
+        method: Method,
+        route: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let r = self.send(method, route, path, body).await?;
         if r.body.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -346,12 +400,12 @@ impl GitHub {
     }
 
     /// Every item of a paginated list, up to `max_pages` pages.
-    async fn list(&self, path: &str, max_pages: usize) -> Result<Vec<Value>> {
+    async fn list(&self, route: &'static str, path: &str, max_pages: usize) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut next = Some(path.to_string());
         let mut pages = 0;
         while let Some(p) = next.take() {
-            let r = self.send(Method::Get, &p, None).await?;
+            let r = self.send(Method::Get, route, &p, None).await?;
             let v: Value = serde_json::from_str(&r.body).map_err(|e| ForgeError::Decode {
                 method: "GET".into(),
                 path: path.split('?').next().unwrap_or(path).to_string(),
@@ -377,7 +431,9 @@ impl GitHub {
 
     /// The repository's default branch.
     pub async fn default_branch(&self) -> Result<String> {
-        let v = self.json(Method::Get, &self.repo_path(), None).await?;
+        let v = self
+            .json(Method::Get, routes::REPO, &self.repo_path(), None)
+            .await?;
         v.get("default_branch")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -391,6 +447,7 @@ impl GitHub {
     pub(super) async fn open_items(&self, branch_prefix: &str, label: &str) -> Result<Vec<Item>> {
         let pulls = self
             .list(
+                routes::PULLS,
                 &format!("{}/pulls?state=open&per_page=100", self.repo_path()),
                 100,
             )
@@ -406,6 +463,7 @@ impl GitHub {
             .collect();
         let issues = self
             .list(
+                routes::ISSUES,
                 &format!(
                     "{}/issues?state=open&labels={}&per_page=100",
                     self.repo_path(),
@@ -426,6 +484,7 @@ impl GitHub {
     pub(super) async fn recently_closed(&self, label: &str) -> Result<Vec<Item>> {
         let items = self
             .list(
+                routes::ISSUES,
                 &format!(
                     "{}/issues?state=closed&labels={}&sort=updated&direction=desc&per_page=100",
                     self.repo_path(),
@@ -441,6 +500,7 @@ impl GitHub {
         let v = self
             .json(
                 Method::Post,
+                routes::PULLS,
                 &format!("{}/pulls", self.repo_path()),
                 Some(&json!({
                     "title": p.title,
@@ -468,6 +528,7 @@ impl GitHub {
         let v = self
             .json(
                 Method::Post,
+                routes::ISSUES,
                 &format!("{}/issues", self.repo_path()),
                 Some(&json!({"title": i.title, "body": i.body, "labels": i.labels})),
             )
@@ -479,17 +540,26 @@ impl GitHub {
         })
     }
 
-    fn item_path(&self, item: &Item) -> String {
+    /// An item's path and its route.
+    fn item_path(&self, item: &Item) -> (&'static str, String) {
         match item.kind {
-            ItemKind::PullRequest => format!("{}/pulls/{}", self.repo_path(), item.number),
-            ItemKind::Issue => format!("{}/issues/{}", self.repo_path(), item.number),
+            ItemKind::PullRequest => (
+                routes::PULL,
+                format!("{}/pulls/{}", self.repo_path(), item.number),
+            ),
+            ItemKind::Issue => (
+                routes::ISSUE,
+                format!("{}/issues/{}", self.repo_path(), item.number),
+            ),
         }
     }
 
     pub(super) async fn update(&self, item: &Item, title: &str, body: &str) -> Result<()> {
+        let (route, path) = self.item_path(item);
         self.send(
             Method::Patch,
-            &self.item_path(item),
+            route,
+            &path,
             Some(&json!({"title": title, "body": body})),
         )
         .await
@@ -499,6 +569,7 @@ impl GitHub {
     async fn add_labels(&self, number: u64, labels: &[String]) -> Result<()> {
         self.send(
             Method::Post,
+            routes::ISSUE_LABELS,
             &format!("{}/issues/{number}/labels", self.repo_path()),
             Some(&json!({ "labels": labels })),
         )
@@ -522,7 +593,10 @@ impl GitHub {
                 item.number,
                 query_escape(l).replace('/', "%2F")
             );
-            match self.send(Method::Delete, &path, None).await {
+            match self
+                .send(Method::Delete, routes::ISSUE_LABEL, &path, None)
+                .await
+            {
                 Ok(_) | Err(ForgeError::Api { status: 404, .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -533,6 +607,7 @@ impl GitHub {
     pub(super) async fn comment(&self, number: u64, body: &str) -> Result<()> {
         self.send(
             Method::Post,
+            routes::ISSUE_COMMENTS,
             &format!("{}/issues/{number}/comments", self.repo_path()),
             Some(&json!({ "body": body })),
         )
@@ -543,6 +618,7 @@ impl GitHub {
     pub(super) async fn comments(&self, number: u64) -> Result<Vec<Comment>> {
         let items = self
             .list(
+                routes::ISSUE_COMMENTS,
                 &format!("{}/issues/{number}/comments?per_page=100", self.repo_path()),
                 100,
             )
@@ -565,6 +641,7 @@ impl GitHub {
     pub(super) async fn update_comment(&self, id: u64, body: &str) -> Result<()> {
         self.send(
             Method::Patch,
+            routes::COMMENT,
             &format!("{}/issues/comments/{id}", self.repo_path()),
             Some(&json!({ "body": body })),
         )
@@ -580,14 +657,15 @@ impl GitHub {
         if let (Some(b), Some(m)) = (new_body, body.as_object_mut()) {
             m.insert("body".into(), Value::String(b.to_string()));
         }
-        self.send(Method::Patch, &self.item_path(item), Some(&body))
+        let (route, path) = self.item_path(item);
+        self.send(Method::Patch, route, &path, Some(&body))
             .await
             .map(|_| ())
     }
 
     pub(super) async fn delete_branch(&self, branch: &str) -> Result<()> {
         let path = format!("{}/git/refs/heads/{branch}", self.repo_path());
-        match self.send(Method::Delete, &path, None).await {
+        match self.send(Method::Delete, routes::REF, &path, None).await {
             // Already gone (GitHub answers 422 "Reference does not exist").
             Ok(_)
             | Err(ForgeError::Api {
@@ -609,12 +687,56 @@ impl GitHub {
         }
         self.send(
             Method::Post,
+            routes::STATUSES,
             &format!("{}/statuses/{}", self.repo_path(), s.sha),
             Some(&body),
         )
         .await
         .map(|_| ())
     }
+}
+
+/// The metrics' `result` of an answer: `ok` for any 2xx, else the HTTP status (`404`, `422`,
+/// `403` and `429` for rate limits).
+pub fn status_result(status: u16) -> String {
+    if (200..300).contains(&status) {
+        "ok".to_string()
+    } else {
+        status.to_string()
+    }
+}
+
+/// The metrics' `result` of a request that got no answer, named like the EC2 reader's: `timeout`
+/// (the connect or read timeout, anywhere in the error's causes), `dispatch_failure` (the
+/// connection failed or broke), `construction_failure` (the request could not be built), else
+/// `error`.
+pub fn transport_result(e: &octocrab::Error) -> &'static str {
+    if timed_out(e) {
+        return "timeout";
+    }
+    match e {
+        octocrab::Error::Service { .. } | octocrab::Error::Hyper { .. } => "dispatch_failure",
+        octocrab::Error::Http { .. }
+        | octocrab::Error::Uri { .. }
+        | octocrab::Error::UriParse { .. }
+        | octocrab::Error::InvalidHeaderValue { .. }
+        | octocrab::Error::Encoder { .. } => "construction_failure",
+        _ => "error",
+    }
+}
+
+/// Whether an I/O timeout is among an error's causes.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -740,6 +862,85 @@ mod tests {
             Some("https://api.github.com/repositories/1/pulls?page=2")
         );
         assert_eq!(next_link(r#"<x?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn results_are_ok_or_the_status() {
+        assert_eq!(status_result(200), "ok");
+        assert_eq!(status_result(204), "ok");
+        assert_eq!(status_result(403), "403");
+        assert_eq!(status_result(429), "429");
+        assert_eq!(status_result(404), "404");
+    }
+
+    #[test]
+    fn routes_are_templates() {
+        for r in [
+            routes::REPO,
+            routes::PULLS,
+            routes::PULL,
+            routes::ISSUES,
+            routes::ISSUE,
+            routes::ISSUE_LABELS,
+            routes::ISSUE_LABEL,
+            routes::ISSUE_COMMENTS,
+            routes::COMMENT,
+            routes::REF,
+            routes::STATUSES,
+        ] {
+            assert!(r.starts_with("/repos/{owner}/{repo}"), "{r}");
+            // Every segment is a fixed word or a placeholder: no number, no name.
+            for seg in r.split('/').skip(1) {
+                assert!(
+                    (seg.starts_with('{') && seg.ends_with('}'))
+                        || seg.chars().all(|c| c.is_ascii_lowercase()),
+                    "{r}: {seg}"
+                );
+            }
+        }
+    }
+
+    fn client(url: &str, read_timeout: Option<Duration>) -> Octocrab {
+        Octocrab::builder()
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(read_timeout)
+            .base_uri(url)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_dispatch_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let e = client(&format!("http://{addr}"), None)
+            ._get("/repos/a/b")
+            .await
+            .unwrap_err();
+        assert_eq!(transport_result(&e), "dispatch_failure", "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and reads, never answers.
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            while tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+                .await
+                .is_ok_and(|n| n > 0)
+            {}
+        });
+        let e = client(&format!("http://{addr}"), Some(Duration::from_millis(200)))
+            ._get("/repos/a/b")
+            .await
+            .unwrap_err();
+        assert_eq!(transport_result(&e), "timeout", "{e:?}");
+        server.abort();
     }
 
     #[test]

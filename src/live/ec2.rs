@@ -6,15 +6,19 @@
 //! Reading: one Describe call per resource type and region, paged with the API's largest page
 //! size (1000; 200 for launch templates, 100 for route tables), server-side filters where the
 //! API has a safe one (terminated instances are filtered out), and adaptive retry so throttling
-//! slows the reader down instead of failing it. The only per-object call is
-//! `DescribeInstanceAttribute(disableApiTermination)`, made only for instances a state tracks
-//! (Terraform's refresh does the same), with bounded concurrency. Every call, here and in the
-//! EC2 actuator, is counted in the run's API metrics with its result ([`observe`]).
+//! slows the reader down instead of failing it. Attributes the Describe calls do not return are
+//! read only for resources a state tracks (Terraform's refresh reads them too), after the
+//! Describe calls, with bounded concurrency: `DescribeInstanceAttribute(disableApiTermination)`
+//! per instance, `DescribeVpcAttribute(enableDnsSupport | enableDnsHostnames)` per VPC, and one
+//! paged `DescribeLaunchTemplateVersions($Latest)` call per region for the contents of launch
+//! templates' latest versions (the version the provider reads). Every call, here and in the EC2
+//! actuator, is counted in the run's API metrics with its result ([`observe`]).
 //!
 //! A failed call does not sink the read: it is recorded in [`Ec2Inventory::failures`] naming the
 //! call and region, the resources of that type and region are left out, and the run marks the
 //! target partial (nothing is reported `Missing` for a type whose read failed, and nothing is
-//! deleted).
+//! deleted). A failed attribute call leaves only those attributes out of those resources (so
+//! they are not compared); the read is still partial.
 //!
 //! Output: every resource as a [`Ec2Resource`] whose `attributes` use the Terraform AWS
 //! provider's attribute names (`instance_type`, `vpc_security_group_ids`, `ingress`, `tags`
@@ -32,7 +36,10 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, InstanceAttributeName, IpPermission, Tag};
+use aws_sdk_ec2::operation::describe_vpc_attribute::DescribeVpcAttributeOutput;
+use aws_sdk_ec2::types::{
+    Filter, InstanceAttributeName, IpPermission, ResponseLaunchTemplateData, Tag, VpcAttributeName,
+};
 use serde_json::{Map, Value, json};
 use tracing::{debug, warn};
 
@@ -42,13 +49,23 @@ use crate::config::Ec2Source;
 pub const METRICS_PROVIDER: &str = "ec2";
 /// The per-instance attribute call (termination protection).
 const DESCRIBE_INSTANCE_ATTRIBUTE: &str = "DescribeInstanceAttribute";
+/// The per-VPC attribute call (DNS support and hostnames), one attribute per call.
+const DESCRIBE_VPC_ATTRIBUTE: &str = "DescribeVpcAttribute";
+/// The launch template contents call (every template's `$Latest` version, paged).
+const DESCRIBE_LAUNCH_TEMPLATE_VERSIONS: &str = "DescribeLaunchTemplateVersions";
+/// The VPC attributes read with `DescribeVpcAttribute`: the provider's name and the API's.
+pub const VPC_DNS_ATTRIBUTES: [(&str, &str); 2] = [
+    ("enable_dns_support", "enableDnsSupport"),
+    ("enable_dns_hostnames", "enableDnsHostnames"),
+];
 /// Largest page size of most EC2 Describe calls.
 pub const MAX_PAGE: i32 = 1000;
 /// Largest page size of DescribeRouteTables.
 pub const MAX_PAGE_ROUTE_TABLES: i32 = 100;
-/// Largest page size of DescribeLaunchTemplates.
+/// Largest page size of DescribeLaunchTemplates and DescribeLaunchTemplateVersions.
 pub const MAX_PAGE_LAUNCH_TEMPLATES: i32 = 200;
-/// Concurrent DescribeInstanceAttribute calls per region.
+/// Concurrent per-resource attribute calls (DescribeInstanceAttribute, DescribeVpcAttribute)
+/// per region.
 const ATTRIBUTE_CONCURRENCY: usize = 8;
 /// Time allowed for one attempt of one call, response included (a 1,000-item page of
 /// instances is several MiB).
@@ -248,6 +265,12 @@ impl Ec2Inventory {
 pub struct ReadRequest {
     /// Instances whose `disableApiTermination` attribute to read (one call each).
     pub termination_protection_for: BTreeSet<String>,
+    /// VPCs whose `enableDnsSupport` and `enableDnsHostnames` attributes to read (one call per
+    /// attribute each).
+    pub vpc_attributes_for: BTreeSet<String>,
+    /// Launch templates whose latest version's contents to read (one paged call per region,
+    /// made when any of them exists).
+    pub launch_template_data_for: BTreeSet<String>,
 }
 
 /// Counts the HTTP requests a client sends, per API action. Attach it to a client with
@@ -480,28 +503,75 @@ pub async fn read_region(client: &Client, region: &str, req: &ReadRequest) -> Re
         .collect();
     join_instance_volumes(&mut resources);
     mark_instance_owned(&mut resources);
-    let wanted: Vec<String> = resources
-        .iter()
-        .filter(|x| {
-            x.kind == ResourceKind::Instance && req.termination_protection_for.contains(&x.id)
-        })
-        .map(|x| x.id.clone())
-        .collect();
-    if !wanted.is_empty() {
-        let (values, failures) = termination_protection(client, r, &wanted).await;
-        for x in resources
-            .iter_mut()
-            .filter(|x| x.kind == ResourceKind::Instance)
-        {
-            if let (Some(v), Some(m)) = (values.get(&x.id), x.attributes.as_object_mut()) {
-                m.insert("disable_api_termination".into(), Value::Bool(*v));
-            }
+    // The attributes the Describe calls leave out, for the resources a state tracks that exist.
+    let instances = tracked(
+        &resources,
+        ResourceKind::Instance,
+        &req.termination_protection_for,
+    );
+    let vpcs = tracked(&resources, ResourceKind::Vpc, &req.vpc_attributes_for);
+    let templates = tracked(
+        &resources,
+        ResourceKind::LaunchTemplate,
+        &req.launch_template_data_for,
+    );
+    let sem = tokio::sync::Semaphore::new(ATTRIBUTE_CONCURRENCY);
+    let ((tp, tp_failures), (dns, dns_failures), lt_data) = tokio::join!(
+        termination_protection(client, r, &instances, &sem),
+        vpc_dns_attributes(client, r, &vpcs, &sem),
+        read_launch_template_data(client, !templates.is_empty()),
+    );
+    out.failures.extend(tp_failures);
+    out.failures.extend(dns_failures);
+    let lt_data = match lt_data {
+        Ok(d) => d,
+        Err(message) => {
+            warn!(region = r, call = DESCRIBE_LAUNCH_TEMPLATE_VERSIONS, %message, "EC2 read failed");
+            // The templates are read; only their contents are left out (not compared).
+            out.failures.push(CallFailure {
+                region: r.to_string(),
+                call: DESCRIBE_LAUNCH_TEMPLATE_VERSIONS.to_string(),
+                kind: None,
+                message,
+            });
+            HashMap::new()
         }
-        out.failures.extend(failures);
+    };
+    for x in resources.iter_mut() {
+        let Some(m) = x.attributes.as_object_mut() else {
+            continue;
+        };
+        match x.kind {
+            ResourceKind::Instance => {
+                if let Some(v) = tp.get(&x.id) {
+                    m.insert("disable_api_termination".into(), Value::Bool(*v));
+                }
+            }
+            ResourceKind::Vpc => {
+                if let Some(attrs) = dns.get(&x.id) {
+                    m.extend(attrs.clone());
+                }
+            }
+            ResourceKind::LaunchTemplate if templates.contains(&x.id) => {
+                if let Some(attrs) = lt_data.get(&x.id) {
+                    m.extend(attrs.clone());
+                }
+            }
+            _ => {}
+        }
     }
     resources.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
     out.resources = resources;
     out
+}
+
+/// The ids of the resources of `kind` that `set` names (those a state tracks and that exist).
+fn tracked(resources: &[Ec2Resource], kind: ResourceKind, set: &BTreeSet<String>) -> Vec<String> {
+    resources
+        .iter()
+        .filter(|x| x.kind == kind && set.contains(&x.id))
+        .map(|x| x.id.clone())
+        .collect()
 }
 
 /// Reads one resource again (to confirm a correction), under the same attribute names as
@@ -1389,25 +1459,23 @@ async fn read_termination_protection(client: &Client, id: &str) -> Result<Option
     Ok(out.disable_api_termination().and_then(|b| b.value()))
 }
 
+/// Termination protection of `ids`, at most as many calls at once as `sem` admits.
 async fn termination_protection(
     client: &Client,
     region: &str,
     ids: &[String],
+    sem: &tokio::sync::Semaphore,
 ) -> (HashMap<String, bool>, Vec<CallFailure>) {
-    let sem = Arc::new(tokio::sync::Semaphore::new(ATTRIBUTE_CONCURRENCY));
-    let calls = ids.iter().map(|id| {
-        let sem = Arc::clone(&sem);
-        async move {
-            let _permit = sem.acquire().await;
-            (id.clone(), read_termination_protection(client, id).await)
-        }
-    });
+    let mut calls = Vec::new();
+    for id in ids {
+        calls.push(limited(sem, read_termination_protection(client, id)));
+    }
     let mut values = HashMap::new();
     let mut failures = Vec::new();
-    for (id, r) in futures_join_all(calls).await {
+    for (id, r) in ids.iter().zip(futures_join_all(calls.into_iter()).await) {
         match r {
             Ok(Some(v)) => {
-                values.insert(id, v);
+                values.insert(id.clone(), v);
             }
             Ok(None) => {}
             Err(message) => failures.push(CallFailure {
@@ -1421,6 +1489,190 @@ async fn termination_protection(
     // A failed attribute read leaves the attribute out of that instance (not compared); the
     // read is still partial so nothing is deleted.
     (values, failures)
+}
+
+/// Runs `call` once `sem` admits it (the per-resource attribute calls' concurrency bound).
+async fn limited<F: std::future::Future>(sem: &tokio::sync::Semaphore, call: F) -> F::Output {
+    let _permit = sem.acquire().await;
+    call.await
+}
+
+/// The value of one attribute in a `DescribeVpcAttribute` answer, by its API name.
+fn vpc_attribute_value(out: &DescribeVpcAttributeOutput, api_name: &str) -> Option<bool> {
+    let v = match api_name {
+        "enableDnsSupport" => out.enable_dns_support(),
+        "enableDnsHostnames" => out.enable_dns_hostnames(),
+        _ => None,
+    };
+    v.and_then(|b| b.value())
+}
+
+/// One VPC attribute (`DescribeVpcAttribute`), by its API name.
+async fn read_vpc_attribute(
+    client: &Client,
+    id: &str,
+    api_name: &str,
+) -> Result<Option<bool>, String> {
+    let out = checked(
+        DESCRIBE_VPC_ATTRIBUTE,
+        client
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(VpcAttributeName::from(api_name))
+            .send()
+            .await,
+    )?;
+    Ok(vpc_attribute_value(&out, api_name))
+}
+
+/// `enable_dns_support` and `enable_dns_hostnames` of `ids` (one call per VPC and attribute), at
+/// most as many calls at once as `sem` admits. An attribute whose call failed is left out of its
+/// VPC (not compared), and the failure is returned (the read is partial).
+async fn vpc_dns_attributes(
+    client: &Client,
+    region: &str,
+    ids: &[String],
+    sem: &tokio::sync::Semaphore,
+) -> (HashMap<String, Map<String, Value>>, Vec<CallFailure>) {
+    let mut keys = Vec::new();
+    let mut calls = Vec::new();
+    for id in ids {
+        for (tf_name, api_name) in VPC_DNS_ATTRIBUTES {
+            keys.push((id, tf_name, api_name));
+            calls.push(limited(sem, read_vpc_attribute(client, id, api_name)));
+        }
+    }
+    let mut values: HashMap<String, Map<String, Value>> = HashMap::new();
+    let mut failures = Vec::new();
+    let results = futures_join_all(calls.into_iter()).await;
+    for ((id, tf_name, api_name), r) in keys.into_iter().zip(results) {
+        match r {
+            Ok(Some(v)) => {
+                values
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(tf_name.to_string(), Value::Bool(v));
+            }
+            Ok(None) => {}
+            Err(message) => {
+                warn!(region, vpc = %id, attribute = api_name, %message, "EC2 read failed");
+                failures.push(CallFailure {
+                    region: region.to_string(),
+                    call: format!("{DESCRIBE_VPC_ATTRIBUTE}({id}, {api_name})"),
+                    kind: None,
+                    message,
+                });
+            }
+        }
+    }
+    (values, failures)
+}
+
+/// The contents of every launch template's latest version (the version the provider reads), per
+/// template id: one `DescribeLaunchTemplateVersions` call with `Versions=$Latest` and no template
+/// named, paged by the largest page size. No call when not `wanted`.
+async fn read_launch_template_data(
+    client: &Client,
+    wanted: bool,
+) -> Result<HashMap<String, Map<String, Value>>, String> {
+    if !wanted {
+        return Ok(HashMap::new());
+    }
+    let mut pages = client
+        .describe_launch_template_versions()
+        .versions("$Latest")
+        .max_results(MAX_PAGE_LAUNCH_TEMPLATES)
+        .into_paginator()
+        .send();
+    let mut out = HashMap::new();
+    while let Some(page) = pages.next().await {
+        let page = checked(DESCRIBE_LAUNCH_TEMPLATE_VERSIONS, page)?;
+        for v in page.launch_template_versions() {
+            let Some(id) = v.launch_template_id() else {
+                continue;
+            };
+            let data = v
+                .launch_template_data()
+                .map(launch_template_data)
+                .unwrap_or_default();
+            out.insert(id.to_string(), data);
+        }
+    }
+    Ok(out)
+}
+
+/// A launch template version's contents under the provider's attribute names: `image_id`,
+/// `instance_type`, `key_name`, `vpc_security_group_ids` (sorted), `user_data` (base64, as the
+/// API and the state keep it), `tag_specifications` (`{resource_type, tags}`, sorted by type) and
+/// `block_device_mappings` (`{device_name, no_device, virtual_name, ebs: [{...}]}`, with the
+/// provider's string booleans `"true"`/`"false"` for `delete_on_termination` and `encrypted`).
+/// Fields the API leaves out stay out.
+fn launch_template_data(d: &ResponseLaunchTemplateData) -> Map<String, Value> {
+    let mut sgs: Vec<String> = d.security_group_ids().to_vec();
+    sgs.sort();
+    let mut specs: Vec<Value> = d
+        .tag_specifications()
+        .iter()
+        .map(|t| {
+            json!({
+                "resource_type": t.resource_type().map(|r| r.as_str()),
+                "tags": tag_map(Some(t.tags())),
+            })
+        })
+        .collect();
+    specs.sort_by_cached_key(|v| v.to_string());
+    let devices: Vec<Value> = d
+        .block_device_mappings()
+        .iter()
+        .map(|m| {
+            let mut b = Map::new();
+            let strings = [
+                ("device_name", m.device_name()),
+                ("no_device", m.no_device()),
+                ("virtual_name", m.virtual_name()),
+            ];
+            for (k, v) in strings {
+                if let Some(v) = v {
+                    b.insert(k.into(), Value::String(v.to_string()));
+                }
+            }
+            if let Some(e) = m.ebs() {
+                let ebs = json!({
+                    "delete_on_termination": e.delete_on_termination().map(|x| x.to_string()),
+                    "encrypted": e.encrypted().map(|x| x.to_string()),
+                    "iops": e.iops(),
+                    "throughput": e.throughput(),
+                    "volume_size": e.volume_size(),
+                    "volume_initialization_rate": e.volume_initialization_rate(),
+                    "volume_type": e.volume_type().map(|t| t.as_str()),
+                    "kms_key_id": e.kms_key_id(),
+                    "snapshot_id": e.snapshot_id(),
+                });
+                let ebs: Map<String, Value> = ebs
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                b.insert("ebs".into(), Value::Array(vec![Value::Object(ebs)]));
+            }
+            Value::Object(b)
+        })
+        .collect();
+    let attrs = json!({
+        "image_id": d.image_id(),
+        "instance_type": d.instance_type().map(|t| t.as_str()),
+        "key_name": d.key_name(),
+        "vpc_security_group_ids": sgs,
+        "user_data": d.user_data(),
+        "tag_specifications": specs,
+        "block_device_mappings": devices,
+    });
+    match attrs {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 #[cfg(test)]
@@ -1500,6 +1752,140 @@ mod tests {
             Some(ResourceKind::SecurityGroup)
         );
         assert_eq!(ResourceKind::from_terraform_type("aws_s3_bucket"), None);
+    }
+
+    #[test]
+    fn launch_template_data_uses_provider_names() {
+        use aws_sdk_ec2::types::{
+            InstanceType, LaunchTemplateBlockDeviceMapping, LaunchTemplateEbsBlockDevice,
+            LaunchTemplateTagSpecification, ResourceType, VolumeType,
+        };
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let d = ResponseLaunchTemplateData::builder()
+            .image_id("ami-1")
+            .instance_type(InstanceType::T3Micro)
+            .key_name("deploy")
+            .security_group_ids("sg-b")
+            .security_group_ids("sg-a")
+            .user_data("IyEvYmluL3NoCg==")
+            .tag_specifications(
+                LaunchTemplateTagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .tags(tag("Name", "data"))
+                    .build(),
+            )
+            .tag_specifications(
+                LaunchTemplateTagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(tag("Name", "web"))
+                    .tags(tag("aws:ec2launchtemplate:id", "lt-1"))
+                    .build(),
+            )
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        LaunchTemplateEbsBlockDevice::builder()
+                            .volume_size(20)
+                            .volume_type(VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .encrypted(false)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMapping::builder()
+                    .device_name("/dev/sdb")
+                    .virtual_name("ephemeral0")
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            Value::Object(launch_template_data(&d)),
+            json!({
+                "image_id": "ami-1",
+                "instance_type": "t3.micro",
+                "key_name": "deploy",
+                "vpc_security_group_ids": ["sg-a", "sg-b"],
+                "user_data": "IyEvYmluL3NoCg==",
+                "tag_specifications": [
+                    {"resource_type": "instance", "tags": {"Name": "web"}},
+                    {"resource_type": "volume", "tags": {"Name": "data"}},
+                ],
+                "block_device_mappings": [
+                    {"device_name": "/dev/xvda", "ebs": [{
+                        "delete_on_termination": "true", "encrypted": "false",
+                        "volume_size": 20, "volume_type": "gp3"
+                    }]},
+                    {"device_name": "/dev/sdb", "virtual_name": "ephemeral0"},
+                ],
+            })
+        );
+        // What the version leaves out is null or empty, never a made-up default.
+        let empty = launch_template_data(&ResponseLaunchTemplateData::builder().build());
+        assert!(
+            empty.values().all(crate::terraform::values::is_empty),
+            "{empty:?}"
+        );
+    }
+
+    #[test]
+    fn vpc_attributes_by_api_name() {
+        use aws_sdk_ec2::types::AttributeBooleanValue;
+        let out = DescribeVpcAttributeOutput::builder()
+            .vpc_id("vpc-1")
+            .enable_dns_hostnames(AttributeBooleanValue::builder().value(true).build())
+            .build();
+        assert_eq!(vpc_attribute_value(&out, "enableDnsHostnames"), Some(true));
+        assert_eq!(vpc_attribute_value(&out, "enableDnsSupport"), None);
+        for (tf, api) in VPC_DNS_ATTRIBUTES {
+            assert!(VpcAttributeName::values().contains(&api), "{tf}: {api}");
+        }
+    }
+
+    /// A failed attribute call leaves those attributes out and is reported (the read is
+    /// partial); it never marks the kind unread. The endpoint refuses every connection.
+    #[test]
+    fn failed_attribute_calls_are_partial_not_missing() {
+        use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-3"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let client = Client::from_conf(conf);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sem = tokio::sync::Semaphore::new(ATTRIBUTE_CONCURRENCY);
+        let ids = ["vpc-1".to_string(), "vpc-2".to_string()];
+        let (values, failures) = rt.block_on(vpc_dns_attributes(&client, "eu-west-3", &ids, &sem));
+        assert!(values.is_empty());
+        let mut calls: Vec<&str> = failures.iter().map(|f| f.call.as_str()).collect();
+        calls.sort();
+        assert_eq!(
+            calls,
+            [
+                "DescribeVpcAttribute(vpc-1, enableDnsHostnames)",
+                "DescribeVpcAttribute(vpc-1, enableDnsSupport)",
+                "DescribeVpcAttribute(vpc-2, enableDnsHostnames)",
+                "DescribeVpcAttribute(vpc-2, enableDnsSupport)",
+            ]
+        );
+        assert!(failures.iter().all(|f| f.kind.is_none()));
+        assert!(
+            rt.block_on(read_launch_template_data(&client, true))
+                .is_err()
+        );
+        // Nothing tracked: no call at all.
+        assert_eq!(
+            rt.block_on(read_launch_template_data(&client, false)),
+            Ok(HashMap::new())
+        );
     }
 
     #[test]

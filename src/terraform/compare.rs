@@ -15,7 +15,13 @@
 //!   `aws_security_group_rule` / `aws_vpc_security_group_{ingress,egress}_rule` resources add
 //!   their rules to their group's desired set;
 //! - desired tags are the provider's `default_tags` (from the config) under the state's
-//!   `tags_all` under its `tags`; live `aws:` tags are AWS's and never compared.
+//!   `tags_all` under its `tags`; live `aws:` tags are AWS's and never compared;
+//! - a VPC's `enable_dns_support` / `enable_dns_hostnames` that the state holds as null (an old
+//!   provider) is not compared;
+//! - a launch template's contents (its latest version's, as the provider reads them) compare in
+//!   one shape on both sides: `block_device_mappings` sorted by device, with the provider's
+//!   unset values (`""`, `0`) dropped and booleans as the provider's strings; `tag_specifications`
+//!   sorted by resource type; `user_data` as the state keeps it (base64).
 //!
 //! Results: `Modified` (one change per attribute; tag keys are their own changes), `Missing` (in
 //! a state, gone live; only when that type was read completely in that region) and `Unmanaged`
@@ -58,7 +64,12 @@ fn compared(kind: ResourceKind) -> &'static [&'static str] {
             "root_block_device",
         ],
         ResourceKind::SecurityGroup => &["name", "description", "vpc_id", "ingress", "egress"],
-        ResourceKind::Vpc => &["cidr_block", "instance_tenancy"],
+        ResourceKind::Vpc => &[
+            "cidr_block",
+            "instance_tenancy",
+            "enable_dns_support",
+            "enable_dns_hostnames",
+        ],
         ResourceKind::Subnet => &[
             "vpc_id",
             "cidr_block",
@@ -86,7 +97,18 @@ fn compared(kind: ResourceKind) -> &'static [&'static str] {
             "source_dest_check",
         ],
         ResourceKind::KeyPair => &["key_name", "key_pair_id", "fingerprint", "key_type"],
-        ResourceKind::LaunchTemplate => &["name", "default_version", "latest_version"],
+        ResourceKind::LaunchTemplate => &[
+            "name",
+            "default_version",
+            "latest_version",
+            "image_id",
+            "instance_type",
+            "key_name",
+            "vpc_security_group_ids",
+            "user_data",
+            "tag_specifications",
+            "block_device_mappings",
+        ],
         ResourceKind::InternetGateway => &["vpc_id"],
         ResourceKind::NatGateway => &[
             "subnet_id",
@@ -523,6 +545,15 @@ fn desired_projection(
                     None => continue,
                 }
             }
+            (ResourceKind::Vpc, "enable_dns_support" | "enable_dns_hostnames") if v.is_null() => {
+                continue;
+            }
+            (ResourceKind::LaunchTemplate, "block_device_mappings") => {
+                launch_template_block_devices(v)
+            }
+            (ResourceKind::LaunchTemplate, "tag_specifications") => {
+                launch_template_tag_specifications(v)
+            }
             (ResourceKind::RouteTable, "route") => Value::Array(
                 v.as_array()
                     .map(|routes| {
@@ -567,6 +598,100 @@ fn desired_projection(
     p
 }
 
+/// The fields of a launch template's `ebs` block, in the provider's names.
+const LAUNCH_TEMPLATE_EBS_FIELDS: [&str; 9] = [
+    "delete_on_termination",
+    "encrypted",
+    "iops",
+    "throughput",
+    "volume_size",
+    "volume_initialization_rate",
+    "volume_type",
+    "kms_key_id",
+    "snapshot_id",
+];
+
+/// A launch template's `block_device_mappings` (state or live) in one shape: the provider's
+/// fields only, unset values left out (the provider stores `""` and `0` for what the API does not
+/// return), booleans as the provider's `"true"`/`"false"` strings, `ebs` as a one-block list,
+/// and the mappings sorted by device (the API keeps no order that matters).
+pub fn launch_template_block_devices(v: &Value) -> Value {
+    let unset = |x: &Value| values::is_empty(x) || x.as_f64() == Some(0.0);
+    let as_provider = |x: &Value| match x {
+        Value::Bool(b) => Value::String(b.to_string()),
+        other => other.clone(),
+    };
+    let mut out: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let mut b = Map::new();
+            for k in ["device_name", "no_device", "virtual_name"] {
+                if let Some(x) = m.get(k).filter(|x| !unset(x)) {
+                    b.insert(k.to_string(), x.clone());
+                }
+            }
+            let ebs = match m.get("ebs") {
+                Some(Value::Array(l)) => l.first(),
+                Some(o @ Value::Object(_)) => Some(o),
+                _ => None,
+            };
+            if let Some(e) = ebs {
+                let e: Map<String, Value> = LAUNCH_TEMPLATE_EBS_FIELDS
+                    .iter()
+                    .filter_map(|k| {
+                        e.get(*k)
+                            .filter(|x| !unset(x))
+                            .map(|x| (k.to_string(), as_provider(x)))
+                    })
+                    .collect();
+                if !e.is_empty() {
+                    b.insert("ebs".into(), Value::Array(vec![Value::Object(e)]));
+                }
+            }
+            Value::Object(b)
+        })
+        .collect();
+    out.sort_by_cached_key(|m| {
+        (
+            m.get("device_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            m.to_string(),
+        )
+    });
+    Value::Array(out)
+}
+
+/// A launch template's `tag_specifications` (state or live) in one shape: `{resource_type, tags}`
+/// blocks sorted by resource type, `aws:` tags left out.
+pub fn launch_template_tag_specifications(v: &Value) -> Value {
+    let mut out: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let mut b = Map::new();
+            if let Some(r) = t.get("resource_type").filter(|x| !values::is_empty(x)) {
+                b.insert("resource_type".into(), r.clone());
+            }
+            if let Some(Value::Object(tags)) = t.get("tags") {
+                let tags: Map<String, Value> = tags
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("aws:"))
+                    .map(|(k, x)| (k.clone(), x.clone()))
+                    .collect();
+                b.insert("tags".into(), Value::Object(tags));
+            }
+            Value::Object(b)
+        })
+        .collect();
+    out.sort_by_cached_key(|t| t.to_string());
+    Value::Array(out)
+}
+
 fn canonicalize(p: &mut Map<String, Value>) {
     for (k, v) in p.iter_mut() {
         if SET_ATTRIBUTES.contains(&k.as_str()) {
@@ -582,6 +707,12 @@ fn live_projection(l: &Ec2Resource, desired: &Map<String, Value>) -> Map<String,
     for k in desired.keys() {
         if let Some(v) = l.attributes.get(k) {
             let v = match (k.as_str(), v) {
+                ("block_device_mappings", _) if l.kind == ResourceKind::LaunchTemplate => {
+                    launch_template_block_devices(v)
+                }
+                ("tag_specifications", _) if l.kind == ResourceKind::LaunchTemplate => {
+                    launch_template_tag_specifications(v)
+                }
                 ("root_block_device", Value::Array(items)) => Value::Array(
                     items
                         .iter()
@@ -987,6 +1118,236 @@ mod tests {
         assert!(c.masked);
         assert_eq!(c.live, MASK);
         assert!(!format!("{:?}", out.drifts).contains("other-key"));
+    }
+
+    fn vpc_state(support: Value, hostnames: Value) -> StateSource {
+        state_of(json!([{
+            "mode": "managed", "type": "aws_vpc", "name": "main", "provider": "p",
+            "instances": [{"schema_version": 1, "attributes": {
+                "id": "vpc-1", "arn": "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-1",
+                "cidr_block": "10.0.0.0/16", "instance_tenancy": "default",
+                "enable_dns_support": support, "enable_dns_hostnames": hostnames,
+                "tags": {}, "tags_all": {}
+            }}]
+        }]))
+    }
+
+    #[test]
+    fn vpc_dns_attributes_are_compared() {
+        let live = |attrs: Value| {
+            let mut a = json!({"id": "vpc-1", "cidr_block": "10.0.0.0/16", "instance_tenancy": "default", "tags": {}});
+            merge_into(&mut a, attrs);
+            res(ResourceKind::Vpc, "vpc-1", a)
+        };
+        let in_sync = json!({"enable_dns_support": true, "enable_dns_hostnames": false});
+        let st = vpc_state(json!(true), json!(false));
+        let out = compare(
+            std::slice::from_ref(&st),
+            &inventory(vec![live(in_sync)]),
+            &opts(),
+        );
+        assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
+
+        let drifted = json!({"enable_dns_support": true, "enable_dns_hostnames": true});
+        let out = compare(
+            std::slice::from_ref(&st),
+            &inventory(vec![live(drifted.clone())]),
+            &opts(),
+        );
+        let d = &out.drifts[0];
+        assert_eq!(d.kind, DriftKind::Modified);
+        let c: Vec<(&str, &Value, &Value)> = d
+            .changes
+            .iter()
+            .map(|c| (c.path.as_str(), &c.desired, &c.live))
+            .collect();
+        assert_eq!(c, [("/enable_dns_hostnames", &json!(false), &json!(true))]);
+
+        // Not read live (the attribute call failed, or the VPC is not tracked): not compared.
+        let out = compare(
+            std::slice::from_ref(&st),
+            &inventory(vec![live(json!({}))]),
+            &opts(),
+        );
+        assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
+        // Null in the state (an old provider): not compared, never drift against live's value.
+        let out = compare(
+            &[vpc_state(Value::Null, Value::Null)],
+            &inventory(vec![live(drifted)]),
+            &opts(),
+        );
+        assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
+    }
+
+    fn merge_into(a: &mut Value, b: Value) {
+        if let (Some(am), Value::Object(bm)) = (a.as_object_mut(), b) {
+            am.extend(bm);
+        }
+    }
+
+    /// An `aws_launch_template` the way the provider writes it: unset values as `""`, `0` and
+    /// `[]`, `ebs` booleans as strings.
+    fn lt_state(instance_type: &str) -> StateSource {
+        lt_state_with(
+            instance_type,
+            json!([
+                {"device_name": "/dev/sdb", "no_device": "", "virtual_name": "ephemeral0", "ebs": []},
+                {"device_name": "/dev/xvda", "no_device": "", "virtual_name": "", "ebs": [{
+                    "delete_on_termination": "true", "encrypted": "", "iops": 0, "kms_key_id": "",
+                    "snapshot_id": "", "throughput": 0, "volume_initialization_rate": 0,
+                    "volume_size": 20, "volume_type": "gp3"
+                }]}
+            ]),
+        )
+    }
+
+    fn lt_state_with(instance_type: &str, devices: Value) -> StateSource {
+        state_of(json!([{
+            "mode": "managed", "type": "aws_launch_template", "name": "web", "provider": "p",
+            "instances": [{"schema_version": 0, "attributes": {
+                "id": "lt-1", "arn": "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-1",
+                "name": "web", "name_prefix": "", "description": "",
+                "default_version": 1, "latest_version": 1, "update_default_version": null,
+                "image_id": "ami-1", "instance_type": instance_type, "key_name": "",
+                "vpc_security_group_ids": ["sg-b", "sg-a"], "security_group_names": [],
+                "user_data": "IyEvYmluL3NoCmVjaG8gaGkK",
+                "ebs_optimized": "", "kernel_id": "", "ram_disk_id": "",
+                "block_device_mappings": devices,
+                "tag_specifications": [
+                    {"resource_type": "volume", "tags": {"Name": "web-data"}},
+                    {"resource_type": "instance", "tags": {"Name": "web"}}
+                ],
+                "network_interfaces": [], "monitoring": [], "metadata_options": [],
+                "tags": {"Team": "core"}, "tags_all": {"Team": "core"}
+            }}]
+        }]))
+    }
+
+    fn live_lt(instance_type: &str) -> Ec2Resource {
+        res(
+            ResourceKind::LaunchTemplate,
+            "lt-1",
+            json!({
+                "id": "lt-1", "name": "web", "default_version": 1, "latest_version": 1,
+                "tags": {"Team": "core"},
+                "image_id": "ami-1", "instance_type": instance_type, "key_name": null,
+                "vpc_security_group_ids": ["sg-a", "sg-b"], "user_data": "IyEvYmluL3NoCmVjaG8gaGkK",
+                "tag_specifications": [
+                    {"resource_type": "instance", "tags": {"Name": "web"}},
+                    {"resource_type": "volume", "tags": {"Name": "web-data"}}
+                ],
+                "block_device_mappings": [
+                    {"device_name": "/dev/xvda", "ebs": [{"delete_on_termination": "true", "volume_size": 20, "volume_type": "gp3"}]},
+                    {"device_name": "/dev/sdb", "virtual_name": "ephemeral0"}
+                ]
+            }),
+        )
+    }
+
+    #[test]
+    fn launch_template_contents_compare_without_false_drift() {
+        let out = compare(
+            &[lt_state("t3.micro")],
+            &inventory(vec![live_lt("t3.micro")]),
+            &opts(),
+        );
+        assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
+
+        // The contents were not read (no state asked, or the call failed): only the template's
+        // own attributes are compared.
+        let mut bare = live_lt("t3.large");
+        if let Some(m) = bare.attributes.as_object_mut() {
+            for k in [
+                "image_id",
+                "instance_type",
+                "key_name",
+                "vpc_security_group_ids",
+                "user_data",
+                "tag_specifications",
+                "block_device_mappings",
+            ] {
+                m.remove(k);
+            }
+        }
+        let out = compare(&[lt_state("t3.micro")], &inventory(vec![bare]), &opts());
+        assert!(out.drifts.is_empty(), "{:#?}", out.drifts);
+    }
+
+    #[test]
+    fn launch_template_contents_drift_per_field() {
+        let mut live = live_lt("t3.large");
+        live.attributes["latest_version"] = json!(2);
+        live.attributes["user_data"] = json!("IyEvYmluL3NoCmVjaG8gYnllCg==");
+        live.attributes["block_device_mappings"] = json!([
+            {"device_name": "/dev/xvda", "ebs": [{"delete_on_termination": "true", "volume_size": 50, "volume_type": "gp3"}]}
+        ]);
+        live.attributes["tag_specifications"] =
+            json!([{"resource_type": "instance", "tags": {"Name": "web2"}}]);
+        let out = compare(&[lt_state("t3.micro")], &inventory(vec![live]), &opts());
+        assert_eq!(out.drifts.len(), 1, "{:#?}", out.drifts);
+        let d = &out.drifts[0];
+        let paths: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/block_device_mappings",
+                "/instance_type",
+                "/latest_version",
+                "/tag_specifications",
+                "/user_data"
+            ],
+            "{:#?}",
+            d.changes
+        );
+        let it = &d.changes[1];
+        assert_eq!(
+            (&it.desired, &it.live),
+            (&json!("t3.micro"), &json!("t3.large"))
+        );
+
+        // One mapping on each side: the change names the field.
+        let one = lt_state_with(
+            "t3.micro",
+            json!([
+                {"device_name": "/dev/xvda", "ebs": [{"delete_on_termination": "true", "volume_size": 20, "volume_type": "gp3", "iops": 0}]}
+            ]),
+        );
+        let mut live = live_lt("t3.micro");
+        live.attributes["block_device_mappings"] = json!([
+            {"device_name": "/dev/xvda", "ebs": [{"delete_on_termination": true, "volume_size": 30, "volume_type": "gp3"}]}
+        ]);
+        let out = compare(&[one], &inventory(vec![live]), &opts());
+        let paths: Vec<&str> = out.drifts[0]
+            .changes
+            .iter()
+            .map(|c| c.path.as_str())
+            .collect();
+        assert_eq!(paths, ["/block_device_mappings/0/ebs/0/volume_size"]);
+    }
+
+    #[test]
+    fn block_devices_and_tag_specifications_normalize() {
+        assert_eq!(launch_template_block_devices(&Value::Null), json!([]));
+        assert_eq!(
+            launch_template_block_devices(&json!([
+                {"device_name": "/dev/xvdb", "ebs": {"encrypted": true, "iops": 0}},
+                {"device_name": "/dev/xvda", "no_device": "", "ebs": [{"throughput": 125, "kms_key_id": ""}], "extra": 1}
+            ])),
+            json!([
+                {"device_name": "/dev/xvda", "ebs": [{"throughput": 125}]},
+                {"device_name": "/dev/xvdb", "ebs": [{"encrypted": "true"}]}
+            ])
+        );
+        assert_eq!(
+            launch_template_tag_specifications(&json!([
+                {"resource_type": "volume", "tags": {"a": "1"}},
+                {"resource_type": "instance", "tags": {"aws:x": "y", "b": "2"}}
+            ])),
+            json!([
+                {"resource_type": "instance", "tags": {"b": "2"}},
+                {"resource_type": "volume", "tags": {"a": "1"}}
+            ])
+        );
     }
 
     #[test]

@@ -125,13 +125,21 @@ pub async fn read_target(
         let mut req = ReadRequest::default();
         for s in &files.states {
             for i in &s.state.instances {
-                if i.resource_type == "aws_instance"
-                    && i.attributes().get("disable_api_termination").is_some()
-                {
-                    if let Some(id) = i.id() {
-                        req.termination_protection_for.insert(id.to_string());
+                let Some(id) = i.id() else { continue };
+                let has = |attr: &str| i.attributes().get(attr).is_some_and(|v| !v.is_null());
+                let set = match i.resource_type.as_str() {
+                    "aws_instance" if i.attributes().get("disable_api_termination").is_some() => {
+                        &mut req.termination_protection_for
                     }
-                }
+                    "aws_vpc" | "aws_default_vpc"
+                        if has("enable_dns_support") || has("enable_dns_hostnames") =>
+                    {
+                        &mut req.vpc_attributes_for
+                    }
+                    "aws_launch_template" => &mut req.launch_template_data_for,
+                    _ => continue,
+                };
+                set.insert(id.to_string());
             }
         }
         let inv = ec2::read(src, &req).await?;

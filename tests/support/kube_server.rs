@@ -18,7 +18,8 @@
 //! - `metav1.Status` error bodies as the real server sends them (404, 409, 400, 401, 403, 415,
 //!   429, 500);
 //! - fault injection per method, path prefix and count: an error status, 429 with
-//!   `Retry-After`, a slow response, a dropped connection;
+//!   `Retry-After`, a slow response, a dropped connection, a 422 `Invalid` for a field, a write
+//!   accepted without changing anything;
 //! - a request log for assertions.
 
 #![allow(dead_code)]
@@ -104,6 +105,17 @@ pub enum FaultKind {
     Delay(Duration),
     /// Close the connection without answering.
     Drop,
+    /// 422 `Invalid` with the real server's Status body for one invalid field of the object the
+    /// path names (`<Kind>[.<group>] "<name>" is invalid: <field>: Invalid value: "<value>":
+    /// <detail>`, one `FieldValueInvalid` cause), as validation or an admission policy answers.
+    Invalid {
+        field: String,
+        value: String,
+        detail: String,
+    },
+    /// Answer a write 200 with the stored object as it is, storing nothing: the write is
+    /// accepted but changes nothing, as when a mutating webhook puts the old values back.
+    AcceptUnchanged,
 }
 
 /// A fault for requests matching a method (any when `None`) and a path prefix, `times` times
@@ -1663,6 +1675,34 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
             log(&shared, code.as_u16());
             return Ok(respond(code, &body, &[], code != StatusCode::UNAUTHORIZED));
         }
+        Some(FaultKind::Invalid {
+            field,
+            value,
+            detail,
+        }) => {
+            let body = {
+                let st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                invalid_body(&st, &path, &field, &value, &detail)
+            };
+            log(&shared, 422);
+            return Ok(respond(StatusCode::UNPROCESSABLE_ENTITY, &body, &[], true));
+        }
+        Some(FaultKind::AcceptUnchanged) => {
+            let (code, value) = {
+                let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                route(
+                    &mut st,
+                    &Method::GET,
+                    &path,
+                    &[],
+                    None,
+                    user_agent.as_deref(),
+                    &[],
+                )
+            };
+            log(&shared, code.as_u16());
+            return Ok(respond(code, &value, &[], true));
+        }
         None => {}
     }
     if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
@@ -1730,6 +1770,46 @@ fn fault_status(code: u16, method: &Method, path: &str) -> (StatusCode, Value) {
             "details": {"causes": [{"message": "injected fault"}]}, "code": c}),
     };
     (code, body)
+}
+
+/// The real server's 422 for one invalid field of the object at `path`
+/// (`apierrors.NewInvalid`).
+fn invalid_body(st: &State, path: &str, field: &str, value: &str, detail: &str) -> Value {
+    let p = parse_res_path(path);
+    let (group, kind, name) = match &p {
+        Some(p) => (
+            split_gv(&p.gv).0,
+            st.resource(&p.gv, &p.plural)
+                .map(|r| r.kind)
+                .unwrap_or_default(),
+            p.name.clone().unwrap_or_default(),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let qualified = if group.is_empty() {
+        kind.clone()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let quoted = Value::String(value.to_string()).to_string();
+    let body = format!("Invalid value: {quoted}: {detail}");
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    if !group.is_empty() {
+        details.insert("group".into(), json!(group));
+    }
+    details.insert("kind".into(), json!(kind));
+    details.insert(
+        "causes".into(),
+        json!([{"reason": "FieldValueInvalid", "message": body, "field": field}]),
+    );
+    status_body(
+        422,
+        "Invalid",
+        &format!("{qualified} {} is invalid: {field}: {body}", json!(name)),
+        Some(Value::Object(details)),
+    )
+    .1
 }
 
 fn route(
