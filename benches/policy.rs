@@ -11,6 +11,10 @@
 //! size and the number of runs; `DRIFTWARDEN_BENCH_POLICIES` measures another policy directory.
 
 use std::path::PathBuf;
+
+/// The binary's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use driftwarden::model::{

@@ -87,13 +87,53 @@ add_list_templates contains t if {
 }
 
 # [p, list] for each add list inside node n's value, p its path relative to the node.
-add_lists(n) := {pair |
+add_lists(n) := container_add_lists(n) | ancestor_add_lists(n)
+
+# The node is a container or inside one (the common case: a change at a container's field):
+# segs = [..., "containers", i, rest...], where rest leads towards securityContext.capabilities.add.
+container_add_lists(n) := {[p, list] |
+	some k in container_index(n)
+	rest := array.slice(n.segs, k + 1, count(n.segs))
+	count(rest) <= 3
+	array.slice(add_suffix, 0, count(rest)) == rest
+	p := array.slice(add_suffix, count(rest), 3)
+	list := at(n.value, p)
+	is_array(list)
+}
+
+add_suffix := ["securityContext", "capabilities", "add"]
+
+# container_index(n): where a container's index sits in the node's path, when it does.
+container_index(n) := {k |
+	some k, seg in n.segs
+	is_number(seg)
+	k > 0
+	n.segs[k - 1] in data.driftwarden.lib.container_lists
+}
+
+# The node holds containers: the object, its spec, a pod template or spec, a containers list.
+ancestor_add_lists(n) := {pair |
+	count(container_index(n)) == 0
+	may_hold_add_list(n)
 	some t in add_list_templates
 	count(n.segs) <= count(t)
 	count({k | some k, seg in n.segs; not template_matches(t[k], seg)}) == 0
 	rest := array.slice(t, count(n.segs), count(t))
 	some pair in lists_at(n.value, rest)
 }
+
+# may_hold_add_list(n): a cheap test first. A node on the way to an add list is the object itself
+# or sits under spec, and its last segment is one a template has (or a container's index).
+may_hold_add_list(n) if count(n.segs) == 0
+
+may_hold_add_list(n) if {
+	n.segs[0] == "spec"
+	template_segment(lib.last(n.segs))
+}
+
+template_segment(seg) if is_number(seg)
+
+template_segment(seg) if seg in {"spec", "template", "jobTemplate", "containers", "initContainers", "ephemeralContainers", "securityContext", "capabilities", "add"}
 
 template_matches("*", seg) if is_number(seg)
 

@@ -85,6 +85,43 @@ test_capabilities_in_a_new_container_are_forbidden if {
 	t.has(findings, "forbidden", "added_capabilities")
 }
 
+test_capabilities_in_a_replaced_container_list_are_forbidden if {
+	c := t.change(
+		["spec", "template", "spec", "containers"],
+		[{"name": "app", "image": "app:1"}],
+		[{"name": "app", "image": "app:1"}, {"name": "debug", "image": "busybox", "securityContext": {"capabilities": {"add": ["NET_RAW"]}}}],
+	)
+	findings := sec.classify with input as pod([c])
+	t.has(findings, "forbidden", "added_capabilities")
+}
+
+test_capabilities_in_a_pod_spec_are_forbidden if {
+	c := t.change(
+		["spec"],
+		{"containers": [{"name": "app", "image": "app:1"}]},
+		{"containers": [{"name": "app", "image": "app:1", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]},
+	)
+	findings := sec.classify with input as t.k8s("Pod", [c])
+	t.has(findings, "forbidden", "added_capabilities")
+}
+
+test_capabilities_in_a_cron_job_template_are_forbidden if {
+	c := t.change(
+		["spec", "jobTemplate", "spec", "template", "spec", "initContainers", 0, "securityContext"],
+		null,
+		{"capabilities": {"add": ["SYS_ADMIN"]}},
+	)
+	findings := sec.classify with input as t.k8s("CronJob", [c])
+	t.has(findings, "forbidden", "added_capabilities")
+}
+
+test_capabilities_kept_from_git_in_a_pod_spec_are_not_added if {
+	spec := {"containers": [{"name": "app", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}
+	c := t.change(["spec"], spec, spec)
+	findings := sec.classify with input as t.k8s("Pod", [c])
+	not "added_capabilities" in t.rules(findings)
+}
+
 test_reordered_capabilities_are_not_forbidden if {
 	c := t.change(
 		array.concat(t.container_path("securityContext"), ["capabilities", "add"]),

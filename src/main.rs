@@ -2,6 +2,12 @@
 //! maps the outcome to an exit code (0 in sync, 2 drift found, 1 runtime failure, 3 invalid
 //! config, policy or input).
 
+/// mimalloc instead of the system allocator: policy evaluation and the diff allocate many small,
+/// short-lived values, and glibc's allocator spent a fifth of classification time in its own
+/// bookkeeping (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -103,6 +103,18 @@ fn kubernetes_changes() -> Vec<Vec<FieldChange>> {
             json!("(masked)"),
             json!("(masked)"),
         )],
+        vec![change(
+            "/spec/template/spec/containers",
+            json!([{"name": "app"}]),
+            json!([{"name": "app"}, {"name": "debug",
+                   "securityContext": {"capabilities": {"add": ["NET_RAW"]}}}]),
+        )],
+        vec![change(
+            "/spec",
+            json!({"containers": [{"name": "app"}]}),
+            json!({"containers": [{"name": "app",
+                   "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}),
+        )],
         vec![change("/data/TIMEOUT", json!("800"), json!("2500"))],
         vec![change("/spec/ports/0/port", json!(80), json!(22))],
         vec![
