@@ -72,6 +72,28 @@ pub fn read_tree(
     cache_dir: &Path,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<TreeFiles, GitError> {
+    read_tree_at(src, subdir, cache_dir, keep, false)
+}
+
+/// Like [`read_tree`], plus every other file of the commit, whole and named from the root: what
+/// a renderer may reach outside the target's directory (a Kustomize overlay's `../../base`, a
+/// chart's shared values). `keep` still filters the files under `subdir`.
+pub fn read_tree_with_context(
+    src: &GitSource,
+    subdir: &str,
+    cache_dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<TreeFiles, GitError> {
+    read_tree_at(src, subdir, cache_dir, keep, true)
+}
+
+fn read_tree_at(
+    src: &GitSource,
+    subdir: &str,
+    cache_dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    context: bool,
+) -> Result<TreeFiles, GitError> {
     let repo = open(src, cache_dir)?;
     let commit = resolve(&repo, src)?;
     let read = |e: git2::Error| GitError::Read {
@@ -103,20 +125,36 @@ pub fn read_tree(
             let name = entry.name().unwrap_or("");
             let rel = format!("{dir}{name}");
             if keep(&rel) {
-                found.push((rel, entry.id()));
+                let full = if subdir.is_empty() {
+                    rel
+                } else {
+                    format!("{subdir}/{rel}")
+                };
+                found.push((full, entry.id()));
             }
         }
         git2::TreeWalkResult::Ok
     })
     .map_err(read)?;
+    if context && !subdir.is_empty() {
+        // Every file outside the target's directory, which was read above with its filters.
+        let root = commit_obj.tree().map_err(read)?;
+        root.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let full = format!("{dir}{}", entry.name().unwrap_or(""));
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) if full == subdir => git2::TreeWalkResult::Skip,
+                Some(git2::ObjectType::Blob) => {
+                    found.push((full, entry.id()));
+                    git2::TreeWalkResult::Ok
+                }
+                _ => git2::TreeWalkResult::Ok,
+            }
+        })
+        .map_err(read)?;
+    }
     let mut files = Vec::with_capacity(found.len());
-    for (rel, oid) in found {
+    for (full, oid) in found {
         let blob = repo.find_blob(oid).map_err(read)?;
-        let full = if subdir.is_empty() {
-            rel
-        } else {
-            format!("{subdir}/{rel}")
-        };
         files.push((full, blob.content().to_vec()));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -163,22 +201,7 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
         Some(var) => Some(std::env::var(var).map_err(|_| GitError::TokenMissing(var.clone()))?),
         None => None,
     };
-    let ssh_key = src.ssh_key.clone();
-    let token_env = src.token_env.clone();
-    let mut callbacks = RemoteCallbacks::new();
-    let mut attempts = 0;
-    callbacks.credentials(move |url, username, allowed| {
-        attempts += 1;
-        credentials(
-            url,
-            username,
-            allowed,
-            attempts,
-            token.as_deref(),
-            token_env.as_deref(),
-            ssh_key.as_deref(),
-        )
-    });
+    let callbacks = credential_callbacks(token, src.token_env.clone(), src.ssh_key.clone());
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
     let mut remote = repo
@@ -209,6 +232,30 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
             }
         })?;
     Ok(())
+}
+
+/// Callbacks that answer libgit2's credential requests with [`credentials`], counting the
+/// attempts; shared with the pull-request pushes.
+pub fn credential_callbacks(
+    token: Option<String>,
+    token_env: Option<String>,
+    ssh_key: Option<PathBuf>,
+) -> RemoteCallbacks<'static> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(move |url, username, allowed| {
+        attempts += 1;
+        credentials(
+            url,
+            username,
+            allowed,
+            attempts,
+            token.as_deref(),
+            token_env.as_deref(),
+            ssh_key.as_deref(),
+        )
+    });
+    callbacks
 }
 
 /// The credentials libgit2 asks for, shared with the pull-request pushes: the token (as

@@ -93,7 +93,13 @@ pub fn load(src: &DesiredSource, cache_dir: &Path) -> Result<DesiredSet, Desired
     };
     let (files, source, commit) = match &src.location {
         DesiredLocation::Git(g) => {
-            let t = git::read_tree(g, &src.path, cache_dir, &keep)?;
+            // A renderer may reach outside the target's directory (`resources: [../../base]`),
+            // as Argo CD's checkout allows: it gets the whole commit.
+            let t = if render_mode {
+                git::read_tree_with_context(g, &src.path, cache_dir, &keep)?
+            } else {
+                git::read_tree(g, &src.path, cache_dir, &keep)?
+            };
             (t.files, git::redact_url(&g.repo), Some(t.commit))
         }
         DesiredLocation::Dir(d) => {
@@ -107,6 +113,12 @@ pub fn load(src: &DesiredSource, cache_dir: &Path) -> Result<DesiredSet, Desired
             }
             let mut files = Vec::new();
             read_dir_files(&root, &root, &src.path, &keep, &mut files)?;
+            if render_mode && !src.path.is_empty() {
+                // The rest of the directory, for what the renderer reaches outside the target.
+                let inside = format!("{}/", src.path);
+                let outside = |rel: &str| !rel.starts_with(&inside);
+                read_dir_files(d, d, "", &outside, &mut files)?;
+            }
             files.sort_by(|a, b| a.0.cmp(&b.0));
             (files, d.display().to_string(), None)
         }

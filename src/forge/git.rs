@@ -19,7 +19,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::desired::git::{credentials, redact_url};
+use crate::desired::git::{credential_callbacks, redact_url};
 
 /// The trailer that marks a commit as driftwarden's, with the drift's fingerprint.
 pub const FINGERPRINT_TRAILER: &str = "Driftwarden-Fingerprint";
@@ -635,21 +635,7 @@ fn callbacks(remote: Option<&Remote>) -> Result<RemoteCallbacks<'static>> {
         }
         None => (None, None, None),
     };
-    let mut cb = RemoteCallbacks::new();
-    let mut attempts = 0;
-    cb.credentials(move |url, username, allowed| {
-        attempts += 1;
-        credentials(
-            url,
-            username,
-            allowed,
-            attempts,
-            token.as_deref(),
-            token_env.as_deref(),
-            ssh_key.as_deref(),
-        )
-    });
-    Ok(cb)
+    Ok(credential_callbacks(token, token_env, ssh_key))
 }
 
 fn is_https(url: &str) -> bool {

@@ -347,35 +347,88 @@ impl Forge {
 }
 
 /// Cuts a body to GitHub's limit (65,536 characters) at a line boundary, ending with `pointer`
-/// (where the full text is).
+/// (where the full text is). A code fence or `<details>` the kept lines leave open is closed
+/// first (with the fence's own length: the Markdown renderer lengthens fences around text that
+/// holds backticks), and the result, closers and pointer included, is never over `limit`.
 pub fn truncate_body(body: &str, limit: usize, pointer: &str) -> String {
     if body.chars().count() <= limit {
         return body.to_string();
     }
     let note =
         format!("\n\n---\n**Truncated**: this text exceeded {limit} characters. {pointer}\n");
-    let budget = limit.saturating_sub(note.chars().count() + 16);
+    let note_len = note.chars().count();
     let mut out = String::new();
     let mut used = 0;
+    let mut open = OpenBlocks::default();
     for line in body.split_inclusive('\n') {
+        let mut next = open.clone();
+        next.feed(line);
         let n = line.chars().count();
-        if used + n > budget {
+        if used + n + next.closers().chars().count() + note_len > limit {
             break;
         }
         out.push_str(line);
         used += n;
+        open = next;
     }
     // An open code fence or <details> would swallow the note: close them.
-    if out.matches("```").count() % 2 == 1 {
-        out.push_str("\n```\n");
-    }
-    let opened = out.matches("<details>").count();
-    let closed = out.matches("</details>").count();
-    for _ in closed..opened {
-        out.push_str("\n</details>\n");
-    }
+    out.push_str(&open.closers());
     out.push_str(&note);
     out
+}
+
+/// What a Markdown prefix leaves open: a fenced code block (its character and length) and the
+/// `<details>` elements opened outside code.
+#[derive(Debug, Clone, Default)]
+struct OpenBlocks {
+    fence: Option<(char, usize)>,
+    details: usize,
+}
+
+impl OpenBlocks {
+    /// Takes one more line (CommonMark fences: up to three spaces of indent, three or more
+    /// backticks or tildes; closed by a line of at least as many of the same character).
+    fn feed(&mut self, line: &str) {
+        let line = line.trim_end_matches(['\n', '\r']);
+        let text = line.trim_start_matches(' ');
+        let indented = line.len() - text.len() > 3;
+        let run = |c: char| text.chars().take_while(|x| *x == c).count();
+        match self.fence {
+            Some((c, n)) => {
+                if !indented && run(c) >= n && text.trim_end().chars().all(|x| x == c) {
+                    self.fence = None;
+                }
+            }
+            None => {
+                for c in ['`', '~'] {
+                    let k = run(c);
+                    // A backtick fence's info string holds no backtick.
+                    if !indented && k >= 3 && !(c == '`' && text[k..].contains('`')) {
+                        self.fence = Some((c, k));
+                        return;
+                    }
+                }
+                self.details += line.matches("<details>").count();
+                self.details = self
+                    .details
+                    .saturating_sub(line.matches("</details>").count());
+            }
+        }
+    }
+
+    /// The text that closes what is open.
+    fn closers(&self) -> String {
+        let mut s = String::new();
+        if let Some((c, n)) = self.fence {
+            s.push('\n');
+            s.push_str(&c.to_string().repeat(n));
+            s.push('\n');
+        }
+        for _ in 0..self.details {
+            s.push_str("\n</details>\n");
+        }
+        s
+    }
 }
 
 #[cfg(test)]

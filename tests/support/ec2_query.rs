@@ -29,17 +29,19 @@
 
 #![allow(dead_code)]
 
+// Each server includes the shared plumbing itself, so a test binary needs nothing more; one that
+// includes two servers compiles it twice, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 /// The API version the SDK sends and the namespace of every response.
 pub const VERSION: &str = "2016-11-15";
@@ -150,33 +152,8 @@ impl Ec2QueryServer {
             log: Vec::new(),
             requests: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let st = Arc::clone(&state);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let st = Arc::clone(&st);
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let st = Arc::clone(&st);
-                            async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = http::start_in_thread(Arc::clone(&state), |st, req| async move {
+            handle(&st, req).await
         });
         Ec2QueryServer { addr, state }
     }
@@ -234,34 +211,8 @@ impl Ec2QueryServer {
     }
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component.
-fn form_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn form(body: &str) -> BTreeMap<String, String> {
-    body.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect()
+    http::form_pairs(body).collect()
 }
 
 /// XML character data.
@@ -668,19 +619,9 @@ fn answer(st: &mut State, params: &BTreeMap<String, String>, auth: &str, rid: &s
 }
 
 async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let auth = http::header(&req, "authorization").unwrap_or_default();
     let method = req.method().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+    let body = http::body_text(req).await;
     let params = form(&body);
     let mut st = state.lock().unwrap();
     st.requests += 1;

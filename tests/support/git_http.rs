@@ -23,8 +23,13 @@
 
 #![allow(dead_code)]
 
+// Each server includes the shared plumbing itself, so a test binary needs nothing more; one that
+// includes two servers compiles it twice, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,10 +39,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 /// What a request's credentials were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,41 +140,18 @@ impl GitHttpServer {
             log: Vec::new(),
             faults: VecDeque::new(),
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let st = Arc::clone(&state);
-        let project_root = root.to_path_buf();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let ctx = Arc::new(Ctx {
-                    state: st,
-                    backend,
-                    root: project_root,
-                    port: addr.port(),
-                });
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let ctx = Arc::clone(&ctx);
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let ctx = Arc::clone(&ctx);
-                            async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let (listener, addr) = http::bind();
+        let ctx = Arc::new(Ctx {
+            state: Arc::clone(&state),
+            backend,
+            root: root.to_path_buf(),
+            port: addr.port(),
         });
+        http::serve_in_thread(
+            listener,
+            ctx,
+            |ctx, req| async move { handle(&ctx, req).await },
+        );
         GitHttpServer {
             addr,
             root: root.to_path_buf(),
@@ -239,13 +218,6 @@ struct Ctx {
     port: u16,
 }
 
-fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-}
-
 fn check_auth(header: Option<&str>, user: &str, token: &str) -> Auth {
     let Some(h) = header else {
         return Auth::Missing;
@@ -279,13 +251,13 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let content_encoding = header(&req, "content-encoding");
-    let chunked = header(&req, "transfer-encoding")
+    let content_encoding = http::header(&req, "content-encoding");
+    let chunked = http::header(&req, "transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
     let (auth, fault) = {
         let mut st = ctx.state.lock().unwrap();
         let auth = check_auth(
-            header(&req, "authorization").as_deref(),
+            http::header(&req, "authorization").as_deref(),
             &st.user,
             &st.token,
         );
@@ -369,18 +341,18 @@ async fn run_backend(
         .env("QUERY_STRING", query)
         .env("AUTH_TYPE", "Basic")
         .env("REMOTE_USER", &user);
-    if let Some(t) = header(&req, "content-type") {
+    if let Some(t) = http::header(&req, "content-type") {
         cmd.env("CONTENT_TYPE", t);
     }
     // With a chunked body there is no length: `http-backend` then reads to end of file.
-    let chunked = header(&req, "transfer-encoding").is_some();
-    if let Some(l) = header(&req, "content-length").filter(|_| !chunked) {
+    let chunked = http::header(&req, "transfer-encoding").is_some();
+    if let Some(l) = http::header(&req, "content-length").filter(|_| !chunked) {
         cmd.env("CONTENT_LENGTH", l);
     }
-    if let Some(e) = header(&req, "content-encoding") {
+    if let Some(e) = http::header(&req, "content-encoding") {
         cmd.env("HTTP_CONTENT_ENCODING", e);
     }
-    if let Some(p) = header(&req, "git-protocol") {
+    if let Some(p) = http::header(&req, "git-protocol") {
         cmd.env("HTTP_GIT_PROTOCOL", p);
     }
     cmd.stdin(Stdio::piped())

@@ -14,19 +14,21 @@
 
 #![allow(dead_code)]
 
+// Each server includes the shared plumbing itself, so a test binary needs nothing more; one that
+// includes two servers compiles it twice, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+
 use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 /// One logged request.
@@ -180,33 +182,8 @@ impl GitHubServer {
             faults: VecDeque::new(),
             remaining: 5000,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let st = Arc::clone(&state);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let st = Arc::clone(&st);
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let st = Arc::clone(&st);
-                            async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = http::start_in_thread(Arc::clone(&state), |st, req| async move {
+            handle(&st, req).await
         });
         GitHubServer { addr, state }
     }
@@ -397,29 +374,8 @@ fn query_map(q: &str) -> BTreeMap<String, String> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| p.split_once('=').or(Some((p, ""))))
-        .map(|(k, v)| (k.to_string(), unescape(v)))
+        .map(|(k, v)| (k.to_string(), http::percent_decode(v)))
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn user() -> Value {
@@ -610,24 +566,9 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     let method = req.method().as_str().to_string();
     let full_path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let host = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+    let host = http::header(&req, "host").unwrap_or_else(|| "127.0.0.1".to_string());
+    let auth = http::header(&req, "authorization").unwrap_or_default();
+    let body = http::body_text(req).await;
     let mut st = state.lock().unwrap();
     let (prefix, path) = match full_path.strip_prefix("/api/v3") {
         Some(p) => ("/api/v3".to_string(), p.to_string()),
@@ -974,7 +915,7 @@ fn route(
             respond(st, 200, Value::Array(v), &[])
         }
         ("DELETE", ["issues", n, "labels", name]) => {
-            let name = unescape(name);
+            let name = http::percent_decode(name);
             let Some(n) = n.parse::<u64>().ok().filter(|n| st.items.contains_key(n)) else {
                 return error(st, 404, "Not Found");
             };

@@ -24,6 +24,12 @@
 
 #![allow(dead_code)]
 
+// Each server includes the shared plumbing itself, so a test binary needs nothing more; one that
+// includes two servers compiles it twice, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,11 +37,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
+
+use http::Resp;
 
 // ------------------------------------------------------------------------------------------
 // Public API
@@ -158,27 +165,8 @@ pub const TOKEN: &str = "driftwarden-test-token";
 impl KubeServer {
     /// Starts a server on 127.0.0.1 (a free port) on the current Tokio runtime.
     pub async fn start() -> KubeServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(State::new()));
-        let s2 = Arc::clone(&shared);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = Arc::clone(&s2);
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = Arc::clone(&shared);
-                        async move { handle(shared, req).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (addr, accept) = http::start_on_runtime(Arc::clone(&shared), handle).await;
         KubeServer {
             addr,
             shared,
@@ -1572,8 +1560,6 @@ fn classify_path(path: &str) -> PathKind {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
-
 fn respond(code: StatusCode, body: &Value, extra: &[(&str, String)], pf_headers: bool) -> Resp {
     let mut b = Response::builder()
         .status(code)
@@ -1595,21 +1581,11 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: &str| http::header(&req, name);
     let content_type = header("content-type");
     let user_agent = header("user-agent");
     let auth = header("authorization");
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = http::body_bytes(req).await;
     let logged = LoggedRequest {
         method: method.to_string(),
         path: path.clone(),
@@ -3120,37 +3096,7 @@ fn now() -> String {
 }
 
 fn query_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    http::form_pairs(q).collect()
 }
 
 fn parse_yaml_or_json(text: &str) -> Result<Value, String> {
