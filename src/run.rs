@@ -602,8 +602,20 @@ fn classify(
         ..RunContext::default()
     };
     ctx.related.insert(related.0.to_string(), related.1);
-    engine.classify(drifts, &ctx).map_err(Error::Policy)
+    // Classification is CPU-bound and linear in cores (docs/performance.md); a large target's
+    // drifts are spread over them, with the same verdicts as one thread.
+    let threads = if drifts.len() >= PARALLEL_CLASSIFY_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    engine
+        .classify_parallel(drifts, &ctx, threads)
+        .map_err(Error::Policy)
 }
+
+/// Below this many drifts a target is classified on one thread: starting threads costs more.
+const PARALLEL_CLASSIFY_MIN: usize = 256;
 
 /// Diffs one desired set against live objects: ids, scopes, duplicate detection, provenance.
 pub fn diff_sets(

@@ -498,3 +498,47 @@ fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
     assert!(!metrics_text.contains("result=\"done\""), "{metrics_text}");
     assert_eq!(std::fs::read_to_string(&live).unwrap(), live_text);
 }
+
+/// A target with hundreds of drifts is classified on every core: the verdicts are those of one
+/// thread, drift for drift, in the report's order.
+#[test]
+fn a_large_target_is_classified_in_parallel_with_the_same_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut desired, mut live) = (String::new(), String::new());
+    for i in 0..400 {
+        // Even: a plain label (safe). Odd: a data value (risky).
+        let (d_label, l_label, d_val, l_val) = if i % 2 == 0 {
+            ("a", "b", "x", "x")
+        } else {
+            ("a", "a", "x", "y")
+        };
+        desired.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  namespace: shop\n  labels: {{team: {d_label}}}\ndata:\n  K: {d_val}\n"
+        ));
+        live.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  namespace: shop\n  labels: {{team: {l_label}}}\ndata:\n  K: {l_val}\n"
+        ));
+    }
+    let d = write(dir.path(), "desired/all.yaml", &desired);
+    let l = write(dir.path(), "live/all.yaml", &live);
+    let policies = root().join("policies");
+    let out = run(bin()
+        .args(["diff", "-o", "json", "--desired"])
+        .arg(&d)
+        .arg("--live")
+        .arg(&l)
+        .arg("--policies")
+        .arg(&policies));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let drifts = report["drifts"].as_array().unwrap();
+    assert_eq!(drifts.len(), 400);
+    for d in drifts {
+        let name = d["resource"]["display"].as_str().unwrap();
+        let i: usize = name.rsplit('-').next().unwrap().parse().unwrap();
+        let expected = if i % 2 == 0 { "safe" } else { "risky" };
+        assert_eq!(d["verdict"]["class"], expected, "{name}: {d}");
+    }
+    assert_eq!(report["summary"]["by_class"]["safe"], 200);
+    assert_eq!(report["summary"]["by_class"]["risky"], 200);
+}
