@@ -38,7 +38,8 @@ use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::describe_vpc_attribute::DescribeVpcAttributeOutput;
 use aws_sdk_ec2::types::{
-    Filter, InstanceAttributeName, IpPermission, ResponseLaunchTemplateData, Tag, VpcAttributeName,
+    Filter, InstanceAttributeName, IpPermission, NatGateway, ResponseLaunchTemplateData, Tag,
+    VpcAttributeName,
 };
 use serde_json::{Map, Value, json};
 use tracing::{debug, warn};
@@ -503,6 +504,7 @@ pub async fn read_region(client: &Client, region: &str, req: &ReadRequest) -> Re
         .collect();
     join_instance_volumes(&mut resources);
     mark_instance_owned(&mut resources);
+    mark_nat_gateway_owned(&mut resources);
     // The attributes the Describe calls leave out, for the resources a state tracks that exist.
     let instances = tracked(
         &resources,
@@ -1274,28 +1276,35 @@ async fn read_nat_gateways(client: &Client, only: Option<&str>) -> Result<Vec<Pa
             {
                 continue;
             }
-            let primary = g
-                .nat_gateway_addresses()
-                .iter()
-                .find(|a| a.is_primary() != Some(false));
             out.push(Partial {
                 kind: ResourceKind::NatGateway,
                 id: id.to_string(),
                 owner: None,
-                attributes: json!({
-                    "id": id,
-                    "subnet_id": g.subnet_id(),
-                    "connectivity_type": g.connectivity_type().map(|c| c.as_str()),
-                    "allocation_id": primary.and_then(|a| a.allocation_id()),
-                    "private_ip": primary.and_then(|a| a.private_ip()),
-                    "public_ip": primary.and_then(|a| a.public_ip()),
-                    "tags": tag_map(Some(g.tags())),
-                }),
+                attributes: nat_gateway_attributes(g),
                 aws_managed: false,
             });
         }
     }
     Ok(out)
+}
+
+/// A NAT gateway under the provider's names. A gateway whose `ConnectivityType` the endpoint
+/// leaves out (moto) has the API's default, `public`, as the provider would record it.
+fn nat_gateway_attributes(g: &NatGateway) -> Value {
+    let primary = g
+        .nat_gateway_addresses()
+        .iter()
+        .find(|a| a.is_primary() != Some(false));
+    json!({
+        "id": g.nat_gateway_id(),
+        "subnet_id": g.subnet_id(),
+        "connectivity_type": g.connectivity_type().map_or("public", |c| c.as_str()),
+        "allocation_id": primary.and_then(|a| a.allocation_id()),
+        "private_ip": primary.and_then(|a| a.private_ip()),
+        "public_ip": primary.and_then(|a| a.public_ip()),
+        "network_interface_id": primary.and_then(|a| a.network_interface_id()),
+        "tags": tag_map(Some(g.tags())),
+    })
 }
 
 /// The route fields the provider's `route` blocks use, in its names.
@@ -1441,6 +1450,26 @@ fn mark_instance_owned(resources: &mut [Ec2Resource]) {
         }
         if let Some(m) = r.attributes.as_object_mut() {
             m.retain(|k, _| !k.starts_with('_'));
+        }
+    }
+}
+
+/// Marks the network interface each NAT gateway names (its `network_interface_id`) as the
+/// gateway's: AWS creates and deletes it with the gateway, whatever interface type and requester
+/// the endpoint reports for it (moto reports a plain `interface` that no one requested).
+fn mark_nat_gateway_owned(resources: &mut [Ec2Resource]) {
+    let owned: BTreeSet<String> = resources
+        .iter()
+        .filter(|r| r.kind == ResourceKind::NatGateway)
+        .filter_map(|r| {
+            r.attributes["network_interface_id"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    for r in resources.iter_mut() {
+        if r.kind == ResourceKind::NetworkInterface && owned.contains(&r.id) {
+            r.aws_managed = true;
         }
     }
 }
@@ -1898,5 +1927,71 @@ mod tests {
                 .build(),
         ];
         assert_eq!(tag_map(Some(&tags)), json!({"Name": "web"}));
+    }
+
+    /// A NAT gateway without `ConnectivityType` (moto) is `public`, the API's default, as the
+    /// provider records it; the interface it names is its own, never Unmanaged.
+    #[test]
+    fn nat_gateways_default_public_and_own_their_interface() {
+        use aws_sdk_ec2::types::{ConnectivityType, NatGatewayAddress};
+        let address = NatGatewayAddress::builder()
+            .allocation_id("eipalloc-1")
+            .network_interface_id("eni-nat")
+            .private_ip("10.0.1.5")
+            .public_ip("203.0.113.5")
+            .build();
+        let moto = NatGateway::builder()
+            .nat_gateway_id("nat-1")
+            .subnet_id("subnet-1")
+            .nat_gateway_addresses(address)
+            .build();
+        let attrs = nat_gateway_attributes(&moto);
+        assert_eq!(
+            attrs,
+            json!({
+                "id": "nat-1", "subnet_id": "subnet-1", "connectivity_type": "public",
+                "allocation_id": "eipalloc-1", "private_ip": "10.0.1.5",
+                "public_ip": "203.0.113.5", "network_interface_id": "eni-nat", "tags": {}
+            })
+        );
+        let private = NatGateway::builder()
+            .nat_gateway_id("nat-2")
+            .connectivity_type(ConnectivityType::Private)
+            .build();
+        assert_eq!(
+            nat_gateway_attributes(&private)["connectivity_type"],
+            "private"
+        );
+
+        let res = |kind, id: &str, attributes| Ec2Resource {
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            kind,
+            id: id.into(),
+            attributes,
+            aws_managed: false,
+        };
+        let mut resources = vec![
+            res(ResourceKind::NatGateway, "nat-1", attrs),
+            res(
+                ResourceKind::NetworkInterface,
+                "eni-nat",
+                json!({"id": "eni-nat"}),
+            ),
+            res(
+                ResourceKind::NetworkInterface,
+                "eni-app",
+                json!({"id": "eni-app"}),
+            ),
+        ];
+        mark_nat_gateway_owned(&mut resources);
+        let managed: Vec<(&str, bool)> = resources
+            .iter()
+            .map(|r| (r.id.as_str(), r.aws_managed))
+            .collect();
+        assert_eq!(
+            managed,
+            [("nat-1", false), ("eni-nat", true), ("eni-app", false)]
+        );
     }
 }
