@@ -9,6 +9,7 @@ pub mod act;
 pub mod config;
 pub mod desired;
 pub mod diff;
+mod errors;
 pub mod forge;
 pub mod k8s;
 pub mod live;

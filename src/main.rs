@@ -422,46 +422,48 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::from)
 }
 
+/// The `--policies` directories given on the command line, `None` when there are none.
+fn policy_settings(dirs: &[PathBuf]) -> Option<PolicySettings> {
+    (!dirs.is_empty()).then(|| PolicySettings {
+        dirs: dirs
+            .iter()
+            .map(|p| PolicyDirSetting {
+                path: p.clone(),
+                rego_v0: false,
+            })
+            .collect(),
+        data: Vec::new(),
+    })
+}
+
+/// The options `diff` and `reconcile` share over a config: target selection, `--strict`,
+/// `--shard`, and progress on a terminal.
+fn run_options(
+    command: RunCommand,
+    targets: Vec<String>,
+    strict: bool,
+    shard: Option<String>,
+) -> Result<RunOptions, Failure> {
+    let mut opts = RunOptions::new(command);
+    opts.targets = targets;
+    opts.strict = strict;
+    opts.shard = resolve_shard(shard)?;
+    opts.progress = std::io::stdout().is_terminal();
+    Ok(opts)
+}
+
 fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
     let (report, output) = if let Some(plan) = &a.plan {
-        let policies = (!a.policies.is_empty()).then(|| PolicySettings {
-            dirs: a
-                .policies
-                .iter()
-                .map(|p| PolicyDirSetting {
-                    path: p.clone(),
-                    rego_v0: false,
-                })
-                .collect(),
-            data: Vec::new(),
-        });
+        let policies = policy_settings(&a.policies);
         let report = run::diff_plan(plan, policies.as_ref(), a.relevant_only)?;
         (report, None)
     } else if let (Some(d), Some(l)) = (&a.desired, &a.live) {
-        let policies = if a.policies.is_empty() {
-            None
-        } else {
-            Some(PolicySettings {
-                dirs: a
-                    .policies
-                    .iter()
-                    .map(|p| PolicyDirSetting {
-                        path: p.clone(),
-                        rego_v0: false,
-                    })
-                    .collect(),
-                data: Vec::new(),
-            })
-        };
+        let policies = policy_settings(&a.policies);
         let report = run::diff_paths(d, l, a.strict, policies.as_ref())?;
         (report, None)
     } else {
         let cfg = load_config(a.config.as_ref())?;
-        let mut opts = RunOptions::new(RunCommand::Diff);
-        opts.targets = a.targets;
-        opts.strict = a.strict;
-        opts.shard = resolve_shard(a.shard)?;
-        opts.progress = std::io::stdout().is_terminal();
+        let opts = run_options(RunCommand::Diff, a.targets, a.strict, a.shard)?;
         let report = runtime()?.block_on(run::run(&cfg, &opts))?;
         (report, Some(cfg.output))
     };
@@ -471,11 +473,7 @@ fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
 
 fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
     let cfg = load_config(a.config.as_ref())?;
-    let mut opts = RunOptions::new(RunCommand::Reconcile);
-    opts.targets = a.targets;
-    opts.strict = a.strict;
-    opts.shard = resolve_shard(a.shard)?;
-    opts.progress = std::io::stdout().is_terminal();
+    let mut opts = run_options(RunCommand::Reconcile, a.targets, a.strict, a.shard)?;
     opts.dry_run = a.dry_run;
     opts.mode = a.mode.map(|m| match m {
         ModeArg::Observe => Mode::Observe,
@@ -766,18 +764,8 @@ fn cmd_pr_check(a: PrCheckArgs) -> Result<u8, Failure> {
     if let Some(ns) = &a.namespace {
         opts.namespace = ns.clone();
     }
-    if !a.policies.is_empty() {
-        opts.policies = PolicySettings {
-            dirs: a
-                .policies
-                .iter()
-                .map(|p| PolicyDirSetting {
-                    path: p.clone(),
-                    rego_v0: false,
-                })
-                .collect(),
-            data: Vec::new(),
-        };
+    if let Some(policies) = policy_settings(&a.policies) {
+        opts.policies = policies;
     }
     let event_repo = match &opts.event {
         Some(p) => pr_check::read_event(p).ok().map(|e| e.repo),

@@ -224,6 +224,25 @@ pub struct FieldChange {
     pub class: Option<Class>,
 }
 
+/// Whether [`MASK`] stands anywhere in the value: a value holding it is never written.
+pub(crate) fn contains_mask(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == MASK,
+        Value::Array(a) => a.iter().any(contains_mask),
+        Value::Object(m) => m.values().any(contains_mask),
+        _ => false,
+    }
+}
+
+/// The unescaped segments of a [`FieldChange::path`] (`/a/b~1c` → `["a", "b/c"]`; `""` → none).
+pub(crate) fn pointer_segments(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
 /// Where a desired object came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {

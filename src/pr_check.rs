@@ -30,12 +30,13 @@ use crate::config::{GitSource, PolicySettings};
 use crate::desired::git::{self, GitError};
 use crate::desired::manifests::{self, ManifestError, RawObject};
 use crate::diff::mask;
+use crate::errors::error_chain;
 use crate::forge::github::{GitHub, GitHubSettings};
 use crate::forge::{Forge, ForgeError, Status, StatusState, truncate_body};
 use crate::k8s::{self, Scopes};
 use crate::model::{
     Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, FieldChange, Provenance,
-    Report, ResourceRef, fingerprint,
+    Report, ResourceRef, fingerprint, pointer_segments,
 };
 use crate::policy::{self, RunContext};
 use crate::report::{self, Format, RenderOptions};
@@ -206,17 +207,6 @@ pub fn read_event(path: &Path) -> Result<Event, Error> {
         head_sha: e.head_sha,
         repo: e.repository,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The manifests at one ref.
@@ -411,12 +401,7 @@ pub fn kubernetes_changes(
         changes.retain(|c| !c.path.starts_with("/status"));
         if secret {
             for c in &mut changes {
-                let segs: Vec<String> = c
-                    .path
-                    .split('/')
-                    .skip(1)
-                    .map(|s| s.replace("~1", "/").replace("~0", "~"))
-                    .collect();
+                let segs = pointer_segments(&c.path);
                 mask::mask_change(c, &segs);
             }
         }

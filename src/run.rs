@@ -12,6 +12,7 @@ use crate::act;
 use crate::config::{Config, LiveSource, Target};
 use crate::desired::{self, DesiredError, RawObject};
 use crate::diff::{self, DesiredObject, DiffOptions, LiveObject};
+use crate::errors::error_chain;
 use crate::k8s::{self, Scopes};
 use crate::live::{self, LiveError};
 use crate::model::{Drift, Mode, Provenance, Report, SourceError};
@@ -334,50 +335,32 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             errors.extend(e);
             continue;
         }
-        let desired_set = match l.desired {
-            Ok(d) => d,
-            Err(e) if e.is_invalid_input() => {
-                return Err(Error::Desired {
-                    target: t.name.clone(),
-                    source: e,
-                });
-            }
-            Err(e) => {
-                warn!(target = %t.name, error = %e, "desired state could not be read");
-                errors.push(SourceError {
-                    target: t.name.clone(),
-                    side: "desired".into(),
-                    message: error_chain(&e),
-                });
-                continue;
-            }
+        let Some(desired_set) = side_read(
+            t,
+            "desired",
+            l.desired,
+            DesiredError::is_invalid_input,
+            |target, source| Error::Desired { target, source },
+            &mut errors,
+        )?
+        else {
+            continue;
         };
-        let live_read = match l.live {
-            Ok(o) => o,
-            Err(e) if e.is_invalid_input() => {
-                return Err(Error::Live {
-                    target: t.name.clone(),
-                    source: e,
-                });
-            }
-            Err(e) => {
-                warn!(target = %t.name, error = %e, "live state could not be read");
-                errors.push(SourceError {
-                    target: t.name.clone(),
-                    side: "live".into(),
-                    message: error_chain(&e),
-                });
-                continue;
-            }
+        let Some(live_read) = side_read(
+            t,
+            "live",
+            l.live,
+            LiveError::is_invalid_input,
+            |target, source| Error::Live { target, source },
+            &mut errors,
+        )?
+        else {
+            continue;
         };
         let live_objects = &live_read.objects;
         let partial = !live_read.errors.is_empty();
         for e in &live_read.errors {
-            errors.push(SourceError {
-                target: t.name.clone(),
-                side: "live".into(),
-                message: e.clone(),
-            });
+            errors.push(source_error(t, "live", e.clone()));
         }
         let mut dopts = DiffOptions::new(&t.name);
         dopts.ignore = t.ignore.clone();
@@ -396,15 +379,15 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         let unobserved = live::kube::drop_unread_missing(&mut outcome.drifts, &live_read.unread);
         if !unobserved.is_empty() {
             outcome.checked = outcome.checked.saturating_sub(unobserved.len());
-            errors.push(SourceError {
-                target: t.name.clone(),
-                side: "live".into(),
-                message: format!(
+            errors.push(source_error(
+                t,
+                "live",
+                format!(
                     "{} desired object(s) were not compared because their LIST failed (no Missing drift reported, nothing pruned): {}",
                     unobserved.len(),
                     unobserved.join(", ")
                 ),
-            });
+            ));
         }
         info!(
             target = %t.name,
@@ -435,26 +418,23 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             (&t.name, related),
         )?;
         if opts.command == Command::Reconcile {
-            for d in &mut target_drifts {
-                d.action = Some(act::decide(d, mode));
-            }
             let desired_raw = act::DesiredObjects(desired_by_key(
                 &t.cluster,
                 &t.namespace,
                 &desired_set,
                 live_objects,
             ));
-            let actx = act::ActContext {
-                target: t,
+            let actx = act_context(
+                t,
                 mode,
                 partial,
-                dry_run: opts.dry_run,
-                state_dir: &cfg.state_dir,
-                desired: &desired_raw,
-                checked: target_checked,
-                pull_requests: Some(&prs),
-            };
-            errors.extend(act::act(&actx, &mut target_drifts).await);
+                target_checked,
+                &desired_raw,
+                opts,
+                cfg,
+                &prs,
+            );
+            errors.extend(decide_and_act(&actx, &mut target_drifts).await);
         }
         drifts.extend(target_drifts);
     }
@@ -493,11 +473,7 @@ async fn terraform_target(
             return Ok((
                 Vec::new(),
                 0,
-                vec![SourceError {
-                    target: t.name.clone(),
-                    side: "desired".into(),
-                    message: error_chain(&e),
-                }],
+                vec![source_error(t, "desired", error_chain(&e))],
                 0,
             ));
         }
@@ -506,11 +482,7 @@ async fn terraform_target(
     let mut errors: Vec<SourceError> = read
         .errors
         .iter()
-        .map(|m| SourceError {
-            target: t.name.clone(),
-            side: "live".into(),
-            message: m.clone(),
-        })
+        .map(|m| source_error(t, "live", m.clone()))
         .collect();
     let partial = !errors.is_empty();
     let mut drifts = read.drifts;
@@ -522,23 +494,72 @@ async fn terraform_target(
         (&t.name, policy::Related::default()),
     )?;
     if opts.command == Command::Reconcile {
-        for d in &mut drifts {
-            d.action = Some(act::decide(d, mode));
-        }
         let desired_raw = act::DesiredObjects::default();
-        let actx = act::ActContext {
-            target: t,
-            mode,
-            partial,
-            dry_run: opts.dry_run,
-            state_dir: &cfg.state_dir,
-            desired: &desired_raw,
-            checked: read.checked,
-            pull_requests: Some(prs),
-        };
-        errors.extend(act::act(&actx, &mut drifts).await);
+        let actx = act_context(t, mode, partial, read.checked, &desired_raw, opts, cfg, prs);
+        errors.extend(decide_and_act(&actx, &mut drifts).await);
     }
     Ok((drifts, read.checked, errors, read.ignored))
+}
+
+/// One side of a target as read: the value; `None` when it could not be read, recorded in
+/// `errors` (the run goes on with the other targets); an error when the input itself is invalid.
+fn side_read<T, E: std::error::Error + 'static>(
+    t: &Target,
+    side: &str,
+    read: Result<T, E>,
+    is_invalid_input: impl FnOnce(&E) -> bool,
+    invalid: impl FnOnce(String, E) -> Error,
+    errors: &mut Vec<SourceError>,
+) -> Result<Option<T>, Error> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_invalid_input(&e) => Err(invalid(t.name.clone(), e)),
+        Err(e) => {
+            warn!(target = %t.name, error = %e, "{side} state could not be read");
+            errors.push(source_error(t, side, error_chain(&e)));
+            Ok(None)
+        }
+    }
+}
+
+fn source_error(t: &Target, side: &str, message: String) -> SourceError {
+    SourceError {
+        target: t.name.clone(),
+        side: side.into(),
+        message,
+    }
+}
+
+/// What the actuators get for one target in `reconcile`.
+#[allow(clippy::too_many_arguments)]
+fn act_context<'a>(
+    t: &'a Target,
+    mode: Mode,
+    partial: bool,
+    checked: usize,
+    desired: &'a act::DesiredObjects,
+    opts: &RunOptions,
+    cfg: &'a Config,
+    prs: &'a act::pull_request::Session,
+) -> act::ActContext<'a> {
+    act::ActContext {
+        target: t,
+        mode,
+        partial,
+        dry_run: opts.dry_run,
+        state_dir: &cfg.state_dir,
+        desired,
+        checked,
+        pull_requests: Some(prs),
+    }
+}
+
+/// Decides every drift's action under the context's mode, then runs the actuators.
+async fn decide_and_act(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
+    for d in drifts.iter_mut() {
+        d.action = Some(act::decide(d, actx.mode));
+    }
+    act::act(actx, drifts).await
 }
 
 /// `diff --plan PLAN.json`: the drift Terraform found in one plan file (`resource_drift`), no
@@ -776,17 +797,6 @@ pub fn report_exit_code(report: &Report) -> u8 {
     } else {
         0
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The current UTC time as RFC 3339, without a date crate.

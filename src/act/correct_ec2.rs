@@ -41,7 +41,7 @@ use super::ActContext;
 use super::guardrails::{self, Removal, escalate, record, source_error};
 use crate::config::LiveSource;
 use crate::live::ec2::{self, RequestCounter, ResourceKind};
-use crate::model::{ActionResult, Drift, DriftKind, MASK, SourceError};
+use crate::model::{ActionResult, Drift, DriftKind, MASK, SourceError, pointer_segments};
 use crate::terraform::values::{canonical_set, equivalent};
 
 /// One API operation of a correction.
@@ -116,12 +116,7 @@ fn plan_ops(kind: ResourceKind, drift: &Drift) -> Result<Vec<Op>, String> {
                 c.path
             ));
         }
-        let segs: Vec<String> = c
-            .path
-            .split('/')
-            .skip(1)
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect();
+        let segs = pointer_segments(&c.path);
         match (
             kind,
             segs.iter()

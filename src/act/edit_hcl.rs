@@ -21,7 +21,8 @@ use hcl_edit::expr::{Expression, ObjectKey};
 use hcl_edit::structure::{Block, Body, Structure};
 use serde_json::{Map, Value};
 
-use crate::model::MASK;
+use super::edit_yaml::line_start;
+use crate::model::contains_mask;
 
 /// Why a Terraform adoption edit was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,13 +343,6 @@ fn render_key(k: &str) -> String {
     }
 }
 
-fn line_start(text: &str, pos: usize) -> usize {
-    text[..pos.min(text.len())]
-        .rfind('\n')
-        .map(|i| i + 1)
-        .unwrap_or(0)
-}
-
 fn indentation(text: &str, pos: usize) -> String {
     let ls = line_start(text, pos);
     text[ls..pos]
@@ -533,15 +527,6 @@ fn verify(text: &str, address: &str, path: &[String], want: Option<&Value>) -> R
         (Ok(Target::MissingAttribute { .. } | Target::MissingKey { .. }), None) => Ok(()),
         (Err(HclError::Stale(_)), None) => Ok(()),
         _ => Err(no_edit("the edited file does not hold the new value")),
-    }
-}
-
-fn contains_mask(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s == MASK,
-        Value::Array(a) => a.iter().any(contains_mask),
-        Value::Object(m) => m.values().any(contains_mask),
-        _ => false,
     }
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::diff::keys::{self, ListKind, ListSite};
 use crate::diff::managed::{self, Ownership};
 use crate::diff::normalize::scalar_equal;
-use crate::model::{ChangeOp, FieldChange, MASK};
+use crate::model::{ChangeOp, FieldChange, contains_mask, pointer_segments};
 use crate::yaml;
 
 /// Why an adoption edit was not made.
@@ -477,7 +477,8 @@ fn find_comment(line: &[u8]) -> Option<usize> {
     None
 }
 
-fn line_start(text: &str, pos: usize) -> usize {
+/// The offset where the line holding `pos` starts (shared with the HCL edits).
+pub(super) fn line_start(text: &str, pos: usize) -> usize {
     text[..pos.min(text.len())]
         .rfind('\n')
         .map(|i| i + 1)
@@ -733,16 +734,6 @@ impl<'a> LiveCtx<'a> {
             ownership,
         }
     }
-}
-
-fn split_pointer(p: &str) -> Vec<String> {
-    if p.is_empty() {
-        return Vec::new();
-    }
-    p.split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect()
 }
 
 fn key_text(text: &str, k: &Node) -> String {
@@ -1083,29 +1074,17 @@ fn splice_insert(text: &str, steps: &[Step<'_>], rest: &[String], v: &Value) -> 
             };
             let indent = first_key.col;
             let last_end = entries.last().map(|(_, v)| v.end).unwrap_or(node.end);
-            let at = after_line(text, last_end);
-            let mut new = render_entry(first, &sub, indent);
-            if at == text.len() && !text.ends_with('\n') {
-                new.insert(0, '\n');
-            }
-            Ok(Splice {
-                range: at..at,
-                text: with_nl(&new, nl),
-                line: node.line,
-            })
+            let new = render_entry(first, &sub, indent);
+            Ok(append_block(text, last_end, new, nl, node.line))
         }
         Kind::Map {
             entries,
             flow: true,
             close,
         } => {
-            let sep = if entries.is_empty() { "" } else { ", " };
             let k = flow_scalar(&Value::String(first.clone()));
-            Ok(Splice {
-                range: *close..*close,
-                text: format!("{sep}{k}: {}", render_flow(&sub)),
-                line: node.line,
-            })
+            let entry = format!("{k}: {}", render_flow(&sub));
+            Ok(append_flow(*close, entries.is_empty(), &entry, node.line))
         }
         Kind::Seq {
             items, flow: false, ..
@@ -1116,41 +1095,53 @@ fn splice_insert(text: &str, steps: &[Step<'_>], rest: &[String], v: &Value) -> 
             let dash = dash_before(text, item.start).unwrap_or(node.start);
             let indent = dash - line_start(text, dash);
             let last_end = items.last().map(|n| n.end).unwrap_or(node.end);
-            let at = after_line(text, last_end);
-            let item_value = match sub {
-                Value::Array(mut a) if a.len() == 1 => a.remove(0),
-                other => other,
-            };
-            let mut new = render_item(&item_value, indent);
-            if at == text.len() && !text.ends_with('\n') {
-                new.insert(0, '\n');
-            }
-            Ok(Splice {
-                range: at..at,
-                text: with_nl(&new, nl),
-                line: node.line,
-            })
+            let new = render_item(&only_item(sub), indent);
+            Ok(append_block(text, last_end, new, nl, node.line))
         }
         Kind::Seq {
             items,
             flow: true,
             close,
         } => {
-            let sep = if items.is_empty() { "" } else { ", " };
-            let item_value = match sub {
-                Value::Array(mut a) if a.len() == 1 => a.remove(0),
-                other => other,
-            };
-            Ok(Splice {
-                range: *close..*close,
-                text: format!("{sep}{}", render_flow(&item_value)),
-                line: node.line,
-            })
+            let item = render_flow(&only_item(sub));
+            Ok(append_flow(*close, items.is_empty(), &item, node.line))
         }
         Kind::Scalar { empty: true, .. } => splice_set(text, steps, &nest(rest, v)),
         Kind::Scalar { .. } => Err(no_edit(format!(
             "cannot add `{first}` under a scalar value"
         ))),
+    }
+}
+
+/// `nest`ed under a list index: the one item, not the list holding it.
+fn only_item(sub: Value) -> Value {
+    match sub {
+        Value::Array(mut a) if a.len() == 1 => a.remove(0),
+        other => other,
+    }
+}
+
+/// Inserts the rendered block entry or item `new` on the line after `last_end` (the end of the
+/// collection's last member), starting a line first when the text ends without one.
+fn append_block(text: &str, last_end: usize, mut new: String, nl: &str, line: usize) -> Splice {
+    let at = after_line(text, last_end);
+    if at == text.len() && !text.ends_with('\n') {
+        new.insert(0, '\n');
+    }
+    Splice {
+        range: at..at,
+        text: with_nl(&new, nl),
+        line,
+    }
+}
+
+/// Inserts `member` before the closing bracket at `close` of a flow collection.
+fn append_flow(close: usize, empty: bool, member: &str, line: usize) -> Splice {
+    let sep = if empty { "" } else { ", " };
+    Splice {
+        range: close..close,
+        text: format!("{sep}{member}"),
+        line,
     }
 }
 
@@ -1243,37 +1234,49 @@ fn splice_remove(text: &str, steps: &[Step<'_>]) -> Result<Splice> {
             let Some((key, value)) = entries.get(i) else {
                 return Err(no_edit("entry not found"));
             };
-            let range = if let Some((next, _)) = entries.get(i + 1) {
-                key.start..next.start
-            } else if i > 0 {
-                entries[i - 1].1.end..value.end
-            } else {
-                key.start..value.end
-            };
-            Ok(Splice {
-                range,
-                text: String::new(),
-                line: key.line,
-            })
+            let next = entries.get(i + 1).map(|(k, _)| k.start);
+            let prev_end = i.checked_sub(1).map(|p| entries[p].1.end);
+            Ok(remove_flow_member(
+                key.start..value.end,
+                next,
+                prev_end,
+                key.line,
+            ))
         }
         Kind::Seq {
             items, flow: true, ..
         } => {
             let i = step.index;
-            let range = if let Some(next) = items.get(i + 1) {
-                node.start..next.start
-            } else if i > 0 {
-                items[i - 1].end..node.end
-            } else {
-                node.start..node.end
-            };
-            Ok(Splice {
-                range,
-                text: String::new(),
-                line: node.line,
-            })
+            let next = items.get(i + 1).map(|n| n.start);
+            let prev_end = i.checked_sub(1).map(|p| items[p].end);
+            Ok(remove_flow_member(
+                node.start..node.end,
+                next,
+                prev_end,
+                node.line,
+            ))
         }
         Kind::Scalar { .. } => Err(no_edit("cannot remove under a scalar")),
+    }
+}
+
+/// Removes the flow collection member spanning `member` with its separator: up to the next
+/// member's start, else from the previous member's end, else the member alone.
+fn remove_flow_member(
+    member: Range<usize>,
+    next_start: Option<usize>,
+    prev_end: Option<usize>,
+    line: usize,
+) -> Splice {
+    let range = match (next_start, prev_end) {
+        (Some(next), _) => member.start..next,
+        (None, Some(prev)) => prev..member.end,
+        (None, None) => member,
+    };
+    Splice {
+        range,
+        text: String::new(),
+        line,
     }
 }
 
@@ -1465,7 +1468,7 @@ pub fn adopt_changes(
             .docs
             .get(doc_index)
             .ok_or_else(|| no_edit("the document disappeared during editing"))?;
-        let segs = split_pointer(&change.path);
+        let segs = pointer_segments(&change.path);
         if segs.is_empty() {
             return Err(no_edit("a change of the whole object is not a field edit"));
         }
@@ -1573,7 +1576,7 @@ pub fn set_value(text: &str, doc_index: usize, pointer: &str, value: &Value) -> 
         .docs
         .get(doc_index)
         .ok_or_else(|| no_edit(format!("the file has no document {doc_index}")))?;
-    let segs = split_pointer(pointer);
+    let segs = pointer_segments(pointer);
     let r = resolve(text, d, &segs, None, None)?;
     check_shared(d, &r.chain, pointer)?;
     let mut expected: Vec<Value> = parsed.docs.iter().map(|d| d.value.clone()).collect();
@@ -1605,7 +1608,7 @@ pub fn remove_value(text: &str, doc_index: usize, pointer: &str) -> Result<Strin
         .docs
         .get(doc_index)
         .ok_or_else(|| no_edit(format!("the file has no document {doc_index}")))?;
-    let segs = split_pointer(pointer);
+    let segs = pointer_segments(pointer);
     let r = resolve(text, d, &segs, None, None)?;
     if !r.rest.is_empty() {
         return Err(EditError::Stale(format!("`{pointer}` is not declared")));
@@ -1750,15 +1753,6 @@ pub fn adopted_manifest(live: &Value, header: &str) -> Result<String> {
     }
     text.push_str(&block_yaml(&Value::Object(out)));
     Ok(text)
-}
-
-fn contains_mask(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s == MASK,
-        Value::Array(a) => a.iter().any(contains_mask),
-        Value::Object(m) => m.values().any(contains_mask),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

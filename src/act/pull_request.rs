@@ -47,13 +47,14 @@ use super::edit_hcl::{self, HclError};
 use super::edit_yaml::{self, DocRef, EditError};
 use crate::config::{DesiredLocation, ForgeKind, PullRequestSettings, Target};
 use crate::diff::is_secret;
+use crate::errors::error_chain;
 use crate::forge::git::{Author, FINGERPRINT_TRAILER, FileChange, Remote, WorkRepo};
 use crate::forge::github::{GitHub, GitHubSettings};
 use crate::forge::local::LocalForge;
 use crate::forge::{Forge, ForgeError, Item, ItemKind, NewIssue, NewPull, truncate_body};
 use crate::model::{
     Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, Mode, ResourceId,
-    SourceError,
+    SourceError, pointer_segments,
 };
 use crate::report::RenderOptions;
 use crate::report::markdown;
@@ -244,17 +245,6 @@ pub async fn open_forge(s: &PullRequestSettings, state_dir: &Path) -> Result<For
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn class_of(d: &Drift) -> Class {
     d.verdict.as_ref().map(|v| v.class).unwrap_or(Class::Risky)
 }
@@ -271,6 +261,30 @@ fn set_action(d: &mut Drift, action: Action, result: ActionResult, detail: Strin
         result,
         detail: Some(detail),
     });
+}
+
+/// Records `result` under the drift's decided action (a pull request when none was decided).
+fn set_result(d: &mut Drift, result: ActionResult, detail: String) {
+    let action = d
+        .action
+        .as_ref()
+        .map(|a| a.action.clone())
+        .unwrap_or(Action::PullRequest);
+    set_action(d, action, result, detail);
+}
+
+/// Marks every candidate drift failed (`{what}: {reason}`) when nothing can be proposed for the
+/// target, and returns the source error the run reports for it (`pull requests: {reason}`).
+fn fail_candidates(
+    ctx: &ActContext<'_>,
+    drifts: &mut [Drift],
+    what: &str,
+    reason: &str,
+) -> SourceError {
+    for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
+        set_result(d, ActionResult::Failed, format!("{what}: {reason}"));
+    }
+    source_error(ctx, format!("pull requests: {reason}"))
 }
 
 fn source_error(ctx: &ActContext<'_>, message: String) -> SourceError {
@@ -626,13 +640,6 @@ fn plan_kubernetes(
     }
 }
 
-fn split_pointer(p: &str) -> Vec<String> {
-    p.split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect()
-}
-
 fn plan_terraform(
     target: &Target,
     d: &Drift,
@@ -671,7 +678,7 @@ fn plan_terraform(
     let mut current = text.clone();
     let mut summary = Vec::new();
     for c in &d.changes {
-        let segs = split_pointer(&c.path);
+        let segs = pointer_segments(&c.path);
         let res = match c.op {
             ChangeOp::Changed | ChangeOp::ExtraLive => {
                 edit_hcl::set_attribute(&current, address, &segs, &c.live)
@@ -1094,46 +1101,28 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         return Vec::new();
     }
     note_reverts(ctx, session, drifts);
-    let mut errors = Vec::new();
     let forge = match session.forge().await {
         Ok(f) => f,
         Err(e) => {
-            for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                let action = d
-                    .action
-                    .as_ref()
-                    .map(|a| a.action.clone())
-                    .unwrap_or(Action::PullRequest);
-                set_action(
-                    d,
-                    action,
-                    ActionResult::Failed,
-                    format!("the forge is unavailable: {e}"),
-                );
-            }
-            errors.push(source_error(ctx, format!("pull requests: {e}")));
-            return errors;
+            let reason = e.to_string();
+            return vec![fail_candidates(
+                ctx,
+                drifts,
+                "the forge is unavailable",
+                &reason,
+            )];
         }
     };
     let listed = match listing(forge, &ctx.target.name).await {
         Ok(l) => l,
         Err(e) => {
             let msg = error_chain(&e);
-            for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                let action = d
-                    .action
-                    .as_ref()
-                    .map(|a| a.action.clone())
-                    .unwrap_or(Action::PullRequest);
-                set_action(
-                    d,
-                    action,
-                    ActionResult::Failed,
-                    format!("cannot list pull requests: {msg}"),
-                );
-            }
-            errors.push(source_error(ctx, format!("pull requests: {msg}")));
-            return errors;
+            return vec![fail_candidates(
+                ctx,
+                drifts,
+                "cannot list pull requests",
+                &msg,
+            )];
         }
     };
     let needs_repo = drifts.iter().any(is_candidate)
@@ -1146,27 +1135,20 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         match work_repo(session, forge, ctx.target).await {
             Ok(r) => Some(r),
             Err(e) => {
-                for d in drifts.iter_mut().filter(|d| is_candidate(d)) {
-                    let action = d
-                        .action
-                        .as_ref()
-                        .map(|a| a.action.clone())
-                        .unwrap_or(Action::PullRequest);
-                    set_action(
-                        d,
-                        action,
-                        ActionResult::Failed,
-                        format!("cannot prepare the branch: {e}"),
-                    );
-                }
-                errors.push(source_error(ctx, format!("pull requests: {e}")));
-                return errors;
+                let reason = e.to_string();
+                return vec![fail_candidates(
+                    ctx,
+                    drifts,
+                    "cannot prepare the branch",
+                    &reason,
+                )];
             }
         }
     } else {
         None
     };
 
+    let mut errors = Vec::new();
     let mut order: Vec<usize> = (0..drifts.len())
         .filter(|i| is_candidate(&drifts[*i]))
         .collect();
@@ -1183,12 +1165,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         {
             let msg = error_chain(&e);
             warn!(target = %ctx.target.name, fingerprint = %d.fingerprint, error = %msg, "pull request failed");
-            let action = d
-                .action
-                .as_ref()
-                .map(|a| a.action.clone())
-                .unwrap_or(Action::PullRequest);
-            set_action(d, action, ActionResult::Failed, msg.clone());
+            set_result(d, ActionResult::Failed, msg.clone());
             errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
         }
     }
@@ -1213,14 +1190,8 @@ async fn act_on(
 ) -> Result<(), ForgeError> {
     let plan = plan_adoption(ctx.target, d, repo, base)?;
     if let Plan::Stale { reason } = &plan {
-        let action = d
-            .action
-            .as_ref()
-            .map(|a| a.action.clone())
-            .unwrap_or(Action::PullRequest);
-        set_action(
+        set_result(
             d,
-            action,
             ActionResult::Skipped,
             format!("not proposed this run: {reason}"),
         );

@@ -628,11 +628,7 @@ impl GitHub {
             .filter_map(|c| {
                 Some(Comment {
                     id: c.get("id")?.as_u64()?,
-                    body: c
-                        .get("body")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    body: text_of(c, "body"),
                 })
             })
             .collect())
@@ -782,72 +778,52 @@ fn updated_of(v: &Value) -> String {
         .to_string()
 }
 
-/// A pull request from the pulls API.
-fn pull_item(v: &Value) -> Option<Item> {
+/// A string field, `""` when absent or not a string.
+fn text_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// The fields the pulls and issues APIs share; the caller gives what they tell differently.
+fn item(v: &Value, kind: ItemKind, merged: bool, branch: Option<String>) -> Option<Item> {
     Some(Item {
         number: v.get("number")?.as_u64()?,
-        kind: ItemKind::PullRequest,
+        kind,
         state: state_of(v),
-        merged: v.get("merged_at").is_some_and(|m| !m.is_null()),
-        title: v
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        body: v
-            .get("body")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        merged,
+        title: text_of(v, "title"),
+        body: text_of(v, "body"),
         labels: labels_of(v),
-        branch: v
-            .pointer("/head/ref")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        branch,
         draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
-        url: v
-            .get("html_url")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        url: text_of(v, "html_url"),
         updated: updated_of(v),
     })
+}
+
+/// A pull request from the pulls API.
+fn pull_item(v: &Value) -> Option<Item> {
+    item(
+        v,
+        ItemKind::PullRequest,
+        v.get("merged_at").is_some_and(|m| !m.is_null()),
+        v.pointer("/head/ref")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    )
 }
 
 /// An issue (or a pull request seen through the issues API).
 fn issue_item(v: &Value) -> Option<Item> {
     let pr = v.get("pull_request");
-    Some(Item {
-        number: v.get("number")?.as_u64()?,
-        kind: if pr.is_some() {
-            ItemKind::PullRequest
-        } else {
-            ItemKind::Issue
-        },
-        state: state_of(v),
-        merged: pr
-            .and_then(|p| p.get("merged_at"))
-            .is_some_and(|m| !m.is_null()),
-        title: v
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        body: v
-            .get("body")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        labels: labels_of(v),
-        branch: None,
-        draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
-        url: v
-            .get("html_url")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        updated: updated_of(v),
-    })
+    let kind = if pr.is_some() {
+        ItemKind::PullRequest
+    } else {
+        ItemKind::Issue
+    };
+    let merged = pr
+        .and_then(|p| p.get("merged_at"))
+        .is_some_and(|m| !m.is_null());
+    item(v, kind, merged, None)
 }
 
 #[cfg(test)]

@@ -189,33 +189,29 @@ fn classname(target: &str, kind: &str) -> String {
 
 /// Escapes text content.
 fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if !xml_char(c) => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(s, false)
 }
 
 /// Escapes an attribute value (double-quoted). Newlines and tabs become character references,
 /// so attribute normalization keeps them.
 fn attr(s: &str) -> String {
+    escape(s, true)
+}
+
+/// Escapes markup characters (and, in an attribute, quotes and white space other than the
+/// space); a character XML cannot hold becomes U+FFFD.
+fn escape(s: &str, attribute: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
+            '"' if attribute => out.push_str("&quot;"),
+            '\'' if attribute => out.push_str("&apos;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\r' if attribute => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
             c if !xml_char(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }

@@ -273,21 +273,11 @@ pub fn parse(text: &str, file: &str) -> Result<Plan, PlanError> {
 }
 
 fn json_error(file: &str, e: &serde_json::Error) -> PlanError {
-    // serde_json's syntax errors carry a position and never a value from the document.
-    let message = match e.classify() {
-        serde_json::error::Category::Eof => {
-            "the file ends in the middle of the document (truncated?)".to_string()
-        }
-        _ => {
-            let s = e.to_string();
-            s.split(" at line ").next().unwrap_or(&s).to_string()
-        }
-    };
     PlanError::Json {
         file: file.into(),
         line: e.line(),
         column: e.column(),
-        message,
+        message: values::json_syntax_message(e),
     }
 }
 

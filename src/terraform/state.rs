@@ -146,15 +146,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<State, StateError> {
         file: file.into(),
         line: e.line(),
         column: e.column(),
-        message: match e.classify() {
-            serde_json::error::Category::Eof => {
-                "the file ends in the middle of the document (truncated?)".to_string()
-            }
-            _ => {
-                let s = e.to_string();
-                s.split(" at line ").next().unwrap_or(&s).to_string()
-            }
-        },
+        message: values::json_syntax_message(&e),
     })?;
     let text = String::from_utf8_lossy(bytes);
     let malformed = |line: usize, what: &str, message: &str| StateError::Malformed {

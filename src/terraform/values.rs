@@ -12,6 +12,20 @@ use crate::model::MASK;
 /// Shown in place of a value Terraform will know only after apply (`after_unknown`).
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 
+/// A JSON syntax error's message without its position (the error's own fields carry that).
+/// serde_json's syntax errors never quote a value from the document.
+pub(crate) fn json_syntax_message(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Eof => {
+            "the file ends in the middle of the document (truncated?)".to_string()
+        }
+        _ => {
+            let s = e.to_string();
+            s.split(" at line ").next().unwrap_or(&s).to_string()
+        }
+    }
+}
+
 /// Escapes one JSON pointer segment (RFC 6901).
 pub fn escape(seg: &str) -> String {
     seg.replace('~', "~0").replace('/', "~1")
