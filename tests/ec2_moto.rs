@@ -53,8 +53,90 @@ fn json_report(dir: &Path, args: &[&str], want_code: i32) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}\n{err}"))
 }
 
+/// `json_report` with `--metrics-file DIR/METRICS` after `args`; the report and the EC2 request
+/// samples of that metrics file.
+fn json_report_with_metrics(
+    dir: &Path,
+    args: &[&str],
+    metrics: &str,
+    want_code: i32,
+) -> (Value, BTreeMap<(String, String), u64>) {
+    let metrics = dir.join(metrics);
+    let mut all = args.to_vec();
+    all.extend(["--metrics-file", metrics.to_str().unwrap()]);
+    let report = json_report(dir, &all, want_code);
+    (report, ec2_requests(&metrics))
+}
+
+/// A `policies` directory in `dir` whose one policy calls every Terraform change safe.
+fn all_safe_policies(dir: &Path) -> PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("all_safe.rego"),
+        "package driftwarden.all_safe\n\n# Test only: every Terraform change is safe.\nclassify contains {\"class\": \"safe\", \"reason\": \"test policy\", \"rule\": \"all_safe\"} if input.provider == \"terraform\"\n",
+    )
+    .unwrap();
+    policies
+}
+
+/// The config of `write_config` with the real policies, against an endpoint that refuses, each
+/// call tried once.
+fn write_refusing_config(dir: &Path, region: &str) {
+    write_config(
+        dir,
+        "http://127.0.0.1:9",
+        region,
+        &PathBuf::from(ROOT).join("policies"),
+        "",
+    );
+    let cfg = std::fs::read_to_string(dir.join("driftwarden.yaml"))
+        .unwrap()
+        .replace("max_attempts: 2", "max_attempts: 1");
+    std::fs::write(dir.join("driftwarden.yaml"), cfg).unwrap();
+}
+
+/// A security group `name`, described `<name> tier`, in `vpc`; its id.
+async fn create_sg(c: &Client, name: &str, vpc: &str) -> String {
+    c.create_security_group()
+        .group_name(name)
+        .description(format!("{name} tier"))
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Tags `resource` with `key` = `value`.
+async fn tag(c: &Client, resource: &str, key: &str, value: &str) {
+    c.create_tags()
+        .resources(resource)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Adds the ingress rules `rules` to the security group `sg`.
+async fn authorize(c: &Client, sg: &str, rules: &[IpPermission]) {
+    c.authorize_security_group_ingress()
+        .group_id(sg)
+        .set_ip_permissions(Some(rules.to_vec()))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn tags(pairs: &[(&str, &str)]) -> TagSpecification {
-    let mut b = TagSpecification::builder().resource_type(ResourceType::Instance);
+    tag_spec(ResourceType::Instance, pairs)
+}
+
+/// The tags `pairs` for a new resource of type `rtype`.
+fn tag_spec(rtype: ResourceType, pairs: &[(&str, &str)]) -> TagSpecification {
+    let mut b = TagSpecification::builder().resource_type(rtype);
     for (k, v) in pairs {
         b = b.tags(Tag::builder().key(*k).value(*v).build());
     }
@@ -310,30 +392,17 @@ fn drift_classified_and_safe_drift_corrected() {
     let c = moto::client(&ep, region);
     let (sg, web, gone, vol, vpc) = rt.block_on(async {
         let (vpc, subnet) = default_subnet(&c, "eu-west-1a").await;
-        let sg = c
-            .create_security_group()
-            .group_name("web")
-            .description("web tier")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id()
-            .unwrap()
-            .to_string();
-        c.authorize_security_group_ingress()
-            .group_id(&sg)
-            .ip_permissions(tcp(443, "10.0.0.0/8", None))
-            .ip_permissions(tcp(443, "192.168.0.0/16", None))
-            .send()
-            .await
-            .unwrap();
-        c.create_tags()
-            .resources(&sg)
-            .tags(Tag::builder().key("Name").value("web").build())
-            .send()
-            .await
-            .unwrap();
+        let sg = create_sg(&c, "web", &vpc).await;
+        authorize(
+            &c,
+            &sg,
+            &[
+                tcp(443, "10.0.0.0/8", None),
+                tcp(443, "192.168.0.0/16", None),
+            ],
+        )
+        .await;
+        tag(&c, &sg, "Name", "web").await;
         let web = launch(&c, &subnet, &[&sg], &[("Name", "web"), ("Env", "prod")]).await;
         let gone = launch(&c, &subnet, &[&sg], &[("Name", "batch")]).await;
         let vol = c
@@ -341,12 +410,7 @@ fn drift_classified_and_safe_drift_corrected() {
             .availability_zone("eu-west-1a")
             .size(10)
             .volume_type(aws_sdk_ec2::types::VolumeType::Gp2)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Volume)
-                    .tags(Tag::builder().key("Name").value("data").build())
-                    .build(),
-            )
+            .tag_specifications(tag_spec(ResourceType::Volume, &[("Name", "data")]))
             .send()
             .await
             .unwrap()
@@ -428,18 +492,8 @@ fn drift_classified_and_safe_drift_corrected() {
 
     // Drift by direct API calls.
     let stray = rt.block_on(async {
-        c.create_tags()
-            .resources(&web)
-            .tags(Tag::builder().key("Name").value("web-hotfix").build())
-            .send()
-            .await
-            .unwrap();
-        c.authorize_security_group_ingress()
-            .group_id(&sg)
-            .ip_permissions(tcp(22, "0.0.0.0/0", Some("debug")))
-            .send()
-            .await
-            .unwrap();
+        tag(&c, &web, "Name", "web-hotfix").await;
+        authorize(&c, &sg, &[tcp(22, "0.0.0.0/0", Some("debug"))]).await;
         c.terminate_instances()
             .instance_ids(&gone)
             .send()
@@ -560,35 +614,18 @@ fn rules_tags_and_attributes_corrected() {
     let Some(ep) = moto::endpoint() else { return };
     let region = "us-west-2";
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    std::fs::write(
-        policies.join("all_safe.rego"),
-        "package driftwarden.all_safe\n\n# Test only: every Terraform change is safe.\nclassify contains {\"class\": \"safe\", \"reason\": \"test policy\", \"rule\": \"all_safe\"} if input.provider == \"terraform\"\n",
-    )
-    .unwrap();
+    let policies = all_safe_policies(dir.path());
     let rt = rt();
     let c = moto::client(&ep, region);
     let (sg, worker, vpc) = rt.block_on(async {
         let (vpc, subnet) = default_subnet(&c, "us-west-2a").await;
-        let sg = c
-            .create_security_group()
-            .group_name("app")
-            .description("app tier")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id()
-            .unwrap()
-            .to_string();
-        c.authorize_security_group_ingress()
-            .group_id(&sg)
-            .ip_permissions(tcp(443, "10.0.0.0/8", None))
-            .ip_permissions(tcp(80, "10.0.0.0/8", None))
-            .send()
-            .await
-            .unwrap();
+        let sg = create_sg(&c, "app", &vpc).await;
+        authorize(
+            &c,
+            &sg,
+            &[tcp(443, "10.0.0.0/8", None), tcp(80, "10.0.0.0/8", None)],
+        )
+        .await;
         let worker = launch(&c, &subnet, &[&sg], &[("Name", "worker"), ("Team", "core")]).await;
         (sg, worker, vpc)
     });
@@ -645,12 +682,7 @@ fn rules_tags_and_attributes_corrected() {
             .send()
             .await
             .unwrap();
-        c.authorize_security_group_ingress()
-            .group_id(&sg)
-            .ip_permissions(tcp(8080, "192.168.0.0/16", Some("temporary")))
-            .send()
-            .await
-            .unwrap();
+        authorize(&c, &sg, &[tcp(8080, "192.168.0.0/16", Some("temporary"))]).await;
         c.modify_instance_attribute()
             .instance_id(&worker)
             .source_dest_check(
@@ -667,12 +699,7 @@ fn rules_tags_and_attributes_corrected() {
             .send()
             .await
             .unwrap();
-        c.create_tags()
-            .resources(&worker)
-            .tags(Tag::builder().key("Temp").value("1").build())
-            .send()
-            .await
-            .unwrap();
+        tag(&c, &worker, "Temp", "1").await;
     });
 
     let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
@@ -833,17 +860,7 @@ fn failed_calls_make_a_partial_read() {
             )],
         )],
     );
-    write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "eu-central-1",
-        &PathBuf::from(ROOT).join("policies"),
-        "",
-    );
-    let cfg = std::fs::read_to_string(dir.path().join("driftwarden.yaml"))
-        .unwrap()
-        .replace("max_attempts: 2", "max_attempts: 1");
-    std::fs::write(dir.path().join("driftwarden.yaml"), cfg).unwrap();
+    write_refusing_config(dir.path(), "eu-central-1");
     let report = json_report(dir.path(), &["reconcile", "-c", "driftwarden.yaml"], 1);
     assert_eq!(report["summary"]["partial"], true);
     assert_eq!(report["summary"]["drifted"], 0, "{report:#}");
@@ -900,6 +917,18 @@ fn count(requests: &BTreeMap<(String, String), u64>, endpoint: &str, result: &st
         .unwrap_or(0)
 }
 
+/// Each resource kind's Describe call counted exactly once, with `result`.
+fn assert_each_describe_call_once(requests: &BTreeMap<(String, String), u64>, result: &str) {
+    for k in ResourceKind::ALL {
+        assert_eq!(
+            count(requests, k.describe_call(), result),
+            1,
+            "{}: {requests:?}",
+            k.describe_call()
+        );
+    }
+}
+
 /// Every EC2 call is counted in the Prometheus metrics with its result, like the Kubernetes
 /// reader's requests: each Describe call of the read, the correction (`CreateTags`), the re-read
 /// that confirms it, and a dry run's calls as the `DryRunOperation` answer they get.
@@ -908,35 +937,14 @@ fn ec2_calls_are_counted_in_the_metrics() {
     let Some(ep) = moto::endpoint() else { return };
     let region = "ca-central-1";
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    std::fs::write(
-        policies.join("all_safe.rego"),
-        "package driftwarden.all_safe\n\n# Test only: every Terraform change is safe.\nclassify contains {\"class\": \"safe\", \"reason\": \"test policy\", \"rule\": \"all_safe\"} if input.provider == \"terraform\"\n",
-    )
-    .unwrap();
+    let policies = all_safe_policies(dir.path());
     let rt = rt();
     let c = moto::client(&ep, region);
     let (sg, vpc) = rt.block_on(async {
         let (vpc, _) = default_subnet(&c, "ca-central-1a").await;
-        let sg = c
-            .create_security_group()
-            .group_name("api")
-            .description("api tier")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id()
-            .unwrap()
-            .to_string();
+        let sg = create_sg(&c, "api", &vpc).await;
         // Hand-edited: Git says Team=core.
-        c.create_tags()
-            .resources(&sg)
-            .tags(Tag::builder().key("Team").value("ops").build())
-            .send()
-            .await
-            .unwrap();
+        tag(&c, &sg, "Team", "ops").await;
         (sg, vpc)
     });
     write_state(
@@ -962,31 +970,15 @@ fn ec2_calls_are_counted_in_the_metrics() {
     );
 
     // A dry run: the read, and the correction the API accepts without making it.
-    let metrics = dir.path().join("dry-run.prom");
-    let metrics_arg = metrics.to_str().unwrap();
-    let report = json_report(
+    let (report, requests) = json_report_with_metrics(
         dir.path(),
-        &[
-            "reconcile",
-            "-c",
-            "driftwarden.yaml",
-            "--dry-run",
-            "--metrics-file",
-            metrics_arg,
-        ],
+        &["reconcile", "-c", "driftwarden.yaml", "--dry-run"],
+        "dry-run.prom",
         2,
     );
     let d = drift_by(&report, "aws_security_group.api");
     assert_eq!(d["action"]["result"], "planned", "{d:#}");
-    let requests = ec2_requests(&metrics);
-    for k in ResourceKind::ALL {
-        assert_eq!(
-            count(&requests, k.describe_call(), "ok"),
-            1,
-            "{}: {requests:?}",
-            k.describe_call()
-        );
-    }
+    assert_each_describe_call_once(&requests, "ok");
     assert_eq!(
         count(&requests, "CreateTags", "DryRunOperation"),
         1,
@@ -995,22 +987,14 @@ fn ec2_calls_are_counted_in_the_metrics() {
     assert_eq!(count(&requests, "CreateTags", "ok"), 0, "{requests:?}");
 
     // The correction: the read, CreateTags, and the re-read of the security group.
-    let metrics = dir.path().join("reconcile.prom");
-    let metrics_arg = metrics.to_str().unwrap();
-    let report = json_report(
+    let (report, requests) = json_report_with_metrics(
         dir.path(),
-        &[
-            "reconcile",
-            "-c",
-            "driftwarden.yaml",
-            "--metrics-file",
-            metrics_arg,
-        ],
+        &["reconcile", "-c", "driftwarden.yaml"],
+        "reconcile.prom",
         2,
     );
     let d = drift_by(&report, "aws_security_group.api");
     assert_eq!(d["action"]["result"], "done", "{d:#}");
-    let requests = ec2_requests(&metrics);
     assert_eq!(count(&requests, "CreateTags", "ok"), 1, "{requests:?}");
     assert_eq!(
         count(&requests, "DescribeSecurityGroups", "ok"),
@@ -1034,38 +1018,14 @@ fn ec2_calls_are_counted_in_the_metrics() {
 fn failed_ec2_calls_are_counted_with_their_result() {
     let dir = tempfile::tempdir().unwrap();
     write_state(dir.path(), vec![]);
-    write_config(
+    write_refusing_config(dir.path(), "eu-north-1");
+    let (_, requests) = json_report_with_metrics(
         dir.path(),
-        "http://127.0.0.1:9",
-        "eu-north-1",
-        &PathBuf::from(ROOT).join("policies"),
-        "",
-    );
-    let cfg = std::fs::read_to_string(dir.path().join("driftwarden.yaml"))
-        .unwrap()
-        .replace("max_attempts: 2", "max_attempts: 1");
-    std::fs::write(dir.path().join("driftwarden.yaml"), cfg).unwrap();
-    let metrics = dir.path().join("metrics.prom");
-    json_report(
-        dir.path(),
-        &[
-            "diff",
-            "-c",
-            "driftwarden.yaml",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
+        &["diff", "-c", "driftwarden.yaml"],
+        "metrics.prom",
         1,
     );
-    let requests = ec2_requests(&metrics);
-    for k in ResourceKind::ALL {
-        assert_eq!(
-            count(&requests, k.describe_call(), "dispatch_failure"),
-            1,
-            "{}: {requests:?}",
-            k.describe_call()
-        );
-    }
+    assert_each_describe_call_once(&requests, "dispatch_failure");
     assert!(
         !requests.keys().any(|(_, result)| result == "ok"),
         "{requests:?}"
@@ -1129,12 +1089,7 @@ fn vpc_dns_attributes_and_launch_template_contents_drift() {
         let vpc = c
             .create_vpc()
             .cidr_block("10.20.0.0/16")
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Vpc)
-                    .tags(Tag::builder().key("Name").value("main").build())
-                    .build(),
-            )
+            .tag_specifications(tag_spec(ResourceType::Vpc, &[("Name", "main")]))
             .send()
             .await
             .unwrap()
@@ -1142,17 +1097,7 @@ fn vpc_dns_attributes_and_launch_template_contents_drift() {
             .and_then(|v| v.vpc_id())
             .unwrap()
             .to_string();
-        let sg = c
-            .create_security_group()
-            .group_name("lt-web")
-            .description("lt-web tier")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id()
-            .unwrap()
-            .to_string();
+        let sg = create_sg(&c, "lt-web", &vpc).await;
         c.create_key_pair().key_name("deploy").send().await.unwrap();
         let lt = c
             .create_launch_template()
@@ -1242,21 +1187,14 @@ fn vpc_dns_attributes_and_launch_template_contents_drift() {
     );
 
     // In sync: no false drift from the provider's unset values or shapes.
-    let metrics = dir.path().join("in-sync.prom");
-    let report = json_report(
+    let (report, requests) = json_report_with_metrics(
         dir.path(),
-        &[
-            "diff",
-            "-c",
-            "driftwarden.yaml",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
+        &["diff", "-c", "driftwarden.yaml"],
+        "in-sync.prom",
         0,
     );
     assert_eq!(report["summary"]["drifted"], 0, "{report:#}");
     assert_eq!(report["summary"]["resources_checked"], 2, "{report:#}");
-    let requests = ec2_requests(&metrics);
     // Two attributes of the one tracked VPC; one contents call for the region.
     assert_eq!(
         count(&requests, "DescribeVpcAttribute", "ok"),

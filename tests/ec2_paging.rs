@@ -39,6 +39,15 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A server for `region` holding `running` running and `terminated` terminated instances.
+fn fleet(region: &str, running: usize, terminated: usize) -> Ec2QueryServer {
+    Ec2QueryServer::start(Fleet {
+        region: region.into(),
+        running,
+        terminated,
+    })
+}
+
 fn source(server: &Ec2QueryServer, region: &str, max_attempts: u32) -> Ec2Source {
     Ec2Source {
         regions: vec![region.to_string()],
@@ -71,10 +80,11 @@ struct Read {
     retry: RetryConfig,
 }
 
-/// Reads every kind of `region` with the reader's client for `src`.
-fn read(src: &Ec2Source, region: &str) -> Read {
+/// Reads every kind of `region` of `server` with the reader's client, `max_attempts` per call.
+fn read(server: &Ec2QueryServer, region: &str, max_attempts: u32) -> Read {
+    let src = source(server, region, max_attempts);
     rt().block_on(async {
-        let (c, counter) = client(src, region).await;
+        let (c, counter) = client(&src, region).await;
         let retry = c.config().retry_config().cloned().unwrap();
         assert_eq!(retry.mode(), RetryMode::Adaptive);
         assert_eq!(retry.max_attempts(), src.max_attempts);
@@ -123,23 +133,31 @@ fn assert_chain(log: &[Logged], pages: usize) {
     }
 }
 
+/// Every Describe call but `DescribeInstances` was requested once and answered 200.
+fn assert_other_kinds_read_once(server: &Ec2QueryServer) {
+    for k in ResourceKind::ALL
+        .into_iter()
+        .filter(|k| *k != ResourceKind::Instance)
+    {
+        let calls = server.log_of(k.describe_call());
+        assert_eq!(calls.len(), 1, "{}: {calls:#?}", k.describe_call());
+        assert_eq!(calls[0].status, 200, "{calls:#?}");
+    }
+}
+
 /// (a) 2,500 running instances (and 40 terminated ones the reader's state filter drops), paged by
 /// the reader's page size: `DescribeInstances` is requested exactly `ceil(2500 / 1000)` = 3 times,
 /// following the token chain to its end, and every instance comes back once, parsed.
 #[test]
 fn follows_next_tokens_to_the_last_page() {
     let region = "eu-west-3";
-    let server = Ec2QueryServer::start(Fleet {
-        region: region.into(),
-        running: 2500,
-        terminated: 40,
-    });
+    let server = fleet(region, 2500, 40);
     let Read {
         read,
         counter,
         took,
         ..
-    } = read(&source(&server, region, 5), region);
+    } = read(&server, region, 5);
     // No throttling, no retry delay: paging alone is quick.
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(read.failures.is_empty(), "{:?}", read.failures);
@@ -196,18 +214,8 @@ fn follows_next_tokens_to_the_last_page() {
 
     // Every other Describe call: one request, within its documented page-size range (the server
     // rejects any other size), answered empty.
+    assert_other_kinds_read_once(&server);
     let all = server.log();
-    for k in ResourceKind::ALL
-        .into_iter()
-        .filter(|k| *k != ResourceKind::Instance)
-    {
-        let calls: Vec<&Logged> = all
-            .iter()
-            .filter(|l| l.action == k.describe_call())
-            .collect();
-        assert_eq!(calls.len(), 1, "{}: {calls:#?}", k.describe_call());
-        assert_eq!(calls[0].status, 200, "{:#?}", calls[0]);
-    }
     assert_eq!(all.len(), 3 + ResourceKind::ALL.len() - 1, "{all:#?}");
 }
 
@@ -217,11 +225,7 @@ fn follows_next_tokens_to_the_last_page() {
 #[test]
 fn retries_throttled_pages_with_the_same_token() {
     let region = "ap-northeast-3";
-    let server = Ec2QueryServer::start(Fleet {
-        region: region.into(),
-        running: 2500,
-        terminated: 0,
-    });
+    let server = fleet(region, 2500, 0);
     // The first page goes through; the next two DescribeInstances requests are throttled.
     server.throttle(DESCRIBE_INSTANCES, 1, 2);
     let Read {
@@ -229,7 +233,7 @@ fn retries_throttled_pages_with_the_same_token() {
         counter,
         took,
         retry,
-    } = read(&source(&server, region, 5), region);
+    } = read(&server, region, 5);
     assert!(took < retry_bound(&retry, 2), "{took:?} for two retries");
     assert!(read.failures.is_empty(), "{:?}", read.failures);
     assert_eq!(instance_ids(&read).len(), 2500);
@@ -267,11 +271,7 @@ fn retries_throttled_pages_with_the_same_token() {
 #[test]
 fn endless_throttling_makes_a_partial_read() {
     let region = "sa-east-1";
-    let server = Ec2QueryServer::start(Fleet {
-        region: region.into(),
-        running: 30,
-        terminated: 0,
-    });
+    let server = fleet(region, 30, 0);
     server.throttle(DESCRIBE_INSTANCES, 0, usize::MAX);
     let max_attempts = 3;
     let Read {
@@ -279,7 +279,7 @@ fn endless_throttling_makes_a_partial_read() {
         counter,
         took,
         retry,
-    } = read(&source(&server, region, max_attempts), region);
+    } = read(&server, region, max_attempts);
     assert!(
         took < retry_bound(&retry, max_attempts - 1),
         "{took:?} for {max_attempts} attempts"
@@ -307,13 +307,7 @@ fn endless_throttling_makes_a_partial_read() {
         Some(&(max_attempts as usize))
     );
     // Every other kind was read, once.
-    for k in ResourceKind::ALL {
-        if k != ResourceKind::Instance {
-            let calls = server.log_of(k.describe_call());
-            assert_eq!(calls.len(), 1, "{calls:#?}");
-            assert_eq!(calls[0].status, 200, "{calls:#?}");
-        }
-    }
+    assert_other_kinds_read_once(&server);
 }
 
 /// (c) end to end: `driftwarden diff` with `max_attempts: 2` against endless throttling reports
@@ -322,11 +316,7 @@ fn endless_throttling_makes_a_partial_read() {
 #[test]
 fn endless_throttling_marks_the_report_partial() {
     let region = "ca-central-1";
-    let server = Ec2QueryServer::start(Fleet {
-        region: region.into(),
-        running: 5,
-        terminated: 0,
-    });
+    let server = fleet(region, 5, 0);
     server.throttle(DESCRIBE_INSTANCES, 0, usize::MAX);
     let dir = tempfile::tempdir().unwrap();
     let state = json!({
@@ -418,11 +408,7 @@ targets:
 #[test]
 fn server_rejects_what_ec2_rejects() {
     let region = "us-west-1";
-    let server = Ec2QueryServer::start(Fleet {
-        region: region.into(),
-        running: 12,
-        terminated: 0,
-    });
+    let server = fleet(region, 12, 0);
     rt().block_on(async {
         let (c, _) = client(&source(&server, region, 1), region).await;
         let code = |e: &SdkError<DescribeInstancesError, _>| {

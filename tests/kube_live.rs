@@ -178,8 +178,47 @@ impl Env {
         }
     }
 
+    /// An Env whose server holds the golden drifted objects and whose Git repository
+    /// `gitops` the desired ones ([`seed_golden_drifted`]).
+    async fn golden_drifted() -> Env {
+        let env = Env::new().await;
+        let desired = seed_golden_drifted(&env.server);
+        commit_all(&env.path("gitops"), &desired);
+        env
+    }
+
+    /// An Env whose server holds the small cluster of [`seed_team`], and the desired state of
+    /// all of it ([`write_desired`]).
+    async fn team() -> (Env, String) {
+        let env = Env::new().await;
+        let seeded = seed_team(&env.server);
+        let desired = write_desired(&env, &seeded);
+        (env, desired)
+    }
+
+    /// Injects a fault into the server: see [`Fault::new`].
+    fn inject(&self, method: &str, path_prefix: &str, kind: FaultKind, times: usize) {
+        self.server
+            .inject(Fault::new(method, path_prefix, kind, times));
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The config of an autocorrect target on `shop-drifted`, desired from the `gitops`
+    /// repository; `extra` as in [`Env::config`].
+    fn gitops_config(&self, extra: &str) -> PathBuf {
+        self.config(
+            "autocorrect",
+            "shop-drifted",
+            &format!(
+                "{{git: {{repo: {}}}, path: apps/shop}}",
+                self.path("gitops").display()
+            ),
+            "",
+            extra,
+        )
     }
 
     /// A config file for one target; `desired` and `extra` are YAML fragments of the target.
@@ -207,6 +246,58 @@ impl Env {
         opts.dry_run = dry_run;
         run::run(&cfg, &opts).await.unwrap()
     }
+}
+
+/// Adds a local forge writing under `output_dir` to the config file `cfg`.
+fn add_local_forge(cfg: &Path, output_dir: &Path) {
+    let text = std::fs::read_to_string(cfg).unwrap().replacen(
+        "version: 1\n",
+        &format!(
+            "version: 1\npull_requests: {{forge: local, output_dir: {}}}\n",
+            output_dir.display()
+        ),
+        1,
+    );
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// Runs the binary in the test's directory, `COMMAND --config CFG -o json ARGS...`, without a log
+/// filter from the environment; checks its exit code (`why` says what it means) and returns the
+/// report with stdout and stderr.
+async fn run_binary(
+    env: &Env,
+    command: &str,
+    cfg: &Path,
+    args: &[&str],
+    code: i32,
+    why: &str,
+) -> (Report, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args([command, "--config"])
+        .arg(cfg)
+        .args(["-o", "json"])
+        .args(args)
+        .env_remove("DRIFTWARDEN_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{why}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    (report, stdout, stderr)
+}
+
+/// Deployment `shop-drifted/storefront` as the server holds it.
+fn storefront(env: &Env) -> Value {
+    env.server
+        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
+        .unwrap()
 }
 
 fn drift<'a>(report: &'a Report, display: &str) -> &'a Drift {
@@ -557,8 +648,7 @@ fn kubernetes_live_source_config_is_validated() {
 /// reports those in sync and sends no write request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_autocorrect_then_a_second_run_writes_nothing() {
-    let env = Env::new().await;
-    let desired = seed_golden_drifted(&env.server);
+    let env = Env::golden_drifted().await;
     // One more hand edit, classified risky by the test policy.
     env.server.merge_patch_as(
         "kubectl-edit",
@@ -568,7 +658,6 @@ async fn end_to_end_autocorrect_then_a_second_run_writes_nothing() {
         "nightly-report",
         json!({"spec": {"schedule": "30 3 * * *"}}),
     );
-    commit_all(&env.path("gitops"), &desired);
     let cfg = env.config(
         "autocorrect",
         "shop-drifted",
@@ -582,29 +671,20 @@ async fn end_to_end_autocorrect_then_a_second_run_writes_nothing() {
     env.server.clear_requests();
 
     // Run 1 through the binary, as an operator would.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
-        .args(["reconcile", "--config"])
-        .arg(&cfg)
-        .args(["-o", "json"])
-        .args([
+    let (report, stdout, stderr) = run_binary(
+        &env,
+        "reconcile",
+        &cfg,
+        &[
             "--log-level",
             "driftwarden=trace,kube=trace,kube_client=trace,hyper=trace",
-        ])
-        .current_dir(env.dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "drift remains (risky, forbidden)\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Report = serde_json::from_str(&stdout).unwrap();
+        ],
+        2,
+        "drift remains (risky, forbidden)",
+    )
+    .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     // Secret values crossed the wire (LIST) but appear in no output or log line.
-    let stderr = String::from_utf8_lossy(&out.stderr);
     for canary in [
         "ZXhhbXBsZS1hcGkta2V5LTAw",
         "example-api-key",
@@ -643,10 +723,7 @@ async fn end_to_end_autocorrect_then_a_second_run_writes_nothing() {
     assert_eq!((a, r), (Action::Issue, ActionResult::Planned));
 
     // The cluster now matches Git where it was safe, and nowhere else.
-    let live = env
-        .server
-        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
-        .unwrap();
+    let live = storefront(&env);
     assert_eq!(live["spec"]["replicas"], 2);
     assert_eq!(live["metadata"]["labels"]["tier"], "frontend");
     assert_eq!(
@@ -902,9 +979,7 @@ fn write_desired(env: &Env, objects: &[Value]) -> String {
 /// complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried_within_bounds() {
-    let env = Env::new().await;
-    let desired = seed_team(&env.server);
-    let desired = write_desired(&env, &desired);
+    let (env, desired) = Env::team().await;
     let cfg = env.config(
         "observe",
         "team",
@@ -913,30 +988,25 @@ async fn transient_faults_are_retried_within_bounds() {
         "",
     );
     let s = &env.server;
-    s.inject(Fault::new(
-        "GET",
-        "/apis/apps/v1",
-        FaultKind::Status(503),
-        1,
-    ));
-    s.inject(Fault::new(
+    env.inject("GET", "/apis/apps/v1", FaultKind::Status(503), 1);
+    env.inject(
         "GET",
         "/api/v1/namespaces/team/configmaps",
         FaultKind::Status(500),
         1,
-    ));
-    s.inject(Fault::new(
+    );
+    env.inject(
         "GET",
         "/api/v1/namespaces/team/services",
         FaultKind::TooManyRequests { retry_after: 1 },
         1,
-    ));
-    s.inject(Fault::new(
+    );
+    env.inject(
         "GET",
         "/apis/apps/v1/namespaces/team/deployments",
         FaultKind::Delay(Duration::from_secs(2)),
         1,
-    ));
+    );
     s.clear_requests();
     let report = env.run(&cfg, Command::Diff, false).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -959,16 +1029,14 @@ async fn transient_faults_are_retried_within_bounds() {
     assert!(waited >= Duration::from_millis(950), "{waited:?}");
 
     // A dropped connection is retried too.
-    let dropped = Env::new().await;
-    let desired = seed_team(&dropped.server);
-    let desired = write_desired(&dropped, &desired);
+    let (dropped, desired) = Env::team().await;
     let cfg = dropped.config("observe", "team", &desired, ", max_attempts: 3", "");
-    dropped.server.inject(Fault::new(
+    dropped.inject(
         "GET",
         "/api/v1/namespaces/team/configmaps",
         FaultKind::Drop,
         1,
-    ));
+    );
     dropped.server.clear_requests();
     let report = dropped.run(&cfg, Command::Diff, false).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -1006,18 +1074,18 @@ async fn a_failed_list_is_reported_hides_no_missing_and_blocks_prune() {
         ", max_attempts: 3",
         "    tracking: {label: app.kubernetes.io/managed-by=driftwarden}\n    unmanaged_namespaces: [team]\n    guardrails: {prune: true, max_correction_percent: 100}\n",
     );
-    env.server.inject(Fault::new(
+    env.inject(
         "GET",
         "/apis/apps/v1/namespaces/team/deployments",
         FaultKind::Status(500),
         usize::MAX,
-    ));
-    env.server.inject(Fault::new(
+    );
+    env.inject(
         "GET",
         "/api/v1/namespaces/team/services",
         FaultKind::Status(403),
         usize::MAX,
-    ));
+    );
     env.server.clear_requests();
     let report = env.run(&cfg, Command::Reconcile, false).await;
     let reqs = env.server.requests();
@@ -1116,19 +1184,8 @@ async fn a_failed_list_is_reported_hides_no_missing_and_blocks_prune() {
 /// a planned pull request), not a forced write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_without_force_is_escalated_not_forced() {
-    let env = Env::new().await;
-    let desired = seed_golden_drifted(&env.server);
-    commit_all(&env.path("gitops"), &desired);
-    let cfg = env.config(
-        "autocorrect",
-        "shop-drifted",
-        &format!(
-            "{{git: {{repo: {}}}, path: apps/shop}}",
-            env.path("gitops").display()
-        ),
-        "",
-        "    guardrails: {force: false}\n",
-    );
+    let env = Env::golden_drifted().await;
+    let cfg = env.gitops_config("    guardrails: {force: false}\n");
     env.server.clear_requests();
     let report = env.run(&cfg, Command::Reconcile, false).await;
     let dep = drift(&report, "Deployment shop-drifted/storefront");
@@ -1168,10 +1225,7 @@ async fn a_conflict_without_force_is_escalated_not_forced() {
     );
     let statuses: Vec<u16> = patches.iter().map(|r| r.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 2);
-    let live = env
-        .server
-        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
-        .unwrap();
+    let live = storefront(&env);
     assert_eq!(live["spec"]["replicas"], 5, "left as the hand edit set it");
 }
 
@@ -1180,28 +1234,9 @@ async fn a_conflict_without_force_is_escalated_not_forced() {
 /// report still says who owns the conflicting fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_without_force_opens_a_pull_request_naming_the_owner() {
-    let env = Env::new().await;
-    let desired = seed_golden_drifted(&env.server);
-    commit_all(&env.path("gitops"), &desired);
-    let cfg = env.config(
-        "autocorrect",
-        "shop-drifted",
-        &format!(
-            "{{git: {{repo: {}}}, path: apps/shop}}",
-            env.path("gitops").display()
-        ),
-        "",
-        "    guardrails: {force: false}\n",
-    );
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "version: 1\n",
-        &format!(
-            "version: 1\npull_requests: {{forge: local, output_dir: {}}}\n",
-            env.path("prs").display()
-        ),
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let env = Env::golden_drifted().await;
+    let cfg = env.gitops_config("    guardrails: {force: false}\n");
+    add_local_forge(&cfg, &env.path("prs"));
     let report = env.run(&cfg, Command::Reconcile, false).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     for (display, owner) in [
@@ -1234,10 +1269,7 @@ async fn a_conflict_without_force_opens_a_pull_request_naming_the_owner() {
     let index = std::fs::read_to_string(env.path("prs/index.md")).unwrap();
     assert!(index.contains("storefront-config"), "{index}");
     assert!(index.contains("Deployment"), "{index}");
-    let live = env
-        .server
-        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
-        .unwrap();
+    let live = storefront(&env);
     assert_eq!(live["spec"]["replicas"], 5, "left as the hand edit set it");
 }
 
@@ -1248,19 +1280,8 @@ async fn a_conflict_without_force_opens_a_pull_request_naming_the_owner() {
 /// Must show: a run that would correct more than the limit corrects nothing and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_blast_radius_nothing_is_corrected_and_the_run_says_why() {
-    let env = Env::new().await;
-    let desired = seed_golden_drifted(&env.server);
-    commit_all(&env.path("gitops"), &desired);
-    let cfg = env.config(
-        "autocorrect",
-        "shop-drifted",
-        &format!(
-            "{{git: {{repo: {}}}, path: apps/shop}}",
-            env.path("gitops").display()
-        ),
-        "",
-        "    guardrails: {max_corrections: 2}\n",
-    );
+    let env = Env::golden_drifted().await;
+    let cfg = env.gitops_config("    guardrails: {max_corrections: 2}\n");
     env.server.clear_requests();
     let report = env.run(&cfg, Command::Reconcile, false).await;
     for display in [
@@ -1284,16 +1305,7 @@ async fn over_the_blast_radius_nothing_is_corrected_and_the_run_says_why() {
     assert!(writes(&env.server.requests()).is_empty());
 
     // A share below the need holds them back the same way: 10% of 20 objects is 2.
-    let cfg = env.config(
-        "autocorrect",
-        "shop-drifted",
-        &format!(
-            "{{git: {{repo: {}}}, path: apps/shop}}",
-            env.path("gitops").display()
-        ),
-        "",
-        "    guardrails: {max_correction_percent: 10}\n",
-    );
+    let cfg = env.gitops_config("    guardrails: {max_correction_percent: 10}\n");
     let report = env.run(&cfg, Command::Reconcile, false).await;
     let (_, r, detail) = action(drift(&report, "Deployment shop-drifted/storefront"));
     assert_eq!(r, ActionResult::Skipped);
@@ -1348,23 +1360,9 @@ async fn repeat_remediations_past_the_hourly_limit_are_escalated() {
 /// change, and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_asks_the_server_and_stores_nothing() {
-    let env = Env::new().await;
-    let desired = seed_golden_drifted(&env.server);
-    commit_all(&env.path("gitops"), &desired);
-    let cfg = env.config(
-        "autocorrect",
-        "shop-drifted",
-        &format!(
-            "{{git: {{repo: {}}}, path: apps/shop}}",
-            env.path("gitops").display()
-        ),
-        "",
-        "",
-    );
-    let before = env
-        .server
-        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
-        .unwrap();
+    let env = Env::golden_drifted().await;
+    let cfg = env.gitops_config("");
+    let before = storefront(&env);
     env.server.clear_requests();
     let report = env.run(&cfg, Command::Reconcile, true).await;
     let (a, r, detail) = action(drift(&report, "Deployment shop-drifted/storefront"));
@@ -1391,10 +1389,7 @@ async fn dry_run_asks_the_server_and_stores_nothing() {
             .all(|r| r.param("dryRun").as_deref() == Some("All"))
     );
     assert!(writes(&reqs).is_empty());
-    let after = env
-        .server
-        .object("apps/v1", "Deployment", Some("shop-drifted"), "storefront")
-        .unwrap();
+    let after = storefront(&env);
     assert_eq!(before, after);
     assert!(
         env.server
@@ -1446,15 +1441,7 @@ classify contains {"class": "risky", "reason": "container image changed", "rule"
             "",
             "    guardrails: {max_correction_percent: 100}\n",
         );
-        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-            "version: 1\n",
-            &format!(
-                "version: 1\npull_requests: {{forge: local, output_dir: {}}}\n",
-                forge_dir.display()
-            ),
-            1,
-        );
-        std::fs::write(&cfg, text).unwrap();
+        add_local_forge(&cfg, &forge_dir);
         cfg
     };
     let display = "Deployment team/deployment-001";
@@ -1617,9 +1604,7 @@ classify contains {"class": "risky", "reason": "container image changed", "rule"
 /// in the report's errors), and the other correction of the target still goes ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_corrections_report_the_api_message_and_fail_the_run() {
-    let env = Env::new().await;
-    let desired = seed_team(&env.server);
-    let desired = write_desired(&env, &desired);
+    let (env, desired) = Env::team().await;
     // A fourth safe drift, whose correction succeeds.
     env.server.merge_patch_as(
         "kubectl-scale",
@@ -1637,13 +1622,13 @@ async fn failed_corrections_report_the_api_message_and_fail_the_run() {
         "    guardrails: {max_correction_percent: 100}\n",
     );
     let base = "/api/v1/namespaces/team/configmaps";
-    env.server.inject(Fault::new(
+    env.inject(
         "PATCH",
         &format!("{base}/settings-0"),
         FaultKind::Status(500),
         usize::MAX,
-    ));
-    env.server.inject(Fault::new(
+    );
+    env.inject(
         "PATCH",
         &format!("{base}/settings-1"),
         FaultKind::Invalid {
@@ -1652,32 +1637,24 @@ async fn failed_corrections_report_the_api_message_and_fail_the_run() {
             detail: "denied by ValidatingAdmissionPolicy 'log-levels'".into(),
         },
         usize::MAX,
-    ));
-    env.server.inject(Fault::new(
+    );
+    env.inject(
         "PATCH",
         &format!("{base}/settings-2"),
         FaultKind::AcceptUnchanged,
         usize::MAX,
-    ));
+    );
     env.server.clear_requests();
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
-        .args(["reconcile", "--config"])
-        .arg(&cfg)
-        .args(["-o", "json"])
-        .env_remove("DRIFTWARDEN_LOG")
-        .current_dir(env.dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "failed corrections are a runtime failure\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: Report = serde_json::from_str(&stdout).unwrap();
+    let (report, ..) = run_binary(
+        &env,
+        "reconcile",
+        &cfg,
+        &[],
+        1,
+        "failed corrections are a runtime failure",
+    )
+    .await;
 
     let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-0"));
     assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
@@ -1784,9 +1761,7 @@ async fn failed_corrections_report_the_api_message_and_fail_the_run() {
 /// endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_request_metrics_count_the_lists_the_server_saw() {
-    let env = Env::new().await;
-    let desired = seed_team(&env.server);
-    let desired = write_desired(&env, &desired);
+    let (env, desired) = Env::team().await;
     let cfg = env.config(
         "observe",
         "team",
@@ -1794,33 +1769,23 @@ async fn api_request_metrics_count_the_lists_the_server_saw() {
         ", page_size: 2, max_attempts: 3",
         "    tracking: {label: app.kubernetes.io/managed-by=driftwarden}\n",
     );
-    env.server.inject(Fault::new(
+    env.inject(
         "GET",
         "/api/v1/namespaces/team/configmaps",
         FaultKind::Status(500),
         1,
-    ));
+    );
     env.server.clear_requests();
     let metrics = env.path("metrics.prom");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
-        .args(["diff", "--config"])
-        .arg(&cfg)
-        .arg("--metrics-file")
-        .arg(&metrics)
-        .args(["-o", "json"])
-        .env_remove("DRIFTWARDEN_LOG")
-        .current_dir(env.dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "drift found\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Report = serde_json::from_str(&stdout).unwrap();
+    let (report, ..) = run_binary(
+        &env,
+        "diff",
+        &cfg,
+        &["--metrics-file", metrics.to_str().unwrap()],
+        2,
+        "drift found",
+    )
+    .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     // The samples, by endpoint.

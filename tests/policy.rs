@@ -758,8 +758,9 @@ fn v0_policies_need_their_directory_marked_v0() {
 
 #[test]
 fn policy_eval_exits_like_conftest() {
-    let code = |args: &[&str]| {
-        let out = driftwarden(args);
+    // `policy eval --input INPUT REST...`: (exit code, stdout, stderr).
+    let eval = |input: &str, rest: &[&str]| {
+        let out = driftwarden(&[&["policy", "eval", "--input", input], rest].concat());
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         (
             out.status.code(),
@@ -767,18 +768,10 @@ fn policy_eval_exits_like_conftest() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let eval = ["policy", "eval", "--input"];
+    const DEPLOYMENT: &str = "fixtures/policy/inputs/deployment.yaml";
     // deny and warn messages: the failures fail, with or without --fail-on-warn (2 then).
-    let deploy = [
-        &eval[..],
-        &[
-            "fixtures/policy/inputs/deployment.yaml",
-            "-p",
-            "fixtures/policy/conftest",
-        ],
-    ]
-    .concat();
-    let (status, stdout, stderr) = code(&deploy);
+    let deploy = ["-p", "fixtures/policy/conftest"];
+    let (status, stdout, stderr) = eval(DEPLOYMENT, &deploy);
     assert_eq!(status, Some(1), "{stdout}{stderr}");
     let answer: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["main"]["deny"].as_array().map(Vec::len), Some(2));
@@ -786,26 +779,21 @@ fn policy_eval_exits_like_conftest() {
         stderr.contains("policy eval: 2 failures, 1 warning"),
         "{stderr}"
     );
-    let (status, ..) = code(&[&deploy[..], &["--fail-on-warn"]].concat());
+    let (status, ..) = eval(DEPLOYMENT, &[&deploy[..], &["--fail-on-warn"]].concat());
     assert_eq!(status, Some(2));
 
     // violation (v0) fails the same way.
-    let (status, stdout, _) = code(&[
-        "policy",
-        "eval",
-        "--input",
-        "fixtures/policy/inputs/deployment.yaml",
-        "-p",
-        "fixtures/policy/conftest_v0",
-        "--rego-v0",
-    ]);
+    let (status, stdout, _) = eval(
+        DEPLOYMENT,
+        &["-p", "fixtures/policy/conftest_v0", "--rego-v0"],
+    );
     assert_eq!(status, Some(1), "{stdout}");
     assert!(stdout.contains("Deployment must run at least 2 replicas"));
 
     // warn alone passes, unless --fail-on-warn.
     let dir = tempfile::tempdir().unwrap();
     let warn_only = dir.path().join("deployment.yaml");
-    let text = std::fs::read_to_string(root().join("fixtures/policy/inputs/deployment.yaml"))
+    let text = std::fs::read_to_string(root().join(DEPLOYMENT))
         .unwrap()
         .replace(
             "docker.io/library/busybox:latest",
@@ -816,16 +804,8 @@ fn policy_eval_exits_like_conftest() {
             "    spec:\n      securityContext: {runAsNonRoot: true}\n      containers:",
         );
     std::fs::write(&warn_only, text).unwrap();
-    let warn_args = [
-        &eval[..],
-        &[
-            warn_only.to_str().unwrap(),
-            "-p",
-            "fixtures/policy/conftest",
-        ],
-    ]
-    .concat();
-    let (status, stdout, stderr) = code(&warn_args);
+    let warn_only = warn_only.to_str().unwrap();
+    let (status, stdout, stderr) = eval(warn_only, &deploy);
     assert_eq!(status, Some(0), "{stdout}{stderr}");
     let answer: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["main"]["deny"], json!([]));
@@ -833,52 +813,30 @@ fn policy_eval_exits_like_conftest() {
         answer["main"]["warn"],
         json!(["Deployment web: container debug has no memory limit"])
     );
-    let (status, ..) = code(&[&warn_args[..], &["--fail-on-warn"]].concat());
+    let (status, ..) = eval(warn_only, &[&deploy[..], &["--fail-on-warn"]].concat());
     assert_eq!(status, Some(1));
 
     // Nothing found: 0. A verdict of any class is an answer, not a failure: 0.
-    let (status, stdout, _) = code(&[
-        "policy",
-        "eval",
-        "--input",
-        "fixtures/policy/inputs/deployment.yaml",
-        "-p",
-        "fixtures/policy/conftest/terraform.rego",
-        "--fail-on-warn",
-    ]);
+    let (status, stdout, _) = eval(
+        DEPLOYMENT,
+        &[
+            "-p",
+            "fixtures/policy/conftest/terraform.rego",
+            "--fail-on-warn",
+        ],
+    );
     assert_eq!(status, Some(0), "{stdout}");
-    let (status, stdout, _) = code(&[
-        "policy",
-        "eval",
-        "--input",
-        "fixtures/policy/inputs/privileged.forbidden.json",
-    ]);
+    let (status, stdout, _) = eval("fixtures/policy/inputs/privileged.forbidden.json", &[]);
     assert_eq!(status, Some(0), "{stdout}");
     assert!(stdout.contains("\"forbidden\""), "{stdout}");
 
     // Bad input and bad policies stay exit 3.
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "kind: [unclosed\n").unwrap();
-    let (status, _, stderr) = code(
-        &[
-            &eval[..],
-            &[bad.to_str().unwrap(), "-p", "fixtures/policy/conftest"],
-        ]
-        .concat(),
-    );
+    let (status, _, stderr) = eval(bad.to_str().unwrap(), &deploy);
     assert_eq!(status, Some(3), "{stderr}");
     assert!(stderr.contains("bad.yaml"), "{stderr}");
-    let (status, _, stderr) = code(
-        &[
-            &eval[..],
-            &[
-                "fixtures/policy/inputs/deployment.yaml",
-                "-p",
-                "fixtures/policy/conftest_v0",
-            ],
-        ]
-        .concat(),
-    );
+    let (status, _, stderr) = eval(DEPLOYMENT, &["-p", "fixtures/policy/conftest_v0"]);
     assert_eq!(status, Some(3), "{stderr}");
     assert!(stderr.contains("k8s.rego:"), "{stderr}");
 }

@@ -9,6 +9,7 @@ mod common;
 #[path = "support/github_server.rs"]
 mod github_server;
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Output;
 
@@ -27,6 +28,18 @@ fn repo() -> (tempfile::TempDir, git2::Repository) {
     let repo = git2::Repository::init(dir.path()).unwrap();
     commit(&repo, dir.path(), &[("k8s/web.yaml", DEPLOYMENT)], "base");
     (dir, repo)
+}
+
+/// [`repo`] with `files` committed on top (message `msg`); returns it, the base commit and the new
+/// one.
+fn repo_changed(
+    files: &[(&str, &str)],
+    msg: &str,
+) -> (tempfile::TempDir, git2::Repository, String, String) {
+    let (dir, repo) = repo();
+    let base = head_id(&repo);
+    let head = commit(&repo, dir.path(), files, msg);
+    (dir, repo, base, head)
 }
 
 /// Writes files and commits them on HEAD; returns the commit id.
@@ -50,7 +63,29 @@ fn commit(repo: &git2::Repository, dir: &Path, files: &[(&str, &str)], msg: &str
         .to_string()
 }
 
-fn run(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+/// The id of the commit HEAD points at.
+fn head_id(repo: &git2::Repository) -> String {
+    repo.head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string()
+}
+
+/// The run's stdout, once it is checked that the run exited with `code`.
+fn stdout_exiting(out: &Output, code: i32) -> String {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
+fn run<S: AsRef<OsStr>>(cwd: &Path, args: &[S], env: &[(&str, String)]) -> Output {
     let mut c = common::bin();
     c.args(args)
         .current_dir(cwd)
@@ -82,29 +117,31 @@ fn bot() -> Bot {
     }
 }
 
-fn check_args<'a>(
-    repo: &'a str,
-    policies: &'a str,
-    bot: &'a Bot,
-    url: &'a str,
-    pr: &'a str,
-) -> Vec<&'a str> {
-    let _ = bot;
-    vec![
+/// `pr-check` on the repository in `dir` with the default policies, for `bot`'s pull request.
+fn check_args(dir: &Path, bot: &Bot) -> Vec<String> {
+    let (repo, policies, url, pr) = (
+        dir.display().to_string(),
+        root().join("policies").display().to_string(),
+        bot.server.url(),
+        bot.pr.to_string(),
+    );
+    [
         "pr-check",
         "--repo",
-        repo,
+        repo.as_str(),
         "--policies",
-        policies,
+        policies.as_str(),
         "--github-repo",
         "acme/gitops",
         "--api-url",
-        url,
+        url.as_str(),
         "--token-env",
         TOKEN_ENV,
         "--pr",
-        pr,
+        pr.as_str(),
     ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -137,23 +174,11 @@ fn a_change_opening_port_22_to_the_world_fails_the_check() {
     )
     .unwrap();
     let b = bot();
-    let pr = b.pr.to_string();
-    let (repo_s, pol, url) = (
-        dir.path().display().to_string(),
-        root().join("policies").display().to_string(),
-        b.server.url(),
-    );
-    let mut args = check_args(&repo_s, &pol, &b, &url, &pr);
-    let plan_s = plan.display().to_string();
-    args.extend(["--base", "HEAD", "--head", "HEAD", "--plan", &plan_s]);
+    let mut args = check_args(dir.path(), &b);
+    args.extend(["--base", "HEAD", "--head", "HEAD", "--plan"].map(String::from));
+    args.push(plan.display().to_string());
     let out = run(dir.path(), &args, &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = stdout_exiting(&out, 2);
     assert!(
         stdout.contains("[forbidden] aws_security_group.bastion: Modified"),
         "{stdout}"
@@ -167,14 +192,7 @@ fn a_change_opening_port_22_to_the_world_fails_the_check() {
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0].state, "failure");
     assert_eq!(statuses[0].context, "driftwarden/policy");
-    let head = git2::Repository::open(dir.path())
-        .unwrap()
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
+    let head = head_id(&git2::Repository::open(dir.path()).unwrap());
     assert_eq!(statuses[0].sha, head);
     let comments = b.server.comments_on(b.pr);
     assert_eq!(comments.len(), 1);
@@ -190,17 +208,7 @@ fn a_change_opening_port_22_to_the_world_fails_the_check() {
 
 #[test]
 fn a_change_to_labels_only_passes_and_the_comment_stays_one() {
-    let (dir, repo) = repo();
-    let base = repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
-    commit(
-        &repo,
-        dir.path(),
+    let (dir, repo, base, _) = repo_changed(
         &[(
             "k8s/web.yaml",
             &DEPLOYMENT.replace("team: storefront", "team: sre"),
@@ -208,22 +216,10 @@ fn a_change_to_labels_only_passes_and_the_comment_stays_one() {
         "relabel",
     );
     let b = bot();
-    let pr = b.pr.to_string();
-    let (repo_s, pol, url) = (
-        dir.path().display().to_string(),
-        root().join("policies").display().to_string(),
-        b.server.url(),
-    );
-    let mut args = check_args(&repo_s, &pol, &b, &url, &pr);
-    args.extend(["--base", &base, "--head", "HEAD"]);
+    let mut args = check_args(dir.path(), &b);
+    args.extend(["--base", base.as_str(), "--head", "HEAD"].map(String::from));
     let out = run(dir.path(), &args, &[]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = stdout_exiting(&out, 0);
     assert!(
         stdout.contains("[safe] Deployment shop/web: Modified"),
         "{stdout}"
@@ -282,18 +278,8 @@ fn a_change_to_labels_only_passes_and_the_comment_stays_one() {
 
 #[test]
 fn in_a_workflow_the_pull_request_event_drives_it() {
-    let (dir, repo) = repo();
-    let base = repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
     // A new object and a Secret whose value changes: the Secret stays masked everywhere.
-    let head = commit(
-        &repo,
-        dir.path(),
+    let (dir, _repo, base, head) = repo_changed(
         &[
             (
                 "k8s/cache.yaml",
@@ -373,17 +359,7 @@ fn in_a_workflow_the_pull_request_event_drives_it() {
 
 #[test]
 fn locally_it_prints_the_report_and_posts_nothing() {
-    let (dir, repo) = repo();
-    let base = repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
-    commit(
-        &repo,
-        dir.path(),
+    let (dir, _repo, base, _) = repo_changed(
         &[(
             "k8s/web.yaml",
             &DEPLOYMENT.replace(
@@ -408,13 +384,7 @@ fn locally_it_prints_the_report_and_posts_nothing() {
         ],
         &[],
     );
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = stdout_exiting(&out, 2);
     assert!(stdout.contains("hostNetwork was enabled"), "{stdout}");
     // A ref that is not there is bad input, with the reason.
     let out = run(
@@ -462,13 +432,7 @@ fn adding_a_service_or_network_policy_that_opens_ssh_to_the_world_fails_the_chec
         )
     };
     let out = check(&base);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = stdout_exiting(&out, 2);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let verdicts: Vec<(String, String, String, Vec<String>)> = report["drifts"]
         .as_array()
@@ -528,12 +492,6 @@ fn adding_a_service_or_network_policy_that_opens_ssh_to_the_world_fails_the_chec
         "restrict the bastion",
     );
     let out = check(&base);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = stdout_exiting(&out, 0);
     assert!(!stdout.contains("\"forbidden\""), "{stdout}");
 }

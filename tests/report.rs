@@ -666,6 +666,18 @@ fn schema_doc_example_is_a_report() {
 }
 
 /// Runs the embedded offline demo (fixtures/demo) through the real binary.
+/// The demo's canary (decoded and base64) and every other demo secret value.
+const DEMO_SECRETS: [&str; 8] = [
+    "DEMO-CANARY-5f2b",
+    "REVNTy1DQU5BUlktNWYyYg==",
+    "demo-payment-key-not-real",
+    "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
+    "demo-session-signing-key-not-real",
+    "ZGVtby1zZXNzaW9uLXNpZ25pbmcta2V5LW5vdC1yZWFs",
+    "demo-db-password-not-real",
+    "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
+];
+
 fn run_demo(format: &str) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
         .args(["reconcile", "-o", format])
@@ -736,20 +748,10 @@ fn demo_reports_exactly_the_planted_drift() {
 #[test]
 fn demo_never_prints_a_secret_value() {
     // The canary (decoded and base64) and every other demo secret value, in every format.
-    let secrets = [
-        "DEMO-CANARY-5f2b",
-        "REVNTy1DQU5BUlktNWYyYg==",
-        "demo-payment-key-not-real",
-        "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
-        "demo-session-signing-key-not-real",
-        "ZGVtby1zZXNzaW9uLXNpZ25pbmcta2V5LW5vdC1yZWFs",
-        "demo-db-password-not-real",
-        "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
-    ];
     for format in ["table", "json", "markdown", "sarif", "junit"] {
         let (code, stdout, stderr) = run_demo(format);
         assert_eq!(code, Some(2), "{format}: {stderr}");
-        for s in secrets {
+        for s in DEMO_SECRETS {
             assert!(!stdout.contains(s), "{format} stdout leaks {s}");
             assert!(!stderr.contains(s), "{format} stderr leaks {s}");
         }
@@ -790,16 +792,6 @@ fn secret_canary_never_reaches_actions_or_metrics() {
 fn demo_never_leaks_a_secret_through_actions_files_or_metrics() {
     // Every format again, now as under GitHub Actions (step summary, step outputs, annotations on
     // stderr) with the JSON report and the metrics written to files.
-    let secrets = [
-        "DEMO-CANARY-5f2b",
-        "REVNTy1DQU5BUlktNWYyYg==",
-        "demo-payment-key-not-real",
-        "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
-        "demo-session-signing-key-not-real",
-        "ZGVtby1zZXNzaW9uLXNpZ25pbmcta2V5LW5vdC1yZWFs",
-        "demo-db-password-not-real",
-        "ZGVtby1kYi1wYXNzd29yZC1ub3QtcmVhbA==",
-    ];
     let config = common::root().join("fixtures/demo/driftwarden.yaml");
     for format in Format::ALL {
         // A fresh working directory: the demo's local forge writes under it.
@@ -837,7 +829,7 @@ fn demo_never_leaks_a_secret_through_actions_files_or_metrics() {
         ];
         for (what, text) in &channels {
             assert!(!text.trim().is_empty(), "{format}: {what} is empty");
-            for s in secrets {
+            for s in DEMO_SECRETS {
                 assert!(!text.contains(s), "{format}: {what} leaks {s}");
             }
         }
