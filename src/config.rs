@@ -71,6 +71,9 @@ pub struct Config {
 pub struct PolicySettings {
     pub dirs: Vec<PolicyDirSetting>,
     pub data: Vec<PathBuf>,
+    /// `engine: interpreter`: classify with regorus' tree interpreter only, never the compiled
+    /// program (docs/policy.md, "Engine"). `compiled` (the default) is false.
+    pub interpreter: bool,
 }
 
 /// One policy directory.
@@ -487,6 +490,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
                 rego_v0: false,
             }],
             data: Vec::new(),
+            interpreter: false,
         },
         output: OutputSettings {
             format: "table".to_string(),
@@ -561,8 +565,9 @@ fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
     let mut out = PolicySettings {
         dirs: Vec::new(),
         data: Vec::new(),
+        interpreter: false,
     };
-    for (k, v) in w.map(n, "policies", &["dirs", "data"]) {
+    for (k, v) in w.map(n, "policies", &["dirs", "data", "engine"]) {
         match k.as_str() {
             "dirs" => {
                 let NodeKind::Seq(items) = &v.kind else {
@@ -604,6 +609,17 @@ fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
                     }
                 }
             }
+            "engine" => match w.string(v, "policies.engine").as_deref() {
+                Some("compiled") => out.interpreter = false,
+                Some("interpreter") => out.interpreter = true,
+                Some(other) => w.err(
+                    v,
+                    format!(
+                        "policies.engine: `{other}` is not an engine; expected `compiled` or `interpreter`"
+                    ),
+                ),
+                None => {}
+            },
             "data" => {
                 out.data = w
                     .strings(v, "policies.data")

@@ -433,6 +433,7 @@ fn policy_settings(dirs: &[PathBuf]) -> Option<PolicySettings> {
             })
             .collect(),
         data: Vec::new(),
+        interpreter: false,
     })
 }
 

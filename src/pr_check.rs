@@ -147,6 +147,7 @@ impl Options {
                     rego_v0: false,
                 }],
                 data: Vec::new(),
+                interpreter: false,
             },
             github: None,
             post: true,

@@ -248,7 +248,12 @@ pub fn load_policies(
         dirs,
         data_files: settings.data.clone(),
     };
-    PolicyEngine::load(&cfg).map(Some).map_err(Error::Policy)
+    let engine = PolicyEngine::load(&cfg).map_err(Error::Policy)?;
+    Ok(Some(if settings.interpreter {
+        engine.interpreted()
+    } else {
+        engine
+    }))
 }
 
 /// Runs the pipeline over every selected target of a config.

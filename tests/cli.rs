@@ -542,3 +542,61 @@ fn a_large_target_is_classified_in_parallel_with_the_same_verdicts() {
     assert_eq!(report["summary"]["by_class"]["safe"], 200);
     assert_eq!(report["summary"]["by_class"]["risky"], 200);
 }
+
+/// `policies.engine: interpreter` classifies with the reference interpreter (same verdicts as the
+/// compiled default, and a rule failing at run time stops even a recommend-mode run); an unknown
+/// engine is a config error with its line.
+#[test]
+fn the_policy_engine_can_be_set_to_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "desired/web.yaml", WEB);
+    write(
+        dir.path(),
+        "live/web.yaml",
+        &WEB.replace("replicas: 2", "replicas: 3"),
+    );
+    let config = |policies: &str, engine: &str| {
+        format!(
+            "policies:\n  dirs: [{policies}]\n  engine: {engine}\ntargets:\n  - name: t\n    mode: recommend\n    desired: {{dir: desired}}\n    live: {{snapshot: live}}\n"
+        )
+    };
+    let library = root().join("policies").display().to_string();
+    let mut reports = Vec::new();
+    for engine in ["compiled", "interpreter"] {
+        let path = write(
+            dir.path(),
+            &format!("{engine}.yaml"),
+            &config(&library, engine),
+        );
+        let out = run(bin().args(["diff", "-o", "json", "--config"]).arg(&path));
+        assert_eq!(code(&out), 2, "{engine}: {}", stderr(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["drifts"][0]["verdict"]["class"], "safe", "{engine}");
+        reports.push(report["drifts"].clone());
+    }
+    assert_eq!(reports[0], reports[1]);
+
+    // A rule that fails at run time behind a safe finding: recommend mode with the compiled
+    // program reports (docs/policy.md, "Engine"); with the interpreter it is an error.
+    let failing = dir.path().join("failing");
+    write(
+        &failing,
+        "p.rego",
+        "package driftwarden.p\n\nlarge if count(input.changes[0].live) > 1\n\nclassify contains {\"class\": \"safe\", \"reason\": \"small\"} if not large\n",
+    );
+    let failing = failing.display().to_string();
+    let compiled = write(dir.path(), "f1.yaml", &config(&failing, "compiled"));
+    let out = run(bin().args(["diff", "--config"]).arg(&compiled));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let interpreted = write(dir.path(), "f2.yaml", &config(&failing, "interpreter"));
+    let out = run(bin().args(["diff", "--config"]).arg(&interpreted));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("p.rego:3"), "{}", stderr(&out));
+
+    let bad = write(dir.path(), "bad.yaml", &config(&library, "fast"));
+    let out = run(bin().args(["diff", "--config"]).arg(&bad));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bad.yaml:3"), "{err}");
+    assert!(err.contains("`fast` is not an engine"), "{err}");
+}

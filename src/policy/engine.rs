@@ -339,6 +339,15 @@ impl PolicyEngine {
         self.compiled.is_some()
     }
 
+    /// This engine without its compiled program: every classification runs on the interpreter
+    /// (`policies.engine: interpreter`), slower and with the reference semantics throughout.
+    pub fn interpreted(mut self) -> PolicyEngine {
+        if self.compiled.take().is_some() {
+            self.interpreted_because = Some("configured (policies.engine: interpreter)".into());
+        }
+        self
+    }
+
     /// Why the policies are interpreted rather than compiled, when they are.
     pub fn interpreted_because(&self) -> Option<&str> {
         self.interpreted_because.as_deref()
