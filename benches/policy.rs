@@ -8,7 +8,8 @@
 //! interpreter on a sample, so a fast wrong answer cannot pass for a result.
 //!
 //! `DRIFTWARDEN_BENCH_DRIFTS` (default 100000) and `DRIFTWARDEN_BENCH_RUNS` (default 3) change the
-//! size and the number of runs; `DRIFTWARDEN_BENCH_POLICIES` measures another policy directory.
+//! size and the number of runs; `DRIFTWARDEN_BENCH_POLICIES` measures another policy directory;
+//! `DRIFTWARDEN_BENCH_ONE_THREAD_ONLY=1` stops after the one-thread runs (for a profiler).
 
 use std::path::PathBuf;
 
@@ -246,6 +247,15 @@ fn main() {
         engine.classify(&mut drifts, &ctx).expect("classify");
         one.push(t.elapsed());
         assert!(drifts.iter().all(|d| d.verdict.is_some()));
+    }
+    if std::env::var_os("DRIFTWARDEN_BENCH_ONE_THREAD_ONLY").is_some() {
+        // For profilers: the one-thread runs alone.
+        let one_m = median(one);
+        println!(
+            "one thread: median {one_m:.2?} = {:.1} µs per drift",
+            one_m.as_secs_f64() * 1e6 / n as f64
+        );
+        return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut par = Vec::new();

@@ -21,7 +21,7 @@ use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
 use serde_json::{Map, Value, json};
 
-use super::input::{KeyCache, RunContext, rego_input, to_rego};
+use super::input::{InputBuilder, KeyCache, RunContext, to_rego};
 use super::loader::{self, Loaded, ModuleInfo};
 use super::{DEFAULT_REASON, DEFAULT_RULE, PolicyError, Result};
 use crate::model::{Class, Drift, Mode, Verdict};
@@ -245,13 +245,13 @@ impl PolicyEngine {
         drifts: &mut [Drift],
         ctx: &RunContext,
     ) -> Result<()> {
-        let mut keys = KeyCache::default();
+        let mut inputs = InputBuilder::new(ctx);
         // In autocorrect mode a safe verdict leads to a live write with no person in the loop:
         // the reference interpreter confirms each one the compiled program gives.
         let confirm = ctx.mode == Mode::Autocorrect && matches!(eval, Evaluator::Vm(_));
         let mut reference: Option<Evaluator> = None;
         for drift in drifts.iter_mut() {
-            let input = rego_input(drift, ctx, &mut keys);
+            let input = inputs.input(drift);
             let paths: Vec<&str> = drift.changes.iter().map(|c| c.path.as_str()).collect();
             let subject = format!("{} (target {})", drift.resource.display, drift.target);
             let again = confirm.then(|| input.clone());

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use rustc_hash::FxHashMap;
+
 use crate::model::{Drift, Mode, ResourceId};
 
 /// The input document's schema version (`input.schema_version`).
@@ -82,164 +84,270 @@ impl Related {
     }
 }
 
-/// Builds the policy input document (schema v1, docs/policy.md) for one drift.
+/// Builds the policy input document (schema v1, docs/policy.md) for one drift, as JSON.
 ///
 /// The drift's values are used as they are: they must already be secret-masked (the diff does
-/// that), so nothing secret reaches a policy, a `print` or an error message.
+/// that), so nothing secret reaches a policy, a `print` or an error message. This is the document
+/// classification evaluates ([`InputBuilder`]), turned into JSON: object keys come out sorted.
 pub fn policy_input(drift: &Drift, ctx: &RunContext) -> Value {
-    let mut doc = input_without_objects(drift, ctx);
-    if let Value::Object(m) = &mut doc {
-        m.insert("desired".into(), object_doc(drift.desired_object.as_ref()));
-        m.insert("live".into(), object_doc(drift.live_object.as_ref()));
-    }
-    doc
+    let doc = InputBuilder::new(ctx).input(drift);
+    // A document built from JSON values holds no set and no undefined value, the only values
+    // without a JSON form, so this cannot fail.
+    serde_json::to_value(&doc).unwrap_or(Value::Null)
 }
 
-/// The input document with `desired` and `live` left `null`: the engine converts the whole
-/// objects straight from the drift ([`to_rego`]), without cloning them first.
-pub(crate) fn input_without_objects(drift: &Drift, ctx: &RunContext) -> Value {
-    let id = &drift.resource.id;
-    let desired = drift.desired_object.as_ref();
-    let live = drift.live_object.as_ref();
-    // Labels, annotations and tags describe the object as it is now: live, or desired when the
-    // object is missing.
-    let current = live.or(desired);
+type Rego = regorus::Value;
 
-    let changes: Vec<Value> = drift
-        .changes
-        .iter()
-        .map(|c| {
-            let parts = typed_parts(&c.path, live, desired);
-            let mut nodes = Vec::new();
-            if let Value::Array(segs) = &parts {
-                introduced(
-                    &c.path,
-                    segs,
-                    &c.live,
-                    Some(&c.desired),
-                    &mut Vec::new(),
-                    &mut nodes,
-                );
-            }
-            json!({
-                "path": c.path,
-                "parts": parts,
-                "op": c.op,
-                "desired": c.desired,
-                "live": c.live,
-                "masked": c.masked,
-                "attribution": c.attribution,
-                "introduced": nodes,
-            })
-        })
-        .collect();
-
-    let (labels, annotations, tags) = match id {
-        ResourceId::Kubernetes { .. } => (
-            metadata_map(current, "labels"),
-            metadata_map(current, "annotations"),
-            Value::Object(Map::new()),
-        ),
-        _ => (
-            Value::Object(Map::new()),
-            Value::Object(Map::new()),
-            tag_map(current),
-        ),
-    };
-
-    let related = ctx.related.get(&drift.target).cloned().unwrap_or_default();
-
-    json!({
-        "schema_version": INPUT_SCHEMA_VERSION,
-        "target": drift.target,
-        "provider": id.provider(),
-        "resource": resource_doc(drift),
-        "kind": drift.kind,
-        "changes": changes,
-        "desired": Value::Null,
-        "live": Value::Null,
-        "labels": labels,
-        "annotations": annotations,
-        "tags": tags,
-        "provenance": drift.provenance,
-        "related": related,
-        "context": {
-            "mode": ctx.mode,
-            "time": ctx.time,
-            "command": ctx.command,
-        },
-    })
+/// Builds policy input documents straight as regorus values, for one run: the parts every drift
+/// of the run shares (`input.context`, each target's `input.related`, object keys) are built
+/// once and shared by reference count, and each value of a drift is converted once even where
+/// the document holds it twice (a change's `live` and its `introduced` nodes, an object's labels
+/// and `input.labels`).
+pub(crate) struct InputBuilder<'c> {
+    ctx: &'c RunContext,
+    keys: KeyCache,
+    context: Option<Rego>,
+    related: FxHashMap<String, Rego>,
 }
 
-/// Every node of a change's live value that its desired value does not hold at the same place
-/// (`change.introduced`, docs/policy.md): the change's value itself, and each object member
-/// and array item below it, recursively, as `{path, segs, value, desired, root}`. A node equal
-/// to desired is left out with everything below it.
-fn introduced(
-    pointer: &str,
-    parts: &[Value],
-    live: &Value,
-    desired: Option<&Value>,
-    rel: &mut Vec<Value>,
-    out: &mut Vec<Value>,
-) {
-    if desired == Some(live) {
-        return;
-    }
-    let mut segs = parts.to_vec();
-    segs.extend(rel.iter().cloned());
-    out.push(json!({
-        "path": pointer,
-        "segs": segs,
-        "value": live,
-        "desired": desired.map_or_else(Vec::new, |d| vec![d.clone()]),
-        "root": rel.is_empty(),
-    }));
-    match live {
-        Value::Object(m) => {
-            for (k, v) in m {
-                rel.push(Value::String(k.clone()));
-                introduced(pointer, parts, v, desired.and_then(|d| d.get(k)), rel, out);
-                rel.pop();
-            }
+impl<'c> InputBuilder<'c> {
+    pub(crate) fn new(ctx: &'c RunContext) -> InputBuilder<'c> {
+        InputBuilder {
+            ctx,
+            keys: KeyCache::default(),
+            context: None,
+            related: FxHashMap::default(),
         }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                rel.push(Value::from(i));
-                introduced(pointer, parts, v, desired.and_then(|d| d.get(i)), rel, out);
-                rel.pop();
-            }
-        }
-        _ => {}
     }
-}
 
-/// A whole object for the input, without `metadata.managedFields`: field ownership is already in
-/// each change's `attribution`, and the list is the bulk of a live Kubernetes object.
-fn object_doc(obj: Option<&Value>) -> Value {
-    let Some(Value::Object(obj)) = obj else {
-        return obj.cloned().unwrap_or(Value::Null);
-    };
-    let mut out = Map::with_capacity(obj.len());
-    for (k, v) in obj {
-        let v = match (k.as_str(), v) {
-            ("metadata", Value::Object(meta)) => Value::Object(
-                meta.iter()
-                    .filter(|(mk, _)| mk.as_str() != "managedFields")
-                    .map(|(mk, mv)| (mk.clone(), mv.clone()))
-                    .collect(),
-            ),
-            _ => v.clone(),
+    /// The input document of one drift.
+    pub(crate) fn input(&mut self, drift: &Drift) -> Rego {
+        let id = &drift.resource.id;
+        let desired = drift
+            .desired_object
+            .as_ref()
+            .map_or(Rego::Null, |o| to_rego(o, &mut self.keys, true));
+        let live = drift
+            .live_object
+            .as_ref()
+            .map_or(Rego::Null, |o| to_rego(o, &mut self.keys, true));
+        // Labels, annotations and tags describe the object as it is now: live, or desired when
+        // the object is missing.
+        let (current, current_r) = match &drift.live_object {
+            Some(l) => (Some(l), &live),
+            None => (drift.desired_object.as_ref(), &desired),
         };
-        out.insert(k.clone(), v);
+        let (labels, annotations, tags) = match id {
+            ResourceId::Kubernetes { .. } => (
+                metadata_map(current_r, "labels"),
+                metadata_map(current_r, "annotations"),
+                Rego::new_object(),
+            ),
+            _ => (
+                Rego::new_object(),
+                Rego::new_object(),
+                to_rego(&tag_map(current), &mut self.keys, false),
+            ),
+        };
+        let changes: Vec<Rego> = drift
+            .changes
+            .iter()
+            .map(|c| self.change(c, drift))
+            .collect();
+        let resource = to_rego(&resource_doc(drift), &mut self.keys, false);
+        let kind = to_rego(&json!(drift.kind), &mut self.keys, false);
+        let provenance = to_rego(&json!(drift.provenance), &mut self.keys, false);
+        let related = self.related(&drift.target);
+        let context = self.context();
+        self.object([
+            ("schema_version", Rego::from(INPUT_SCHEMA_VERSION)),
+            ("target", Rego::from(drift.target.as_str())),
+            ("provider", Rego::from(id.provider())),
+            ("resource", resource),
+            ("kind", kind),
+            ("changes", Rego::from(changes)),
+            ("desired", desired),
+            ("live", live),
+            ("labels", labels),
+            ("annotations", annotations),
+            ("tags", tags),
+            ("provenance", provenance),
+            ("related", related),
+            ("context", context),
+        ])
     }
-    Value::Object(out)
+
+    /// One entry of `input.changes`.
+    fn change(&mut self, c: &crate::model::FieldChange, drift: &Drift) -> Rego {
+        let live_obj = drift.live_object.as_ref();
+        let desired_obj = drift.desired_object.as_ref();
+        let parts: Vec<Rego> = match typed_parts(&c.path, live_obj, desired_obj) {
+            Value::Array(items) => items
+                .iter()
+                .map(|p| to_rego(p, &mut self.keys, false))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let path = Rego::from(c.path.as_str());
+        let desired = to_rego(&c.desired, &mut self.keys, false);
+        let mut nodes = Vec::new();
+        let live = self.introduced(
+            &Node {
+                path: &path,
+                parts: &parts,
+            },
+            &c.live,
+            Some((&c.desired, &desired)),
+            &mut Vec::new(),
+            &mut nodes,
+        );
+        let op = to_rego(&json!(c.op), &mut self.keys, false);
+        let attribution = to_rego(&json!(c.attribution), &mut self.keys, false);
+        self.object([
+            ("path", path),
+            ("parts", Rego::from(parts)),
+            ("op", op),
+            ("desired", desired),
+            ("live", live),
+            ("masked", Rego::from(c.masked)),
+            ("attribution", attribution),
+            ("introduced", Rego::from(nodes)),
+        ])
+    }
+
+    /// Every node of a change's live value that its desired value does not hold at the same place
+    /// (`change.introduced`, docs/policy.md): the change's value itself, and each object member
+    /// and array item below it, recursively, as `{path, segs, value, desired, root}`, in
+    /// document order. A node equal to desired is left out with everything below it.
+    ///
+    /// Returns `live` converted; each node's `value` shares it. `desired` is the desired value at
+    /// the same place, as JSON and converted.
+    fn introduced(
+        &mut self,
+        node: &Node<'_>,
+        live: &Value,
+        desired: Option<(&Value, &Rego)>,
+        rel: &mut Vec<Rego>,
+        out: &mut Vec<Rego>,
+    ) -> Rego {
+        if let Some((d, d_r)) = desired
+            && d == live
+        {
+            return d_r.clone();
+        }
+        // The node goes before the nodes below it; its value is known only after them.
+        let slot = out.len();
+        out.push(Rego::Null);
+        let converted = match live {
+            Value::Object(m) => {
+                let mut members = Vec::with_capacity(m.len());
+                for (k, v) in m {
+                    let key = self.keys.key(k);
+                    let below = desired.and_then(|(d, d_r)| {
+                        let d = d.get(k)?;
+                        let Rego::Object(o) = d_r else { return None };
+                        let d_r = o.get(&key)?;
+                        Some((d, d_r))
+                    });
+                    rel.push(key.clone());
+                    let v = self.introduced(node, v, below, rel, out);
+                    rel.pop();
+                    members.push((key, v));
+                }
+                Rego::from(members.into_iter().collect::<BTreeMap<_, _>>())
+            }
+            Value::Array(items) => {
+                let mut converted = Vec::with_capacity(items.len());
+                for (i, v) in items.iter().enumerate() {
+                    let below = desired.and_then(|(d, d_r)| {
+                        let d = d.get(i)?;
+                        let Rego::Array(a) = d_r else { return None };
+                        let d_r = a.get(i)?;
+                        Some((d, d_r))
+                    });
+                    rel.push(Rego::from(i));
+                    let v = self.introduced(node, v, below, rel, out);
+                    rel.pop();
+                    converted.push(v);
+                }
+                Rego::from(converted)
+            }
+            scalar => to_rego(scalar, &mut self.keys, false),
+        };
+        let mut segs = Vec::with_capacity(node.parts.len() + rel.len());
+        segs.extend(node.parts.iter().cloned());
+        segs.extend(rel.iter().cloned());
+        let desired = match desired {
+            Some((_, d_r)) => vec![d_r.clone()],
+            None => Vec::new(),
+        };
+        out[slot] = self.object([
+            ("path", node.path.clone()),
+            ("segs", Rego::from(segs)),
+            ("value", converted.clone()),
+            ("desired", Rego::from(desired)),
+            ("root", Rego::from(rel.is_empty())),
+        ]);
+        converted
+    }
+
+    fn related(&mut self, target: &str) -> Rego {
+        if let Some(r) = self.related.get(target) {
+            return r.clone();
+        }
+        let doc = json!(self.ctx.related.get(target).cloned().unwrap_or_default());
+        let r = to_rego(&doc, &mut self.keys, false);
+        self.related.insert(target.to_string(), r.clone());
+        r
+    }
+
+    fn context(&mut self) -> Rego {
+        if let Some(c) = &self.context {
+            return c.clone();
+        }
+        let doc = json!({
+            "mode": self.ctx.mode,
+            "time": self.ctx.time,
+            "command": self.ctx.command,
+        });
+        let c = to_rego(&doc, &mut self.keys, false);
+        self.context = Some(c.clone());
+        c
+    }
+
+    fn object<const N: usize>(&mut self, members: [(&str, Rego); N]) -> Rego {
+        let map: BTreeMap<Rego, Rego> = members
+            .into_iter()
+            .map(|(k, v)| (self.keys.key(k), v))
+            .collect();
+        Rego::from(map)
+    }
+}
+
+/// Where a change's nodes sit: its pointer and its typed path segments.
+struct Node<'a> {
+    path: &'a Rego,
+    parts: &'a [Rego],
+}
+
+/// `metadata.<field>` of a converted object when it is a map; an empty map otherwise.
+fn metadata_map(obj: &Rego, field: &str) -> Rego {
+    // Matched by hand: regorus' `as_object` builds an error (with a backtrace when
+    // RUST_BACKTRACE is set) for every value that is not an object.
+    let member = |v: &Rego, key: &str| match v {
+        Rego::Object(o) => o.get(&Rego::from(key)).cloned(),
+        _ => None,
+    };
+    match member(obj, "metadata").and_then(|m| member(&m, field)) {
+        Some(map @ Rego::Object(_)) => map,
+        _ => Rego::new_object(),
+    }
 }
 
 /// Object keys already converted for regorus, shared across the drifts of one classification so
 /// that `metadata`, `spec`, `containers`... are allocated once.
 #[derive(Debug, Default)]
-pub(crate) struct KeyCache(std::collections::HashMap<String, regorus::Rc<str>>);
+pub(crate) struct KeyCache(FxHashMap<Box<str>, regorus::Rc<str>>);
 
 impl KeyCache {
     fn key(&mut self, k: &str) -> regorus::Value {
@@ -248,15 +356,16 @@ impl KeyCache {
         }
         let rc: regorus::Rc<str> = regorus::Rc::from(k);
         if self.0.len() < 65_536 {
-            self.0.insert(k.to_string(), rc.clone());
+            self.0.insert(Box::from(k), rc.clone());
         }
         regorus::Value::String(rc)
     }
 }
 
 /// Converts a JSON value to a regorus value directly (no serde round trip). With
-/// `skip_managed_fields`, `metadata.managedFields` at the top level is left out, as in
-/// [`object_doc`].
+/// `skip_managed_fields`, `metadata.managedFields` at the top level is left out: field ownership
+/// is already in each change's `attribution`, and the list is the bulk of a live Kubernetes
+/// object.
 pub(crate) fn to_rego(v: &Value, keys: &mut KeyCache, skip_managed_fields: bool) -> regorus::Value {
     match v {
         Value::Null => regorus::Value::Null,
@@ -278,52 +387,24 @@ pub(crate) fn to_rego(v: &Value, keys: &mut KeyCache, skip_managed_fields: bool)
                 .collect::<Vec<_>>(),
         ),
         Value::Object(m) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in m {
-                let value = if skip_managed_fields && k == "metadata" {
-                    match v {
-                        Value::Object(meta) => {
-                            let mut o = BTreeMap::new();
-                            for (mk, mv) in meta.iter().filter(|(mk, _)| *mk != "managedFields") {
-                                o.insert(keys.key(mk), to_rego(mv, keys, false));
-                            }
-                            regorus::Value::from(o)
-                        }
-                        other => to_rego(other, keys, false),
-                    }
-                } else {
-                    to_rego(v, keys, false)
-                };
-                out.insert(keys.key(k), value);
-            }
-            regorus::Value::from(out)
+            let map: BTreeMap<regorus::Value, regorus::Value> = m
+                .iter()
+                .map(|(k, v)| {
+                    let value = match (skip_managed_fields && k == "metadata", v) {
+                        (true, Value::Object(meta)) => regorus::Value::from(
+                            meta.iter()
+                                .filter(|(mk, _)| *mk != "managedFields")
+                                .map(|(mk, mv)| (keys.key(mk), to_rego(mv, keys, false)))
+                                .collect::<BTreeMap<_, _>>(),
+                        ),
+                        _ => to_rego(v, keys, false),
+                    };
+                    (keys.key(k), value)
+                })
+                .collect();
+            regorus::Value::from(map)
         }
     }
-}
-
-/// The input document as regorus evaluates it: the same as [`policy_input`], built without
-/// cloning the drift's objects.
-pub(crate) fn rego_input(drift: &Drift, ctx: &RunContext, keys: &mut KeyCache) -> regorus::Value {
-    let doc = input_without_objects(drift, ctx);
-    let Value::Object(m) = &doc else {
-        return to_rego(&doc, keys, false);
-    };
-    let mut out = BTreeMap::new();
-    for (k, v) in m {
-        let value = match (k.as_str(), v) {
-            ("desired", Value::Null) => drift
-                .desired_object
-                .as_ref()
-                .map_or(regorus::Value::Null, |o| to_rego(o, keys, true)),
-            ("live", Value::Null) => drift
-                .live_object
-                .as_ref()
-                .map_or(regorus::Value::Null, |o| to_rego(o, keys, true)),
-            _ => to_rego(v, keys, false),
-        };
-        out.insert(keys.key(k), value);
-    }
-    regorus::Value::from(out)
 }
 
 /// `input.resource`: the identity fields of the provider, plus `key`, `display`, `type`,
@@ -394,14 +475,6 @@ pub(crate) fn typed_parts(pointer: &str, live: Option<&Value>, desired: Option<&
         }
     }
     Value::Array(out)
-}
-
-fn metadata_map(obj: Option<&Value>, field: &str) -> Value {
-    obj.and_then(|o| o.get("metadata"))
-        .and_then(|m| m.get(field))
-        .filter(|v| v.is_object())
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 /// Tags as one map: Terraform's `tags` map, or EC2's `Tags: [{Key, Value}]` list.
@@ -500,26 +573,53 @@ mod tests {
 
     #[test]
     fn direct_conversion_matches_serde() {
+        let v = json!({"a": [1, -2, 2.5, null, true, "x"], "b": {"c": {}}, "metadata": {"managedFields": []}});
+        let direct = to_rego(&v, &mut KeyCache::default(), false);
+        let via_serde: regorus::Value = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(direct, via_serde);
+        let skipped = to_rego(&v, &mut KeyCache::default(), true);
+        let expected: regorus::Value = serde_json::from_value(
+            json!({"a": [1, -2, 2.5, null, true, "x"], "b": {"c": {}}, "metadata": {}}),
+        )
+        .unwrap();
+        assert_eq!(skipped, expected);
+    }
+
+    #[test]
+    fn the_builder_shares_one_document_per_run_and_matches_json() {
         let ctx = RunContext::default();
         let mut d = deployment_drift();
-        d.desired_object =
-            Some(json!({"a": [1, -2, 2.5, null, true, "x"], "metadata": {"managedFields": []}}));
-        let mut keys = KeyCache::default();
-        let direct = rego_input(&d, &ctx, &mut keys);
-        let via_serde: regorus::Value = serde_json::from_value(policy_input(&d, &ctx)).unwrap();
-        assert_eq!(direct, via_serde);
+        d.desired_object = Some(json!({"metadata": {"name": "web", "labels": {"tier": "api"}}}));
+        let mut builder = InputBuilder::new(&ctx);
+        let first = builder.input(&d);
+        let second = builder.input(&d);
+        assert_eq!(first, second);
+        let json: regorus::Value = serde_json::from_value(policy_input(&d, &ctx)).unwrap();
+        assert_eq!(first, json);
+        // Labels come from live, the object as it is now.
+        assert_eq!(policy_input(&d, &ctx)["labels"], json!({"tier": "web"}));
+        d.live_object = None;
+        assert_eq!(policy_input(&d, &ctx)["labels"], json!({"tier": "api"}));
+    }
+
+    fn introduced_of(live: Value, desired: Value) -> Vec<Value> {
+        let mut d = deployment_drift();
+        d.live_object = Some(json!({"c": [live.clone()]}));
+        d.changes[0].path = "/c/0".into();
+        d.changes[0].live = live;
+        d.changes[0].desired = desired;
+        let input = policy_input(&d, &RunContext::default());
+        input["changes"][0]["introduced"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     #[test]
     fn introduced_lists_what_live_adds() {
-        let mut out = Vec::new();
-        introduced(
-            "/c/0",
-            &[json!("c"), json!(0)],
-            &json!({"name": "web", "image": "b", "ports": [1, 2]}),
-            Some(&json!({"name": "web", "image": "a", "ports": [1]})),
-            &mut Vec::new(),
-            &mut out,
+        let out = introduced_of(
+            json!({"name": "web", "image": "b", "ports": [1, 2]}),
+            json!({"name": "web", "image": "a", "ports": [1]}),
         );
         let segs: Vec<&Value> = out.iter().map(|n| &n["segs"]).collect();
         assert_eq!(
@@ -531,9 +631,38 @@ mod tests {
                 &json!(["c", 0, "ports", 1])
             ]
         );
+        assert_eq!(
+            out[0]["value"],
+            json!({"name": "web", "image": "b", "ports": [1, 2]})
+        );
+        assert_eq!(
+            out[0]["desired"],
+            json!([{"name": "web", "image": "a", "ports": [1]}])
+        );
         assert_eq!(out[1]["desired"], json!(["a"]));
+        assert_eq!(out[2]["value"], json!([1, 2]));
         assert_eq!(out[3]["desired"], json!([]));
+        assert_eq!(out[3]["value"], json!(2));
         assert_eq!(out[0]["root"], json!(true));
+        assert_eq!(out[1]["root"], json!(false));
+        assert!(out.iter().all(|n| n["path"] == "/c/0"));
+    }
+
+    #[test]
+    fn introduced_keeps_types_apart() {
+        // An object where desired had an array (and the reverse) holds nothing of desired below.
+        let out = introduced_of(json!({"0": "x"}), json!(["x"]));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1]["desired"], json!([]));
+        let out = introduced_of(json!(["x", "y"]), json!({"0": "x"}));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1]["desired"], json!([]));
+        // Equal to desired: nothing introduced.
+        assert!(introduced_of(json!({"a": 1}), json!({"a": 1})).is_empty());
+        // A scalar where desired had nothing.
+        let out = introduced_of(json!(true), Value::Null);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["desired"], json!([null]));
     }
 
     #[test]
