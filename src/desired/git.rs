@@ -32,6 +32,11 @@ pub enum GitError {
     TokenMissing(String),
     #[error("authentication to {repo} failed: {message}")]
     Auth { repo: String, message: String },
+    #[error(
+        "cannot verify the SSH host key of {repo}: {message}. Add the host's key to \
+         ~/.ssh/known_hosts after checking its fingerprint (`ssh-keyscan -p PORT HOST | ssh-keygen -lf -`)"
+    )]
+    HostKey { repo: String, message: String },
     #[error("reading {repo}: {source}")]
     Read {
         repo: String,
@@ -51,6 +56,7 @@ impl GitError {
                 | GitError::PathNotFound { .. }
                 | GitError::TokenMissing(_)
                 | GitError::Auth { .. }
+                | GitError::HostKey { .. }
         )
     }
 }
@@ -224,6 +230,11 @@ fn fetch(repo: &Repository, src: &GitSource) -> Result<(), GitError> {
                     repo: redact_url(&src.repo),
                     message: e.message().to_string(),
                 }
+            } else if is_host_key_error(&e) {
+                GitError::HostKey {
+                    repo: redact_url(&src.repo),
+                    message: e.message().to_string(),
+                }
             } else {
                 GitError::Fetch {
                     repo: redact_url(&src.repo),
@@ -303,6 +314,13 @@ pub fn credentials(
         };
     }
     git2::Cred::default()
+}
+
+/// True when libgit2 refused an SSH server's host key: not in `~/.ssh/known_hosts`, or different
+/// from the key recorded there.
+pub fn is_host_key_error(e: &git2::Error) -> bool {
+    e.code() == git2::ErrorCode::Certificate
+        || (e.class() == git2::ErrorClass::Ssh && e.message().contains("hostkey"))
 }
 
 /// True for a plain `http://` URL to a host that is not loopback: a token sent there would cross
