@@ -149,7 +149,12 @@ impl SshServer {
 
     /// The `known_hosts` line for this server's host key.
     pub fn known_hosts_line(&self) -> String {
-        let public = std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap();
+        self.line_for("host_key.pub")
+    }
+
+    /// A `known_hosts` line naming this server's address with the public key in `file`.
+    fn line_for(&self, file: &str) -> String {
+        let public = std::fs::read_to_string(self.dir.path().join(file)).unwrap();
         let mut parts = public.split_whitespace();
         let (kind, key) = (parts.next().unwrap(), parts.next().unwrap());
         format!("[127.0.0.1]:{} {kind} {key}\n", self.port)
@@ -176,10 +181,7 @@ impl SshServer {
     /// A `known_hosts` line for this address with a key that is not the server's (a host that
     /// changed its key, or a machine in the middle).
     pub fn wrong_known_hosts_line(&self) -> String {
-        let public = std::fs::read_to_string(self.dir.path().join("stranger_key.pub")).unwrap();
-        let mut parts = public.split_whitespace();
-        let (kind, key) = (parts.next().unwrap(), parts.next().unwrap());
-        format!("[127.0.0.1]:{} {kind} {key}\n", self.port)
+        self.line_for("stranger_key.pub")
     }
 
     /// What the server logged so far (connections, accepted and refused keys).
