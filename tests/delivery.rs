@@ -1,4 +1,4 @@
-//! Delivery (issue 7): the binary under a simulated GitHub Actions runner, action.yml's inputs
+//! Delivery: the binary under a simulated GitHub Actions runner, action.yml's inputs
 //! and outputs, the deploy/ manifests as Kubernetes types and their RBAC against the verbs the
 //! code sends, SARIF against the 2.1.0 schema, JUnit XML, sharding and `report merge`, and
 //! Prometheus metrics (file and Pushgateway).

@@ -4,7 +4,7 @@
 //! First the server itself is checked against the real kube-apiserver's captured exchanges
 //! (`fixtures/golden/protocol`); then driftwarden runs against it: end to end from a Git
 //! repository in autocorrect mode, request counts at scale, injected faults, the blast radius,
-//! the hourly limit, dry runs and pruning (issue 4, "Must show").
+//! the hourly limit, dry runs and pruning: what the live Kubernetes source and the actuator promise.
 
 #[path = "support/common.rs"]
 mod common;
@@ -1229,7 +1229,7 @@ async fn a_conflict_without_force_is_escalated_not_forced() {
     assert_eq!(live["spec"]["replicas"], 5, "left as the hand edit set it");
 }
 
-/// Issue 4 with a forge configured: the conflict escalated under `force: false` takes the
+/// With a forge configured: the conflict escalated under `force: false` takes the
 /// pull-request path like a risky drift (a pull request is opened, nothing is dropped), and the
 /// report still says who owns the conflicting fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1400,10 +1400,10 @@ async fn dry_run_asks_the_server_and_stores_nothing() {
 }
 
 // ------------------------------------------------------------------------------------------
-// The revert loop against the API server (issue 6)
+// The revert loop against the API server
 // ------------------------------------------------------------------------------------------
 
-/// Issue 6's revert loop "within the guardrails", the mode being one: a risky drift (a container
+/// The revert loop "within the guardrails", the mode being one: a risky drift (a container
 /// image set by hand) whose pull request was closed with `drift/revert` sends no write in
 /// recommend mode (the report says the revert waits for autocorrect mode, the pull request stays
 /// closed), and in autocorrect mode is corrected by a real server-side apply, confirmed by a
@@ -1597,7 +1597,7 @@ classify contains {"class": "risky", "reason": "container image changed", "rule"
 // Failed corrections
 // ------------------------------------------------------------------------------------------
 
-/// Issue 4: "each action is reported as done, failed (with the API's message) or skipped". A
+/// Each action is reported as done, failed (with the API's message) or skipped. A
 /// PATCH answered 500 (retried, then given up), one answered 422 Invalid, and one the server
 /// accepts without changing the object (the re-read still differs) are each `failed` with what
 /// the API said; none is reported done, the run fails (exit 1: a runtime failure, the failures

@@ -553,7 +553,7 @@ fn closed_items_are_not_reopened_and_drift_revert_waits_for_autocorrect_mode() {
     assert!(detail.starts_with("opened pull request"), "{detail}");
 }
 
-/// Issue 6's revert loop within the guardrails: only `autocorrect` mode turns `drift/revert`
+/// The revert loop within the guardrails: only `autocorrect` mode turns `drift/revert`
 /// into a correction despite the class (planned here: a snapshot target has no live writer;
 /// tests/kube_live.rs shows the write against an API server).
 #[test]
