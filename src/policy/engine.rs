@@ -535,20 +535,24 @@ impl Compiled {
             _ => return None,
         };
         let data = regorus::Value::from_json_str(&self.data.to_json_str().ok()?).ok()?;
-        let mut vm = RegoVM::new_with_policy(self.policy.clone());
-        vm.load_program(Arc::new(program));
-        vm.set_max_instructions(MAX_INSTRUCTIONS);
-        vm.set_strict_builtin_errors(true);
-        vm.set_data(data).ok()?;
-        Some(vm)
+        self.machine(Arc::new(program), data).ok()
     }
 
     fn vm(&self) -> std::result::Result<RegoVM, regorus::rvm::vm::VmError> {
+        self.machine(Arc::clone(&self.program), self.data.clone())
+    }
+
+    /// A virtual machine on `program` and `data` with the engine's limits.
+    fn machine(
+        &self,
+        program: Arc<Program>,
+        data: regorus::Value,
+    ) -> std::result::Result<RegoVM, regorus::rvm::vm::VmError> {
         let mut vm = RegoVM::new_with_policy(self.policy.clone());
-        vm.load_program(Arc::clone(&self.program));
+        vm.load_program(program);
         vm.set_max_instructions(MAX_INSTRUCTIONS);
         vm.set_strict_builtin_errors(true);
-        vm.set_data(self.data.clone())?;
+        vm.set_data(data)?;
         Ok(vm)
     }
 }
