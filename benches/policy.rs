@@ -255,6 +255,7 @@ fn main() {
             "one thread: median {one_m:.2?} = {:.1} µs per drift",
             one_m.as_secs_f64() * 1e6 / n as f64
         );
+        per_shape(&engine, &objects, &ctx);
         return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -293,11 +294,16 @@ fn main() {
         interp_per * 1e6,
         interp.len()
     );
+    per_shape(&engine, &objects, &ctx);
+}
+
+/// The cost of each shape on its own: 5,000 drifts of one shape, one thread.
+fn per_shape(engine: &PolicyEngine, objects: &(Value, Value), ctx: &RunContext) {
     for k in 0..5 {
-        let (name, _) = shape(k, &objects);
-        let mut drifts: Vec<Drift> = (0..5_000).map(|j| shape(k + 5 * j, &objects).1).collect();
+        let (name, _) = shape(k, objects);
+        let mut drifts: Vec<Drift> = (0..5_000).map(|j| shape(k + 5 * j, objects).1).collect();
         let t = Instant::now();
-        engine.classify(&mut drifts, &ctx).expect("classify");
+        engine.classify(&mut drifts, ctx).expect("classify");
         println!(
             "  {name}: {:.1} µs per drift",
             t.elapsed().as_secs_f64() * 1e6 / drifts.len() as f64

@@ -58,9 +58,16 @@ findings contains {
 	"path": n.path,
 } if {
 	some n in data.driftwarden.lib.nodes
+	may_add_capabilities(n)
 	added := capabilities_added(n)
 	count(added) > 0
 }
+
+# may_add_capabilities(n): a cheap test first. A node that adds capabilities is the object itself,
+# or its last segment is an array index or one on the way to an add list.
+may_add_capabilities(n) if count(n.segs) == 0
+
+may_add_capabilities(n) if template_segment(lib.last(n.segs))
 
 # capabilities_added(n): capabilities a node adds. Either the node holds whole add lists (the
 # list itself, or a container or pod spec around it), compared as sets with desired's list at the

@@ -115,6 +115,27 @@ test_capabilities_in_a_cron_job_template_are_forbidden if {
 	t.has(findings, "forbidden", "added_capabilities")
 }
 
+test_capabilities_in_a_replaced_object_are_forbidden if {
+	pod := {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+	privileged := {"spec": {"containers": [{"name": "app", "image": "app:1", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}}
+	findings := sec.classify with input as t.k8s("Pod", [t.change([], pod, privileged)])
+	t.has(findings, "forbidden", "added_capabilities")
+}
+
+test_capabilities_under_a_new_capabilities_block_are_forbidden if {
+	c := t.change(array.concat(t.container_path("securityContext"), ["capabilities"]), {"drop": ["ALL"]}, {"drop": ["ALL"], "add": ["NET_ADMIN"]})
+	findings := sec.classify with input as t.k8s("Deployment", [c])
+	t.has(findings, "forbidden", "added_capabilities")
+}
+
+test_a_change_beside_the_add_lists_is_not_looked_into if {
+	c := t.change(t.container_path("image"), "app:1", "app:2")
+	not sec.may_add_capabilities(c.introduced[0])
+	sec.may_add_capabilities({"segs": []})
+	sec.may_add_capabilities({"segs": t.container_path("securityContext")})
+	sec.may_add_capabilities({"segs": ["spec", "template", "spec", "containers", 0]})
+}
+
 test_capabilities_kept_from_git_in_a_pod_spec_are_not_added if {
 	spec := {"containers": [{"name": "app", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}
 	c := t.change(["spec"], spec, spec)

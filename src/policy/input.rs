@@ -127,10 +127,11 @@ impl<'c> InputBuilder<'c> {
             .desired_object
             .as_ref()
             .map_or(Rego::Null, |o| to_rego(o, &mut self.keys, true));
-        let live = drift
-            .live_object
-            .as_ref()
-            .map_or(Rego::Null, |o| to_rego(o, &mut self.keys, true));
+        // Live shares every subtree it has in common with desired: converted once, held twice.
+        let live = drift.live_object.as_ref().map_or(Rego::Null, |o| {
+            let like = drift.desired_object.as_ref().map(|d| (d, &desired));
+            self.convert_like(o, like, true).0
+        });
         // Labels, annotations and tags describe the object as it is now: live, or desired when
         // the object is missing.
         let (current, current_r) = match &drift.live_object {
@@ -289,6 +290,82 @@ impl<'c> InputBuilder<'c> {
             ("root", Rego::from(rel.is_empty())),
         ]);
         converted
+    }
+
+    /// Converts `v` like [`to_rego`], reusing the converted `like` value (JSON and regorus form)
+    /// for every subtree of `v` that equals `like`'s at the same place, so the live object shares
+    /// what it has in common with the desired one instead of holding a second copy. Returns the
+    /// value and whether it is `like`'s own. `top` marks an object's root, where
+    /// `metadata.managedFields` is left out as [`to_rego`] does.
+    fn convert_like(
+        &mut self,
+        v: &Value,
+        like: Option<(&Value, &Rego)>,
+        top: bool,
+    ) -> (Rego, bool) {
+        let Some((like_json, like_rego)) = like else {
+            return (to_rego(v, &mut self.keys, top), false);
+        };
+        match (v, like_json, like_rego) {
+            (Value::Object(m), Value::Object(lm), Rego::Object(lo)) => {
+                // At the root the comparison would have to skip managedFields: never reuse the
+                // root itself, only what is below it.
+                let mut same = !top && m.len() == lm.len();
+                let mut members = Vec::with_capacity(m.len());
+                for (k, child) in m {
+                    let key = self.keys.key(k);
+                    let below = lm.get(k).zip(lo.get(&key));
+                    let converted = match (top && k == "metadata", child, below) {
+                        (true, Value::Object(meta), below) => {
+                            let (lmeta, lmeta_r) = match below {
+                                Some((Value::Object(j), Rego::Object(r))) => (Some(j), Some(r)),
+                                _ => (None, None),
+                            };
+                            let mut fields = Vec::with_capacity(meta.len());
+                            for (mk, mv) in meta.iter().filter(|(mk, _)| *mk != "managedFields") {
+                                let mkey = self.keys.key(mk);
+                                let like = lmeta
+                                    .and_then(|j| j.get(mk))
+                                    .zip(lmeta_r.and_then(|r| r.get(&mkey)));
+                                fields.push((mkey, self.convert_like(mv, like, false).0));
+                            }
+                            Rego::from(fields.into_iter().collect::<BTreeMap<_, _>>())
+                        }
+                        (true, _, _) => to_rego(child, &mut self.keys, false),
+                        (false, _, below) => {
+                            let (c, eq) = self.convert_like(child, below, false);
+                            same &= eq;
+                            c
+                        }
+                    };
+                    members.push((key, converted));
+                }
+                if same {
+                    return (like_rego.clone(), true);
+                }
+                (
+                    Rego::from(members.into_iter().collect::<BTreeMap<_, _>>()),
+                    false,
+                )
+            }
+            (Value::Array(items), Value::Array(litems), Rego::Array(la)) => {
+                let mut same = items.len() == litems.len();
+                let mut converted = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let below = litems.get(i).zip(la.get(i));
+                    let (c, eq) = self.convert_like(item, below, false);
+                    same &= eq;
+                    converted.push(c);
+                }
+                if same {
+                    return (like_rego.clone(), true);
+                }
+                (Rego::from(converted), false)
+            }
+            (Value::Object(_) | Value::Array(_), _, _) => (to_rego(v, &mut self.keys, top), false),
+            (scalar, like_scalar, _) if scalar == like_scalar => (like_rego.clone(), true),
+            (scalar, _, _) => (to_rego(scalar, &mut self.keys, false), false),
+        }
     }
 
     fn related(&mut self, target: &str) -> Rego {
@@ -688,5 +765,66 @@ mod tests {
             tag_map(Some(&json!({"tags": {"a": "b"}}))),
             json!({"a": "b"})
         );
+    }
+
+    #[test]
+    fn live_shares_what_it_has_in_common_with_desired() {
+        let desired = json!({
+            "metadata": {"name": "web", "labels": {"tier": "api", "app": "web"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "a", "image": "x:1", "ports": [{"containerPort": 80}]},
+                {"name": "b", "image": "y:1"}
+            ]}}}
+        });
+        let live = json!({
+            "metadata": {"name": "web", "labels": {"tier": "web", "app": "web"},
+                         "managedFields": [{"manager": "x"}], "uid": "u-1"},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [
+                {"name": "a", "image": "x:2", "ports": [{"containerPort": 80}]},
+                {"name": "b", "image": "y:1"}
+            ]}}},
+            "status": {"replicas": 3}
+        });
+        let ctx = RunContext::default();
+        let mut builder = InputBuilder::new(&ctx);
+        let desired_r = to_rego(&desired, &mut builder.keys, true);
+        let (live_r, same) = builder.convert_like(&live, Some((&desired, &desired_r)), true);
+        assert!(!same);
+        // The same value as a conversion of its own (managedFields left out)...
+        assert_eq!(live_r, to_rego(&live, &mut KeyCache::default(), true));
+        // ...holding desired's subtrees wherever live equals desired.
+        let at = |v: &Rego, path: &[&str]| {
+            let mut v = v.clone();
+            for p in path {
+                v = match (&v, p.parse::<usize>()) {
+                    (Rego::Array(a), Ok(i)) => a.get(i).cloned().unwrap(),
+                    (Rego::Object(o), _) => o.get(&Rego::from(*p)).cloned().unwrap(),
+                    _ => panic!("no {p}"),
+                };
+            }
+            v
+        };
+        let shared = |path: &[&str]| match (at(&live_r, path), at(&desired_r, path)) {
+            (Rego::Object(a), Rego::Object(b)) => regorus::Rc::ptr_eq(&a, &b),
+            (Rego::Array(a), Rego::Array(b)) => regorus::Rc::ptr_eq(&a, &b),
+            (Rego::String(a), Rego::String(b)) => regorus::Rc::ptr_eq(&a, &b),
+            _ => false,
+        };
+        assert!(shared(&["spec", "template", "spec", "containers", "1"]));
+        assert!(shared(&[
+            "spec",
+            "template",
+            "spec",
+            "containers",
+            "0",
+            "ports"
+        ]));
+        assert!(shared(&["metadata", "labels", "app"]));
+        assert!(!shared(&["spec", "template", "spec", "containers", "0"]));
+        assert!(!shared(&["metadata", "labels"]));
+        // Without desired (an unmanaged object) it is a plain conversion.
+        let (alone, same) = builder.convert_like(&live, None, true);
+        assert!(!same);
+        assert_eq!(alone, live_r);
     }
 }
