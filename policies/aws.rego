@@ -27,6 +27,12 @@ changed_tags(change) := lib.map_diff(lib.tag_map(input.desired), lib.tag_map(inp
 	change.parts[0] == "Tags"
 }
 
+# tag_change: the changes at a tags attribute, found once for both tag rules.
+tag_change contains change if {
+	some change in input.changes
+	change.parts[0] in {"tags", "tags_all", "Tags"}
+}
+
 # unprotected_tag: tags are bookkeeping; restoring Git's is routine.
 findings contains {
 	"class": "safe",
@@ -34,7 +40,7 @@ findings contains {
 	"rule": "unprotected_tag",
 	"path": change.path,
 } if {
-	some change in input.changes
+	some change in tag_change
 	some key in changed_tags(change)
 	not lib.matches_any(key, lib.param("protected_tags", ["*"]))
 }
@@ -46,7 +52,7 @@ findings contains {
 	"rule": "protected_tag",
 	"path": change.path,
 } if {
-	some change in input.changes
+	some change in tag_change
 	some key in changed_tags(change)
 	lib.matches_any(key, lib.param("protected_tags", ["*"]))
 }
@@ -74,6 +80,7 @@ findings contains {
 }
 
 # volume_size: volumes only grow; reverting a resize is impossible and adopting it costs money.
+# A volume_size attribute anywhere (an instance's root or EBS block device)...
 findings contains {
 	"class": "risky",
 	"reason": "volume size changed",
@@ -81,14 +88,19 @@ findings contains {
 	"path": n.path,
 } if {
 	some n in data.driftwarden.lib.nodes
-	volume_size(n.segs)
+	n.segs[count(n.segs) - 1] in {"volume_size", "VolumeSize"}
 }
 
-volume_size(segs) if lib.last(segs) in {"volume_size", "VolumeSize"}
-
-volume_size(segs) if {
+# ...or an EBS volume's own size.
+findings contains {
+	"class": "risky",
+	"reason": "volume size changed",
+	"rule": "volume_size",
+	"path": n.path,
+} if {
 	input.resource.type in {"aws_ebs_volume", "volume"}
-	segs in {["size"], ["Size"]}
+	some n in data.driftwarden.lib.nodes
+	n.segs in {["size"], ["Size"]}
 }
 
 # iam_instance_profile: the instance's AWS permissions changed; a person decides.
