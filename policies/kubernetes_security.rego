@@ -64,10 +64,13 @@ findings contains {
 }
 
 # may_add_capabilities(n): a cheap test first. A node that adds capabilities is the object itself,
-# or its last segment is an array index or one on the way to an add list.
+# or its last segment is an array index or one on the way to an add list, or it sits in an add
+# list (entry_added). It holds for every node capabilities_added can match.
 may_add_capabilities(n) if count(n.segs) == 0
 
 may_add_capabilities(n) if template_segment(lib.last(n.segs))
+
+may_add_capabilities(n) if n.segs[count(n.segs) - 2] == "add"
 
 # capabilities_added(n): capabilities a node adds. Either the node holds whole add lists (the
 # list itself, or a container or pod spec around it), compared as sets with desired's list at the
