@@ -1742,6 +1742,21 @@ targets:
     #[test]
     fn embedded_default_is_valid() {
         let cfg = embedded_default().unwrap();
-        assert!(!cfg.targets.is_empty());
+        // The offline demo: one target, desired from the fixtures, live from snapshot files,
+        // the default library, pull requests written locally.
+        assert_eq!(cfg.targets.len(), 1);
+        let t = &cfg.targets[0];
+        assert_eq!((t.name.as_str(), t.mode), ("demo", Mode::Recommend));
+        assert!(
+            matches!(&t.live, LiveSource::Snapshot(p) if p.ends_with("fixtures/demo/live")),
+            "{:?}",
+            t.live
+        );
+        assert_eq!(cfg.policies.dirs.len(), 1);
+        assert!(cfg.policies.dirs[0].path.ends_with("policies"));
+        assert_eq!(
+            cfg.pull_requests.as_ref().map(|p| p.forge),
+            Some(ForgeKind::Local)
+        );
     }
 }

@@ -635,6 +635,12 @@ fn classify(
     } else {
         1
     };
+    tracing::debug!(
+        target = related.0,
+        drifts = drifts.len(),
+        threads,
+        "classifying the drifts"
+    );
     engine
         .classify_parallel(drifts, &ctx, threads)
         .map_err(Error::Policy)

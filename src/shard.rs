@@ -202,7 +202,13 @@ mod tests {
             .iter()
             .filter(|n| shard_of(n, 8) != shard_of(n, 9) && shard_of(n, 9) != 8)
             .count();
-        // Rendezvous hashing: a target moves only to the new shard.
+        // Rendezvous hashing: a target moves only to the new shard...
         assert_eq!(moved, 0);
+        // ...and the new shard takes its share (about 1000/9), not none and not most.
+        let to_new = names.iter().filter(|n| shard_of(n, 9) == 8).count();
+        assert!(
+            (70..=160).contains(&to_new),
+            "{to_new} of 1000 moved to the new shard"
+        );
     }
 }

@@ -523,7 +523,16 @@ fn a_large_target_is_classified_in_parallel_with_the_same_verdicts() {
     let l = write(dir.path(), "live/all.yaml", &live);
     let policies = root().join("policies");
     let out = run(bin()
-        .args(["diff", "-o", "json", "--desired"])
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "diff",
+            "-o",
+            "json",
+            "--desired",
+        ])
         .arg(&d)
         .arg("--live")
         .arg(&l)
@@ -541,6 +550,16 @@ fn a_large_target_is_classified_in_parallel_with_the_same_verdicts() {
     }
     assert_eq!(report["summary"]["by_class"]["safe"], 200);
     assert_eq!(report["summary"]["by_class"]["risky"], 200);
+    // ...on as many threads as the machine has cores.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let classifying: Vec<Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "classifying the drifts")
+        .collect();
+    assert_eq!(classifying.len(), 1, "{}", stderr(&out));
+    assert_eq!(classifying[0]["fields"]["drifts"], 400);
+    assert_eq!(classifying[0]["fields"]["threads"], cores);
 }
 
 /// `policies.engine: interpreter` classifies with the reference interpreter (same verdicts as the

@@ -83,9 +83,14 @@ fn all_safe_policies(dir: &Path) -> PathBuf {
 /// The config of `write_config` with the real policies, against an endpoint that refuses, each
 /// call tried once.
 fn write_refusing_config(dir: &Path, region: &str) {
+    // A loopback port just released: nothing listens there, so every connection is refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     write_config(
         dir,
-        "http://127.0.0.1:9",
+        &format!("http://127.0.0.1:{port}"),
         region,
         &PathBuf::from(ROOT).join("policies"),
         "",

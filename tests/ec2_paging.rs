@@ -152,14 +152,7 @@ fn assert_other_kinds_read_once(server: &Ec2QueryServer) {
 fn follows_next_tokens_to_the_last_page() {
     let region = "eu-west-3";
     let server = fleet(region, 2500, 40);
-    let Read {
-        read,
-        counter,
-        took,
-        ..
-    } = read(&server, region, 5);
-    // No throttling, no retry delay: paging alone is quick.
-    assert!(took < Duration::from_secs(30), "{took:?}");
+    let Read { read, counter, .. } = read(&server, region, 5);
     assert!(read.failures.is_empty(), "{:?}", read.failures);
 
     let want: BTreeSet<String> = server.running_ids().into_iter().collect();

@@ -7,8 +7,7 @@ mod common;
 
 use common::{field_change as change, root};
 use driftwarden::act::edit_yaml::{
-    self, DocRef, EditError, adopt_changes, adopted_manifest, remove_document, remove_value,
-    set_value,
+    DocRef, EditError, adopt_changes, adopted_manifest, remove_document, remove_value, set_value,
 };
 use driftwarden::model::ChangeOp;
 use serde_json::{Value, json};
@@ -549,5 +548,4 @@ fn every_demo_file_survives_a_no_op_parse() {
         .unwrap();
         assert_eq!(out, text, "{f}");
     }
-    let _ = edit_yaml::Result::<()>::Ok(());
 }

@@ -2,8 +2,8 @@
 //! (`policies/`), real conftest policies (`fixtures/policy/conftest*`), and broken policies written
 //! to temp dirs.
 //!
-//! `cargo test --release --test policy -- --ignored bench --nocapture` runs the throughput
-//! benchmark (docs/policy.md, "Performance"); `-- --ignored regenerate_input_fixtures` rewrites
+//! The throughput benchmark is `cargo bench --bench policy` (docs/performance.md);
+//! `cargo test --test policy -- --ignored regenerate_input_fixtures` rewrites
 //! `fixtures/policy/inputs/*.json` from the drifts built here.
 
 #[path = "support/common.rs"]

@@ -1878,10 +1878,15 @@ mod tests {
     #[test]
     fn failed_attribute_calls_are_partial_not_missing() {
         use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+        // A loopback port just released: nothing listens there.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-3"))
-            .endpoint_url("http://127.0.0.1:9")
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .retry_config(RetryConfig::disabled())
             .build();

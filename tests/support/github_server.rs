@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -41,6 +41,8 @@ pub struct Logged {
     pub body: String,
     /// The prefix the request used (`""` or `/api/v3`).
     pub prefix: String,
+    /// When the server received it.
+    pub at: Instant,
 }
 
 impl Logged {
@@ -580,6 +582,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         query: query.clone(),
         body: body.clone(),
         prefix: prefix.clone(),
+        at: Instant::now(),
     });
     if let Some(f) = st.faults.pop_front() {
         return match f {

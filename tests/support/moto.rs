@@ -1,10 +1,12 @@
 //! moto's EC2 server for the EC2 tests (and the EC2 benchmark).
 //!
 //! The endpoint comes from `DRIFTWARDEN_MOTO_ENDPOINT`, which `scripts/test` sets after starting
-//! moto with `scripts/moto`. Under CI (`CI=true`) a missing endpoint fails the test: the EC2
-//! tests never skip silently there. Elsewhere the first test starts a private moto through
-//! `scripts/moto start --watch PID` (it stops when this test process exits); when that is
-//! impossible (no Python), the tests say so and skip.
+//! moto with `scripts/moto`. Without it, the first test starts a private moto through
+//! `scripts/moto start --watch PID` (it stops when this test process exits), provided moto is
+//! already installed in `.venv/moto` (`scripts/moto install`): a test never downloads anything.
+//! When moto cannot be had, the EC2 tests fail; they skip only when a developer asks for it
+//! with `DRIFTWARDEN_SKIP_EC2=1`, and never under CI (`CI` set) or `scripts/test`
+//! (`DRIFTWARDEN_REQUIRE_MOTO=1`), whatever that variable says.
 //!
 //! moto keeps state per region, so every test uses its own region and sees only its resources.
 #![allow(dead_code)]
@@ -18,8 +20,8 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 /// The environment variable holding moto's endpoint.
 pub const ENDPOINT_VAR: &str = "DRIFTWARDEN_MOTO_ENDPOINT";
 
-/// moto's endpoint, or `None` (after saying why) when the tests must skip. Panics under CI when
-/// no endpoint is configured.
+/// moto's endpoint, or `None` (after saying why) when a developer asked to skip the EC2 tests
+/// with `DRIFTWARDEN_SKIP_EC2=1`. Panics when moto cannot be had otherwise.
 pub fn endpoint() -> Option<String> {
     static EP: OnceLock<Option<String>> = OnceLock::new();
     EP.get_or_init(|| {
@@ -57,47 +59,60 @@ fn reset(endpoint: &str) -> std::io::Result<()> {
 }
 
 fn find_or_start() -> Option<String> {
+    if let Ok(e) = std::env::var(ENDPOINT_VAR)
+        && !e.is_empty()
     {
-        if let Ok(e) = std::env::var(ENDPOINT_VAR) {
-            if !e.is_empty() {
-                return Some(e);
-            }
-        }
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        return Some(e);
+    }
+    let set =
+        |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    let required = set("CI") || set("DRIFTWARDEN_REQUIRE_MOTO");
+    let unavailable = |why: String| -> Option<String> {
+        if required || !set("DRIFTWARDEN_SKIP_EC2") {
             panic!(
-                "{ENDPOINT_VAR} is not set under CI: scripts/test starts moto's server with scripts/moto \
-                 and the EC2 tests must run against it (they never skip in CI)"
+                "the EC2 tests need moto's EC2 server and {why}. Run the suite with \
+                 `bash scripts/test` (it installs and starts moto), or install moto once with \
+                 `scripts/moto install`{}",
+                if required {
+                    ""
+                } else {
+                    ", or skip the EC2 tests on purpose with DRIFTWARDEN_SKIP_EC2=1"
+                }
             );
         }
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new(format!("{root}/scripts/moto"))
-            .args(["start", "--watch", &std::process::id().to_string()])
-            .current_dir(root)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                let ep = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&format!("export {ENDPOINT_VAR}=")))
-                    .map(str::to_string);
-                if ep.is_none() {
-                    eprintln!("skipping the EC2 tests: scripts/moto printed no endpoint: {text}");
-                }
-                ep
-            }
-            Ok(o) => {
-                eprintln!(
-                    "skipping the EC2 tests: scripts/moto start failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("skipping the EC2 tests: cannot run scripts/moto: {e}");
-                None
+        eprintln!("skipping this EC2 test (DRIFTWARDEN_SKIP_EC2 is set): {why}");
+        None
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !std::path::Path::new(root)
+        .join(".venv/moto/bin/moto_server")
+        .exists()
+    {
+        return unavailable(format!(
+            "{ENDPOINT_VAR} is not set and moto is not installed in .venv/moto"
+        ));
+    }
+    let out = Command::new(format!("{root}/scripts/moto"))
+        .args(["start", "--watch", &std::process::id().to_string()])
+        .current_dir(root)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let ep = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {ENDPOINT_VAR}=")))
+                .map(str::to_string);
+            match ep {
+                Some(ep) => Some(ep),
+                None => unavailable(format!("scripts/moto printed no endpoint: {text}")),
             }
         }
+        Ok(o) => unavailable(format!(
+            "scripts/moto start failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => unavailable(format!("scripts/moto cannot run: {e}")),
     }
 }
 
