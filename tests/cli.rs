@@ -619,3 +619,144 @@ fn the_policy_engine_can_be_set_to_the_interpreter() {
     assert!(err.contains("bad.yaml:3"), "{err}");
     assert!(err.contains("`fast` is not an engine"), "{err}");
 }
+
+/// A policy that prints the whole input and quotes it in its reasons still sees no secret: the
+/// input is masked before any policy runs. The canaries appear nowhere: not in the report, the
+/// trace logs (where regorus' `print` goes), the pull request bodies and patches that carry the
+/// reasons, or the run history under `state_dir`.
+#[test]
+fn a_policy_quoting_the_whole_input_sees_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+    }
+    write(
+        &policies,
+        "quote.rego",
+        r#"package driftwarden.quote
+
+classify contains {
+	"class": "risky",
+	"reason": sprintf("desired %v, live %v, changes %v", [input.desired, input.live, input.changes]),
+	"rule": "quote_everything",
+} if {
+	print("the whole input:", input)
+	input.resource.kind == "Secret"
+}
+"#,
+    );
+    let demo = root().join("fixtures/demo");
+    let config = write(
+        dir.path(),
+        "driftwarden.yaml",
+        &format!(
+            "state_dir: {state}\npolicies:\n  dirs: [{policies}]\npull_requests:\n  forge: local\ntargets:\n  - name: demo\n    cluster: demo\n    mode: recommend\n    namespace: shop\n    desired: {{dir: {desired}}}\n    live: {{snapshot: {live}}}\n",
+            state = dir.path().join("state").display(),
+            policies = policies.display(),
+            desired = demo.join("desired").display(),
+            live = demo.join("live").display(),
+        ),
+    );
+    let out = run(bin().current_dir(dir.path()).args([
+        "--log-level",
+        "trace",
+        "reconcile",
+        "-c",
+        config.to_str().unwrap(),
+        "-o",
+        "json",
+    ]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // The policy ran on the Secret's drift and its reason (the quoted input) reached the report.
+    let secret = report["drifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["resource"]["kind"] == "Secret")
+        .unwrap_or_else(|| panic!("no Secret drift: {report}"));
+    let quoted = secret["verdict"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|r| r.starts_with("desired "))
+        .unwrap_or_else(|| panic!("the quoting rule did not fire: {secret}"));
+    assert!(quoted.contains("PAYMENT_API_KEY"), "{quoted}");
+    assert!(
+        stderr(&out).contains("the whole input:"),
+        "regorus' print output reaches the trace log: {}",
+        stderr(&out)
+    );
+
+    let mut outputs = vec![
+        ("the report".to_string(), stdout(&out)),
+        ("the logs".to_string(), stderr(&out)),
+    ];
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if p == policies {
+                continue;
+            }
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p != config {
+            let bytes = std::fs::read(&p).unwrap();
+            outputs.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&bytes).into(),
+            ));
+        }
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|(p, _)| std::path::Path::new(p).starts_with(dir.path().join("state"))),
+        "the run wrote its history under state_dir: {:?}",
+        outputs.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    assert!(
+        outputs.iter().any(|(p, _)| p.ends_with(".md")),
+        "pull request bodies were written"
+    );
+    // The local forge's Git objects are compressed on disk: read every one through Git. Its
+    // base branch holds the desired files as they are in Git, desired secrets included (the
+    // user's own content), so there only the live values must never appear: a branch that
+    // adopted the live Secret into Git would carry them.
+    let mut git_objects = Vec::new();
+    let repo = git2::Repository::open_bare(dir.path().join("state/prs/repo.git")).unwrap();
+    let odb = repo.odb().unwrap();
+    let mut ids = Vec::new();
+    odb.foreach(|id| {
+        ids.push(*id);
+        true
+    })
+    .unwrap();
+    assert!(!ids.is_empty());
+    for id in ids {
+        let object = odb.read(id).unwrap();
+        git_objects.push((
+            format!("Git object {id}"),
+            String::from_utf8_lossy(object.data()).into_owned(),
+        ));
+    }
+    for (name, text) in &git_objects {
+        for canary in ["DEMO-CANARY-5f2b", "REVNTy1DQU5BUlktNWYyYg=="] {
+            assert!(!text.contains(canary), "{name} leaks {canary}");
+        }
+    }
+    for (name, text) in &outputs {
+        for canary in [
+            "DEMO-CANARY-5f2b",
+            "REVNTy1DQU5BUlktNWYyYg==",
+            "demo-payment-key-not-real",
+            "ZGVtby1wYXltZW50LWtleS1ub3QtcmVhbA==",
+            "demo-db-password-not-real",
+        ] {
+            assert!(!text.contains(canary), "{name} leaks {canary}");
+        }
+    }
+}
