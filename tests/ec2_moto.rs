@@ -1329,4 +1329,90 @@ fn vpc_dns_attributes_and_launch_template_contents_drift() {
     );
     assert_eq!(change("/default_version"), (json!(1), json!(2)));
     assert_eq!(change("/latest_version"), (json!(1), json!(2)));
+
+    // A sensitive user_data (the state marks it, as Terraform does for a sensitive variable):
+    // Git's and live's values differ, and neither appears in any report format or in the trace
+    // logs, where the AWS SDK's own logging of the DescribeLaunchTemplateVersions exchange goes.
+    // Git's: `#!/bin/sh\nexport TOKEN=DESIRED-CANARY-2b7e\n`; live's: `...LIVE-CANARY-9d41...`.
+    let desired_ud = "IyEvYmluL3NoCmV4cG9ydCBUT0tFTj1ERVNJUkVELUNBTkFSWS0yYjdlCg==";
+    let live_ud = "IyEvYmluL3NoCmV4cG9ydCBUT0tFTj1MSVZFLUNBTkFSWS05ZDQxCg==";
+    rt.block_on(async {
+        let v = c
+            .create_launch_template_version()
+            .launch_template_id(&lt)
+            .launch_template_data(lt_data(
+                aws_sdk_ec2::types::InstanceType::T3Large,
+                &sg,
+                live_ud,
+            ))
+            .send()
+            .await
+            .unwrap()
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .unwrap();
+        c.modify_launch_template()
+            .launch_template_id(&lt)
+            .default_version(v.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("terraform.tfstate")).unwrap(),
+    )
+    .unwrap();
+    for r in state["resources"].as_array_mut().unwrap() {
+        if r["type"] == "aws_launch_template" {
+            let i = &mut r["instances"][0];
+            i["attributes"]["user_data"] = json!(desired_ud);
+            i["attributes"]["instance_type"] = json!("t3.large");
+            i["attributes"]["default_version"] = json!(3);
+            i["attributes"]["latest_version"] = json!(3);
+            i["sensitive_attributes"] = json!([[{"type": "get_attr", "value": "user_data"}]]);
+        }
+    }
+    std::fs::write(
+        dir.path().join("terraform.tfstate"),
+        serde_json::to_string_pretty(&state).unwrap(),
+    )
+    .unwrap();
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
+    let t = drift_by(&report, "aws_launch_template.web");
+    assert_eq!(paths(t), ["/user_data"], "{t:#}");
+    assert_eq!(t["changes"][0]["masked"], true, "{t:#}");
+    let canaries = [
+        desired_ud,
+        live_ud,
+        "DESIRED-CANARY-2b7e",
+        "LIVE-CANARY-9d41",
+        // The base64 of `CANARY-` at the offsets the two values carry it.
+        "UkVELUNBTkFSWS0yYjdl",
+        "NBTkFSWS05ZDQx",
+    ];
+    for format in ["table", "json", "markdown", "sarif", "junit"] {
+        let (code, out, err) = driftwarden(
+            dir.path(),
+            &[
+                "--log-level",
+                "trace",
+                "--log-format",
+                "json",
+                "diff",
+                "-c",
+                "driftwarden.yaml",
+                "-o",
+                format,
+            ],
+        );
+        assert_eq!(code, 2, "{format}: {err}");
+        assert!(
+            err.contains("DescribeLaunchTemplateVersions"),
+            "the trace log covers the exchange"
+        );
+        for canary in canaries {
+            assert!(!out.contains(canary), "the {format} report leaks {canary}");
+            assert!(!err.contains(canary), "the trace log leaks {canary}");
+        }
+    }
 }
