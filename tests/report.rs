@@ -265,10 +265,17 @@ fn snapshot_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Compares against tests/snapshots/NAME, or rewrites it when DRIFTWARDEN_UPDATE_SNAPSHOTS=1.
+/// Compares against tests/snapshots/NAME, or rewrites it when DRIFTWARDEN_UPDATE_SNAPSHOTS=1
+/// (refused under CI, which `scripts/test` sets, where a rewrite would pass every snapshot unchecked).
 fn check_snapshot(name: &str, actual: &str) {
     let path = snapshot_path(name);
     if std::env::var("DRIFTWARDEN_UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
+        let checking = std::env::var("CI").is_ok_and(|x| !x.is_empty() && x != "0" && x != "false");
+        assert!(
+            !checking,
+            "DRIFTWARDEN_UPDATE_SNAPSHOTS=1 is refused under CI and scripts/test: it would \
+             rewrite the snapshots instead of checking them"
+        );
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
