@@ -3,8 +3,10 @@
 //!
 //! First the server itself is checked against the real kube-apiserver's captured exchanges
 //! (`fixtures/golden/protocol`); then driftwarden runs against it: end to end from a Git
-//! repository in autocorrect mode, request counts at scale, injected faults, the blast radius,
-//! the hourly limit, dry runs and pruning: what the live Kubernetes source and the actuator promise.
+//! repository in autocorrect mode, request counts at scale, injected faults (expired continue
+//! tokens included), applies the server refuses (a typo in Git, a Secret's value quoted in a
+//! 422), the blast radius, the hourly limit, dry runs and pruning: what the live Kubernetes
+//! source and the actuator promise.
 
 #[path = "support/common.rs"]
 mod common;
@@ -583,6 +585,256 @@ fn golden_quantities_are_canonicalized_like_the_real_server() {
     }
 }
 
+const APPLY: &str = "application/apply-patch+yaml";
+const MERGE: &str = "application/merge-patch+json";
+
+/// Server-side apply of an object with a field its kind's schema does not declare answers 500
+/// with the real message (no `reason`), with or without `fieldValidation=Strict`, for custom
+/// resources too; invalid values answer 422 `Invalid` listing every cause. Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_refused_applies_match_the_real_server() {
+    let server = KubeServer::start().await;
+    server.seed(read_json(golden("live/namespace-shop.json")));
+    server.set_resource_version(285);
+    let create = exchange("apply-create-201");
+    let (status, _) = raw(
+        &server,
+        "PATCH",
+        &create.target,
+        Some(APPLY),
+        &request_body("apply-create-201"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let before = server
+        .object("apps/v1", "Deployment", Some("shop"), "checkout")
+        .unwrap();
+    // Byte for byte: status code, no reason, the message naming the object and the field.
+    for name in [
+        "apply-unknown-field-500",
+        "apply-unknown-field-strict-500",
+        "apply-cr-unknown-field-500",
+        "apply-invalid-422",
+    ] {
+        let want = exchange(name);
+        let (status, got) = raw(
+            &server,
+            &want.method,
+            &want.target,
+            Some(APPLY),
+            &request_body(name),
+            true,
+        )
+        .await;
+        assert_eq!(status, want.status, "{name}: {got:#}");
+        assert_eq!(
+            got, want.body,
+            "{name}\n--- ours:\n{got:#}\n--- real:\n{:#}",
+            want.body
+        );
+    }
+    // The same without dryRun: still refused, and a typed patch error is not a conflict to force.
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/checkout?fieldManager=driftwarden&force=true",
+        Some(APPLY),
+        &request_body("apply-unknown-field-500"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(got, exchange("apply-unknown-field-500").body);
+
+    // The custom resource's causes: the real server's order is Go's map order, so the same
+    // causes and the same message in any order.
+    let want = exchange("apply-cr-invalid-422");
+    let (status, got) = raw(
+        &server,
+        &want.method,
+        &want.target,
+        Some(APPLY),
+        &request_body("apply-cr-invalid-422"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 422, "{got:#}");
+    for key in ["kind", "apiVersion", "metadata", "status", "reason", "code"] {
+        assert_eq!(got[key], want.body[key], "{key}");
+    }
+    for key in ["name", "group", "kind"] {
+        assert_eq!(got["details"][key], want.body["details"][key], "{key}");
+    }
+    let causes = |v: &Value| {
+        let mut c: Vec<String> = v["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(causes(&got), causes(&want.body));
+    let message = got["message"].as_str().unwrap();
+    let real = want.body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("CacheCluster.platform.driftwarden.test \"bad-cache\" is invalid: [")
+            && message.ends_with(']')
+            && message.len() == real.len(),
+        "{message}"
+    );
+    for c in want.body["details"]["causes"].as_array().unwrap() {
+        let text = format!(
+            "{}: {}",
+            c["field"].as_str().unwrap(),
+            c["message"].as_str().unwrap()
+        );
+        assert!(message.contains(&text), "{text}\nin: {message}");
+    }
+
+    // Nothing refused was stored or changed.
+    assert!(
+        server
+            .object("apps/v1", "Deployment", Some("shop"), "broken")
+            .is_none()
+    );
+    assert!(
+        server
+            .object(
+                "platform.driftwarden.test/v1alpha1",
+                "CacheCluster",
+                Some("shop"),
+                "bad-cache"
+            )
+            .is_none()
+    );
+    let after = server
+        .object("apps/v1", "Deployment", Some("shop"), "checkout")
+        .unwrap();
+    assert_eq!(before, after);
+    assert!(after["spec"].get("replica").is_none());
+    // A refused create allocated no resourceVersion: the next write gets 287.
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/checkout",
+        Some(MERGE),
+        r#"{"spec":{"replicas":3}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["metadata"]["resourceVersion"], "287");
+}
+
+/// A body carrying a stale `metadata.resourceVersion` is a failed precondition: 409 `Conflict`
+/// with the real message (update-stale-resourceversion-409: the captured PUT's body, here as a
+/// merge patch and as an apply); the current one is accepted. An apply carrying
+/// `metadata.managedFields` answers 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_stale_resource_version_and_managed_fields_are_refused() {
+    let server = KubeServer::start().await;
+    server.seed(read_json(golden("live/namespace-shop.json")));
+    server.set_resource_version(285);
+    let (status, _) = raw(
+        &server,
+        "PATCH",
+        &exchange("apply-create-201").target,
+        Some(APPLY),
+        &request_body("apply-create-201"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 201);
+    // The captured sequence moved the object on before the PUT (merge and strategic patches).
+    let merge = exchange("merge-patch-200");
+    let (status, _) = raw(
+        &server,
+        &merge.method,
+        &merge.target,
+        Some(MERGE),
+        &request_body("merge-patch-200"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let target = "/apis/apps/v1/namespaces/shop/deployments/checkout";
+    let stale = request_body("update-stale-resourceversion-409");
+    let want = exchange("update-stale-resourceversion-409");
+    assert_eq!(want.body["metadata"], json!({}));
+    let (status, got) = raw(&server, "PATCH", target, Some(MERGE), &stale, true).await;
+    assert_eq!((status, &got), (409, &want.body), "merge patch: {got:#}");
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        &format!("{target}?fieldManager=driftwarden&force=true"),
+        Some(APPLY),
+        &stale,
+        true,
+    )
+    .await;
+    assert_eq!((status, &got), (409, &want.body), "apply: {got:#}");
+    let live = server
+        .object("apps/v1", "Deployment", Some("shop"), "checkout")
+        .unwrap();
+    assert_eq!(live["spec"]["replicas"], 2, "nothing written");
+
+    // The current resourceVersion is accepted.
+    let mut current: Value = serde_json::from_str(&stale).unwrap();
+    current["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        target,
+        Some(MERGE),
+        &current.to_string(),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{got:#}");
+    assert_eq!(got["spec"]["replicas"], 3);
+
+    // managedFields in an apply: 400, whatever the list holds; null is no managedFields.
+    let applied = got.clone();
+    for managed in [applied["metadata"]["managedFields"].clone(), json!([])] {
+        let mut body = applied.clone();
+        body["metadata"]["managedFields"] = managed;
+        body["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        let (status, got) = raw(
+            &server,
+            "PATCH",
+            &format!("{target}?fieldManager=driftwarden&force=true"),
+            Some(APPLY),
+            &body.to_string(),
+            true,
+        )
+        .await;
+        assert_eq!(status, 400, "{got:#}");
+        assert_eq!(
+            got,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "metadata.managedFields must be nil", "reason": "BadRequest", "code": 400})
+        );
+    }
+    let mut body = applied.clone();
+    body["metadata"]["managedFields"] = Value::Null;
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        &format!("{target}?fieldManager=driftwarden&force=true"),
+        Some(APPLY),
+        &body.to_string(),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{got:#}");
+}
+
 // ------------------------------------------------------------------------------------------
 // Config
 // ------------------------------------------------------------------------------------------
@@ -1048,6 +1300,177 @@ async fn transient_faults_are_retried_within_bounds() {
         .map(|r| r.status)
         .collect();
     assert_eq!(tries, [0, 200], "dropped, then answered");
+}
+
+/// A client for the test's server with small pages (`page_size`).
+async fn paging_client(env: &Env, page_size: u32) -> driftwarden::live::kube::Kube {
+    let src = config::KubeSource {
+        kubeconfig: Some(env.kubeconfig.clone()),
+        page_size,
+        max_attempts: 3,
+        backoff: Duration::from_millis(5),
+        ..config::KubeSource::default()
+    };
+    driftwarden::live::kube::Kube::connect(&src).await.unwrap()
+}
+
+/// An expired continue token (410 `Expired`, the real Status with a fresh token in
+/// `metadata.continue`) restarts the LIST once from the first page: every object comes back
+/// exactly once, in the pages of one consistent pass. A second expiry fails the scope with a
+/// clear error, and a full read reports it as a partial read without a false Missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_continue_token_restarts_the_list_once() {
+    let env = Env::new().await;
+    env.server
+        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
+    let names: Vec<String> = (0..5).map(|i| format!("settings-{i}")).collect();
+    for name in &names {
+        env.server.apply_as(
+            "driftwarden",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "team"}, "data": {"a": "b"}}),
+        );
+    }
+    let path = "/api/v1/namespaces/team/configmaps";
+
+    // The 410 as the real server writes it, and its token really continues the list.
+    env.inject("GET", path, FaultKind::ExpiredContinue, 1);
+    let (_, first) = raw(
+        &env.server,
+        "GET",
+        &format!("{path}?limit=2"),
+        None,
+        "",
+        true,
+    )
+    .await;
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let (status, expired) = raw(
+        &env.server,
+        "GET",
+        &format!("{path}?limit=2&continue={token}"),
+        None,
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(status, 410);
+    assert_eq!(
+        (
+            &expired["kind"],
+            &expired["status"],
+            &expired["reason"],
+            &expired["code"]
+        ),
+        (
+            &json!("Status"),
+            &json!("Failure"),
+            &json!("Expired"),
+            &json!(410)
+        )
+    );
+    assert!(
+        expired["message"].as_str().unwrap().starts_with(
+            "The provided continue parameter is too old to display a consistent list result."
+        ),
+        "{expired:#}"
+    );
+    let fresh = expired["metadata"]["continue"].as_str().unwrap();
+    assert_ne!(fresh, token);
+    let (status, rest) = raw(
+        &env.server,
+        "GET",
+        &format!("{path}?limit=10&continue={fresh}"),
+        None,
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rest["items"][0]["metadata"]["name"], "settings-2");
+
+    // The read restarts once and returns every object once.
+    let kube = paging_client(&env, 2).await;
+    let res = kube
+        .resolve("", "v1", "ConfigMap", false)
+        .await
+        .unwrap()
+        .unwrap();
+    env.inject("GET", path, FaultKind::ExpiredContinue, 1);
+    env.server.clear_requests();
+    let (items, pages) = kube.list(&res, Some("team"), None).await.unwrap();
+    let got: Vec<&str> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, names, "every object exactly once");
+    let lists: Vec<(bool, u16)> = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| (r.param("continue").is_some(), r.status))
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            (false, 200),
+            (true, 410),
+            (false, 200),
+            (true, 200),
+            (true, 200)
+        ],
+        "first page, expired, then a whole new pass"
+    );
+    assert_eq!(pages, lists.len());
+
+    // A second expiry gives up on the scope, clearly.
+    env.inject("GET", path, FaultKind::ExpiredContinue, 2);
+    env.server.clear_requests();
+    let err = kube.list(&res, Some("team"), None).await.unwrap_err();
+    let text = driftwarden::live::kube::error_chain(&err);
+    assert!(
+        text.starts_with(&format!(
+            "LIST {path}: the continue token expired again after the list was started over from the first page; giving up on this scope: GET {path}: HTTP 410 Expired: The provided continue parameter is too old"
+        )),
+        "{text}"
+    );
+    let statuses: Vec<u16> = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [200, 410, 200, 410], "restarted once, not more");
+
+    // Through a whole read: a partial read, its objects not reported Missing.
+    let desired: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "team"}, "data": {"a": "b"}})
+        })
+        .collect();
+    let desired = write_desired(&env, &desired);
+    let cfg = env.config("observe", "team", &desired, ", page_size: 2", "");
+    env.inject("GET", path, FaultKind::ExpiredContinue, 2);
+    let report = env.run(&cfg, Command::Diff, false).await;
+    assert!(report.summary.partial);
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!(
+            "LIST ConfigMap in namespace team failed: LIST {path}: the continue token expired again"
+        )) && e.ends_with("; its desired objects were not compared")),
+        "{errors:#?}"
+    );
+    assert!(report.drifts.iter().all(|d| d.kind != DriftKind::Missing));
+    // With one expiry the same read is complete and in sync.
+    env.inject("GET", path, FaultKind::ExpiredContinue, 1);
+    let report = env.run(&cfg, Command::Diff, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.summary.resources_checked, 5);
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
 
 /// Must show: a LIST that keeps failing is retried a bounded number of times and reported; its
@@ -1748,6 +2171,269 @@ async fn failed_corrections_report_the_api_message_and_fail_the_run() {
         .unwrap();
     assert_eq!(dep["spec"]["replicas"], 2);
     assert_rbac_covers(&reqs);
+}
+
+/// A desired manifest with a typo (`spec.replica`): the server answers its apply with the 500
+/// `failed to create typed patch object`, the same on every attempt. The correction fails at
+/// once with a message naming the object and the undeclared field: one PATCH in the server's
+/// log (with `max_attempts: 3`), no re-read, no remediation recorded, the object unchanged; the
+/// other correction of the target still goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_in_git_fails_its_correction_once_and_is_not_retried() {
+    let env = Env::new().await;
+    let seeded = seed_team(&env.server);
+    let mut dep = seeded[3].clone();
+    dep["spec"]["replica"] = json!(3);
+    let desired = write_desired(&env, &[seeded[0].clone(), dep]);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        ", max_attempts: 3",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    env.server.clear_requests();
+    let (report, _, stderr) = run_binary(
+        &env,
+        "reconcile",
+        &cfg,
+        &["--log-level", "driftwarden=debug"],
+        1,
+        "a failed correction is a runtime failure",
+    )
+    .await;
+
+    let display = "Deployment team/deployment-001";
+    let (a, r, detail) = action(drift(&report, display));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
+    assert_eq!(
+        detail,
+        "server-side apply (field manager driftwarden, force) failed: the API server cannot type Deployment team/deployment-001 against its kind's schema (a field the schema does not declare, or a value of the wrong type); the manifest in Git must change, so it was sent once and not retried: PATCH /apis/apps/v1/namespaces/team/deployments/deployment-001: HTTP 500: failed to create typed patch object (team/deployment-001; apps/v1, Kind=Deployment): .spec.replica: field not declared in schema"
+    );
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0], format!("{display}: {detail}"));
+    // The other correction went ahead.
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-0"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+
+    // One attempt, nothing else sent for the object, nothing recorded.
+    let reqs = env.server.requests();
+    let path = "/apis/apps/v1/namespaces/team/deployments/deployment-001";
+    let sent: Vec<(String, u16)> = reqs
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| (r.method.clone(), r.status))
+        .collect();
+    assert_eq!(sent, [("PATCH".to_string(), 500)], "no retry, no re-read");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    let history = std::fs::read_to_string(env.path("state/remediations.json")).unwrap();
+    assert!(history.contains("ConfigMap team/settings-0"), "{history}");
+    assert!(!history.contains("deployment-001"), "{history}");
+    let live = env
+        .server
+        .object("apps/v1", "Deployment", Some("team"), "deployment-001")
+        .unwrap();
+    assert!(live["spec"].get("replica").is_none());
+    assert_eq!(live["spec"]["replicas"], 2);
+}
+
+/// Promise 1 when the API refuses a Secret: an admission policy rejects the corrected Secret
+/// with a 422 quoting the value (base64 and plain). The correction fails with the status, the
+/// reason and the field, and the value is in no output: not the report, not the logs (trace,
+/// kube and hyper included), not the remediation history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rejected_with_its_value_quoted_leaks_it_nowhere() {
+    const PLAIN: &str = "canary-5ecret-7f3a9c";
+    let encoded = base64_encode(PLAIN);
+    let env = Env::new().await;
+    write(
+        env.dir.path(),
+        "policies/e2e.rego",
+        "package driftwarden.e2e\n\nclassify contains {\"class\": \"safe\", \"reason\": \"rotation\", \"rule\": \"secret\"} if {\n\tinput.resource.kind == \"Secret\"\n}\n",
+    );
+    env.server
+        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
+    let secret = |value: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "api-keys", "namespace": "team"},
+            "type": "Opaque", "data": {"API_KEY": value}})
+    };
+    env.server
+        .apply_as("driftwarden", secret(&base64_encode("old-key")));
+    let desired = write_desired(&env, &[secret(&encoded)]);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        "",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    let path = "/api/v1/namespaces/team/secrets/api-keys";
+    env.inject(
+        "PATCH",
+        path,
+        FaultKind::Invalid {
+            field: "data[API_KEY]".into(),
+            value: encoded.clone(),
+            detail: format!(
+                "denied by ValidatingAdmissionPolicy 'no-test-keys': {PLAIN} is a test key"
+            ),
+        },
+        usize::MAX,
+    );
+    env.server.clear_requests();
+    let (report, stdout, stderr) = run_binary(
+        &env,
+        "reconcile",
+        &cfg,
+        &[
+            "--log-level",
+            "driftwarden=trace,kube=trace,kube_client=trace,hyper=trace",
+        ],
+        1,
+        "a failed correction is a runtime failure",
+    )
+    .await;
+    let (a, r, detail) = action(drift(&report, "Secret team/api-keys"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Failed), "{detail}");
+    assert_eq!(
+        detail,
+        format!(
+            "server-side apply (field manager driftwarden, force) failed: PATCH {path}: HTTP 422 Invalid (message withheld: Secret), fields: data[API_KEY]"
+        )
+    );
+    // The server did quote it, once (a 422 is not retried).
+    let reqs = env.server.requests();
+    let patches: Vec<u16> = reqs
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(patches, [422]);
+    assert!(stderr.contains("cluster read"), "trace logs were on");
+    // Every file the run left (state, cache), the desired manifest aside.
+    let mut files = Vec::new();
+    let mut dirs = vec![env.dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p == env.path("desired") {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for canary in [PLAIN, encoded.as_str()] {
+        assert!(!stdout.contains(canary), "the report leaks {canary}");
+        assert!(!stderr.contains(canary), "the logs leak {canary}");
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(canary),
+                "{} leaks {canary}",
+                f.display()
+            );
+        }
+    }
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Corrections strip server bookkeeping: a desired manifest committed from `kubectl get -o
+/// yaml` carries a stale `resourceVersion` and `managedFields`, which the server would refuse
+/// (409, 400); the apply never sends them and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_never_send_resource_version_or_managed_fields() {
+    let env = Env::new().await;
+    env.server
+        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
+    let exported = env.server.apply_as(
+        "driftwarden",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "team"},
+            "data": {"LOG_LEVEL": "info"}}),
+    );
+    assert!(exported["metadata"]["managedFields"].is_array());
+    env.server.merge_patch_as(
+        "kubectl-edit",
+        "v1",
+        "ConfigMap",
+        Some("team"),
+        "settings",
+        json!({"data": {"LOG_LEVEL": "debug"}}),
+    );
+    // What the server would answer to that body as it is.
+    let target = "/api/v1/namespaces/team/configmaps/settings?fieldManager=driftwarden&force=true";
+    let (status, got) = raw(
+        &env.server,
+        "PATCH",
+        target,
+        Some(APPLY),
+        &exported.to_string(),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (status, got["message"].as_str()),
+        (400, Some("metadata.managedFields must be nil"))
+    );
+    let mut without_managed = exported.clone();
+    without_managed["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    let (status, got) = raw(
+        &env.server,
+        "PATCH",
+        target,
+        Some(APPLY),
+        &without_managed.to_string(),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (status, got["reason"].as_str()),
+        (409, Some("Conflict")),
+        "{got:#}"
+    );
+
+    let desired = write_desired(&env, &[exported]);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        "",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+    let reqs = env.server.requests();
+    let patch = reqs.iter().find(|r| r.method == "PATCH").expect("an apply");
+    assert_eq!(patch.status, 200);
+    for field in [
+        "resourceVersion",
+        "managedFields",
+        "uid",
+        "creationTimestamp",
+    ] {
+        assert!(!patch.body.contains(field), "{field} sent: {}", patch.body);
+    }
+    let live = env
+        .server
+        .object("v1", "ConfigMap", Some("team"), "settings")
+        .unwrap();
+    assert_eq!(live["data"]["LOG_LEVEL"], "info");
 }
 
 // ------------------------------------------------------------------------------------------

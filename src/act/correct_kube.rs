@@ -12,6 +12,10 @@
 //! - A correction that fails (the API's error, or a re-read that still differs) is recorded
 //!   `failed` with the API's message and also returned as an error of the run (exit 1); the
 //!   other corrections of the target still go ahead.
+//! - An apply the server refuses for the object itself (a 500 `failed to create typed patch
+//!   object`: a field the kind's schema does not declare, such as a typo in Git; a 422
+//!   `Invalid`) is sent once, never retried, and fails the correction naming the object and the
+//!   server's message; nothing else is done for that object (no re-read, no history).
 //! - `--dry-run` sends the same requests with `dryRun=All` and reports what the server would
 //!   change; nothing is stored and no history is recorded.
 //!
@@ -28,7 +32,7 @@ use super::ActContext;
 use super::guardrails::{self, Removal, escalate, record, source_error};
 use crate::config::LiveSource;
 use crate::diff::{self, DiffOptions};
-use crate::live::kube::{ApiResource, Kube, KubeError, error_chain};
+use crate::live::kube::{ApiResource, Kube, KubeError, Rejection, error_chain};
 use crate::model::{ActionResult, Drift, DriftKind, FIELD_MANAGER, ResourceId, SourceError};
 
 /// Server bookkeeping that must not be sent back in an apply body (a `resourceVersion` would
@@ -263,7 +267,15 @@ async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
             return false;
         }
         Err(e) => {
-            fail(d, &format!("{how} failed: {}", api_message(&e, secret)));
+            let detail = match e.rejection() {
+                Some(Rejection::Schema) => format!(
+                    "{how} failed: the API server cannot type {} against its kind's schema (a field the schema does not declare, or a value of the wrong type); the manifest in Git must change, so it was sent once and not retried: {}",
+                    d.resource.display,
+                    api_message(&e, secret)
+                ),
+                _ => format!("{how} failed: {}", api_message(&e, secret)),
+            };
+            fail(d, &detail);
             return false;
         }
     };
@@ -403,9 +415,11 @@ fn change_paths(changes: &[crate::model::FieldChange]) -> String {
 }
 
 /// The API's message for a failed request. For a Secret, where a validation message could
-/// quote a value, only the status, reason and field names are kept.
+/// quote a value, only the status, reason and field names are kept (the request layer has
+/// already masked the server's text; this keeps the rule where the detail is written). A typed
+/// patch error keeps its masked message: object and field paths, no values.
 fn api_message(e: &KubeError, secret: bool) -> String {
-    if !secret {
+    if !secret || e.rejection() == Some(Rejection::Schema) {
         return error_chain(e);
     }
     match e {

@@ -12,12 +12,19 @@
 //!   Unmanaged detection (filtered by the tracking label when it can be).
 //! - **Bounded**: at most `concurrency` LISTs in flight, a timeout per request, and bounded
 //!   retries with jittered exponential backoff on 429, 5xx, timeouts and broken connections,
-//!   honouring `Retry-After`.
+//!   honouring `Retry-After`. An answer that refuses the object itself ([`Rejection`]: a 500
+//!   `failed to create typed patch object`, a 422 `Invalid`) is the same on every attempt and
+//!   is never retried.
+//! - **Expired continue tokens**: a LIST whose continue token expired (410 `Expired`) starts
+//!   over from the first page once, for a consistent snapshot; a second expiry fails the scope
+//!   ([`KubeError::ListExpired`]).
 //! - **Partial failure is data**: a LIST that still fails becomes an error in [`KubeRead`] and an
 //!   [`UnreadScope`]; its desired objects are then not reported `Missing`
 //!   ([`drop_unread_missing`]), and the target's read counts as partial (nothing is pruned).
 //!
-//! Nothing here logs an object or a request body: Secrets pass through this module.
+//! Nothing here logs an object or a request body: Secrets pass through this module. An error
+//! answer to a request on Secrets is masked where it is read ([`KubeError::Api`] never holds
+//! the server's text for it): validation messages quote rejected values.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -50,6 +57,28 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A LIST that keeps answering with new pages stops here (a server bug, not a cluster size).
 const MAX_PAGES: usize = 100_000;
+
+/// How the API server's 500 for an applied object it cannot type against the kind's schema
+/// begins (structured-merge-diff, through the apply handler); the rest names the object and
+/// the fields: `failed to create typed patch object (shop/web; apps/v1, Kind=Deployment):
+/// .spec.replica: field not declared in schema`.
+pub const TYPED_PATCH_ERROR: &str = "failed to create typed patch object";
+
+/// What stands for the server's text in an error about a Secret.
+const WITHHELD: &str = "(message withheld: Secret)";
+
+/// Why the server refused an object for what it is rather than for the moment it was sent:
+/// every attempt gets the same answer, so it is never retried and the object must change (in
+/// Git) before a write can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A 500 `failed to create typed patch object (…)`: server-side apply cannot type the
+    /// object against its kind's schema, for a field the schema does not declare (a typo, a
+    /// field of another API version) or a value of the wrong type.
+    Schema,
+    /// A 422 `Invalid`: validation or an admission policy refused values.
+    Invalid,
+}
 
 /// Why talking to the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +133,16 @@ pub enum KubeError {
     },
     #[error("{path}: the server kept returning pages ({pages}); giving up")]
     EndlessList { path: String, pages: usize },
+    /// The continue token of a LIST expired (410) again after the list had been started over
+    /// once from the first page.
+    #[error(
+        "LIST {path}: the continue token expired again after the list was started over from the first page; giving up on this scope"
+    )]
+    ListExpired {
+        path: String,
+        #[source]
+        source: Box<KubeError>,
+    },
 }
 
 fn reason_text(reason: &str) -> String {
@@ -127,6 +166,18 @@ impl KubeError {
     pub fn code(&self) -> Option<u16> {
         match self {
             KubeError::Api { code, .. } => Some(*code),
+            KubeError::ListExpired { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the server refused the object itself (see [`Rejection`]).
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            KubeError::Api {
+                code: 500, message, ..
+            } if message.starts_with(TYPED_PATCH_ERROR) => Some(Rejection::Schema),
+            KubeError::Api { code: 422, .. } => Some(Rejection::Invalid),
             _ => None,
         }
     }
@@ -292,6 +343,8 @@ struct Prepared {
     endpoint: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// A request on Secrets: an error answer's text is masked where it is read.
+    secret: bool,
 }
 
 impl Prepared {
@@ -303,6 +356,7 @@ impl Prepared {
             endpoint: format!("{verb} {} {}", res.api_version(), res.plural),
             headers: parts.headers,
             body,
+            secret: res.group.is_empty() && res.kind == "Secret",
         }
     }
 
@@ -313,6 +367,7 @@ impl Prepared {
             endpoint: "discovery".to_string(),
             headers: HeaderMap::new(),
             body: Vec::new(),
+            secret: false,
         }
     }
 
@@ -497,8 +552,9 @@ impl Kube {
                         body,
                     });
                 }
-                let err = api_error(&method, &path, code, &body, attempt);
-                if code == StatusCode::TOO_MANY_REQUESTS || code.is_server_error() {
+                let err = api_error(&method, &path, code, &body, attempt, req.secret);
+                let transient = code == StatusCode::TOO_MANY_REQUESTS || code.is_server_error();
+                if transient && err.rejection().is_none() {
                     Err(AttemptError::Retry {
                         after: retry_after,
                         last: err,
@@ -655,6 +711,8 @@ impl Kube {
     ) -> Result<(Vec<Value>, usize), KubeError> {
         let path = res.collection_path(namespace);
         let mut restarted = false;
+        // Pages fetched, those of a pass given up on included.
+        let mut fetched = 0;
         'restart: loop {
             let mut items = Vec::new();
             let mut token: Option<String> = None;
@@ -675,12 +733,20 @@ impl Kube {
                     })?;
                 let prepared = Prepared::from_http(req, "list", res);
                 pages += 1;
+                fetched += 1;
                 let (_, page) = match self.send_json(&prepared).await {
                     Ok(p) => p,
-                    // The continue token expired (410 Gone): start over once, from a fresh
+                    // The continue token expired (410 Expired). The server offers a token for
+                    // an inconsistent remainder; start over once instead, from a fresh
                     // snapshot, rather than mix two snapshots.
-                    Err(e) if e.code() == Some(410) && token.is_some() && !restarted => {
-                        warn!(path = %path, "continue token expired; listing again from the start");
+                    Err(e) if e.code() == Some(410) && token.is_some() => {
+                        if restarted {
+                            return Err(KubeError::ListExpired {
+                                path,
+                                source: Box::new(e),
+                            });
+                        }
+                        warn!(path = %path, pages, "continue token expired; listing again from the first page");
                         restarted = true;
                         continue 'restart;
                     }
@@ -700,7 +766,7 @@ impl Kube {
                 }
                 let next = str_at(&page, "/metadata/continue");
                 if next.is_empty() {
-                    return Ok((items, pages));
+                    return Ok((items, fetched));
                 }
                 if !seen_tokens.insert(next.to_string()) || pages >= MAX_PAGES {
                     return Err(KubeError::EndlessList { path, pages });
@@ -799,9 +865,17 @@ impl Kube {
 }
 
 /// Builds [`KubeError::Api`] from an error response, reading its `metav1.Status` when present.
-fn api_error(method: &str, path: &str, code: StatusCode, body: &[u8], attempts: u32) -> KubeError {
-    let status: Option<kube::core::Status> = serde_json::from_slice(body).ok();
-    let (reason, message) = match &status {
+/// For a request on Secrets (`secret`) the server's text is masked ([`mask_for_secret`]).
+fn api_error(
+    method: &str,
+    path: &str,
+    code: StatusCode,
+    body: &[u8],
+    attempts: u32,
+    secret: bool,
+) -> KubeError {
+    let mut status: Option<kube::core::Status> = serde_json::from_slice(body).ok();
+    let (reason, mut message) = match &status {
         Some(s) if !s.message.is_empty() || !s.reason.is_empty() => {
             (s.reason.clone(), s.message.clone())
         }
@@ -814,6 +888,17 @@ fn api_error(method: &str, path: &str, code: StatusCode, body: &[u8], attempts: 
                 .collect(),
         ),
     };
+    if secret {
+        message = mask_for_secret(&message);
+        if let Some(s) = status.as_mut() {
+            s.message = message.clone();
+            if let Some(details) = s.details.as_mut() {
+                for cause in &mut details.causes {
+                    cause.message = WITHHELD.to_string();
+                }
+            }
+        }
+    }
     KubeError::Api {
         method: method.to_string(),
         path: path.to_string(),
@@ -823,6 +908,36 @@ fn api_error(method: &str, path: &str, code: StatusCode, body: &[u8], attempts: 
         attempts,
         status: status.map(Box::new),
     }
+}
+
+/// The server's message about a Secret with every value it could quote removed. A typed patch
+/// error keeps its object and field paths (names, not values) and only the
+/// `field not declared in schema` detail; anything else becomes [`WITHHELD`]. The fields of a
+/// 422 stay in its causes.
+fn mask_for_secret(message: &str) -> String {
+    let Some(rest) = message.strip_prefix(TYPED_PATCH_ERROR) else {
+        return WITHHELD.to_string();
+    };
+    // ` (<namespace>/<name>; <group>/<version>, Kind=<Kind>): <errors>`
+    let Some((object, errors)) = rest.split_once("): ") else {
+        return WITHHELD.to_string();
+    };
+    let errors: Vec<String> = errors
+        .trim_start_matches("errors:")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| match line.split_once(": ") {
+            Some((field, "field not declared in schema")) => {
+                format!("{field}: field not declared in schema")
+            }
+            Some((field, _)) if field.starts_with('.') && !field.contains(['=', '"']) => {
+                format!("{field}: (detail withheld: Secret)")
+            }
+            _ => "(detail withheld: Secret)".to_string(),
+        })
+        .collect();
+    format!("{TYPED_PATCH_ERROR}{object}): {}", errors.join("; "))
 }
 
 /// Exponential backoff with jitter: `base × 2^(attempt-1)`, capped, then a random point in its
@@ -1297,6 +1412,101 @@ mod tests {
         };
         assert!(u.covers(&id("shop")));
         assert!(!u.covers(&id("other")));
+    }
+
+    /// The golden answers (fixtures/golden/protocol): a 500 for an undeclared field is a schema
+    /// rejection, a 422 `Invalid` a validation one; other 5xx stay transient.
+    #[test]
+    fn rejections_are_told_from_transient_failures() {
+        let typed = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"failed to create typed patch object (shop/checkout; apps/v1, Kind=Deployment): .spec.replica: field not declared in schema","code":500}"#;
+        let e = api_error(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/checkout",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            typed,
+            1,
+            false,
+        );
+        assert_eq!(e.rejection(), Some(Rejection::Schema));
+        assert_eq!(
+            e.to_string(),
+            "PATCH /apis/apps/v1/namespaces/shop/deployments/checkout: HTTP 500: failed to create typed patch object (shop/checkout; apps/v1, Kind=Deployment): .spec.replica: field not declared in schema"
+        );
+        let internal = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Internal error occurred: etcdserver: request timed out","reason":"InternalError","code":500}"#;
+        let e = api_error(
+            "PATCH",
+            "/p",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            internal,
+            1,
+            false,
+        );
+        assert_eq!(e.rejection(), None);
+        let invalid = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Deployment.apps \"broken\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+            "reason": "Invalid", "details": {"name": "broken", "group": "apps", "kind": "Deployment",
+                "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: -1: must be greater than or equal to 0", "field": "spec.replicas"}]},
+            "code": 422})
+        .to_string();
+        let e = api_error(
+            "PATCH",
+            "/p",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            invalid.as_bytes(),
+            1,
+            false,
+        );
+        assert_eq!(e.rejection(), Some(Rejection::Invalid));
+        assert_eq!(e.code(), Some(422));
+    }
+
+    /// An error answer about a Secret keeps no value the server quoted: a 422's message and
+    /// cause messages are withheld (the fields stay), a typed patch error keeps its object and
+    /// field paths and only the `field not declared in schema` detail.
+    #[test]
+    fn secret_error_answers_are_masked_where_they_are_read() {
+        let canary = "czNjcjN0LWNhbmFyeQ==";
+        let invalid = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("Secret \"s\" is invalid: data[API_KEY]: Invalid value: \"{canary}\": denied"),
+            "reason": "Invalid", "details": {"name": "s", "kind": "Secret",
+                "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: \"{canary}\": denied"), "field": "data[API_KEY]"}]},
+            "code": 422})
+        .to_string();
+        let e = api_error(
+            "PATCH",
+            "/api/v1/namespaces/a/secrets/s",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            invalid.as_bytes(),
+            1,
+            true,
+        );
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(canary), "{shown}");
+        assert_eq!(e.rejection(), Some(Rejection::Invalid));
+        let causes = &e.status().and_then(|s| s.details.as_ref()).unwrap().causes;
+        assert_eq!(causes[0].field, "data[API_KEY]");
+        assert_eq!(causes[0].message, WITHHELD);
+
+        assert_eq!(
+            mask_for_secret(
+                "failed to create typed patch object (a/s; /v1, Kind=Secret): errors:\n  .strinData: field not declared in schema\n  .data.KEY: expected string, got &value.valueUnstructured{Value:12345}"
+            ),
+            "failed to create typed patch object (a/s; /v1, Kind=Secret): .strinData: field not declared in schema; .data.KEY: (detail withheld: Secret)"
+        );
+        assert_eq!(
+            mask_for_secret("Internal error occurred: value 12345 refused"),
+            WITHHELD
+        );
+        let e = api_error(
+            "PATCH",
+            "/p",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"message":"failed to create typed patch object (a/s; /v1, Kind=Secret): .data.K: expected string, got 12345","code":500}"#,
+            1,
+            true,
+        );
+        assert_eq!(e.rejection(), Some(Rejection::Schema));
+        assert!(!e.to_string().contains("12345"), "{e}");
     }
 
     #[test]

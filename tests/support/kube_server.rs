@@ -15,11 +15,16 @@
 //!   managers unless `force=true`, ownership moved by force, fields a manager stops applying
 //!   removed, unchanged applies not written; PATCH `application/merge-patch+json` (an Update
 //!   that silently takes ownership); server defaults and quantity canonicalization per kind;
-//! - `metav1.Status` error bodies as the real server sends them (404, 409, 400, 401, 403, 415,
-//!   429, 500);
+//! - what the real server refuses before storing (see "What the real server refuses" below for
+//!   the schema and the validation covered): an applied field the kind's schema does not declare
+//!   (500 `failed to create typed patch object`), invalid values (422 `Invalid`, every cause),
+//!   a stale `metadata.resourceVersion` in an apply or merge patch (409 `Conflict`), and
+//!   `metadata.managedFields` in an apply (400);
+//! - `metav1.Status` error bodies as the real server sends them (404, 409, 400, 401, 403, 410,
+//!   415, 422, 429, 500);
 //! - fault injection per method, path prefix and count: an error status, 429 with
 //!   `Retry-After`, a slow response, a dropped connection, a 422 `Invalid` for a field, a write
-//!   accepted without changing anything;
+//!   accepted without changing anything, an expired continue token (410 with a fresh token);
 //! - a request log for assertions.
 
 #![allow(dead_code)]
@@ -123,6 +128,12 @@ pub enum FaultKind {
     /// Answer a write 200 with the stored object as it is, storing nothing: the write is
     /// accepted but changes nothing, as when a mutating webhook puts the old values back.
     AcceptUnchanged,
+    /// 410 `Expired` for a LIST that carries a `continue` token, as when etcd compacted the
+    /// revision the token points at: the real server's Status (etcd3 store,
+    /// `handleCompactedErrorForPaging`), whose `metadata.continue` is a fresh token for an
+    /// inconsistent remainder (`rv: -1`, the same start key). Requests without a `continue`
+    /// token neither match nor use up the fault.
+    ExpiredContinue,
 }
 
 /// A fault for requests matching a method (any when `None`) and a path prefix, `times` times
@@ -971,8 +982,9 @@ impl State {
             .and_then(|l| l.parse::<usize>().ok())
             .unwrap_or(0);
         let (list_rv, start) = match param("continue").filter(|c| !c.is_empty()) {
+            // rv -1: the token a 410 handed out, continuing at the latest revision.
             Some(token) => match decode_continue(&token) {
-                Some(x) => (x.0, Some(x.1)),
+                Some((rv, start)) => (u64::try_from(rv).unwrap_or(self.rv), Some(start)),
                 None => {
                     return status_body(
                         400,
@@ -1027,7 +1039,10 @@ impl State {
             let last = &matching[take - 1].0;
             meta.insert(
                 "continue".into(),
-                json!(encode_continue(list_rv, &format!("{last}\u{0}"))),
+                json!(encode_continue(
+                    i64::try_from(list_rv).unwrap_or(i64::MAX),
+                    &format!("{last}\u{0}")
+                )),
             );
             if selector.is_none() {
                 meta.insert("remainingItemCount".into(), json!(matching.len() - take));
@@ -1076,6 +1091,12 @@ impl State {
             .1);
         }
         check_identity(rt, gv, ns, name, &cfg)?;
+        // What the real server refuses, in its order: managedFields (400), fields the schema
+        // does not declare (500), then, on the object to store, manager conflicts (409), a
+        // stale resourceVersion (409) and validation (422).
+        check_no_managed_fields(&cfg)?;
+        self.check_declared(rt, gv, ns, name, &cfg)?;
+        let precondition = cfg.clone();
         let schema = Schema::of(rt);
         let mut cfg = strip_server_fields(cfg);
         if schema.builtin {
@@ -1092,7 +1113,13 @@ impl State {
                 }
             }
             let mut obj = merge(schema, None, &cfg, &mut Vec::new());
+            // A refused create allocates nothing (uid, resourceVersion, IPs, node ports).
+            let counters = (self.rv, self.uid, self.ip, self.node_port);
             self.finish_new(rt, gv, ns, name, &mut obj, dry_run);
+            if let Err(invalid) = self.validate(rt, name, &obj) {
+                (self.rv, self.uid, self.ip, self.node_port) = counters;
+                return Err(invalid);
+            }
             let entries = vec![ManagedEntry {
                 manager: manager.to_string(),
                 operation: "Apply".into(),
@@ -1148,6 +1175,8 @@ impl State {
         if !conflicts.is_empty() && !force {
             return Err(conflict_body(&conflicts));
         }
+        check_resource_version(rt, name, &precondition, &old)?;
+        self.validate(rt, name, &new)?;
         let taken: BTreeSet<FPath> = conflicts.iter().map(|(_, p)| p.clone()).collect();
         for e in entries.iter_mut().filter(|e| !e.is_apply_by(manager)) {
             e.set = e.set.difference(&taken).cloned().collect();
@@ -1207,6 +1236,7 @@ impl State {
         let Some(old) = self.get_stored(rt, ns, name).cloned() else {
             return Err(not_found_body(&rt.group, &rt.plural, name));
         };
+        check_resource_version(rt, name, patch, &old)?;
         let schema = Schema::of(rt);
         let mut base = old.clone();
         base.as_object_mut()
@@ -1231,6 +1261,7 @@ impl State {
             canonicalize_quantities(&mut new, &mut Vec::new());
         }
         self.defaults(rt, &mut new);
+        self.validate(rt, name, &new)?;
         let cmp = compare(schema, &old, &new);
         if cmp.added.is_empty() && cmp.modified.is_empty() && cmp.removed.is_empty() {
             return Ok((StatusCode::OK, order_object(base)));
@@ -1598,10 +1629,14 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
     };
     let fault = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let continued = query_pairs(&query)
+            .iter()
+            .any(|(k, v)| k == "continue" && !v.is_empty());
         let found = st.faults.iter().position(|f| {
             f.times > 0
                 && f.method.as_deref().is_none_or(|m| m == method.as_str())
                 && path.starts_with(&f.path_prefix)
+                && (continued || !matches!(f.kind, FaultKind::ExpiredContinue))
         });
         found.map(|i| {
             let f = &mut st.faults[i];
@@ -1662,6 +1697,11 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
             };
             log(&shared, 422);
             return Ok(respond(StatusCode::UNPROCESSABLE_ENTITY, &body, &[], true));
+        }
+        Some(FaultKind::ExpiredContinue) => {
+            let body = expired_continue_body(&query_pairs(&query));
+            log(&shared, 410);
+            return Ok(respond(StatusCode::GONE, &body, &[], true));
         }
         Some(FaultKind::AcceptUnchanged) => {
             let (code, value) = {
@@ -2432,6 +2472,8 @@ fn path_string(p: &FPath) -> String {
             s.push_str(&format!("[{}]", parts.join(",")));
         } else if let Some(v) = tok.strip_prefix("v:") {
             s.push_str(&format!("[={v}]"));
+        } else if let Some(i) = tok.strip_prefix("i:") {
+            s.push_str(&format!("[{i}]"));
         }
     }
     s
@@ -2650,6 +2692,724 @@ fn json_merge_patch(target: &Value, patch: &Value) -> Value {
         }
         other => other.clone(),
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// What the real server refuses: undeclared fields (500), invalid values (422)
+// ------------------------------------------------------------------------------------------
+//
+// Server-side apply first turns the applied configuration into a typed value of the kind's
+// schema (structured-merge-diff). A field the schema does not declare fails that step with a
+// 500 whose Status has no `reason`, with or without `fieldValidation=Strict`, for custom
+// resources too (apply-unknown-field-500, apply-unknown-field-strict-500,
+// apply-cr-unknown-field-500):
+//   failed to create typed patch object (<ns>/<name>; <group>/<version>, Kind=<Kind>): <errors>
+//
+// The schema behind that check, for every kind this server serves:
+// - built-in kinds: the k8s-openapi types (Kubernetes 1.33 definitions; the golden server is
+//   1.32, whose fields are a subset). The applied object is decoded into its type and encoded
+//   again: a field that does not come back is one the type does not declare. Every field of
+//   those types is covered, not a hand-made list. A value of the wrong type fails the decoding,
+//   which the real server also answers with this 500 (in structured-merge-diff's words, not
+//   serde's).
+// - custom resources: the CRD's `openAPIV3Schema` (a CRD stored in this server, else the
+//   golden `cacheclusters.platform.driftwarden.test`): `properties`, `additionalProperties`,
+//   `items`, `x-kubernetes-preserve-unknown-fields`, list-map keys for paths; `apiVersion` and
+//   `kind` are declared and `metadata` is checked as ObjectMeta.
+// Like structured-merge-diff, a map reports one undeclared field and is not walked further
+// (the first in key order here; the real server's order is Go's map order), and several errors
+// read `errors:\n  <error>\n  <error>`. Paths are structured-merge-diff's: `.spec.replica`,
+// `.spec.template.spec.containers[name="web"].foo`, `[0]` in atomic lists.
+//
+// Validation (422 `Invalid`, every cause listed, as `apierrors.NewInvalid` writes it) runs on
+// the object a write would store, after merging and defaults. It covers what the golden
+// exchanges show (apply-invalid-422, apply-cr-invalid-422), not all of Kubernetes' validation:
+// - Deployment, ReplicaSet, StatefulSet: `spec.replicas` ≥ 0; those and DaemonSet: the
+//   selector (`matchLabels`, `matchExpressions`) matches the template's labels;
+// - every pod spec (those, Job, CronJob, Pod): container and init container names are
+//   required RFC 1123 labels, each `containerPort` within 1–65535;
+// - custom resources, from the CRD schema: `required`, `enum` (`FieldValueNotSupported`),
+//   `minimum`/`maximum`. Not covered: `pattern`, lengths, formats, types, CEL rules.
+
+/// The golden CRD of the custom resource this server serves without being given its CRD.
+const GOLDEN_CRD: &str = include_str!(
+    "../../fixtures/golden/live/customresourcedefinition-cacheclusters.platform.driftwarden.test.json"
+);
+
+/// Decodes `obj` into the k8s-openapi type of a built-in kind and encodes it again; `None` for
+/// a kind without one here (custom resources).
+fn typed_round_trip(gv: &str, kind: &str, obj: &Value) -> Option<Result<Value, String>> {
+    use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(&typed).map_err(|e| e.to_string())
+    }
+    let mut obj = obj.clone();
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("apiVersion".into(), json!(gv));
+        o.insert("kind".into(), json!(kind));
+    }
+    let obj = &obj;
+    Some(match (gv, kind) {
+        ("v1", "ConfigMap") => rt::<core::v1::ConfigMap>(obj),
+        ("v1", "Endpoints") => rt::<core::v1::Endpoints>(obj),
+        ("v1", "Event") => rt::<core::v1::Event>(obj),
+        ("v1", "Namespace") => rt::<core::v1::Namespace>(obj),
+        ("v1", "PersistentVolumeClaim") => rt::<core::v1::PersistentVolumeClaim>(obj),
+        ("v1", "Pod") => rt::<core::v1::Pod>(obj),
+        ("v1", "Secret") => rt::<core::v1::Secret>(obj),
+        ("v1", "ServiceAccount") => rt::<core::v1::ServiceAccount>(obj),
+        ("v1", "Service") => rt::<core::v1::Service>(obj),
+        ("apps/v1", "ControllerRevision") => rt::<apps::v1::ControllerRevision>(obj),
+        ("apps/v1", "DaemonSet") => rt::<apps::v1::DaemonSet>(obj),
+        ("apps/v1", "Deployment") => rt::<apps::v1::Deployment>(obj),
+        ("apps/v1", "ReplicaSet") => rt::<apps::v1::ReplicaSet>(obj),
+        ("apps/v1", "StatefulSet") => rt::<apps::v1::StatefulSet>(obj),
+        ("batch/v1", "CronJob") => rt::<batch::v1::CronJob>(obj),
+        ("batch/v1", "Job") => rt::<batch::v1::Job>(obj),
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            rt::<autoscaling::v2::HorizontalPodAutoscaler>(obj)
+        }
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => {
+            rt::<autoscaling::v1::HorizontalPodAutoscaler>(obj)
+        }
+        ("networking.k8s.io/v1", "IngressClass") => rt::<networking::v1::IngressClass>(obj),
+        ("networking.k8s.io/v1", "Ingress") => rt::<networking::v1::Ingress>(obj),
+        ("networking.k8s.io/v1", "NetworkPolicy") => rt::<networking::v1::NetworkPolicy>(obj),
+        ("policy/v1", "PodDisruptionBudget") => rt::<policy::v1::PodDisruptionBudget>(obj),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            rt::<rbac::v1::ClusterRoleBinding>(obj)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => rt::<rbac::v1::ClusterRole>(obj),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => rt::<rbac::v1::RoleBinding>(obj),
+        ("rbac.authorization.k8s.io/v1", "Role") => rt::<rbac::v1::Role>(obj),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            rt::<apiextensions::CustomResourceDefinition>(obj)
+        }
+        _ => return None,
+    })
+}
+
+/// The path token of a list item: its key (map lists), its value (sets) or its index.
+fn item_token(s: Schema<'_>, names: &[String], item: &Value, index: usize) -> String {
+    match list_type(s, names) {
+        ListType::Map(keys) => key_token(item, keys).unwrap_or_else(|| format!("i:{index}")),
+        ListType::Set => format!("v:{item}"),
+        ListType::Atomic => format!("i:{index}"),
+    }
+}
+
+/// Fields of `cfg` that its typed round trip `typed` lost: undeclared.
+fn undeclared_typed(
+    s: Schema<'_>,
+    cfg: &Value,
+    typed: &Value,
+    path: &mut FPath,
+    names: &mut Vec<String>,
+    out: &mut Vec<String>,
+) {
+    match (cfg, typed) {
+        (Value::Object(c), Value::Object(t)) => {
+            let mut keys: Vec<&String> = c.keys().collect();
+            keys.sort();
+            for k in keys {
+                let child = &c[k.as_str()];
+                if child.is_null() {
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                let Some(tchild) = t.get(k.as_str()) else {
+                    out.push(format!(
+                        "{}: field not declared in schema",
+                        path_string(path)
+                    ));
+                    path.pop();
+                    return;
+                };
+                names.push(k.clone());
+                undeclared_typed(s, child, tchild, path, names, out);
+                names.pop();
+                path.pop();
+            }
+        }
+        (Value::Array(c), Value::Array(t)) => {
+            for (i, (ci, ti)) in c.iter().zip(t).enumerate() {
+                path.push(item_token(s, names, ci, i));
+                undeclared_typed(s, ci, ti, path, names, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fields of a custom resource value its CRD schema does not declare.
+fn undeclared_cr(schema: &Value, v: &Value, path: &mut FPath, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true
+                || schema["additionalProperties"] == true;
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                let child = &m[k.as_str()];
+                if child.is_null() {
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                match props.and_then(|p| p.get(k.as_str())).or(additional) {
+                    Some(sub) => undeclared_cr(sub, child, path, out),
+                    None if preserve => {}
+                    None => {
+                        out.push(format!(
+                            "{}: field not declared in schema",
+                            path_string(path)
+                        ));
+                        path.pop();
+                        return;
+                    }
+                }
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            let item_schema = &schema["items"];
+            let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for (i, item) in items.iter().enumerate() {
+                let token = match schema["x-kubernetes-list-type"].as_str() {
+                    Some("map") => key_token(item, &keys).unwrap_or_else(|| format!("i:{i}")),
+                    Some("set") => format!("v:{item}"),
+                    _ => format!("i:{i}"),
+                };
+                path.push(token);
+                undeclared_cr(item_schema, item, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The 500 of a typed patch object that cannot be created (no `reason`, no `details`).
+fn typed_patch_error(cfg: &Value, ns: Option<&str>, name: &str, errors: &[String]) -> Value {
+    let (group, version) = split_gv(cfg["apiVersion"].as_str().unwrap_or(""));
+    let kind = cfg["kind"].as_str().unwrap_or("");
+    let ns = cfg["metadata"]["namespace"].as_str().or(ns).unwrap_or("");
+    let detail = match errors {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("failed to create typed patch object ({ns}/{name}; {group}/{version}, Kind={kind}): {detail}"),
+        "code": 500})
+}
+
+/// One cause of a 422 (`metav1.StatusCause` from a `field.Error`).
+struct Cause {
+    reason: &'static str,
+    field: String,
+    message: String,
+}
+
+impl Cause {
+    /// `field.Invalid`: `Invalid value: <value>: <detail>`.
+    fn invalid(field: String, value: &Value, detail: &str) -> Cause {
+        Cause {
+            reason: "FieldValueInvalid",
+            field,
+            message: format!("Invalid value: {}: {detail}", go_value(value)),
+        }
+    }
+
+    /// `field.NotSupported`: `Unsupported value: <value>: supported values: "a", "b"`.
+    fn not_supported(field: String, value: &Value, supported: &[Value]) -> Cause {
+        let list: Vec<String> = supported
+            .iter()
+            .map(|s| match s {
+                Value::String(s) => json!(s).to_string(),
+                other => json!(other.to_string()).to_string(),
+            })
+            .collect();
+        Cause {
+            reason: "FieldValueNotSupported",
+            field,
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                go_value(value),
+                list.join(", ")
+            ),
+        }
+    }
+
+    /// `field.Required`.
+    fn required(field: String) -> Cause {
+        Cause {
+            reason: "FieldValueRequired",
+            field,
+            message: "Required value".into(),
+        }
+    }
+}
+
+/// A value as `field.Error` prints it: strings quoted (`%q`), numbers and booleans plain, a
+/// string map as Go's `%#v` (`map[string]string{"a":"b", "c":"d"}`).
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => json!(s).to_string(),
+        Value::Null => "null".into(),
+        Value::Object(m) if m.values().all(Value::is_string) => {
+            let mut pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}:{}", json!(k), v))
+                .collect();
+            pairs.sort();
+            format!("map[string]string{{{}}}", pairs.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The 422 `Invalid` of an object with these causes (`apierrors.NewInvalid`): the message
+/// lists every cause, `[a, b]` when there are several.
+fn invalid_causes_body(rt: &ResourceType, name: &str, causes: &[Cause]) -> Value {
+    let qualified = if rt.group.is_empty() {
+        rt.kind.clone()
+    } else {
+        format!("{}.{}", rt.kind, rt.group)
+    };
+    let texts: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    let listed = match texts.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    if !rt.group.is_empty() {
+        details.insert("group".into(), json!(rt.group));
+    }
+    details.insert("kind".into(), json!(rt.kind));
+    details.insert(
+        "causes".into(),
+        Value::Array(
+            causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect(),
+        ),
+    );
+    status_body(
+        422,
+        "Invalid",
+        &format!("{qualified} {} is invalid: {listed}", json!(name)),
+        Some(Value::Object(details)),
+    )
+    .1
+}
+
+/// `validation.IsDNS1123Label`'s messages for a value.
+fn dns1123_label_errors(s: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if s.len() > 63 {
+        out.push("must be no more than 63 characters");
+    }
+    let bytes = s.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let ok = !bytes.is_empty()
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes.iter().all(|b| alnum(b) || *b == b'-');
+    if !ok {
+        out.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')");
+    }
+    out
+}
+
+/// Whether a `LabelSelector` (`matchLabels`, `matchExpressions`) selects these labels.
+fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_label = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let by_expression = selector["matchExpressions"].as_array().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let key = e["key"].as_str().unwrap_or("");
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e["operator"].as_str().unwrap_or("") {
+                "In" => get(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => get(key).is_some(),
+                "DoesNotExist" => get(key).is_none(),
+                _ => false,
+            }
+        })
+    });
+    by_label && by_expression
+}
+
+fn selector_is_empty(selector: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .is_none_or(Map::is_empty)
+        && selector["matchExpressions"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+}
+
+/// Validation of a built-in object as it would be stored (see the section's comment for what
+/// is covered), in the order Kubernetes' validation reports it.
+fn validate_builtin(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut out = Vec::new();
+    let spec = &obj["spec"];
+    let kind = rt.kind.as_str();
+    if rt.group == "apps" && matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet") {
+        if let Some(r) = spec["replicas"].as_i64().filter(|r| *r < 0) {
+            out.push(Cause::invalid(
+                "spec.replicas".into(),
+                &json!(r),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if rt.group == "apps"
+        && matches!(
+            kind,
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+        )
+    {
+        let selector = &spec["selector"];
+        let labels = &spec["template"]["metadata"]["labels"];
+        if !selector_is_empty(selector) && !selector_matches(selector, labels) {
+            let shown = if labels.is_object() {
+                labels.clone()
+            } else {
+                json!({})
+            };
+            out.push(Cause::invalid(
+                "spec.template.metadata.labels".into(),
+                &shown,
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    let pod_spec = match (rt.group.as_str(), kind) {
+        ("apps", _) | ("batch", "Job") => Some(("spec.template.spec", &spec["template"]["spec"])),
+        ("batch", "CronJob") => Some((
+            "spec.jobTemplate.spec.template.spec",
+            &spec["jobTemplate"]["spec"]["template"]["spec"],
+        )),
+        ("", "Pod") => Some(("spec", spec)),
+        _ => None,
+    };
+    if let Some((at, pod)) = pod_spec {
+        for list in ["containers", "initContainers"] {
+            let Some(containers) = pod[list].as_array() else {
+                continue;
+            };
+            for (i, c) in containers.iter().enumerate() {
+                let here = format!("{at}.{list}[{i}]");
+                match c["name"].as_str().unwrap_or("") {
+                    "" => out.push(Cause::required(format!("{here}.name"))),
+                    name => {
+                        for msg in dns1123_label_errors(name) {
+                            out.push(Cause::invalid(format!("{here}.name"), &json!(name), msg));
+                        }
+                    }
+                }
+                for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                    let port = p["containerPort"].as_i64().unwrap_or(0);
+                    if !(1..=65535).contains(&port) {
+                        out.push(Cause::invalid(
+                            format!("{here}.ports[{j}].containerPort"),
+                            &json!(port),
+                            "must be between 1 and 65535, inclusive",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Validation of a custom resource against its CRD schema: `required`, `enum`,
+/// `minimum`/`maximum`; field paths as the OpenAPI validator names them (`spec.users[0].name`).
+fn validate_cr(schema: &Value, v: &Value, field: &str, out: &mut Vec<Cause>) {
+    let child = |name: &str| {
+        if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
+    match v {
+        Value::Object(m) => {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap_or("");
+                if m.get(r).is_none_or(Value::is_null) {
+                    out.push(Cause::required(child(r)));
+                }
+            }
+            let props = schema["properties"].as_object();
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, cv) in m {
+                if let Some(sub) = props.and_then(|p| p.get(k)).or(additional) {
+                    validate_cr(sub, cv, &child(k), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                validate_cr(&schema["items"], item, &format!("{field}[{i}]"), out);
+            }
+        }
+        Value::Null => {}
+        scalar => {
+            if let Some(allowed) = schema["enum"].as_array() {
+                if !allowed.contains(scalar) {
+                    out.push(Cause::not_supported(field.to_string(), scalar, allowed));
+                    return;
+                }
+            }
+            if let Some(n) = scalar.as_f64() {
+                if let Some(max) = schema["maximum"].as_f64().filter(|max| n > *max) {
+                    out.push(Cause::invalid(
+                        field.to_string(),
+                        scalar,
+                        &format!(
+                            "{field} in body should be less than or equal to {}",
+                            json_number(max)
+                        ),
+                    ));
+                }
+                if let Some(min) = schema["minimum"].as_f64().filter(|min| n < *min) {
+                    out.push(Cause::invalid(
+                        field.to_string(),
+                        scalar,
+                        &format!(
+                            "{field} in body should be greater than or equal to {}",
+                            json_number(min)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A bound as Go's `%v` prints a float64: `9`, not `9.0`.
+fn json_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+impl State {
+    /// The `openAPIV3Schema` of a custom resource's version: from a CRD stored here, else from
+    /// the golden CRD when it defines this kind.
+    fn cr_schema(&self, rt: &ResourceType) -> Option<Value> {
+        let defines = |crd: &Value| {
+            crd["spec"]["group"] == rt.group && crd["spec"]["names"]["kind"] == rt.kind
+        };
+        let stored = self
+            .objects
+            .get(&(
+                "apiextensions.k8s.io".to_string(),
+                "customresourcedefinitions".to_string(),
+            ))
+            .and_then(|m| m.values().find(|crd| defines(crd)).cloned());
+        let crd = match stored {
+            Some(crd) => crd,
+            None => serde_json::from_str::<Value>(GOLDEN_CRD)
+                .ok()
+                .filter(|crd| defines(crd))?,
+        };
+        crd["spec"]["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == rt.version.as_str())
+            .map(|v| v["schema"]["openAPIV3Schema"].clone())
+    }
+
+    /// The 500 of an applied configuration with fields its kind's schema does not declare
+    /// (or, for a built-in kind, values of the wrong type).
+    fn check_declared(
+        &self,
+        rt: &ResourceType,
+        gv: &str,
+        ns: Option<&str>,
+        name: &str,
+        cfg: &Value,
+    ) -> Result<(), Value> {
+        let mut errors = Vec::new();
+        match typed_round_trip(gv, &rt.kind, cfg) {
+            Some(Ok(typed)) => {
+                let s = Schema {
+                    kind: &rt.kind,
+                    builtin: true,
+                };
+                undeclared_typed(
+                    s,
+                    cfg,
+                    &typed,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                    &mut errors,
+                );
+            }
+            Some(Err(e)) => errors.push(e),
+            None => {
+                let Some(schema) = self.cr_schema(rt) else {
+                    return Ok(());
+                };
+                let Some(m) = cfg.as_object() else {
+                    return Ok(());
+                };
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                for k in keys {
+                    let v = &m[k.as_str()];
+                    let mut path = vec![format!("f:{k}")];
+                    match k.as_str() {
+                        "apiVersion" | "kind" => {}
+                        "metadata" => {
+                            let meta = serde_json::from_value::<
+                                k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                            >(v.clone())
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| serde_json::to_value(m).map_err(|e| e.to_string()));
+                            match meta {
+                                Ok(typed) => {
+                                    let s = Schema {
+                                        kind: &rt.kind,
+                                        builtin: true,
+                                    };
+                                    let mut names = vec!["metadata".to_string()];
+                                    undeclared_typed(
+                                        s,
+                                        v,
+                                        &typed,
+                                        &mut path,
+                                        &mut names,
+                                        &mut errors,
+                                    );
+                                }
+                                Err(e) => errors.push(format!(".metadata: {e}")),
+                            }
+                        }
+                        _ => match schema["properties"].get(k.as_str()) {
+                            Some(sub) => undeclared_cr(sub, v, &mut path, &mut errors),
+                            None if v.is_null() => {}
+                            None => {
+                                errors.push(format!(
+                                    "{}: field not declared in schema",
+                                    path_string(&path)
+                                ));
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(typed_patch_error(cfg, ns, name, &errors))
+        }
+    }
+
+    /// The 422 of an object that a write would store invalid.
+    fn validate(&self, rt: &ResourceType, name: &str, obj: &Value) -> Result<(), Value> {
+        let causes = if is_builtin_group(&rt.group) {
+            validate_builtin(rt, obj)
+        } else {
+            let mut out = Vec::new();
+            if let Some(schema) = self.cr_schema(rt) {
+                let mut body = obj.clone();
+                if let Some(o) = body.as_object_mut() {
+                    for k in ["apiVersion", "kind", "metadata"] {
+                        o.remove(k);
+                    }
+                }
+                validate_cr(&schema, &body, "", &mut out);
+            }
+            out
+        };
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_causes_body(rt, name, &causes))
+        }
+    }
+}
+
+/// `metadata.managedFields` in an apply body: 400 unless absent or null (structured merge
+/// manager: `metadata.managedFields must be nil`).
+fn check_no_managed_fields(cfg: &Value) -> Result<(), Value> {
+    match cfg["metadata"].get("managedFields") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(status_body(
+            400,
+            "BadRequest",
+            "metadata.managedFields must be nil",
+            None,
+        )
+        .1),
+    }
+}
+
+/// A `metadata.resourceVersion` in a write's body is a precondition: 409 `Conflict` when it is
+/// not the stored object's (`OptimisticLockErrorMsg`, details with the plural as `kind`).
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    body: &Value,
+    stored: &Value,
+) -> Result<(), Value> {
+    let Some(sent) = body["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    if Some(sent) == stored["metadata"]["resourceVersion"].as_str() {
+        return Ok(());
+    }
+    let resource = if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    };
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    if !rt.group.is_empty() {
+        details.insert("group".into(), json!(rt.group));
+    }
+    details.insert("kind".into(), json!(rt.plural));
+    Err(status_body(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {resource} {}: the object has been modified; please apply your changes to the latest version and try again",
+            json!(name)
+        ),
+        Some(Value::Object(details)),
+    )
+    .1)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -3108,7 +3868,9 @@ fn parse_yaml_or_json(text: &str) -> Result<Value, String> {
         .map_err(|e| format!("line {}: {}", e.line, e.message))
 }
 
-fn encode_continue(rv: u64, start: &str) -> String {
+/// A continue token: unpadded base64url JSON `{"v","rv","start"}`, like the real one. `rv` is
+/// -1 in the token a 410 hands out (continue at the latest revision, inconsistently).
+fn encode_continue(rv: i64, start: &str) -> String {
     let mut m = Map::new();
     m.insert("v".into(), json!("meta.k8s.io/v1"));
     m.insert("rv".into(), json!(rv));
@@ -3117,7 +3879,7 @@ fn encode_continue(rv: u64, start: &str) -> String {
         .encode(serde_json::to_vec(&Value::Object(m)).unwrap())
 }
 
-fn decode_continue(token: &str) -> Option<(u64, String)> {
+fn decode_continue(token: &str) -> Option<(i64, String)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()?;
@@ -3125,7 +3887,25 @@ fn decode_continue(token: &str) -> Option<(u64, String)> {
     if v["v"] != "meta.k8s.io/v1" {
         return None;
     }
-    Some((v["rv"].as_u64()?, v["start"].as_str()?.to_string()))
+    Some((v["rv"].as_i64()?, v["start"].as_str()?.to_string()))
+}
+
+/// The real server's 410 for an expired continue token (k8s.io/apiserver etcd3 store,
+/// `handleCompactedErrorForPaging`): `apierrors.NewResourceExpired` with the
+/// inconsistent-continue message, and in `metadata.continue` a token for the rest of the list
+/// at the latest revision (`rv: -1`, the same start key).
+fn expired_continue_body(q: &[(String, String)]) -> Value {
+    let start = q
+        .iter()
+        .find(|(k, _)| k == "continue")
+        .and_then(|(_, t)| decode_continue(t))
+        .map(|(_, start)| start)
+        .unwrap_or_default();
+    json!({"kind": "Status", "apiVersion": "v1",
+        "metadata": {"continue": encode_continue(-1, &start)},
+        "status": "Failure",
+        "message": "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        "reason": "Expired", "code": 410})
 }
 
 /// One label selector requirement.
