@@ -6,7 +6,10 @@
 //! labels and branch; a second run opens and edits nothing; a changed drift updates its pull
 //! request and branch; a resolved drift closes its pull request and deletes its branch; a closed
 //! item is not reopened and `drift/revert` turns into a correction; the per-run cap; rate limits
-//! waited out (or given up on past the limit); a branch with someone else's commit is never
+//! waited out (or given up on past the limit, a secondary limit without `Retry-After` included);
+//! lists paged through GitHub's `/repositories/{id}` links to the end; a second pull request for
+//! the same head and base never asked for, and refused clearly when a race makes it happen;
+//! statuses only for commits the repository holds; a branch with someone else's commit is never
 //! overwritten; no secret canary in any body, comment, commit, file or log.
 
 #[path = "support/common.rs"]
@@ -14,15 +17,19 @@ mod common;
 #[path = "support/github_server.rs"]
 mod github_server;
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
 use common::{bare_repo_of, copy_dir, git_text, root};
 use driftwarden::config;
+use driftwarden::forge::github::{GitHub, GitHubSettings};
+use driftwarden::forge::{Forge, ForgeError, NewPull, Status, StatusState};
 use driftwarden::model::{Action, ActionResult, Drift, Report};
 use driftwarden::run::{self, Command, RunOptions};
-use github_server::{Fault, GitHubServer};
+use github_server::{Fault, GitHubServer, REPO_ID};
 
 const TOKEN_ENV: &str = "DRIFTWARDEN_TEST_GH_TOKEN";
 const TOKEN: &str = "ghs_testtoken_9f8e7d6c5b4a";
@@ -146,6 +153,49 @@ targets:
             .unwrap()
             .block_on(run::run(&cfg, &opts))
             .unwrap()
+    }
+
+    /// [`Self::run`], failing the test rather than hanging when the run has not ended within
+    /// `bound` (a rate-limit wait taken that should not have been).
+    fn run_within(&self, bound: Duration) -> Report {
+        let cfg = config::parse(&self.config_text(), "test.yaml", self.dir.path()).unwrap();
+        let mut opts = RunOptions::new(Command::Reconcile);
+        opts.cache_dir = self.dir.path().join("cache");
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async { tokio::time::timeout(bound, run::run(&cfg, &opts)).await })
+            .unwrap_or_else(|_| panic!("the run was still going after {bound:?}"))
+            .unwrap()
+    }
+
+    /// Production's GitHub client for this server (through the Enterprise prefix), as a run
+    /// builds it, on `rt`; nothing is waited for past `max_wait`.
+    fn forge(&self, rt: &tokio::runtime::Runtime, max_wait: Duration) -> Forge {
+        set_token();
+        let _on = rt.enter();
+        Forge::GitHub(
+            GitHub::new(&GitHubSettings {
+                api_url: Some(format!("{}/api/v3", self.server.url())),
+                owner: "acme".into(),
+                repo: "gitops".into(),
+                token_env: TOKEN_ENV.into(),
+                write_interval: Duration::ZERO,
+                max_wait,
+            })
+            .unwrap(),
+        )
+    }
+
+    /// The remote's branches.
+    fn branches(&self) -> Vec<String> {
+        self.repo()
+            .references_glob("refs/heads/*")
+            .unwrap()
+            .map(|r| r.unwrap().name().unwrap().to_string())
+            .collect()
     }
 
     fn edit_live(&self, file: &str, from: &str, to: &str) {
@@ -1190,8 +1240,10 @@ fn every_github_request_is_counted_in_the_metrics() {
     /// The documented route of a request the test server logged (path without the Enterprise
     /// prefix), worked out here from GitHub's REST reference, independently of the forge.
     fn route(method: &str, path: &str) -> String {
+        // A page after the first is requested where its `Link` header says: the repository by id.
         let rest = path
             .strip_prefix("/repos/acme/gitops")
+            .or_else(|| path.strip_prefix(&format!("/repositories/{REPO_ID}")))
             .unwrap_or_else(|| panic!("a request outside the repository: {method} {path}"));
         let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         let tail = match segs.as_slice() {
@@ -1285,4 +1337,441 @@ fn every_github_request_is_counted_in_the_metrics() {
             "{endpoint}"
         );
     }
+}
+
+/// One answer of the test server to a raw HTTP/1.1 GET with the token: status, headers (names in
+/// lower case), body.
+fn raw_get(server: &GitHubServer, path_and_query: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: application/vnd.github+json\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn lists_longer_than_a_page_are_followed_through_the_repository_id_links_to_the_end() {
+    let w = World::demo("");
+    let api = format!("http://{}/api/v3", w.server.addr);
+    let by_id = format!("/repositories/{REPO_ID}");
+
+    // The server names pages as api.github.com does: by the repository's id (its JSON's `id`),
+    // with `prev`, `next`, `last` and `first` in GitHub's order, the client's query kept.
+    for i in 0..250 {
+        w.server
+            .seed_pull(&format!("someone's {i}"), &format!("feature/{i}"), "main");
+    }
+    let (status, _, body) = raw_get(&w.server, "/api/v3/repos/acme/gitops");
+    assert_eq!(status, 200);
+    let repo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(repo["id"], REPO_ID);
+    let (status, headers, _) = raw_get(
+        &w.server,
+        "/api/v3/repos/acme/gitops/pulls?state=open&per_page=100",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header_of(&headers, "link"),
+        Some(
+            format!(
+                "<{api}{by_id}/pulls?state=open&per_page=100&page=2>; rel=\"next\", <{api}{by_id}/pulls?state=open&per_page=100&page=3>; rel=\"last\""
+            )
+            .as_str()
+        )
+    );
+    let (status, headers, body) = raw_get(
+        &w.server,
+        &format!("/api/v3{by_id}/pulls?state=open&per_page=100&page=2"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .len(),
+        100
+    );
+    assert_eq!(
+        header_of(&headers, "link"),
+        Some(
+            format!(
+                "<{api}{by_id}/pulls?state=open&per_page=100&page=1>; rel=\"prev\", <{api}{by_id}/pulls?state=open&per_page=100&page=3>; rel=\"next\", <{api}{by_id}/pulls?state=open&per_page=100&page=3>; rel=\"last\", <{api}{by_id}/pulls?state=open&per_page=100&page=1>; rel=\"first\""
+            )
+            .as_str()
+        )
+    );
+    let (_, headers, body) = raw_get(
+        &w.server,
+        &format!("/api/v3{by_id}/pulls?state=open&per_page=100&page=3"),
+    );
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .len(),
+        50
+    );
+    assert_eq!(
+        header_of(&headers, "link"),
+        Some(
+            format!(
+                "<{api}{by_id}/pulls?state=open&per_page=100&page=2>; rel=\"prev\", <{api}{by_id}/pulls?state=open&per_page=100&page=1>; rel=\"first\""
+            )
+            .as_str()
+        )
+    );
+    // Another repository's id is not this one.
+    let (status, _, _) = raw_get(&w.server, "/api/v3/repositories/1/pulls?state=open");
+    assert_eq!(status, 404);
+
+    // Production follows those links to the end: every open pull request of the target (among
+    // others') and every open drift issue, each seen once.
+    let mut want = BTreeSet::new();
+    for i in 0..130 {
+        want.insert(w.server.seed_pull(
+            &format!("drift {i}"),
+            &format!("driftwarden/demo/{i:016x}"),
+            "main",
+        ));
+        w.server
+            .seed_issue(&format!("someone's issue {i}"), "", &["bug"]);
+    }
+    for i in 0..210 {
+        want.insert(
+            w.server
+                .seed_issue(&format!("drift issue {i}"), "", &["drift"]),
+        );
+    }
+    let mark = w.server.log().len();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let forge = w.forge(&rt, Duration::from_secs(5));
+    let items = rt
+        .block_on(forge.open_items("driftwarden/demo/", "drift"))
+        .unwrap();
+    let seen: Vec<u64> = items.iter().map(|i| i.number).collect();
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), unique.len(), "an item seen twice");
+    assert_eq!(unique, want);
+    let asked: Vec<(String, String, u16)> = w
+        .server
+        .log_since(mark)
+        .into_iter()
+        .map(|l| (l.path, l.query, l.status))
+        .collect();
+    let pulls = "state=open&per_page=100";
+    let issues = "state=open&labels=drift&per_page=100";
+    assert_eq!(
+        asked,
+        vec![
+            ("/repos/acme/gitops/pulls".into(), pulls.into(), 200),
+            (format!("{by_id}/pulls"), format!("{pulls}&page=2"), 200),
+            (format!("{by_id}/pulls"), format!("{pulls}&page=3"), 200),
+            (format!("{by_id}/pulls"), format!("{pulls}&page=4"), 200),
+            ("/repos/acme/gitops/issues".into(), issues.into(), 200),
+            (format!("{by_id}/issues"), format!("{issues}&page=2"), 200),
+            (format!("{by_id}/issues"), format!("{issues}&page=3"), 200),
+        ]
+    );
+
+    // A whole run: the demo's pull requests, then 150 of other people's opened after them, so
+    // the demo's are on the second page. The next run finds each of them there: nothing is
+    // opened or written again.
+    let w = World::demo("");
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for i in 0..150 {
+        w.server
+            .seed_pull(&format!("someone's {i}"), &format!("feature/{i}"), "main");
+    }
+    let mark = w.server.log().len();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+        let (_, res, detail) = action(&report, fp);
+        assert_eq!(res, ActionResult::Done, "{detail}");
+        assert!(detail.contains("is up to date"), "{detail}");
+    }
+    let writes = w.server.writes_since(mark);
+    assert!(writes.is_empty(), "{writes:#?}");
+    let log = w.server.log_since(mark);
+    assert!(
+        log.iter()
+            .any(|l| l.path == format!("{by_id}/pulls") && l.query.ends_with("&page=2")),
+        "{log:#?}"
+    );
+    assert!(log.iter().all(|l| l.status == 200), "{log:#?}");
+}
+
+#[test]
+fn a_secondary_limit_without_retry_after_is_not_waited_past_the_cap() {
+    // GitHub asks for at least a minute when a secondary limit comes without Retry-After; this
+    // run waits at most 30 s, so it gives up at once: the listing is the first request, so
+    // nothing is proposed, pushed or written, and nothing more is sent.
+    let w = World::demo("  max_rate_limit_wait_secs: 30");
+    w.server.inject(Fault::Secondary403NoRetryAfter);
+    let report = w.run_within(Duration::from_secs(45));
+    let said =
+        "rate limited (secondary, no Retry-After); retry in 60s exceeds the 30s this run waits";
+    assert!(
+        report.errors.iter().any(|e| e.message
+            == format!("pull requests: GitHub API GET /repos/acme/gitops/pulls: {said}")),
+        "{:?}",
+        report.errors
+    );
+    for fp in [
+        FP_DEPLOYMENT,
+        FP_CONFIGMAP,
+        FP_HOTFIX,
+        FP_SERVICE,
+        FP_SECRET,
+    ] {
+        let (_, res, detail) = action(&report, fp);
+        assert_eq!(res, ActionResult::Failed, "{fp}: {detail}");
+        assert!(
+            detail.starts_with("cannot list pull requests: GitHub API GET /repos/acme/gitops/pulls: rate limited (secondary, no Retry-After)"),
+            "{detail}"
+        );
+    }
+    let log = w.server.log();
+    assert_eq!(log.len(), 1, "a retry or another request: {log:#?}");
+    assert_eq!(log[0].status, 403);
+    assert!(w.server.items().is_empty());
+    assert_eq!(w.branches(), vec!["refs/heads/main"]);
+
+    // The limit hits the first pull request the run opens: that drift fails with the limit
+    // named, and the run sends nothing more (GitHub warns that requests sent while limited may
+    // get an integration banned): the other drifts fail without a request.
+    let w = World::demo("  max_rate_limit_wait_secs: 30");
+    w.server.inject_on(
+        "POST",
+        "/repos/acme/gitops/pulls",
+        Fault::Secondary403NoRetryAfter,
+    );
+    let report = w.run_within(Duration::from_secs(45));
+    let (a, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!((a, res), (Action::PullRequest, ActionResult::Failed));
+    assert_eq!(
+        detail,
+        format!("GitHub API POST /repos/acme/gitops/pulls: {said}")
+    );
+    let log = w.server.log();
+    let limited: Vec<_> = log.iter().filter(|l| l.status == 403).collect();
+    assert_eq!(limited.len(), 1, "{log:#?}");
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str(), last.status),
+        ("POST", "/repos/acme/gitops/pulls", 403),
+        "a request after the limit: {log:#?}"
+    );
+    assert!(last.body.contains(FP_CONFIGMAP));
+    for fp in [FP_DEPLOYMENT, FP_HOTFIX, FP_SERVICE, FP_SECRET] {
+        let (_, res, detail) = action(&report, fp);
+        assert_eq!(res, ActionResult::Failed, "{fp}: {detail}");
+        assert!(
+            detail.contains("rate limited (secondary, no Retry-After)"),
+            "{detail}"
+        );
+    }
+    assert!(w.server.items().is_empty());
+
+    // The next run (a new client) continues where this one stopped.
+    let mark = w.server.log().len();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(w.server.items().len(), 5);
+    assert!(w.server.log_since(mark).iter().all(|l| l.status < 400));
+}
+
+#[test]
+fn a_second_pull_request_for_the_same_head_and_base_is_never_asked_for() {
+    let w = World::demo("");
+    w.run();
+    // The second run lists the open pull requests first and finds every one: it asks for none,
+    // so GitHub never answers "already exists".
+    let mark = w.server.log().len();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let log = w.server.log_since(mark);
+    assert!(
+        !log.iter()
+            .any(|l| l.method == "POST" && l.path == "/repos/acme/gitops/pulls"),
+        "{log:#?}"
+    );
+    assert!(w.server.log().iter().all(|l| l.status != 422));
+
+    // GitHub refuses a second open pull request with the same head and base, not one into
+    // another base.
+    let branch = format!("driftwarden/demo/{FP_DEPLOYMENT}");
+    let repo = w.repo();
+    let main = repo.find_commit(w.tip("main").unwrap()).unwrap();
+    repo.branch("release", &main, false).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let forge = w.forge(&rt, Duration::from_secs(5));
+    let pull = |base: &str| NewPull {
+        title: "again".into(),
+        body: String::new(),
+        head: branch.clone(),
+        base: base.into(),
+        draft: false,
+        labels: Vec::new(),
+        slug: None,
+    };
+    let err = rt.block_on(forge.create_pull(&pull("main"))).unwrap_err();
+    assert!(
+        matches!(err, ForgeError::Api { status: 422, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "GitHub API POST /repos/acme/gitops/pulls: HTTP 422: Validation Failed (A pull request already exists for acme:{branch}.)"
+        )
+    );
+    let release = rt.block_on(forge.create_pull(&pull("release"))).unwrap();
+    assert_eq!(
+        w.server.item(release.number).base.as_deref(),
+        Some("release")
+    );
+}
+
+#[test]
+fn a_pull_request_opened_meanwhile_fails_that_drift_clearly_and_nothing_else_is_done_for_it() {
+    // Between the run's listing and its request, a person opens a pull request from the drift's
+    // branch into main: GitHub answers 422 "already exists".
+    let w = World::demo("");
+    w.server.inject_on(
+        "POST",
+        "/repos/acme/gitops/pulls",
+        Fault::PullOpenedMeanwhile,
+    );
+    let report = w.run();
+    let branch = format!("driftwarden/demo/{FP_CONFIGMAP}");
+    let (a, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!((a, res), (Action::PullRequest, ActionResult::Failed));
+    let said = format!(
+        "GitHub API POST /repos/acme/gitops/pulls: HTTP 422: Validation Failed (A pull request already exists for acme:{branch}.)"
+    );
+    assert_eq!(detail, said);
+    assert!(
+        report.errors.iter().any(|e| e.message.ends_with(&said)),
+        "{:?}",
+        report.errors
+    );
+    // The person's pull request is left as it is, and nothing else is made for the drift.
+    let theirs: Vec<_> = w
+        .server
+        .items()
+        .into_iter()
+        .filter(|i| i.head.as_deref() == Some(branch.as_str()))
+        .collect();
+    assert_eq!(theirs.len(), 1);
+    let theirs = theirs[0].clone();
+    assert_eq!(
+        (theirs.title.as_str(), theirs.body.as_str()),
+        ("Opened by hand", "")
+    );
+    assert!(theirs.labels.is_empty());
+    assert!(w.server.comments_on(theirs.number).is_empty());
+    let n = theirs.number.to_string();
+    let writes = w.server.writes_since(0);
+    assert!(
+        !writes.iter().any(|l| l.path.split('/').any(|seg| seg == n)),
+        "{writes:#?}"
+    );
+    assert!(
+        !w.server
+            .items()
+            .iter()
+            .any(|i| i.body.contains(&format!("fingerprint={FP_CONFIGMAP} "))),
+        "no issue or other item for the drift"
+    );
+    assert_eq!(w.server.log().iter().filter(|l| l.status == 422).count(), 1);
+    // The other drifts are proposed as usual.
+    for fp in [FP_DEPLOYMENT, FP_HOTFIX, FP_SERVICE, FP_SECRET] {
+        let (_, res, detail) = action(&report, fp);
+        assert_eq!(res, ActionResult::Done, "{fp}: {detail}");
+    }
+
+    // The next run finds that pull request by its branch and takes it over; it asks for none.
+    let mark = w.server.log().len();
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (_, res, detail) = action(&report, FP_CONFIGMAP);
+    assert_eq!(res, ActionResult::Done, "{detail}");
+    assert!(
+        detail.starts_with(&format!("updated pull request #{}", theirs.number)),
+        "{detail}"
+    );
+    let theirs = w.server.item(theirs.number);
+    assert_eq!(theirs.labels, vec!["drift", "drift/risky"]);
+    assert!(
+        theirs
+            .body
+            .contains(&format!("fingerprint={FP_CONFIGMAP} "))
+    );
+    let log = w.server.log_since(mark);
+    assert!(
+        !log.iter()
+            .any(|l| l.method == "POST" && l.path == "/repos/acme/gitops/pulls"),
+        "{log:#?}"
+    );
+    assert!(log.iter().all(|l| l.status < 400), "{log:#?}");
+}
+
+#[test]
+fn commit_statuses_are_set_only_on_commits_the_repository_holds() {
+    let w = World::demo("");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let forge = w.forge(&rt, Duration::from_secs(5));
+    let status = |sha: &str| Status {
+        sha: sha.into(),
+        state: StatusState::Success,
+        context: "driftwarden/policy".into(),
+        description: "no forbidden change".into(),
+        target_url: None,
+    };
+    let main = w.tip("main").unwrap().to_string();
+    rt.block_on(forge.set_status(&status(&main))).unwrap();
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let err = rt.block_on(forge.set_status(&status(unknown))).unwrap_err();
+    assert!(
+        matches!(err, ForgeError::Api { status: 422, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "GitHub API POST /repos/acme/gitops/statuses/{unknown}: HTTP 422: No commit found for SHA: {unknown}"
+        )
+    );
+    let statuses = w.server.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].sha, main);
 }

@@ -5,14 +5,20 @@
 //! - **Primary limit**: after any response with `x-ratelimit-remaining: 0`, no request is sent
 //!   before `x-ratelimit-reset`; a 403/429 with `remaining: 0` waits for the reset too.
 //! - **Secondary limits**: a 429, or a 403 whose body names a secondary rate limit, waits for
-//!   `Retry-After` seconds when given, else one minute doubling per attempt (GitHub's advice).
+//!   `Retry-After` seconds when given, else (the primary limit not exhausted) one minute, doubling
+//!   on each further limit of the same request, at most six waits (GitHub's advice: [`limit_wait`]).
 //! - Mutating requests (POST, PATCH, PUT, DELETE) are spaced by `write_interval` (GitHub asks
 //!   for at least a second between content-creating requests).
 //! - A wait longer than `max_wait` is not taken: the request fails with
-//!   [`ForgeError::RateLimited`], and the next run continues where this one stopped.
+//!   [`ForgeError::RateLimited`], and the next run continues where this one stopped. Nothing more
+//!   is sent before that wait is over: every later request of this client fails the same way
+//!   without being sent (GitHub warns that requests sent while limited may get an integration
+//!   banned).
 //!
-//! Lists follow `Link: <...>; rel="next"` pagination. The token comes from an environment
-//! variable and is never logged or shown in an error.
+//! Lists follow `Link: <...>; rel="next"` pagination to the end, the URL as GitHub gives it
+//! (api.github.com names the pages by the repository's id, `/repositories/{id}/pulls?...&page=2`,
+//! not by `/repos/{owner}/{repo}`). The token comes from an environment variable and is never
+//! logged or shown in an error.
 //!
 //! Every request sent, each page and each rate-limited attempt included, is counted in the
 //! process-wide API metrics ([`crate::metrics::record_api_call`]): provider [`METRICS_PROVIDER`],
@@ -66,13 +72,52 @@ pub struct GitHubSettings {
 #[derive(Debug, Default)]
 struct RateState {
     last_write: Option<Instant>,
-    /// No request before this (primary limit exhausted).
+    /// No request before this: the primary limit is exhausted, or a rate-limit wait was past
+    /// `max_wait` and not taken.
     blocked_until: Option<SystemTime>,
+    /// Which limit `blocked_until` is for (as in [`ForgeError::RateLimited`]).
+    blocked_kind: &'static str,
+}
+
+/// The most rate-limit waits one request takes: the next limited answer fails it (GitHub: "throw
+/// an error after a specific number of retries").
+const MAX_LIMITED_ATTEMPTS: u32 = 6;
+
+/// The wait a rate-limited answer asks for, by GitHub's rules, and the limit's kind:
+/// - `Retry-After` given: that many seconds (`secondary`);
+/// - else `x-ratelimit-remaining: 0`: until `x-ratelimit-reset` plus a second (`primary`);
+/// - else at least one minute, doubling with each further limit of the same request
+///   (`secondary, no Retry-After`): 60 s, 120 s, 240 s...
+///
+/// `attempt` counts this request's limited answers, from 1.
+pub fn limit_wait(
+    retry_after: Option<u64>,
+    remaining: Option<u64>,
+    reset: Option<u64>,
+    attempt: u32,
+    now: SystemTime,
+) -> (&'static str, Duration) {
+    if let Some(secs) = retry_after {
+        return ("secondary", Duration::from_secs(secs));
+    }
+    if remaining == Some(0) {
+        let wait = reset
+            .map(|r| UNIX_EPOCH + Duration::from_secs(r))
+            .and_then(|u| u.duration_since(now).ok())
+            .unwrap_or(Duration::from_secs(1));
+        return ("primary", wait + Duration::from_secs(1));
+    }
+    let doublings = attempt.clamp(1, MAX_LIMITED_ATTEMPTS) - 1;
+    (
+        "secondary, no Retry-After",
+        Duration::from_secs(60 << doublings),
+    )
 }
 
 /// A GitHub repository's API.
 pub struct GitHub {
-    client: Octocrab,
+    /// Boxed: a [`super::Forge`] holds this or the much smaller local forge by value.
+    client: Box<Octocrab>,
     owner: String,
     repo: String,
     write_interval: Duration,
@@ -175,7 +220,7 @@ impl GitHub {
             .build()
             .map_err(|e| ForgeError::Config(format!("cannot build the GitHub client: {e}")))?;
         Ok(GitHub {
-            client,
+            client: Box::new(client),
             owner: s.owner.clone(),
             repo: s.repo.clone(),
             write_interval: s.write_interval,
@@ -260,8 +305,9 @@ impl GitHub {
             let reset = header(&headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
             if remaining == Some(0) {
                 if let Some(r) = reset {
-                    self.state.lock().await.blocked_until =
-                        Some(UNIX_EPOCH + Duration::from_secs(r));
+                    let mut st = self.state.lock().await;
+                    st.blocked_until = Some(UNIX_EPOCH + Duration::from_secs(r));
+                    st.blocked_kind = "primary";
                 }
             }
             let limited = status == 429
@@ -271,23 +317,13 @@ impl GitHub {
                         || text.to_ascii_lowercase().contains("rate limit")));
             if limited {
                 attempt += 1;
-                let (kind, wait) = if let Some(secs) =
-                    header(&headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok())
-                {
-                    ("secondary", Duration::from_secs(secs))
-                } else if remaining == Some(0) {
-                    let until = reset.map(|r| UNIX_EPOCH + Duration::from_secs(r));
-                    let wait = until
-                        .and_then(|u| u.duration_since(SystemTime::now()).ok())
-                        .unwrap_or(Duration::from_secs(1));
-                    ("primary", wait + Duration::from_secs(1))
-                } else {
-                    (
-                        "secondary",
-                        Duration::from_secs(60 * 2u64.pow(attempt.min(6) - 1)),
-                    )
-                };
-                if wait > self.max_wait || attempt > 6 {
+                let retry_after =
+                    header(&headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+                let (kind, wait) =
+                    limit_wait(retry_after, remaining, reset, attempt, SystemTime::now());
+                if wait > self.max_wait || attempt > MAX_LIMITED_ATTEMPTS {
+                    // Not waited out: nothing more is sent before that time, in this run.
+                    self.block(kind, SystemTime::now() + wait).await;
                     return Err(ForgeError::RateLimited {
                         method: method.as_str().to_string(),
                         path: shown,
@@ -346,7 +382,17 @@ impl GitHub {
         }
     }
 
-    /// Waits for the primary-limit reset and the write spacing.
+    /// Sends nothing before `until` (kept when a later time is already set).
+    async fn block(&self, kind: &'static str, until: SystemTime) {
+        let mut st = self.state.lock().await;
+        if st.blocked_until.is_none_or(|u| u < until) {
+            st.blocked_until = Some(until);
+            st.blocked_kind = kind;
+        }
+    }
+
+    /// Waits for the end of a rate limit (a primary-limit reset, or a wait not taken earlier) and
+    /// the write spacing; fails at once when the limit ends past `max_wait`.
     async fn wait_turn(&self, method: Method, shown: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         if let Some(until) = st.blocked_until {
@@ -356,14 +402,15 @@ impl GitHub {
                     return Err(ForgeError::RateLimited {
                         method: method.as_str().to_string(),
                         path: shown.to_string(),
-                        kind: "primary",
+                        kind: st.blocked_kind,
                         wait_secs: wait.as_secs(),
                         max_secs: self.max_wait.as_secs(),
                     });
                 }
                 warn!(
+                    kind = st.blocked_kind,
                     wait_secs = wait.as_secs(),
-                    "GitHub primary rate limit exhausted; waiting for the reset"
+                    "GitHub rate limit; waiting for its end"
                 );
                 tokio::time::sleep(wait).await;
             }
@@ -838,6 +885,45 @@ mod tests {
             Some("https://api.github.com/repositories/1/pulls?page=2")
         );
         assert_eq!(next_link(r#"<x?page=1>; rel="prev""#), None);
+        // A middle page, as GitHub sends it: prev, next, last, first.
+        let link = r#"<https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=1>; rel="prev", <https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=3>; rel="next", <https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=4>; rel="last", <https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=1>; rel="first""#;
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=3")
+        );
+    }
+
+    #[test]
+    fn rate_limit_waits_follow_githubs_rules() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // Retry-After first, whatever else the answer says.
+        assert_eq!(
+            limit_wait(Some(7), Some(0), Some(1_000_500), 3, now),
+            ("secondary", Duration::from_secs(7))
+        );
+        // The primary limit: until the reset, plus a second (a reset already past: two seconds).
+        assert_eq!(
+            limit_wait(None, Some(0), Some(1_000_100), 1, now),
+            ("primary", Duration::from_secs(101))
+        );
+        assert_eq!(
+            limit_wait(None, Some(0), Some(999_000), 1, now),
+            ("primary", Duration::from_secs(2))
+        );
+        // Neither: at least a minute, doubling with each further limit of the same request.
+        let waits: Vec<u64> = (1..=7)
+            .map(|attempt| {
+                let (kind, wait) = limit_wait(None, Some(4321), Some(1_003_600), attempt, now);
+                assert_eq!(kind, "secondary, no Retry-After");
+                wait.as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 1920]);
+        // No rate-limit headers at all: the same.
+        assert_eq!(
+            limit_wait(None, None, None, 1, now),
+            ("secondary, no Retry-After", Duration::from_secs(60))
+        );
     }
 
     #[test]

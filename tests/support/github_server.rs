@@ -3,12 +3,24 @@
 //! git refs, repositories), its headers (`x-ratelimit-*`, `x-github-request-id`, `Link`
 //! pagination), its error bodies (`{"message": ..., "documentation_url": ...}`, 422 "Validation
 //! Failed" with `errors`), token auth, and injected rate-limit responses: a 403 secondary limit
-//! with `Retry-After`, a 429 with `Retry-After`, and an exhausted primary limit (403 with
-//! `x-ratelimit-remaining: 0` and `x-ratelimit-reset`).
+//! with `Retry-After` or without it, a 429 with `Retry-After`, and an exhausted primary limit (403
+//! with `x-ratelimit-remaining: 0` and `x-ratelimit-reset`).
+//!
+//! The repository has a numeric id ([`REPO_ID`], the `id` of its JSON) and, like api.github.com,
+//! the server names it by that id in the `Link` headers of lists
+//! (`<http://HOST/repositories/{id}/pulls?state=open&per_page=100&page=2>; rel="next"`, with
+//! `prev`, `next`, `last` and `first` in GitHub's order) and serves `/repositories/{id}/...` as
+//! well as `/repos/{owner}/{repo}/...`.
 //!
 //! Branches live in a bare Git repository (the push remote): creating a pull request checks its
-//! head exists there, `DELETE /git/refs/heads/...` deletes it there. Every request is logged
-//! (method, path, query, body) for assertions; the Authorization header is checked, never kept.
+//! head exists there and that no open pull request has the same head and base (422 "A pull request
+//! already exists for owner:branch."), `DELETE /git/refs/heads/...` deletes it there, and a commit
+//! status is accepted only for a commit there (422 "No commit found for SHA: ..."; see
+//! [`commit_known`] for a remote with no branch). Every request is logged (method, path, query,
+//! body, the status answered) for assertions; the Authorization header is checked, never kept.
+//!
+//! Faults are injected either for the next request ([`GitHubServer::inject`]) or for the next
+//! request with a given method and path ([`GitHubServer::inject_on`]).
 //!
 //! Routes may carry a prefix (`/api/v3` for GitHub Enterprise Server); both forms are served.
 
@@ -43,6 +55,8 @@ pub struct Logged {
     pub prefix: String,
     /// When the server received it.
     pub at: Instant,
+    /// The status the server answered (`0` while the answer is being made).
+    pub status: u16,
 }
 
 impl Logged {
@@ -52,17 +66,29 @@ impl Logged {
     }
 }
 
-/// A response to inject before the next request is served normally.
+/// The repository's numeric id: its JSON's `id`, and the `{id}` of the
+/// `/repositories/{id}/...` URLs of `Link` headers.
+pub const REPO_ID: u64 = 1_296_269;
+
+/// A response to inject before the next request (or the next matching one) is served normally.
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// 403 "You have exceeded a secondary rate limit" with `Retry-After`.
     Secondary403 { retry_after: u64 },
+    /// 403 "You have exceeded a secondary rate limit" without `Retry-After`, the primary limit
+    /// not exhausted (`x-ratelimit-remaining` above 0): GitHub's docs ask the client to wait at
+    /// least a minute, longer on each further limit.
+    Secondary403NoRetryAfter,
     /// 429 with `Retry-After`.
     TooMany429 { retry_after: u64 },
     /// 403 with `x-ratelimit-remaining: 0`, resetting in this many seconds.
     PrimaryExhausted { reset_in: u64 },
     /// Any status with a GitHub error message.
     Status { code: u16, message: String },
+    /// Not an answer: just before a `POST /pulls` is served, a person opens a pull request with
+    /// the request's head and base (a race with the client's listing); the request is then served
+    /// normally, so GitHub's own check answers it (422 "A pull request already exists").
+    PullOpenedMeanwhile,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +143,8 @@ struct State {
     statuses: Vec<StatusRec>,
     log: Vec<Logged>,
     faults: VecDeque<Fault>,
+    /// Faults for the next request with this method and path (without the prefix and query).
+    faults_on: Vec<(String, String, Fault)>,
     remaining: u64,
 }
 
@@ -182,6 +210,7 @@ impl GitHubServer {
             statuses: Vec::new(),
             log: Vec::new(),
             faults: VecDeque::new(),
+            faults_on: Vec::new(),
             remaining: 5000,
         }));
         let addr = http::start_in_thread(Arc::clone(&state), |st, req| async move {
@@ -213,8 +242,25 @@ impl GitHubServer {
             .collect()
     }
 
+    /// A fault for the next request, whatever it is.
     pub fn inject(&self, f: Fault) {
         self.state.lock().unwrap().faults.push_back(f);
+    }
+
+    /// A fault for the next request with `method` and `path` (without the Enterprise prefix and
+    /// the query, e.g. `POST /repos/acme/gitops/pulls`); faults queued with [`Self::inject`] come
+    /// first.
+    pub fn inject_on(&self, method: &str, path: &str, f: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults_on
+            .push((method.to_string(), path.to_string(), f));
+    }
+
+    /// `/repositories/{id}`, the repository's path in `Link` headers (its id: [`REPO_ID`]).
+    pub fn repository_path(&self) -> String {
+        format!("/repositories/{REPO_ID}")
     }
 
     pub fn items(&self) -> Vec<ItemRec> {
@@ -286,33 +332,61 @@ impl GitHubServer {
 
     /// Pre-creates an item (as if opened by someone else), returns its number.
     pub fn seed_issue(&self, title: &str, body: &str, labels: &[&str]) -> u64 {
-        let mut st = self.state.lock().unwrap();
-        let n = st.next_number;
-        st.next_number += 1;
-        st.tick += 1;
-        let tick = st.tick;
-        st.items.insert(
-            n,
-            ItemRec {
-                number: n,
-                is_pr: false,
-                state: "open".into(),
-                title: title.into(),
-                body: body.into(),
-                labels: labels.iter().map(|s| s.to_string()).collect(),
-                head: None,
-                head_sha: None,
-                base: None,
-                draft: false,
-                merged_at: None,
-                created_at: now(),
-                updated_at: now(),
-                closed_at: None,
-                tick,
-            },
-        );
-        n
+        open_item(&mut self.state.lock().unwrap(), title, body, labels)
     }
+}
+
+/// Opens an issue as someone else would; returns its number.
+fn open_item(st: &mut State, title: &str, body: &str, labels: &[&str]) -> u64 {
+    let n = st.next_number;
+    st.next_number += 1;
+    st.tick += 1;
+    let tick = st.tick;
+    st.items.insert(
+        n,
+        ItemRec {
+            number: n,
+            is_pr: false,
+            state: "open".into(),
+            title: title.into(),
+            body: body.into(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            head: None,
+            head_sha: None,
+            base: None,
+            draft: false,
+            merged_at: None,
+            created_at: now(),
+            updated_at: now(),
+            closed_at: None,
+            tick,
+        },
+    );
+    n
+}
+
+/// Whether the remote holds the commit `sha` (a full 40-hex id, as production sends), the only
+/// commits this server knows of. `None` when the remote has no branch at all: the server then knows
+/// no history and cannot tell a commit GitHub would hold from an unknown one, so it accepts any
+/// (tests/pr_check.rs posts statuses for the head of a local repository it never pushes, with an
+/// empty remote). A remote with a branch is the repository: a commit not in it is unknown.
+fn commit_known(bare: &Path, sha: &str) -> Option<bool> {
+    let repo = git2::Repository::open_bare(bare).ok()?;
+    let has_branch = repo
+        .references_glob("refs/heads/*")
+        .ok()?
+        .flatten()
+        .next()
+        .is_some();
+    if !has_branch {
+        return None;
+    }
+    let full = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    Some(
+        full && git2::Oid::from_str(sha)
+            .ok()
+            .is_some_and(|oid| repo.find_commit(oid).is_ok()),
+    )
 }
 
 fn branch_sha(bare: &Path, branch: &str) -> Option<String> {
@@ -400,7 +474,7 @@ fn label_json(st: &mut State, name: &str) -> Value {
 
 fn repo_json(st: &State) -> Value {
     json!({
-        "id": 123456,
+        "id": REPO_ID,
         "node_id": "R_kgDOtest",
         "name": st.repo,
         "full_name": format!("{}/{}", st.owner, st.repo),
@@ -518,10 +592,19 @@ fn issue_json(st: &mut State, it: &ItemRec) -> Value {
     v
 }
 
-/// A page of a list with GitHub's `Link` header.
+/// Where a list is, for its `Link` header: `/repositories/{id}/...` (the form api.github.com
+/// names pages in, whichever path the request used) and the request's raw query.
+struct ListAt<'a> {
+    path: String,
+    query: &'a str,
+}
+
+/// A page of a list with GitHub's `Link` header: `prev`, `next`, `last`, `first`, in that order,
+/// each where GitHub sends it (none when everything fits on one page); the query as the client
+/// sent it with `page` replaced.
 fn page(
     st: &mut State,
-    path: &str,
+    at: &ListAt<'_>,
     q: &BTreeMap<String, String>,
     all: Vec<Value>,
 ) -> Response<Full<Bytes>> {
@@ -537,24 +620,27 @@ fn page(
         .max(1);
     let last = all.len().div_ceil(per).max(1);
     let items: Vec<Value> = all.into_iter().skip((pg - 1) * per).take(per).collect();
-    let mut links = Vec::new();
-    let base_q: Vec<String> = q
-        .iter()
-        .filter(|(k, _)| k.as_str() != "page")
-        .map(|(k, v)| format!("{k}={}", v.replace('/', "%2F")))
+    let kept: Vec<&str> = at
+        .query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("page"))
         .collect();
     let url = |p: usize| {
-        let mut qs = base_q.clone();
-        qs.push(format!("page={p}"));
-        format!("<http://{}{path}?{}>", "HOST", qs.join("&"))
+        let mut qs = kept.clone();
+        let page = format!("page={p}");
+        qs.push(&page);
+        format!("<http://HOST{}?{}>", at.path, qs.join("&"))
     };
+    let mut links = Vec::new();
+    if pg > 1 {
+        links.push(format!("{}; rel=\"prev\"", url((pg - 1).min(last))));
+    }
     if pg < last {
         links.push(format!("{}; rel=\"next\"", url(pg + 1)));
         links.push(format!("{}; rel=\"last\"", url(last)));
     }
     if pg > 1 {
         links.push(format!("{}; rel=\"first\"", url(1)));
-        links.push(format!("{}; rel=\"prev\"", url(pg - 1)));
     }
     let extra: Vec<(&str, String)> = if links.is_empty() {
         Vec::new()
@@ -563,6 +649,9 @@ fn page(
     };
     respond(st, 200, Value::Array(items), &extra)
 }
+
+const SECONDARY_LIMIT: &str = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.";
+const SECONDARY_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
 
 async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().as_str().to_string();
@@ -576,6 +665,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         Some(p) => ("/api/v3".to_string(), p.to_string()),
         None => (String::new(), full_path.clone()),
     };
+    let at = st.log.len();
     st.log.push(Logged {
         method: method.clone(),
         path: path.clone(),
@@ -583,72 +673,9 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         body: body.clone(),
         prefix: prefix.clone(),
         at: Instant::now(),
+        status: 0,
     });
-    if let Some(f) = st.faults.pop_front() {
-        return match f {
-            Fault::Secondary403 { retry_after } => respond(
-                &mut st,
-                403,
-                json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits", "status": "403"}),
-                &[("retry-after", retry_after.to_string())],
-            ),
-            Fault::TooMany429 { retry_after } => respond(
-                &mut st,
-                429,
-                json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits", "status": "429"}),
-                &[("retry-after", retry_after.to_string())],
-            ),
-            Fault::PrimaryExhausted { reset_in } => {
-                let mut r = error(
-                    &mut st,
-                    403,
-                    "API rate limit exceeded for installation ID 1. If you reach out to GitHub Support for help, please include the request ID.",
-                );
-                let h = r.headers_mut();
-                h.insert("x-ratelimit-remaining", "0".parse().unwrap());
-                h.insert("x-ratelimit-used", "5000".parse().unwrap());
-                h.insert(
-                    "x-ratelimit-reset",
-                    reset_epoch(reset_in).to_string().parse().unwrap(),
-                );
-                r
-            }
-            Fault::Status { code, message } => error(&mut st, code, &message),
-        };
-    }
-    let token = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("token "))
-        .unwrap_or("");
-    if token.is_empty() {
-        return error(&mut st, 401, "Requires authentication");
-    }
-    if token != st.token {
-        return error(&mut st, 401, "Bad credentials");
-    }
-    let q = query_map(&query);
-    let json_body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let segs: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_string)
-        .collect();
-    let repo_ok =
-        segs.len() >= 3 && segs[0] == "repos" && segs[1] == st.owner && segs[2] == st.repo;
-    if path == "/rate_limit" {
-        let core = json!({"limit": 5000, "used": 5000 - st.remaining, "remaining": st.remaining, "reset": reset_epoch(3600)});
-        return respond(
-            &mut st,
-            200,
-            json!({"resources": {"core": core}, "rate": core}),
-            &[],
-        );
-    }
-    if !repo_ok {
-        return error(&mut st, 404, "Not Found");
-    }
-    let rest: Vec<&str> = segs[3..].iter().map(String::as_str).collect();
-    let mut resp = route(&mut st, &method, &rest, &q, &json_body, &path);
+    let mut resp = answer(&mut st, &method, &path, &query, &body, &auth);
     // Link headers name this server.
     if let Some(l) = resp
         .headers()
@@ -659,7 +686,120 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         let l = l.replace("http://HOST", &format!("http://{host}{prefix}"));
         resp.headers_mut().insert("link", l.parse().unwrap());
     }
+    st.log[at].status = resp.status().as_u16();
     resp
+}
+
+/// The next injected fault for this request: one queued for any request first, then the first
+/// queued for its method and path.
+fn take_fault(st: &mut State, method: &str, path: &str) -> Option<Fault> {
+    if let Some(f) = st.faults.pop_front() {
+        return Some(f);
+    }
+    let i = st
+        .faults_on
+        .iter()
+        .position(|(m, p, _)| m == method && p == path)?;
+    Some(st.faults_on.remove(i).2)
+}
+
+fn answer(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+    auth: &str,
+) -> Response<Full<Bytes>> {
+    let json_body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match take_fault(st, method, path) {
+        None => {}
+        Some(Fault::Secondary403 { retry_after }) => {
+            return respond(
+                st,
+                403,
+                json!({"message": SECONDARY_LIMIT, "documentation_url": SECONDARY_DOCS, "status": "403"}),
+                &[("retry-after", retry_after.to_string())],
+            );
+        }
+        Some(Fault::Secondary403NoRetryAfter) => {
+            return respond(
+                st,
+                403,
+                json!({"message": SECONDARY_LIMIT, "documentation_url": SECONDARY_DOCS, "status": "403"}),
+                &[],
+            );
+        }
+        Some(Fault::TooMany429 { retry_after }) => {
+            return respond(
+                st,
+                429,
+                json!({"message": SECONDARY_LIMIT, "documentation_url": SECONDARY_DOCS, "status": "429"}),
+                &[("retry-after", retry_after.to_string())],
+            );
+        }
+        Some(Fault::PrimaryExhausted { reset_in }) => {
+            let mut r = error(
+                st,
+                403,
+                "API rate limit exceeded for installation ID 1. If you reach out to GitHub Support for help, please include the request ID.",
+            );
+            let h = r.headers_mut();
+            h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+            h.insert("x-ratelimit-used", "5000".parse().unwrap());
+            h.insert(
+                "x-ratelimit-reset",
+                reset_epoch(reset_in).to_string().parse().unwrap(),
+            );
+            return r;
+        }
+        Some(Fault::Status { code, message }) => return error(st, code, &message),
+        Some(Fault::PullOpenedMeanwhile) => {
+            let field = |k: &str| json_body.get(k).and_then(Value::as_str).map(str::to_string);
+            if let (Some(head), Some(base)) = (field("head"), field("base")) {
+                let n = open_item(st, "Opened by hand", "", &[]);
+                let it = st.items.get_mut(&n).unwrap();
+                it.is_pr = true;
+                it.head = Some(head);
+                it.base = Some(base);
+            }
+        }
+    }
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("token "))
+        .unwrap_or("");
+    if token.is_empty() {
+        return error(st, 401, "Requires authentication");
+    }
+    if token != st.token {
+        return error(st, 401, "Bad credentials");
+    }
+    if path == "/rate_limit" {
+        let core = json!({"limit": 5000, "used": 5000 - st.remaining, "remaining": st.remaining, "reset": reset_epoch(3600)});
+        return respond(
+            st,
+            200,
+            json!({"resources": {"core": core}, "rate": core}),
+            &[],
+        );
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // The repository by name, or by id (the form of the URLs in `Link` headers).
+    let rest = match segs.as_slice() {
+        ["repos", owner, repo, rest @ ..] if *owner == st.owner && *repo == st.repo => rest,
+        ["repositories", id, rest @ ..] if *id == REPO_ID.to_string() => rest,
+        _ => return error(st, 404, "Not Found"),
+    };
+    let list_at = ListAt {
+        path: std::iter::once(format!("/repositories/{REPO_ID}"))
+            .chain(rest.iter().map(|s| s.to_string()))
+            .collect::<Vec<_>>()
+            .join("/"),
+        query,
+    };
+    let q = query_map(query);
+    route(st, method, rest, &q, &json_body, &list_at)
 }
 
 fn touch(st: &mut State, n: u64) {
@@ -677,7 +817,7 @@ fn route(
     rest: &[&str],
     q: &BTreeMap<String, String>,
     body: &Value,
-    path: &str,
+    list_at: &ListAt<'_>,
 ) -> Response<Full<Bytes>> {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     match (method, rest) {
@@ -707,7 +847,7 @@ fn route(
                 .collect();
             items.sort_by_key(|b| std::cmp::Reverse(b.number));
             let all: Vec<Value> = items.iter().map(|i| pull_json(st, i)).collect();
-            page(st, path, q, all)
+            page(st, list_at, q, all)
         }
         ("POST", ["pulls"]) => {
             let (Some(title), Some(head), Some(base)) =
@@ -723,11 +863,13 @@ fn route(
                     &[],
                 );
             }
-            if st
-                .items
-                .values()
-                .any(|i| i.is_pr && i.state == "open" && i.head.as_deref() == Some(&head))
-            {
+            // One open pull request per head and base: the same head into another base is fine.
+            if st.items.values().any(|i| {
+                i.is_pr
+                    && i.state == "open"
+                    && i.head.as_deref() == Some(&head)
+                    && i.base.as_deref() == Some(&base)
+            }) {
                 return validation(
                     st,
                     "PullRequest",
@@ -828,7 +970,7 @@ fn route(
                 items.sort_by_key(|b| std::cmp::Reverse(b.number));
             }
             let all: Vec<Value> = items.iter().map(|i| issue_json(st, i)).collect();
-            page(st, path, q, all)
+            page(st, list_at, q, all)
         }
         ("POST", ["issues"]) => {
             let Some(title) = s(body, "title") else {
@@ -940,7 +1082,7 @@ fn route(
                 .filter(|c| c.issue == n)
                 .map(|c| comment_json(st, c))
                 .collect();
-            page(st, path, q, all)
+            page(st, list_at, q, all)
         }
         ("POST", ["issues", n, "comments"]) => {
             let Some(n) = n.parse::<u64>().ok().filter(|n| st.items.contains_key(n)) else {
@@ -979,6 +1121,14 @@ fn route(
             else {
                 return validation(st, "Status", "state is invalid");
             };
+            if commit_known(&st.bare, sha) == Some(false) {
+                return respond(
+                    st,
+                    422,
+                    json!({"message": format!("No commit found for SHA: {sha}"), "documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status", "status": "422"}),
+                    &[],
+                );
+            }
             let rec = StatusRec {
                 sha: sha.to_string(),
                 state,
