@@ -3,7 +3,8 @@
 //! - `fixtures/golden/`: copies of `k8s-api-golden` (real kube-apiserver 1.32 responses). Every
 //!   desired manifest against the object the server returned after applying it must show no
 //!   drift; against the hand-edited objects in `live-drifted/` exactly the findings listed in
-//!   `live-drifted/EXPECTED.md`, with the managers named there.
+//!   `live-drifted/EXPECTED.md`, with the managers named there. The applies of `protocol/` against
+//!   the answers the server gave (defaults, a foreground delete in progress) show none either.
 //! - `fixtures/corpus/<case>/`: `desired.yaml` (or `.json`), `live.json` (or `.yaml`) shaped as the
 //!   API server returns objects, and `expected.json` listing exactly the changed paths (empty for
 //!   in sync), optionally their op, owner and masking, the options to diff with, and the
@@ -161,6 +162,57 @@ fn golden_live_has_no_drift() {
         assert_eq!((out.checked, out.in_sync), (23, 23));
         assert!(out.ignored.is_empty());
     }
+}
+
+/// The body of a captured answer (`protocol/<name>.http`: request line, status line, headers,
+/// a blank line, the JSON body).
+fn protocol_answer(name: &str) -> Value {
+    let path = fixtures().join(format!("golden/protocol/{name}.http"));
+    let text = read(&path);
+    let (_, body) = text
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("{}: no body", path.display()));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// (a') The applies of the protocol captures against the real server's answers, in default and
+/// strict mode: what the server added is no drift. `resources: {}` on a container that set
+/// none (apply-legacy-worker-201), an allocated cluster IP (apply-service-create-201), and the
+/// marks of a foreground delete in progress: `deletionTimestamp`, the `foregroundDeletion`
+/// finalizer, the raised generation (get-after-foreground-delete-200).
+#[test]
+fn golden_protocol_answers_have_no_drift_from_their_applies() {
+    for (applied, answer) in [
+        ("apply-create-201", "apply-create-201"),
+        ("apply-service-create-201", "apply-service-create-201"),
+        ("apply-legacy-worker-201", "apply-legacy-worker-201"),
+        ("apply-legacy-worker-201", "get-after-foreground-delete-200"),
+    ] {
+        let desired = load(&fixtures().join(format!("golden/protocol/{applied}.request.yaml")));
+        let live = protocol_answer(answer);
+        for strict in [false, true] {
+            let mut opts = DiffOptions::new("golden");
+            opts.strict = strict;
+            let diff = diff_object(&id_of(&desired), &desired, &live, &opts);
+            assert!(
+                diff.changes.is_empty(),
+                "{applied} against {answer} (strict={strict}): false drift {:#?}",
+                diff.changes
+            );
+        }
+    }
+    // What the answers show that the applies did not say.
+    let worker = protocol_answer("apply-legacy-worker-201");
+    assert_eq!(
+        worker["spec"]["template"]["spec"]["containers"][0]["resources"],
+        json!({})
+    );
+    let deleting = protocol_answer("get-after-foreground-delete-200");
+    assert_eq!(deleting["metadata"]["generation"], 2);
+    assert_eq!(
+        deleting["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
 }
 
 /// One expected finding: (object file, pointer, desired, live, manager, subresource, has time).

@@ -33,17 +33,35 @@ fn golden(rel: &str) -> PathBuf {
     root().join("fixtures/golden").join(rel)
 }
 
-/// One captured exchange: request line, status and the JSON body.
+/// One captured exchange: request line, status, the response headers and the JSON body.
 struct Exchange {
     method: String,
     target: String,
     status: u16,
+    /// Names lowercased, in order (`Date` and `Audit-Id` were left out of the capture).
+    headers: Vec<(String, String)>,
     body: Value,
+}
+
+impl Exchange {
+    /// Every value of a response header.
+    fn header(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+}
+
+fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 fn exchange(name: &str) -> Exchange {
     let text = std::fs::read_to_string(golden(&format!("protocol/{name}.http"))).unwrap();
-    let mut lines = text.lines();
+    let (head, body) = text.split_once("\n\n").unwrap();
+    let mut lines = head.lines();
     let request: Vec<&str> = lines.next().unwrap().split(' ').collect();
     let status: u16 = lines
         .next()
@@ -53,11 +71,17 @@ fn exchange(name: &str) -> Exchange {
         .unwrap()
         .parse()
         .unwrap();
-    let body = text.split_once("\n\n").unwrap().1;
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_ascii_lowercase(), v.to_string())
+        })
+        .collect();
     Exchange {
         method: request[0].to_string(),
         target: request[1].to_string(),
         status,
+        headers,
         body: serde_json::from_str(body).unwrap(),
     }
 }
@@ -81,6 +105,39 @@ async fn raw(
     body: &str,
     auth: bool,
 ) -> (u16, Value) {
+    let answer = raw_exchange(server, method, target, content_type, body, auth).await;
+    let value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    (answer.status, value)
+}
+
+/// An answer as the wire carried it.
+struct RawAnswer {
+    status: u16,
+    /// Names lowercased, in order.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RawAnswer {
+    /// Every value of a header.
+    fn header(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A raw HTTP/1.1 exchange, like curl: status, headers and the body as text.
+async fn raw_exchange(
+    server: &KubeServer,
+    method: &str,
+    target: &str,
+    content_type: Option<&str>,
+    body: &str,
+    auth: bool,
+) -> RawAnswer {
     let addr = server.url().trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut head = format!(
@@ -100,8 +157,56 @@ async fn raw(
     stream.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8(buf).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    RawAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// `v` with the keys of every map in the order `template` has them (keys it lacks after):
+/// live/ is key-sorted, while the real server encodes an object in its Go types' field order,
+/// which only its answers show.
+fn ordered_like(v: &Value, template: &Value) -> Value {
+    match (v, template) {
+        (Value::Object(m), Value::Object(t)) => {
+            let mut out = serde_json::Map::new();
+            for (k, tv) in t {
+                if let Some(child) = m.get(k) {
+                    out.insert(k.clone(), ordered_like(child, tv));
+                }
+            }
+            for (k, child) in m {
+                if !out.contains_key(k) {
+                    out.insert(k.clone(), child.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        (Value::Array(items), Value::Array(t)) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| t.get(i).map_or(item.clone(), |ti| ordered_like(item, ti)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
 }
 
 /// Replaces what differs between any two servers (uids, timestamps, allocated IPs).
@@ -488,6 +593,7 @@ async fn golden_server_side_apply_sequence_matches_the_real_server() {
         "apply-reclaim-conflict-409",
         "apply-reclaim-force-200",
         "merge-patch-200",
+        "strategic-merge-patch-200",
         "delete-deployment-200",
         "apply-service-create-201",
         "delete-service-200",
@@ -498,8 +604,9 @@ async fn golden_server_side_apply_sequence_matches_the_real_server() {
             server.set_resource_version(294);
         }
         let ct = match (want.method.as_str(), name) {
-            ("PATCH", n) if n.starts_with("merge-patch") => Some("application/merge-patch+json"),
-            ("PATCH", _) => Some("application/apply-patch+yaml"),
+            ("PATCH", n) if n.starts_with("merge-patch") => Some(MERGE),
+            ("PATCH", n) if n.starts_with("strategic-merge-patch") => Some(STRATEGIC),
+            ("PATCH", _) => Some(APPLY),
             _ => None,
         };
         let (status, mut got) = raw(
@@ -587,6 +694,7 @@ fn golden_quantities_are_canonicalized_like_the_real_server() {
 
 const APPLY: &str = "application/apply-patch+yaml";
 const MERGE: &str = "application/merge-patch+json";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
 /// Server-side apply of an object with a field its kind's schema does not declare answers 500
 /// with the real message (no `reason`), with or without `fieldValidation=Strict`, for custom
@@ -760,6 +868,17 @@ async fn golden_stale_resource_version_and_managed_fields_are_refused() {
     )
     .await;
     assert_eq!(status, 200);
+    let strategic = exchange("strategic-merge-patch-200");
+    let (status, _) = raw(
+        &server,
+        &strategic.method,
+        &strategic.target,
+        Some(STRATEGIC),
+        &request_body("strategic-merge-patch-200"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
     let target = "/apis/apps/v1/namespaces/shop/deployments/checkout";
     let stale = request_body("update-stale-resourceversion-409");
     let want = exchange("update-stale-resourceversion-409");
@@ -833,6 +952,293 @@ async fn golden_stale_resource_version_and_managed_fields_are_refused() {
     )
     .await;
     assert_eq!(status, 200, "{got:#}");
+}
+
+/// A merge patch setting a field the kind does not declare (`spec.replica`): 200 with the
+/// real `Warning: 299` header and the field dropped (merge-patch-unknown-field-warning-200), or
+/// under `fieldValidation=Strict` the real 422, message byte for byte: it quotes the patched
+/// object as the real server encoded it (merge-patch-unknown-field-strict-422). `Ignore` drops
+/// the field silently. A strategic merge patch is checked the same way; its 422 quotes the
+/// patch as Go prints a map (k8s.io/apiserver `applyPatchToObject`; no capture of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_unknown_fields_in_a_patch_warn_or_are_refused_like_the_real_server() {
+    let server = KubeServer::start().await;
+    server.seed(read_json(golden("live/namespace-shop.json")));
+    let captured = exchange("merge-patch-unknown-field-warning-200");
+    // The strict 422 quotes the stored object in the server's own key order: seed live/ in it.
+    server.seed(ordered_like(
+        &read_json(golden("live/deployment-storefront.json")),
+        &captured.body,
+    ));
+    let stored = || {
+        server
+            .object("apps/v1", "Deployment", Some("shop"), "storefront")
+            .unwrap()
+    };
+    let before = stored();
+    for name in [
+        "merge-patch-unknown-field-warning-200",
+        "merge-patch-unknown-field-strict-422",
+    ] {
+        let want = exchange(name);
+        let got = raw_exchange(
+            &server,
+            &want.method,
+            &want.target,
+            Some(MERGE),
+            &request_body(name),
+            true,
+        )
+        .await;
+        assert_eq!(got.status, want.status, "{name}: {}", got.body);
+        // Status, reason, message (the whole patched object quoted), cause: all of the body.
+        let body = got.json();
+        assert_eq!(
+            body, want.body,
+            "{name}\n--- ours:\n{body:#}\n--- real:\n{:#}",
+            want.body
+        );
+        assert_eq!(got.header("warning"), want.header("warning"), "{name}");
+        assert_eq!(
+            got.header("content-type"),
+            want.header("content-type"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        captured.header("warning"),
+        [r#"299 - "unknown field \"spec.replica\"""#]
+    );
+    assert_eq!(stored(), before, "dry runs store nothing");
+
+    let target = "/apis/apps/v1/namespaces/shop/deployments/storefront";
+    // Ignore: no warning; without dryRun: the field is dropped, nothing else changes, nothing is
+    // written (same resourceVersion).
+    let ignored = raw_exchange(
+        &server,
+        "PATCH",
+        &format!("{target}?fieldValidation=Ignore"),
+        Some(MERGE),
+        r#"{"spec":{"replica":3}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(ignored.status, 200, "{}", ignored.body);
+    assert!(ignored.header("warning").is_empty());
+    assert_eq!(stored(), before, "nothing to write");
+    let warned = raw_exchange(
+        &server,
+        "PATCH",
+        target,
+        Some(MERGE),
+        r#"{"spec":{"replica":3,"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.27.4","imagee":"x"}]}}}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(warned.status, 200, "{}", warned.body);
+    assert_eq!(
+        warned.header("warning"),
+        [
+            r#"299 - "unknown field \"spec.replica\"""#,
+            r#"299 - "unknown field \"spec.template.spec.containers[0].imagee\"""#,
+        ]
+    );
+    // The merge patch replaced the containers list: that change is stored, the unknown fields
+    // are not.
+    let after = stored();
+    assert!(after["spec"].get("replica").is_none());
+    let containers = after["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["image"], "nginx:1.27.4");
+    assert!(containers[0].get("imagee").is_none());
+    assert_eq!(containers[0]["resources"], json!({}), "a server default");
+
+    // A strategic merge patch: the same warning; under Strict the patch quoted as a Go map.
+    let (status, _) = raw(
+        &server,
+        "PATCH",
+        &format!("{target}?fieldValidation=Strict"),
+        Some(STRATEGIC),
+        r#"{"spec":{"replica":3}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let strict = raw(
+        &server,
+        "PATCH",
+        &format!("{target}?fieldValidation=Strict&dryRun=All"),
+        Some(STRATEGIC),
+        r#"{"spec":{"replica":3,"paused":true}}"#,
+        true,
+    )
+    .await;
+    let detail = r#"Invalid value: "map[spec:map[paused:true replica:3]]": strict decoding error: unknown field "spec.replica""#;
+    assert_eq!(
+        strict,
+        (
+            422,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!(" \"\" is invalid: patch: {detail}"), "reason": "Invalid",
+                "details": {"causes": [{"reason": "FieldValueInvalid", "message": detail, "field": "patch"}]},
+                "code": 422})
+        )
+    );
+    let warned = raw_exchange(
+        &server,
+        "PATCH",
+        target,
+        Some(STRATEGIC),
+        r#"{"spec":{"replica":3}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(warned.status, 200, "{}", warned.body);
+    assert_eq!(
+        warned.header("warning"),
+        [r#"299 - "unknown field \"spec.replica\"""#]
+    );
+}
+
+/// Strategic merge patch is served for built-in kinds only, like the real server (it needs the
+/// Go types' patch strategies): a custom resource answers 415. A patch type this server does
+/// not implement (JSON patch) answers 415 too, and the message lists only what it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_types_not_served_answer_415_naming_what_is() {
+    let server = KubeServer::start().await;
+    server.seed(read_json(golden("live/namespace-shop.json")));
+    server.seed(read_json(golden("live/deployment-storefront.json")));
+    let unsupported = |accepted: &str| {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
+            "reason": "UnsupportedMediaType", "code": 415})
+    };
+    let got = raw(
+        &server,
+        "PATCH",
+        "/apis/platform.driftwarden.test/v1alpha1/namespaces/shop/cacheclusters/session-cache",
+        Some(STRATEGIC),
+        r#"{"spec":{"replicas":3}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(
+        got,
+        (
+            415,
+            unsupported("application/merge-patch+json, application/apply-patch+yaml")
+        )
+    );
+    let got = raw(
+        &server,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/storefront",
+        Some("application/json-patch+json"),
+        r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#,
+        true,
+    )
+    .await;
+    assert_eq!(
+        got,
+        (
+            415,
+            unsupported(
+                "application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
+            )
+        )
+    );
+    assert_eq!(
+        server
+            .object("apps/v1", "Deployment", Some("shop"), "storefront")
+            .unwrap()["spec"]["replicas"],
+        2
+    );
+    // Keyed lists merge by their patch merge key (null deletes inside an item), `$patch:
+    // delete` removes an item, other lists are replaced.
+    let (status, got) = raw(
+        &server,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/storefront?fieldManager=kubectl-edit",
+        Some(STRATEGIC),
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"log-shipper","$patch":"delete"},{"name":"web","args":["-v"],"env":[{"name":"LOG_LEVEL","value":"debug","valueFrom":null}]}]}}}}"#,
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{got:#}");
+    let containers = got["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["name"], "web");
+    assert_eq!(containers[0]["image"], "nginx:1.27.3");
+    assert_eq!(containers[0]["args"], json!(["-v"]));
+    let env = containers[0]["env"].as_array().unwrap();
+    assert_eq!(env.len(), 5, "merged by name: {env:#?}");
+    assert_eq!(
+        env.iter().find(|e| e["name"] == "LOG_LEVEL").unwrap(),
+        &json!({"name": "LOG_LEVEL", "value": "debug"})
+    );
+    let edit = got["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kubectl-edit")
+        .unwrap();
+    assert_eq!(edit["operation"], "Update");
+}
+
+/// Defaults and deletion as the real server does them on Deployment `legacy-worker`: a
+/// container without `resources` gets `resources: {}` (apply-legacy-worker-201), and a
+/// foreground delete marks the object deleting and raises its generation
+/// (delete-foreground-200), which a GET then shows (get-after-foreground-delete-200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_foreground_delete_raises_the_generation_like_the_real_server() {
+    let server = KubeServer::start().await;
+    server.seed(read_json(golden("live/namespace-shop.json")));
+    server.set_resource_version(297);
+    for name in [
+        "apply-legacy-worker-201",
+        "delete-foreground-200",
+        "get-after-foreground-delete-200",
+    ] {
+        let want = exchange(name);
+        let ct = match want.method.as_str() {
+            "PATCH" => Some(APPLY),
+            "DELETE" => Some("application/json"),
+            _ => None,
+        };
+        let (status, mut got) = raw(
+            &server,
+            &want.method,
+            &want.target,
+            ct,
+            &request_body(name),
+            true,
+        )
+        .await;
+        assert_eq!(status, want.status, "{name}: {got:#}");
+        let mut expected = want.body.clone();
+        normalize(&mut got);
+        normalize(&mut expected);
+        assert_eq!(
+            got, expected,
+            "{name}\n--- ours:\n{got:#}\n--- real:\n{expected:#}"
+        );
+    }
+    // Deleting again changes nothing more.
+    let (status, got) = raw(
+        &server,
+        "DELETE",
+        "/apis/apps/v1/namespaces/shop/deployments/legacy-worker",
+        Some("application/json"),
+        &request_body("delete-foreground-200"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["metadata"]["generation"], 2);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1300,6 +1706,94 @@ async fn transient_faults_are_retried_within_bounds() {
         .map(|r| r.status)
         .collect();
     assert_eq!(tries, [0, 200], "dropped, then answered");
+}
+
+/// Must show: a 429 is what the real server's flow control answers, plain text and not a
+/// Status (k8s.io/apiserver `tooManyRequests`); a LIST answered so is retried after
+/// `Retry-After` and, once the attempts are used up, reported with the status and the server's
+/// words; a correction answered so once is retried and done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_plain_text_retried_after_retry_after_and_reported_readably() {
+    let (env, desired) = Env::team().await;
+    let configmaps = "/api/v1/namespaces/team/configmaps";
+    env.inject(
+        "GET",
+        configmaps,
+        FaultKind::TooManyRequests { retry_after: 1 },
+        1,
+    );
+    let got = raw_exchange(&env.server, "GET", configmaps, None, "", true).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.body, "Too many requests, please try again later.\n");
+    for (name, value) in [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("x-content-type-options", "nosniff"),
+        ("retry-after", "1"),
+        ("cache-control", "no-cache, private"),
+    ] {
+        assert_eq!(got.header(name), [value], "{name}");
+    }
+
+    // A LIST throttled on every attempt.
+    let cfg = env.config("observe", "team", &desired, ", max_attempts: 2", "");
+    env.inject(
+        "GET",
+        configmaps,
+        FaultKind::TooManyRequests { retry_after: 1 },
+        usize::MAX,
+    );
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Diff, false).await;
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    let wanted = format!(
+        "GET {configmaps}: HTTP 429 TooManyRequests: Too many requests, please try again later. (after 2 attempts)"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains(&wanted)),
+        "{wanted}\nin: {errors:#?}"
+    );
+    assert!(report.summary.partial);
+    let reqs = env.server.requests();
+    let tries: Vec<&LoggedRequest> = reqs.iter().filter(|r| r.path == configmaps).collect();
+    assert_eq!(
+        tries.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 429]
+    );
+    let waited = tries[1].at - tries[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: {waited:?}"
+    );
+
+    // A correction throttled once.
+    env.server.clear_faults();
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        ", max_attempts: 2",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    let settings = format!("{configmaps}/settings-0");
+    env.inject(
+        "PATCH",
+        &settings,
+        FaultKind::TooManyRequests { retry_after: 1 },
+        1,
+    );
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-0"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+    let patches: Vec<u16> = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == settings)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(patches, [429, 200]);
 }
 
 /// A client for the test's server with small pages (`page_size`).

@@ -13,18 +13,22 @@
 //! - PATCH `application/apply-patch+yaml` (server-side apply): fields merged by list keys,
 //!   managedFields (FieldsV1) per manager, 409 with the real Status body on conflicts between
 //!   managers unless `force=true`, ownership moved by force, fields a manager stops applying
-//!   removed, unchanged applies not written; PATCH `application/merge-patch+json` (an Update
-//!   that silently takes ownership); server defaults and quantity canonicalization per kind;
+//!   removed, unchanged applies not written; PATCH `application/merge-patch+json` and, for
+//!   built-in kinds, `application/strategic-merge-patch+json` (Updates that silently take
+//!   ownership; fields the kind does not declare dropped with a `Warning: 299` header, or 422
+//!   under `fieldValidation=Strict`); any other patch type 415, naming only the types this
+//!   server implements; server defaults and quantity canonicalization per kind;
 //! - what the real server refuses before storing (see "What the real server refuses" below for
 //!   the schema and the validation covered): an applied field the kind's schema does not declare
 //!   (500 `failed to create typed patch object`), invalid values (422 `Invalid`, every cause),
 //!   a stale `metadata.resourceVersion` in an apply or merge patch (409 `Conflict`), and
 //!   `metadata.managedFields` in an apply (400);
 //! - `metav1.Status` error bodies as the real server sends them (404, 409, 400, 401, 403, 410,
-//!   415, 422, 429, 500);
+//!   415, 422, 500);
 //! - fault injection per method, path prefix and count: an error status, 429 with
-//!   `Retry-After`, a slow response, a dropped connection, a 422 `Invalid` for a field, a write
-//!   accepted without changing anything, an expired continue token (410 with a fresh token);
+//!   `Retry-After` and the plain-text body of the real server's flow control (not a Status), a
+//!   slow response, a dropped connection, a 422 `Invalid` for a field, a write accepted without
+//!   changing anything, an expired continue token (410 with a fresh token);
 //! - a request log for assertions.
 
 #![allow(dead_code)]
@@ -111,7 +115,10 @@ impl LoggedRequest {
 pub enum FaultKind {
     /// Answer with this status and the real server's Status body for it.
     Status(u16),
-    /// 429 with `Retry-After: <seconds>`, like API Priority and Fairness.
+    /// 429 with `Retry-After: <seconds>`, as API Priority and Fairness (or the max-in-flight
+    /// filter) rejects a request before it reaches a handler: Go's `http.Error` text
+    /// `Too many requests, please try again later.\n` (`text/plain; charset=utf-8`,
+    /// `X-Content-Type-Options: nosniff`), not a `metav1.Status` (see [`too_many_requests`]).
     TooManyRequests { retry_after: u64 },
     /// Wait this long, then answer normally (a client with a shorter timeout gives up).
     Delay(Duration),
@@ -245,7 +252,19 @@ impl KubeServer {
         let mut st = self.state();
         let (group, _) = split_gv(api_version);
         let rt = st.resource_by_kind(&group, kind).unwrap();
-        match st.merge_patch(&rt, api_version, namespace, name, &patch, manager, false) {
+        let target = Target {
+            rt: &rt,
+            gv: api_version,
+            ns: namespace,
+            name,
+        };
+        let how = UpdateOptions {
+            patch: UpdatePatch::Merge,
+            manager,
+            dry_run: false,
+            validation: FieldValidation::Warn,
+        };
+        match st.patch_update(&target, &patch, &how, &mut Vec::new()) {
             Ok((_, v)) => v,
             Err(status) => panic!("merge patch failed: {status}"),
         }
@@ -824,6 +843,51 @@ fn discovery() -> (BTreeMap<String, Vec<Value>>, Groups) {
 
 type ObjKey = (String, String); // (namespace or "", name)
 
+/// The object a request names.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    rt: &'a ResourceType,
+    gv: &'a str,
+    ns: Option<&'a str>,
+    name: &'a str,
+}
+
+/// Which Update patch a PATCH carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UpdatePatch {
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge,
+    /// `application/strategic-merge-patch+json` (built-in kinds only).
+    Strategic,
+}
+
+/// `fieldValidation`: what a field the kind does not declare does to an Update patch. The
+/// real server's default is `Warn`; a value it does not know (a 422 there) is taken as `Warn`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    fn from_query(v: Option<&str>) -> FieldValidation {
+        match v {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        }
+    }
+}
+
+/// How an Update patch is made.
+struct UpdateOptions<'a> {
+    patch: UpdatePatch,
+    manager: &'a str,
+    dry_run: bool,
+    validation: FieldValidation,
+}
+
 struct State {
     resources: BTreeMap<String, Vec<Value>>,
     groups: Groups,
@@ -1220,29 +1284,76 @@ impl State {
         Ok((StatusCode::OK, new))
     }
 
-    // ---- merge patch (an Update) ----
+    // ---- merge and strategic merge patches (Updates) ----
 
-    #[allow(clippy::too_many_arguments)]
-    fn merge_patch(
+    /// A JSON merge patch or a strategic merge patch of a stored object: an Update, whose
+    /// manager silently takes ownership of what it changed. As the real patch handler does:
+    /// the patch is applied to the stored object, the result decoded into the kind's type
+    /// (fields it does not declare are dropped: a `Warning` each, in `warnings`, or a 422 under
+    /// `fieldValidation=Strict`; a value of the wrong type is a 422 whatever the directive),
+    /// then the resourceVersion precondition, defaults and validation.
+    fn patch_update(
         &mut self,
-        rt: &ResourceType,
-        gv: &str,
-        ns: Option<&str>,
-        name: &str,
+        target: &Target<'_>,
         patch: &Value,
-        manager: &str,
-        dry_run: bool,
+        how: &UpdateOptions<'_>,
+        warnings: &mut Vec<String>,
     ) -> Result<(StatusCode, Value), Value> {
+        let Target { rt, gv, ns, name } = *target;
         let Some(old) = self.get_stored(rt, ns, name).cloned() else {
             return Err(not_found_body(&rt.group, &rt.plural, name));
         };
-        check_resource_version(rt, name, patch, &old)?;
         let schema = Schema::of(rt);
         let mut base = old.clone();
         base.as_object_mut()
             .unwrap()
             .insert("apiVersion".into(), json!(gv));
-        let mut new = json_merge_patch(&base, patch);
+        let mut new = match how.patch {
+            UpdatePatch::Merge => json_merge_patch(&base, patch),
+            UpdatePatch::Strategic => strategic_merge_patch(schema, &base, patch)?,
+        };
+        // The patched object as the real server decodes it: after a merge patch, the JSON
+        // evanphx/json-patch wrote, whose key order is the order unknown fields are found in.
+        let decoded = match how.patch {
+            UpdatePatch::Merge => go_merge_patch(&base, patch),
+            UpdatePatch::Strategic => new.clone(),
+        };
+        // What the request's value is in the 422 of a patched object that does not decode:
+        // the merge-patched JSON, or the strategic patch as Go prints a map (`%+v`).
+        let shown = || match how.patch {
+            UpdatePatch::Merge => go_json(&decoded),
+            UpdatePatch::Strategic => go_format(patch),
+        };
+        let unknown = match self.unknown_fields(rt, gv, &decoded) {
+            Ok(unknown) => unknown,
+            Err(decode) => return Err(patch_invalid_body(&shown(), &decode)),
+        };
+        if !unknown.is_empty() {
+            let errors: Vec<String> = unknown
+                .iter()
+                .map(|p| format!("unknown field {}", json!(seg_path_string(p))))
+                .collect();
+            match how.validation {
+                FieldValidation::Strict => {
+                    let detail = format!("strict decoding error: {}", errors.join(", "));
+                    return Err(patch_invalid_body(&shown(), &detail));
+                }
+                FieldValidation::Warn => {
+                    for e in errors {
+                        if !warnings.contains(&e) {
+                            warnings.push(e);
+                        }
+                    }
+                }
+                FieldValidation::Ignore => {}
+            }
+            // Decoding into the type drops them (the paths hold in `new` too: same maps and
+            // lists, keys in another order).
+            for p in unknown.iter().rev() {
+                remove_seg_path(&mut new, p);
+            }
+        }
+        check_resource_version(rt, name, patch, &old)?;
         // The server owns its bookkeeping.
         for k in [
             "uid",
@@ -1284,6 +1395,7 @@ impl State {
             e.set = e.set.difference(&cmp.removed).cloned().collect();
         }
         let now = now();
+        let manager = how.manager;
         match entries
             .iter_mut()
             .find(|e| e.manager == manager && e.operation == "Update" && e.subresource.is_none())
@@ -1303,10 +1415,10 @@ impl State {
             }),
         }
         entries.retain(|e| !e.set.is_empty());
-        self.finish_update(rt, &old, &mut new, dry_run);
+        self.finish_update(rt, &old, &mut new, how.dry_run);
         set_managed(&mut new, &entries);
         let new = order_object(new);
-        if !dry_run {
+        if !how.dry_run {
             self.store(rt)
                 .insert((ns.unwrap_or("").into(), name.into()), new.clone());
         }
@@ -1340,6 +1452,15 @@ impl State {
         if foreground || has_finalizers {
             let meta = obj["metadata"].as_object_mut().unwrap();
             if !meta.contains_key("deletionTimestamp") {
+                // Marking an object as deleting raises its generation, if it has one
+                // (registry store `markAsDeleting`): delete-foreground-200.
+                if let Some(g) = meta
+                    .get("generation")
+                    .and_then(Value::as_i64)
+                    .filter(|g| *g > 0)
+                {
+                    meta.insert("generation".into(), json!(g + 1));
+                }
                 meta.insert("deletionTimestamp".into(), json!(now()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             }
@@ -1670,16 +1791,8 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
         }
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultKind::TooManyRequests { retry_after }) => {
-            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "Too many requests, please try again later.", "reason": "TooManyRequests",
-                "details": {"retryAfterSeconds": retry_after}, "code": 429});
             log(&shared, 429);
-            return Ok(respond(
-                StatusCode::TOO_MANY_REQUESTS,
-                &body,
-                &[("Retry-After", retry_after.to_string())],
-                true,
-            ));
+            return Ok(too_many_requests(retry_after));
         }
         Some(FaultKind::Status(code)) => {
             let (code, body) = fault_status(code, &method, &path);
@@ -1714,6 +1827,7 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
                     None,
                     user_agent.as_deref(),
                     &[],
+                    &mut Vec::new(),
                 )
             };
             log(&shared, code.as_u16());
@@ -1728,6 +1842,7 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
         return Ok(respond(StatusCode::UNAUTHORIZED, &body, &[], false));
     }
     let q = query_pairs(&query);
+    let mut warnings = Vec::new();
     let (code, value) = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
         route(
@@ -1738,10 +1853,38 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
             content_type.as_deref(),
             user_agent.as_deref(),
             &body,
+            &mut warnings,
         )
     };
     log(&shared, code.as_u16());
-    Ok(respond(code, &value, &[], true))
+    // One `Warning` header per warning (k8s.io/apiserver's warning recorder:
+    // `299 - "<text>"`, the text quoted).
+    let headers: Vec<(&str, String)> = warnings
+        .iter()
+        .map(|w| ("Warning", format!("299 - {}", json!(w))))
+        .collect();
+    Ok(respond(code, &value, &headers, true))
+}
+
+/// What API Priority and Fairness (and the max-in-flight filter) answer when they reject a
+/// request (k8s.io/apiserver `pkg/server/filters`, `tooManyRequests`): `Retry-After`, then Go's
+/// `http.Error(w, "Too many requests, please try again later.", 429)`, a plain-text line with
+/// `Content-Type: text/plain; charset=utf-8` and `X-Content-Type-Options: nosniff`, not a
+/// `metav1.Status`. The filter runs before any handler: `Cache-Control` (set further out) and
+/// the flow-control headers (set by APF on rejection too) are there, nothing else.
+fn too_many_requests(retry_after: u64) -> Resp {
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("Cache-Control", "no-cache, private")
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Retry-After", retry_after.to_string())
+        .header("X-Content-Type-Options", "nosniff")
+        .header("X-Kubernetes-Pf-Flowschema-Uid", PF_FLOWSCHEMA)
+        .header("X-Kubernetes-Pf-Prioritylevel-Uid", PF_PRIORITY)
+        .body(Full::new(Bytes::from_static(
+            b"Too many requests, please try again later.\n",
+        )))
+        .unwrap()
 }
 
 fn fault_status(code: u16, method: &Method, path: &str) -> (StatusCode, Value) {
@@ -1828,6 +1971,7 @@ fn invalid_body(st: &State, path: &str, field: &str, value: &str, detail: &str) 
     .1
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     st: &mut State,
     method: &Method,
@@ -1836,6 +1980,7 @@ fn route(
     content_type: Option<&str>,
     user_agent: Option<&str>,
     body: &[u8],
+    warnings: &mut Vec<String>,
 ) -> (StatusCode, Value) {
     let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -1939,6 +2084,20 @@ fn route(
                     .to_string()
             });
             let text = String::from_utf8_lossy(body).into_owned();
+            // Strategic merge patch needs the Go types' patch strategies: custom resources
+            // have none, and the real server refuses it for them (415).
+            let accepted: &[&str] = if is_builtin_group(&rt.group) {
+                &[
+                    "application/merge-patch+json",
+                    "application/strategic-merge-patch+json",
+                    "application/apply-patch+yaml",
+                ]
+            } else {
+                &[
+                    "application/merge-patch+json",
+                    "application/apply-patch+yaml",
+                ]
+            };
             match ct.as_str() {
                 "application/apply-patch+yaml" => {
                     let cfg = match parse_yaml_or_json(&text) {
@@ -1958,7 +2117,9 @@ fn route(
                         Err(status) => (status_code(&status), status),
                     }
                 }
-                "application/merge-patch+json" => {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json"
+                    if accepted.contains(&ct.as_str()) =>
+                {
                     let patch: Value = match serde_json::from_str(&text) {
                         Ok(v) => v,
                         Err(e) => {
@@ -1970,16 +2131,39 @@ fn route(
                             );
                         }
                     };
-                    match st.merge_patch(&rt, &p.gv, ns, name, &patch, &manager, dry_run) {
+                    let target = Target {
+                        rt: &rt,
+                        gv: &p.gv,
+                        ns,
+                        name,
+                    };
+                    let how = UpdateOptions {
+                        patch: if ct == "application/merge-patch+json" {
+                            UpdatePatch::Merge
+                        } else {
+                            UpdatePatch::Strategic
+                        },
+                        manager: &manager,
+                        dry_run,
+                        validation: FieldValidation::from_query(
+                            param("fieldValidation").as_deref(),
+                        ),
+                    };
+                    match st.patch_update(&target, &patch, &how, warnings) {
                         Ok(ok) => ok,
                         Err(status) => (status_code(&status), status),
                     }
                 }
-                other => status_body(
+                // The real server's answer (`negotiation.NewUnsupportedMediaTypeError`), listing
+                // what this server implements: the real list also has
+                // `application/json-patch+json`, which this server does not implement, so it
+                // does not claim it.
+                _ => status_body(
                     415,
                     "UnsupportedMediaType",
                     &format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (this test server: not {other})"
+                        "the body of the request was in an unknown format - accepted media types include: {}",
+                        accepted.join(", ")
                     ),
                     None,
                 ),
@@ -2691,6 +2875,459 @@ fn json_merge_patch(target: &Value, patch: &Value) -> Value {
             Value::Object(t)
         }
         other => other.clone(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Update patches: strategic merge, decoding the patched object
+// ------------------------------------------------------------------------------------------
+//
+// A strategic merge patch (k8s.io/apimachinery `strategicpatch`) merges maps key by key (null
+// deletes), merges the lists the Go types tag `patchStrategy:"merge"` by their
+// `patchMergeKey` (other lists are replaced), and honours the directives `$patch`
+// (`merge`, `replace`, `delete`), `$retainKeys` and `$deleteFromPrimitiveList/<field>`.
+// `$setElementOrder/<field>` (sent by client-side `kubectl apply`) is not implemented: this
+// server answers it with a 400 that says so.
+//
+// The patched object is then decoded into the kind's type (the typed round trip of
+// `typed_round_trip`, or the CRD schema): a field it does not declare is `unknown field
+// "<path>"` (paths as sigs.k8s.io/json writes them: `spec.template.spec.containers[0].foo`).
+// Under `fieldValidation=Strict` that is a 422 `Invalid` whose one cause is the field `patch`
+// (merge-patch-unknown-field-strict-422); under `Warn`, the default, a `Warning` header each
+// (merge-patch-unknown-field-warning-200); the field is dropped either way.
+
+/// How a strategic merge patch treats a list, from the `patchStrategy`/`patchMergeKey` tags of
+/// the built-in Go types (names as in [`list_type`]).
+enum SmpList {
+    /// Merged item by item on this key.
+    Keyed(&'static str),
+    /// A list of scalars merged as a set (`metadata.finalizers`).
+    Primitive,
+    /// Replaced by the patch's list.
+    Replace,
+}
+
+fn smp_list(s: Schema<'_>, names: &[String]) -> SmpList {
+    let last = names.last().map(String::as_str).unwrap_or("");
+    let parent = names
+        .len()
+        .checked_sub(2)
+        .and_then(|i| names.get(i))
+        .map(String::as_str)
+        .unwrap_or("");
+    match last {
+        l if CONTAINER_LISTS.contains(&l) => SmpList::Keyed("name"),
+        // Unlike server-side apply, the patch merge key of a container port is the port alone.
+        "ports" if CONTAINER_LISTS.contains(&parent) => SmpList::Keyed("containerPort"),
+        "ports" if s.kind == "Service" && names.len() == 2 => SmpList::Keyed("port"),
+        "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => SmpList::Keyed("name"),
+        "volumeMounts" => SmpList::Keyed("mountPath"),
+        "volumeDevices" => SmpList::Keyed("devicePath"),
+        "hostAliases" => SmpList::Keyed("ip"),
+        "topologySpreadConstraints" => SmpList::Keyed("topologyKey"),
+        "ownerReferences" => SmpList::Keyed("uid"),
+        "conditions" => SmpList::Keyed("type"),
+        "finalizers" if parent == "metadata" => SmpList::Primitive,
+        _ => SmpList::Replace,
+    }
+}
+
+/// A strategic merge patch of `original` (the stored object). An error is the Status the real
+/// server answers.
+fn strategic_merge_patch(s: Schema<'_>, original: &Value, patch: &Value) -> Result<Value, Value> {
+    // The patch is first decoded into a Go map: null is an empty one, anything else but an
+    // object does not decode (400, encoding/json's message).
+    let go_type = match patch {
+        Value::Null => return Ok(original.clone()),
+        Value::Object(_) => None,
+        Value::Array(_) => Some("array"),
+        Value::String(_) => Some("string"),
+        Value::Number(_) => Some("number"),
+        Value::Bool(_) => Some("bool"),
+    };
+    if let Some(t) = go_type {
+        return Err(status_body(
+            400,
+            "BadRequest",
+            &format!("json: cannot unmarshal {t} into Go value of type map[string]interface {{}}"),
+            None,
+        )
+        .1);
+    }
+    Ok(smp_merge(s, Some(original), patch, &mut Vec::new())?.unwrap_or_else(|| json!({})))
+}
+
+/// Merges a patch map into a value; `None` when the patch deletes it (`$patch: delete`).
+fn smp_merge(
+    s: Schema<'_>,
+    original: Option<&Value>,
+    patch: &Value,
+    names: &mut Vec<String>,
+) -> Result<Option<Value>, Value> {
+    let Value::Object(p) = patch else {
+        return Ok(Some(patch.clone()));
+    };
+    match p.get("$patch").map(|d| d.as_str().unwrap_or("")) {
+        None | Some("merge") => {}
+        Some("delete") => return Ok(None),
+        Some("replace") => {
+            let mut out = p.clone();
+            out.remove("$patch");
+            return Ok(Some(Value::Object(out)));
+        }
+        Some(other) => {
+            // mergepatch.ErrBadPatchType, not a Status: 500 with reason Unknown.
+            return Err(status_body(
+                500,
+                "Unknown",
+                &format!("unknown patch type: {other} in map: {}", go_format(patch)),
+                None,
+            )
+            .1);
+        }
+    }
+    let mut out = original
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(retain) = p.get("$retainKeys").and_then(Value::as_array) {
+        out.retain(|k, _| retain.iter().any(|r| r == k.as_str()));
+    }
+    for (k, pv) in p {
+        if k == "$patch" || k == "$retainKeys" {
+            continue;
+        }
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(list), Some(gone)) = (
+                out.get_mut(field).and_then(Value::as_array_mut),
+                pv.as_array(),
+            ) {
+                list.retain(|v| !gone.contains(v));
+            }
+            continue;
+        }
+        if k.starts_with("$setElementOrder/") {
+            return Err(status_body(
+                400,
+                "BadRequest",
+                &format!(
+                    "the strategic merge patch directive {k} is not implemented by this test server (tests/support/kube_server.rs); a real API server accepts it"
+                ),
+                None,
+            )
+            .1);
+        }
+        if pv.is_null() {
+            out.remove(k);
+            continue;
+        }
+        names.push(k.clone());
+        let merged = match pv {
+            Value::Object(_) => smp_merge(s, out.get(k), pv, names),
+            Value::Array(items) => {
+                let current = out.get(k).and_then(Value::as_array).cloned();
+                smp_list_merge(s, current.as_deref().unwrap_or(&[]), items, names).map(Some)
+            }
+            _ => Ok(Some(pv.clone())),
+        };
+        names.pop();
+        match merged? {
+            Some(v) => {
+                out.insert(k.clone(), v);
+            }
+            None => {
+                out.remove(k);
+            }
+        }
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+/// Merges a patch list into a stored list by the field's strategy ([`smp_list`]).
+fn smp_list_merge(
+    s: Schema<'_>,
+    original: &[Value],
+    patch: &[Value],
+    names: &mut Vec<String>,
+) -> Result<Value, Value> {
+    match smp_list(s, names) {
+        SmpList::Replace => Ok(Value::Array(patch.to_vec())),
+        SmpList::Primitive => {
+            let mut out = original.to_vec();
+            for v in patch {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        SmpList::Keyed(key) => {
+            // An item `{"$patch": "replace"}` replaces the whole list with the other items.
+            if patch.iter().any(|i| i["$patch"] == "replace") {
+                return Ok(Value::Array(
+                    patch
+                        .iter()
+                        .filter(|i| i["$patch"] != "replace")
+                        .cloned()
+                        .collect(),
+                ));
+            }
+            let mut out = original.to_vec();
+            for item in patch {
+                let Some(wanted) = item.get(key).filter(|_| item.is_object()) else {
+                    // mergepatch.ErrNoMergeKey, not a Status: 500 with reason Unknown.
+                    return Err(status_body(
+                        500,
+                        "Unknown",
+                        &format!(
+                            "map: {} does not contain declared merge key: {key}",
+                            go_format(item)
+                        ),
+                        None,
+                    )
+                    .1);
+                };
+                let pos = out.iter().position(|o| o.get(key) == Some(wanted));
+                match (pos, smp_merge(s, pos.map(|i| &out[i]), item, names)?) {
+                    (Some(i), Some(v)) => out[i] = v,
+                    (Some(i), None) => {
+                        out.remove(i);
+                    }
+                    (None, Some(v)) => out.push(v),
+                    (None, None) => {}
+                }
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+/// The merge-patched object as the real server's JSON merge patch (evanphx/json-patch
+/// `MergePatch`) writes it: a map the patch touched is encoded again with its keys sorted;
+/// everything else keeps the stored object's encoding (the order a GET shows).
+fn go_merge_patch(target: &Value, patch: &Value) -> Value {
+    match patch {
+        Value::Object(p) => {
+            let mut t = target.as_object().cloned().unwrap_or_default();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.shift_remove(k);
+                } else {
+                    let merged = go_merge_patch(t.get(k).unwrap_or(&Value::Null), v);
+                    t.insert(k.clone(), merged);
+                }
+            }
+            let mut entries: Vec<(String, Value)> = t.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Compact JSON as Go's encoder writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped.
+fn go_json(v: &Value) -> String {
+    let text = serde_json::to_string(v).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A decoded JSON value as Go's `%v` prints it: `map[a:1 b:[x y]]`, keys sorted, `<nil>`.
+fn go_format(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(go_format).collect();
+            format!("[{}]", parts.join(" "))
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{k}:{}", go_format(&m[k.as_str()])))
+                .collect();
+            format!("map[{}]", parts.join(" "))
+        }
+    }
+}
+
+/// The 422 of a patched object that does not decode (`field.Invalid(field.NewPath("patch"),
+/// <value>, <error>)` with an empty group, kind and name, as the patch handler builds it).
+fn patch_invalid_body(value: &str, detail: &str) -> Value {
+    let body = format!("Invalid value: {}: {detail}", json!(value));
+    status_body(
+        422,
+        "Invalid",
+        &format!(" \"\" is invalid: patch: {body}"),
+        Some(
+            json!({"causes": [{"reason": "FieldValueInvalid", "message": body, "field": "patch"}]}),
+        ),
+    )
+    .1
+}
+
+/// One step of a path in a decoded value: a map key or a list index.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `spec.template.spec.containers[0].foo`, as sigs.k8s.io/json names an unknown field.
+fn seg_path_string(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn remove_seg_path(v: &mut Value, path: &[Seg]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for seg in parents {
+        let next = match seg {
+            Seg::Key(k) => cur.get_mut(k.as_str()),
+            Seg::Index(i) => cur.get_mut(*i),
+        };
+        let Some(next) = next else { return };
+        cur = next;
+    }
+    if let (Seg::Key(k), Some(m)) = (last, cur.as_object_mut()) {
+        m.shift_remove(k.as_str());
+    }
+}
+
+/// Fields of `v` its typed round trip `typed` lost: every one, in `v`'s key order.
+fn unknown_typed(v: &Value, typed: &Value, path: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+    match (v, typed) {
+        (Value::Object(m), Value::Object(t)) => {
+            for (k, child) in m {
+                if child.is_null() {
+                    continue;
+                }
+                path.push(Seg::Key(k.clone()));
+                match t.get(k.as_str()) {
+                    Some(tchild) => unknown_typed(child, tchild, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(items), Value::Array(t)) => {
+            for (i, (item, titem)) in items.iter().zip(t).enumerate() {
+                path.push(Seg::Index(i));
+                unknown_typed(item, titem, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fields of a custom resource value its CRD schema does not declare (pruning): every one.
+fn unknown_cr(schema: &Value, v: &Value, path: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+    match v {
+        Value::Object(m) => {
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true
+                || schema["additionalProperties"] == true;
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, child) in m {
+                if child.is_null() {
+                    continue;
+                }
+                path.push(Seg::Key(k.clone()));
+                match props.and_then(|p| p.get(k.as_str())).or(additional) {
+                    Some(sub) => unknown_cr(sub, child, path, out),
+                    None if preserve => {}
+                    None => out.push(path.clone()),
+                }
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                unknown_cr(&schema["items"], item, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+impl State {
+    /// The fields of a patched object its kind does not declare, as decoding it finds them; an
+    /// error when it does not decode at all (a value of the wrong type; serde's words, not
+    /// Go's).
+    fn unknown_fields(
+        &self,
+        rt: &ResourceType,
+        gv: &str,
+        obj: &Value,
+    ) -> Result<Vec<Vec<Seg>>, String> {
+        let mut out = Vec::new();
+        // Quantities given as numbers decode in Go; the typed round trip wants strings.
+        let mut canonical = obj.clone();
+        canonicalize_quantities(&mut canonical, &mut Vec::new());
+        match typed_round_trip(gv, &rt.kind, &canonical) {
+            Some(typed) => unknown_typed(&canonical, &typed?, &mut Vec::new(), &mut out),
+            None => {
+                let Some(m) = obj.as_object() else {
+                    return Ok(out);
+                };
+                let schema = self.cr_schema(rt);
+                for (k, v) in m {
+                    let mut path = vec![Seg::Key(k.clone())];
+                    match k.as_str() {
+                        "apiVersion" | "kind" => {}
+                        "metadata" => {
+                            let typed = serde_json::from_value::<
+                                k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                            >(v.clone())
+                            .and_then(serde_json::to_value)
+                            .map_err(|e| e.to_string())?;
+                            unknown_typed(v, &typed, &mut path, &mut out);
+                        }
+                        _ => {
+                            if let Some(schema) = &schema {
+                                match schema["properties"].get(k.as_str()) {
+                                    Some(sub) => unknown_cr(sub, v, &mut path, &mut out),
+                                    None if v.is_null() => {}
+                                    None => out.push(path),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -3683,6 +4320,9 @@ fn container(c: &mut Value) {
             set_default(p, "failureThreshold", json!(3));
         }
     }
+    // `resources` is a struct, not a pointer, in the Go type: always written, `{}` when empty
+    // (apply-legacy-worker-201).
+    set_default(c, "resources", json!({}));
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
     let image = c["image"].as_str().unwrap_or("").to_string();
