@@ -1594,12 +1594,36 @@ fn a_secondary_limit_without_retry_after_is_not_waited_past_the_cap() {
     for fp in [FP_DEPLOYMENT, FP_HOTFIX, FP_SERVICE, FP_SECRET] {
         let (_, res, detail) = action(&report, fp);
         assert_eq!(res, ActionResult::Failed, "{fp}: {detail}");
-        assert!(
-            detail.contains("rate limited (secondary, no Retry-After)"),
-            "{detail}"
+        assert_eq!(
+            detail,
+            format!(
+                "not proposed this run, nothing pushed: GitHub API POST /repos/acme/gitops/pulls: {said}"
+            )
         );
     }
     assert!(w.server.items().is_empty());
+    // Only the limited drift's branch was pushed (before its pull request was asked for): no
+    // later drift's branch waits on the remote without its pull request.
+    let mut branches = w.branches();
+    branches.sort();
+    assert_eq!(
+        branches,
+        vec![
+            format!(
+                "refs/heads/{}",
+                driftwarden::act::pull_request::branch_name("demo", FP_CONFIGMAP)
+            ),
+            "refs/heads/main".to_string(),
+        ],
+        "{branches:?}"
+    );
+    assert!(
+        report.errors.iter().any(|e| e
+            .message
+            .starts_with("pull requests: resolved items not closed")),
+        "{:?}",
+        report.errors
+    );
 
     // The next run (a new client) continues where this one stopped.
     let mark = w.server.log().len();

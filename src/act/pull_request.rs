@@ -1153,11 +1153,26 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         .filter(|i| is_candidate(&drifts[*i]))
         .collect();
     order.sort_by(|a, b| drifts[*a].fingerprint.cmp(&drifts[*b].fingerprint));
+    // Set once the forge refuses a rate-limit wait: the forge sends nothing more before the
+    // limit ends, so nothing more is prepared either (no branch pushed without its pull request).
+    let mut limited: Option<String> = None;
     for i in order {
         let Some(d) = drifts.get_mut(i) else { continue };
         let Some((repo, base_name, base)) = repo.as_ref() else {
             continue;
         };
+        if let Some(limit) = &limited {
+            set_result(
+                d,
+                ActionResult::Failed,
+                format!("not proposed this run, nothing pushed: {limit}"),
+            );
+            errors.push(source_error(
+                ctx,
+                format!("{}: not proposed: {limit}", d.resource.display),
+            ));
+            continue;
+        }
         if let Err(e) = act_on(
             ctx, session, settings, forge, repo, base_name, *base, &listed, d,
         )
@@ -1165,9 +1180,22 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         {
             let msg = error_chain(&e);
             warn!(target = %ctx.target.name, fingerprint = %d.fingerprint, error = %msg, "pull request failed");
+            if matches!(e, ForgeError::RateLimited { .. }) {
+                limited = Some(msg.clone());
+            }
             set_result(d, ActionResult::Failed, msg.clone());
             errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
         }
+    }
+    if let Some(limit) = limited {
+        warn!(target = %ctx.target.name, "GitHub rate limit: the rest of this target's pull requests wait for the next run");
+        errors.push(source_error(
+            ctx,
+            format!(
+                "pull requests: resolved items not closed and reverts not commented this run: {limit}"
+            ),
+        ));
+        return errors;
     }
 
     errors.extend(close_resolved(ctx, session, forge, repo.as_ref(), &listed, drifts).await);
