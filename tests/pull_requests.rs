@@ -1530,6 +1530,48 @@ fn lists_longer_than_a_page_are_followed_through_the_repository_id_links_to_the_
 }
 
 #[test]
+fn a_next_page_link_to_another_host_is_never_followed_with_the_token() {
+    let w = World::demo("");
+    for i in 0..150 {
+        w.server
+            .seed_pull(&format!("someone's {i}"), &format!("feature/{i}"), "main");
+    }
+    // Another loopback server, where the tampered links point: it records every connection.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    other.set_nonblocking(true).unwrap();
+    w.server.name_pages_at(&format!("http://{other_addr}"));
+
+    let report = w.run_within(Duration::from_secs(60));
+    let said = format!(
+        "pull requests: GitHub API GET /repos/acme/gitops/pulls: unexpected response: the next page's link leaves http://{} (to http://{other_addr}); not followed",
+        w.server.addr
+    );
+    assert!(
+        report.errors.iter().any(|e| e.message == said),
+        "{:?}",
+        report.errors
+    );
+    let (_, res, detail) = action(&report, FP_DEPLOYMENT);
+    assert_eq!(res, ActionResult::Failed, "{detail}");
+    assert!(
+        matches!(other.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a request went to the other host"
+    );
+    // The pull requests' first page was the last request; nothing was proposed or pushed.
+    let log = w.server.log();
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.query.as_str()),
+        ("/repos/acme/gitops/pulls", "state=open&per_page=100"),
+        "{log:#?}"
+    );
+    assert!(log.iter().all(|l| !l.is_write()), "{log:#?}");
+    assert_eq!(w.server.items().len(), 150);
+    assert_eq!(w.branches(), vec!["refs/heads/main"]);
+}
+
+#[test]
 fn a_secondary_limit_without_retry_after_is_not_waited_past_the_cap() {
     // GitHub asks for at least a minute when a secondary limit comes without Retry-After; this
     // run waits at most 30 s, so it gives up at once: the listing is the first request, so

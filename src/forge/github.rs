@@ -15,7 +15,8 @@
 //!   without being sent (GitHub warns that requests sent while limited may get an integration
 //!   banned).
 //!
-//! Lists follow `Link: <...>; rel="next"` pagination to the end, the URL as GitHub gives it
+//! Lists follow `Link: <...>; rel="next"` pagination to the end, the URL as GitHub gives it, on
+//! the API's own origin only (the token goes with it)
 //! (api.github.com names the pages by the repository's id, `/repositories/{id}/pulls?...&page=2`,
 //! not by `/repos/{owner}/{repo}`). The token comes from an environment variable and is never
 //! logged or shown in an error.
@@ -118,6 +119,8 @@ pub fn limit_wait(
 pub struct GitHub {
     /// Boxed: a [`super::Forge`] holds this or the much smaller local forge by value.
     client: Box<Octocrab>,
+    /// Where the API is (`https://api.github.com`): the only origin a `Link` URL may name.
+    api_origin: String,
     owner: String,
     repo: String,
     write_interval: Duration,
@@ -182,6 +185,23 @@ pub fn next_link(link: &str) -> Option<String> {
     })
 }
 
+/// The scheme and authority of an absolute URL, lowercased (`https://api.github.com`); `None`
+/// for a path.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(format!("{scheme}://{}", &rest[..end]).to_ascii_lowercase())
+}
+
+/// Whether a `Link` URL may be followed with the token: a path, or a URL on the API's own
+/// origin. Anything else would send the token to another host.
+fn link_stays_on(api_origin: &str, url: &str) -> bool {
+    match origin(url) {
+        Some(o) => o == api_origin,
+        None => url.starts_with('/'),
+    }
+}
+
 fn header(resp: &http_like::Headers, name: &str) -> Option<String> {
     resp.get(name)
 }
@@ -216,11 +236,17 @@ impl GitHub {
                 ForgeError::Config(format!("api_url `{url}` is not a valid URL: {e}"))
             })?;
         }
+        let api_origin = s
+            .api_url
+            .as_deref()
+            .and_then(origin)
+            .unwrap_or_else(|| "https://api.github.com".to_string());
         let client = b
             .build()
             .map_err(|e| ForgeError::Config(format!("cannot build the GitHub client: {e}")))?;
         Ok(GitHub {
             client: Box::new(client),
+            api_origin,
             owner: s.owner.clone(),
             repo: s.repo.clone(),
             write_interval: s.write_interval,
@@ -471,6 +497,21 @@ impl GitHub {
             pages += 1;
             if pages < max_pages {
                 next = r.link.as_deref().and_then(next_link);
+                if let Some(url) = next
+                    .as_deref()
+                    .filter(|u| !link_stays_on(&self.api_origin, u))
+                {
+                    // Never followed: the request would carry the token to that host.
+                    return Err(ForgeError::Decode {
+                        method: "GET".into(),
+                        path: path.split('?').next().unwrap_or(path).to_string(),
+                        message: format!(
+                            "the next page's link leaves {} (to {}); not followed",
+                            self.api_origin,
+                            origin(url).unwrap_or_else(|| "a relative path".into())
+                        ),
+                    });
+                }
             }
         }
         Ok(out)
@@ -891,6 +932,32 @@ mod tests {
             next_link(link).as_deref(),
             Some("https://api.github.com/repositories/1/pulls?state=open&per_page=100&page=3")
         );
+    }
+
+    #[test]
+    fn links_are_followed_only_on_the_api_origin() {
+        let api = origin("https://api.github.com").unwrap();
+        assert!(link_stays_on(
+            &api,
+            "https://api.github.com/repositories/1/pulls?page=2"
+        ));
+        assert!(link_stays_on(&api, "HTTPS://API.GITHUB.COM/x"));
+        assert!(link_stays_on(&api, "/repositories/1/pulls?page=2"));
+        assert!(!link_stays_on(&api, "https://evil.example/repositories/1"));
+        assert!(!link_stays_on(&api, "http://api.github.com/x"));
+        assert!(!link_stays_on(
+            &api,
+            "https://api.github.com.evil.example/x"
+        ));
+        assert!(!link_stays_on(&api, "https://api.github.com:8443/x"));
+        assert!(!link_stays_on(&api, "page=2"));
+        let ghes = origin("http://127.0.0.1:4321/api/v3").unwrap();
+        assert_eq!(ghes, "http://127.0.0.1:4321");
+        assert!(link_stays_on(
+            &ghes,
+            "http://127.0.0.1:4321/api/v3/repositories/7/issues?page=3"
+        ));
+        assert!(!link_stays_on(&ghes, "http://127.0.0.2:4321/api/v3/x"));
     }
 
     #[test]

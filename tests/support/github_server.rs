@@ -146,6 +146,8 @@ struct State {
     /// Faults for the next request with this method and path (without the prefix and query).
     faults_on: Vec<(String, String, Fault)>,
     remaining: u64,
+    /// The origin `Link` headers name instead of this server's, when set.
+    link_origin: Option<String>,
 }
 
 /// The server. Dropping it leaves the background thread to die with the test process.
@@ -212,6 +214,7 @@ impl GitHubServer {
             faults: VecDeque::new(),
             faults_on: Vec::new(),
             remaining: 5000,
+            link_origin: None,
         }));
         let addr = http::start_in_thread(Arc::clone(&state), |st, req| async move {
             handle(&st, req).await
@@ -240,6 +243,12 @@ impl GitHubServer {
             .into_iter()
             .filter(Logged::is_write)
             .collect()
+    }
+
+    /// From now on, `Link` headers name `origin` (`http://HOST:PORT`) instead of this server: a
+    /// response tampered with on its way, or a proxy that rewrites URLs wrongly.
+    pub fn name_pages_at(&self, origin: &str) {
+        self.state.lock().unwrap().link_origin = Some(origin.to_string());
     }
 
     /// A fault for the next request, whatever it is.
@@ -683,7 +692,11 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
     {
-        let l = l.replace("http://HOST", &format!("http://{host}{prefix}"));
+        let origin = st
+            .link_origin
+            .clone()
+            .unwrap_or_else(|| format!("http://{host}"));
+        let l = l.replace("http://HOST", &format!("{origin}{prefix}"));
         resp.headers_mut().insert("link", l.parse().unwrap());
     }
     st.log[at].status = resp.status().as_u16();
