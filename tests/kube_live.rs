@@ -16,7 +16,7 @@ mod kube_server;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{commit_files, read_json, root, write};
+use common::{commit_files, read_json, response_head, root, write};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, Drift, DriftKind, Report};
 use driftwarden::run::{self, Command, RunOptions};
@@ -61,22 +61,9 @@ fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str
 fn exchange(name: &str) -> Exchange {
     let text = std::fs::read_to_string(golden(&format!("protocol/{name}.http"))).unwrap();
     let (head, body) = text.split_once("\n\n").unwrap();
-    let mut lines = head.lines();
-    let request: Vec<&str> = lines.next().unwrap().split(' ').collect();
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_ascii_lowercase(), v.to_string())
-        })
-        .collect();
+    let (request_line, response) = head.split_once('\n').unwrap();
+    let request: Vec<&str> = request_line.split(' ').collect();
+    let (status, headers) = response_head(response);
     Exchange {
         method: request[0].to_string(),
         target: request[1].to_string(),
@@ -94,6 +81,37 @@ fn request_body(name: &str) -> String {
         }
     }
     String::new()
+}
+
+/// The content type the real client sent with a golden exchange's request.
+fn golden_content_type(method: &str, name: &str) -> Option<&'static str> {
+    match method {
+        "PATCH" if name.starts_with("merge-patch") => Some(MERGE),
+        "PATCH" if name.starts_with("strategic-merge-patch") => Some(STRATEGIC),
+        "PATCH" => Some(APPLY),
+        "DELETE" => Some("application/json"),
+        _ => None,
+    }
+}
+
+/// Sends a golden exchange's request as the real client sent it, checks the status, and returns
+/// our answer's body and the real one, both normalized.
+async fn replay(server: &KubeServer, name: &str) -> (Value, Value) {
+    let want = exchange(name);
+    let (status, mut got) = raw(
+        server,
+        &want.method,
+        &want.target,
+        golden_content_type(&want.method, name),
+        &request_body(name),
+        true,
+    )
+    .await;
+    assert_eq!(status, want.status, "{name}: {got:#}");
+    let mut expected = want.body;
+    normalize(&mut got);
+    normalize(&mut expected);
+    (got, expected)
 }
 
 /// A raw HTTP/1.1 exchange, like curl: status and JSON body.
@@ -157,21 +175,7 @@ async fn raw_exchange(
     stream.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8(buf).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
+    let (status, headers) = response_head(head);
     RawAnswer {
         status,
         headers,
@@ -598,30 +602,11 @@ async fn golden_server_side_apply_sequence_matches_the_real_server() {
         "apply-service-create-201",
         "delete-service-200",
     ] {
-        let want = exchange(name);
         if name == "apply-service-create-201" {
             // The real sequence wrote other objects in between.
             server.set_resource_version(294);
         }
-        let ct = match (want.method.as_str(), name) {
-            ("PATCH", n) if n.starts_with("merge-patch") => Some(MERGE),
-            ("PATCH", n) if n.starts_with("strategic-merge-patch") => Some(STRATEGIC),
-            ("PATCH", _) => Some(APPLY),
-            _ => None,
-        };
-        let (status, mut got) = raw(
-            &server,
-            &want.method,
-            &want.target,
-            ct,
-            &request_body(name),
-            true,
-        )
-        .await;
-        assert_eq!(status, want.status, "{name}: {got:#}");
-        let mut expected = want.body.clone();
-        normalize(&mut got);
-        normalize(&mut expected);
+        let (mut got, mut expected) = replay(&server, name).await;
         for v in [&mut got, &mut expected] {
             // Allocated addresses differ between any two clusters.
             if v["kind"] == "Service" {
@@ -1203,25 +1188,7 @@ async fn golden_foreground_delete_raises_the_generation_like_the_real_server() {
         "delete-foreground-200",
         "get-after-foreground-delete-200",
     ] {
-        let want = exchange(name);
-        let ct = match want.method.as_str() {
-            "PATCH" => Some(APPLY),
-            "DELETE" => Some("application/json"),
-            _ => None,
-        };
-        let (status, mut got) = raw(
-            &server,
-            &want.method,
-            &want.target,
-            ct,
-            &request_body(name),
-            true,
-        )
-        .await;
-        assert_eq!(status, want.status, "{name}: {got:#}");
-        let mut expected = want.body.clone();
-        normalize(&mut got);
-        normalize(&mut expected);
+        let (got, expected) = replay(&server, name).await;
         assert_eq!(
             got, expected,
             "{name}\n--- ours:\n{got:#}\n--- real:\n{expected:#}"

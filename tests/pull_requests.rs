@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-use common::{bare_repo_of, copy_dir, git_text, root};
+use common::{bare_repo_of, copy_dir, git_text, response_head, root};
 use driftwarden::config;
 use driftwarden::forge::github::{GitHub, GitHubSettings};
 use driftwarden::forge::{Forge, ForgeError, NewPull, Status, StatusState};
@@ -1355,19 +1355,7 @@ fn raw_get(server: &GitHubServer, path_and_query: &str) -> (u16, Vec<(String, St
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
+    let (status, headers) = response_head(head);
     (status, headers, body.to_string())
 }
 

@@ -287,3 +287,24 @@ pub fn git_text(repo: &git2::Repository, authors: bool) -> String {
     }
     all
 }
+
+/// The status code and headers of an HTTP/1.1 response head (its status line first, lines ended
+/// by CRLF or LF, no blank line): header names lowercased, values trimmed, in the order sent.
+pub fn response_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {status_line:?}"));
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not a header line: {l:?}"));
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    (status, headers)
+}

@@ -111,6 +111,35 @@ pub struct ItemRec {
     pub tick: u64,
 }
 
+impl ItemRec {
+    /// A new open issue, created now.
+    fn open_issue(
+        number: u64,
+        title: String,
+        body: String,
+        labels: Vec<String>,
+        tick: u64,
+    ) -> Self {
+        ItemRec {
+            number,
+            is_pr: false,
+            state: "open".into(),
+            title,
+            body,
+            labels,
+            head: None,
+            head_sha: None,
+            base: None,
+            draft: false,
+            merged_at: None,
+            created_at: now(),
+            updated_at: now(),
+            closed_at: None,
+            tick,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CommentRec {
     pub id: u64,
@@ -353,23 +382,13 @@ fn open_item(st: &mut State, title: &str, body: &str, labels: &[&str]) -> u64 {
     let tick = st.tick;
     st.items.insert(
         n,
-        ItemRec {
-            number: n,
-            is_pr: false,
-            state: "open".into(),
-            title: title.into(),
-            body: body.into(),
-            labels: labels.iter().map(|s| s.to_string()).collect(),
-            head: None,
-            head_sha: None,
-            base: None,
-            draft: false,
-            merged_at: None,
-            created_at: now(),
-            updated_at: now(),
-            closed_at: None,
+        ItemRec::open_issue(
+            n,
+            title.into(),
+            body.into(),
+            labels.iter().map(|s| s.to_string()).collect(),
             tick,
-        },
+        ),
     );
     n
 }
@@ -1002,23 +1021,13 @@ fn route(
                         .collect()
                 })
                 .unwrap_or_default();
-            let it = ItemRec {
-                number: n,
-                is_pr: false,
-                state: "open".into(),
+            let it = ItemRec::open_issue(
+                n,
                 title,
-                body: s(body, "body").unwrap_or_default(),
+                s(body, "body").unwrap_or_default(),
                 labels,
-                head: None,
-                head_sha: None,
-                base: None,
-                draft: false,
-                merged_at: None,
-                created_at: now(),
-                updated_at: now(),
-                closed_at: None,
-                tick: st.tick,
-            };
+                st.tick,
+            );
             st.items.insert(n, it.clone());
             let v = issue_json(st, &it);
             respond(st, 201, v, &[])

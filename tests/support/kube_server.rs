@@ -1309,13 +1309,13 @@ impl State {
             .unwrap()
             .insert("apiVersion".into(), json!(gv));
         let mut new = match how.patch {
-            UpdatePatch::Merge => json_merge_patch(&base, patch),
+            UpdatePatch::Merge => merge_patch(&base, patch, false),
             UpdatePatch::Strategic => strategic_merge_patch(schema, &base, patch)?,
         };
         // The patched object as the real server decodes it: after a merge patch, the JSON
         // evanphx/json-patch wrote, whose key order is the order unknown fields are found in.
         let decoded = match how.patch {
-            UpdatePatch::Merge => go_merge_patch(&base, patch),
+            UpdatePatch::Merge => merge_patch(&base, patch, true),
             UpdatePatch::Strategic => new.clone(),
         };
         // What the request's value is in the 422 of a patched object that does not decode:
@@ -2860,24 +2860,6 @@ fn order_object(obj: Value) -> Value {
     Value::Object(out)
 }
 
-fn json_merge_patch(target: &Value, patch: &Value) -> Value {
-    match patch {
-        Value::Object(p) => {
-            let mut t = target.as_object().cloned().unwrap_or_default();
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    let merged = json_merge_patch(t.get(k).unwrap_or(&Value::Null), v);
-                    t.insert(k.clone(), merged);
-                }
-            }
-            Value::Object(t)
-        }
-        other => other.clone(),
-    }
-}
-
 // ------------------------------------------------------------------------------------------
 // Update patches: strategic merge, decoding the patched object
 // ------------------------------------------------------------------------------------------
@@ -3102,10 +3084,11 @@ fn smp_list_merge(
     }
 }
 
-/// The merge-patched object as the real server's JSON merge patch (evanphx/json-patch
-/// `MergePatch`) writes it: a map the patch touched is encoded again with its keys sorted;
-/// everything else keeps the stored object's encoding (the order a GET shows).
-fn go_merge_patch(target: &Value, patch: &Value) -> Value {
+/// A JSON merge patch (RFC 7386) of `target`. With `go_encoding`, the object as the real
+/// server's JSON merge patch (evanphx/json-patch `MergePatch`) writes it: a map the patch touched
+/// is encoded again with its keys sorted; everything else keeps the stored object's encoding (the
+/// order a GET shows). Without it, every map keeps its keys' order, new keys last.
+fn merge_patch(target: &Value, patch: &Value, go_encoding: bool) -> Value {
     match patch {
         Value::Object(p) => {
             let mut t = target.as_object().cloned().unwrap_or_default();
@@ -3113,13 +3096,14 @@ fn go_merge_patch(target: &Value, patch: &Value) -> Value {
                 if v.is_null() {
                     t.shift_remove(k);
                 } else {
-                    let merged = go_merge_patch(t.get(k).unwrap_or(&Value::Null), v);
+                    let merged = merge_patch(t.get(k).unwrap_or(&Value::Null), v, go_encoding);
                     t.insert(k.clone(), merged);
                 }
             }
-            let mut entries: Vec<(String, Value)> = t.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().collect())
+            if go_encoding {
+                t.sort_keys();
+            }
+            Value::Object(t)
         }
         other => other.clone(),
     }
