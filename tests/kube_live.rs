@@ -98,7 +98,18 @@ fn golden_content_type(method: &str, name: &str) -> Option<&'static str> {
 /// our answer's body and the real one, both normalized.
 async fn replay(server: &KubeServer, name: &str) -> (Value, Value) {
     let want = exchange(name);
-    let (status, mut got) = raw(
+    let (status, mut got) = send_golden(server, name).await;
+    assert_eq!(status, want.status, "{name}: {got:#}");
+    let mut expected = want.body;
+    normalize(&mut got);
+    normalize(&mut expected);
+    (got, expected)
+}
+
+/// Sends a golden exchange's request as the real client sent it: our status and JSON body.
+async fn send_golden(server: &KubeServer, name: &str) -> (u16, Value) {
+    let want = exchange(name);
+    raw(
         server,
         &want.method,
         &want.target,
@@ -106,12 +117,7 @@ async fn replay(server: &KubeServer, name: &str) -> (Value, Value) {
         &request_body(name),
         true,
     )
-    .await;
-    assert_eq!(status, want.status, "{name}: {got:#}");
-    let mut expected = want.body;
-    normalize(&mut got);
-    normalize(&mut expected);
-    (got, expected)
+    .await
 }
 
 /// A raw HTTP/1.1 exchange, like curl: status and JSON body.
@@ -831,39 +837,13 @@ async fn golden_stale_resource_version_and_managed_fields_are_refused() {
     let server = KubeServer::start().await;
     server.seed(read_json(golden("live/namespace-shop.json")));
     server.set_resource_version(285);
-    let (status, _) = raw(
-        &server,
-        "PATCH",
-        &exchange("apply-create-201").target,
-        Some(APPLY),
-        &request_body("apply-create-201"),
-        true,
-    )
-    .await;
-    assert_eq!(status, 201);
+    assert_eq!(send_golden(&server, "apply-create-201").await.0, 201);
     // The captured sequence moved the object on before the PUT (merge and strategic patches).
-    let merge = exchange("merge-patch-200");
-    let (status, _) = raw(
-        &server,
-        &merge.method,
-        &merge.target,
-        Some(MERGE),
-        &request_body("merge-patch-200"),
-        true,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let strategic = exchange("strategic-merge-patch-200");
-    let (status, _) = raw(
-        &server,
-        &strategic.method,
-        &strategic.target,
-        Some(STRATEGIC),
-        &request_body("strategic-merge-patch-200"),
-        true,
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(send_golden(&server, "merge-patch-200").await.0, 200);
+    assert_eq!(
+        send_golden(&server, "strategic-merge-patch-200").await.0,
+        200
+    );
     let target = "/apis/apps/v1/namespaces/shop/deployments/checkout";
     let stale = request_body("update-stale-resourceversion-409");
     let want = exchange("update-stale-resourceversion-409");

@@ -2323,6 +2323,18 @@ enum ListType {
 
 const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
 
+/// The last two field names (`""` where there are fewer): a field's parent and its own name.
+fn last_two(names: &[String]) -> (&str, &str) {
+    let at = |from_end: usize| {
+        names
+            .len()
+            .checked_sub(from_end)
+            .and_then(|i| names.get(i))
+            .map_or("", String::as_str)
+    };
+    (at(2), at(1))
+}
+
 /// The list type at a field, from the field names leading to it (list items add no name), as
 /// the built-in types declare it (`x-kubernetes-list-type`/`-map-keys`); custom resources
 /// without such markers have atomic lists.
@@ -2330,13 +2342,7 @@ fn list_type(s: Schema<'_>, names: &[String]) -> ListType {
     if !s.builtin {
         return ListType::Atomic;
     }
-    let last = names.last().map(String::as_str).unwrap_or("");
-    let parent = names
-        .len()
-        .checked_sub(2)
-        .and_then(|i| names.get(i))
-        .map(String::as_str)
-        .unwrap_or("");
+    let (parent, last) = last_two(names);
     match last {
         l if CONTAINER_LISTS.contains(&l) => ListType::Map(&["name"]),
         "ports" if CONTAINER_LISTS.contains(&parent) => {
@@ -2890,13 +2896,7 @@ enum SmpList {
 }
 
 fn smp_list(s: Schema<'_>, names: &[String]) -> SmpList {
-    let last = names.last().map(String::as_str).unwrap_or("");
-    let parent = names
-        .len()
-        .checked_sub(2)
-        .and_then(|i| names.get(i))
-        .map(String::as_str)
-        .unwrap_or("");
+    let (parent, last) = last_two(names);
     match last {
         l if CONTAINER_LISTS.contains(&l) => SmpList::Keyed("name"),
         // Unlike server-side apply, the patch merge key of a container port is the port alone.
