@@ -124,7 +124,7 @@ pub struct Target {
     pub terraform: Option<TerraformSource>,
 }
 
-/// Limits on corrections (DESIGN.md: bounded blast radius).
+/// Limits on corrections (ARCHITECTURE.md, promise 3: bounded blast radius).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guardrails {
     /// Take fields other field managers own when correcting (server-side apply `force=true`),

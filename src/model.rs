@@ -285,7 +285,7 @@ pub struct Verdict {
     pub rules: Vec<String>,
 }
 
-/// The operating mode of a target (DESIGN.md: trust is graduated).
+/// The operating mode of a target (ARCHITECTURE.md, promise 4: trust is graduated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -340,7 +340,8 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionResult {
-    /// Decided but not carried out (diff, dry runs, or no actuator for this provider yet).
+    /// Decided but not carried out (`diff`, dry runs, observe mode, or nothing configured to
+    /// carry it out, such as a pull request without `pull_requests`).
     Planned,
     Done,
     Failed,
@@ -394,7 +395,7 @@ impl From<ResourceId> for ResourceRef {
 }
 
 /// A source that failed to load or parse. Partial failure is data: it shows in the report and
-/// blocks every deletion for its target (DESIGN.md promise 2).
+/// blocks every deletion for its target (ARCHITECTURE.md, promise 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceError {
     pub target: String,

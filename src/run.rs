@@ -59,7 +59,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code (DESIGN.md promise 6): 3 for bad config, policy or input, 1 for
+    /// The process exit code (ARCHITECTURE.md, promise 6): 3 for bad config, policy or input, 1 for
     /// runtime failures.
     pub fn exit_code(&self) -> u8 {
         let invalid = match self {
@@ -78,7 +78,8 @@ impl Error {
 pub enum Command {
     /// Detect and report; stops before `act`.
     Diff,
-    /// The full run. Until actuators exist, actions are decided and reported as planned.
+    /// The full run: detect, classify, decide and act ([`crate::act::act`]: corrections in
+    /// `autocorrect` mode, pull requests and issues where `pull_requests` is configured).
     Reconcile,
 }
 
@@ -149,7 +150,7 @@ struct Loaded {
 }
 
 /// What a live source returned. `errors` non-empty means the read was partial: the drifts found
-/// are still reported, but nothing may be deleted for the target (DESIGN.md promise 2).
+/// are still reported, but nothing may be deleted for the target (ARCHITECTURE.md, promise 2).
 #[derive(Debug, Default)]
 pub struct LiveRead {
     pub objects: Vec<RawObject>,

@@ -1,6 +1,6 @@
 //! The diff against ground truth.
 //!
-//! - `fixtures/golden/`: copies of `k8s-api-golden` (real kube-apiserver 1.32 responses). Every
+//! - `fixtures/golden/`: real kube-apiserver 1.32 responses (see its README). Every
 //!   desired manifest against the object the server returned after applying it must show no
 //!   drift; against the hand-edited objects in `live-drifted/` exactly the findings listed in
 //!   `live-drifted/EXPECTED.md`, with the managers named there. The applies of `protocol/` against

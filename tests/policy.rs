@@ -55,7 +55,7 @@ fn tf_id(address: &str) -> ResourceId {
 }
 
 /// The golden Deployment `storefront`, drifted by `kubectl scale`, `set image` and `label`
-/// (`../shared/k8s-api-golden/live-drifted/EXPECTED.md` findings 1–3).
+/// (`fixtures/golden/live-drifted/EXPECTED.md` findings 1–3).
 fn storefront() -> Drift {
     let mut image = change(
         "/spec/template/spec/containers/0/image",

@@ -1,4 +1,4 @@
-//! Guardrails every actuator applies before it changes anything (DESIGN.md promise 3, bounded
+//! Guardrails every actuator applies before it changes anything (ARCHITECTURE.md, promise 3: bounded
 //! blast radius), and the bookkeeping the actuators share: which drifts are theirs to correct,
 //! how an outcome, a skip or an escalation is recorded.
 //!
@@ -308,7 +308,7 @@ pub enum Removal<'a> {
 }
 
 /// The prune rules: deleting a live object needs `guardrails.prune: true`, and nothing is deleted
-/// or removed after a partial read (DESIGN.md promise 2). When the rules hold the correction
+/// or removed after a partial read (ARCHITECTURE.md, promise 2). When the rules hold the correction
 /// back, records the skip on `d` and returns true.
 pub fn hold_removal(ctx: &ActContext<'_>, d: &mut Drift, removal: Removal<'_>) -> bool {
     match removal {

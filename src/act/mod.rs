@@ -1,6 +1,13 @@
-//! Acting on drift. Today: `decide`, which picks the action each drift leads to from the
-//! target's mode and the policy class. Actuators (server-side apply, EC2 calls, pull requests)
-//! slot in beside it; this is the only module that will ever change anything.
+//! Acting on drift: the only module that changes anything (ARCHITECTURE.md, "Invariants").
+//!
+//! [`decide`] picks the action each drift leads to from the target's mode and the policy class
+//! (no IO). [`act`] then runs the actuators of one target in order: the revert loop
+//! ([`pull_request::prepare`]), the Kubernetes corrector ([`correct_kube`]: server-side apply,
+//! prune, re-read to confirm, 409 → escalation), the EC2 corrector ([`correct_ec2`]), and the
+//! pull requests and issues for what is left ([`pull_request::run`], with the adoption edits of
+//! [`edit_yaml`] and [`edit_hcl`]). Every corrector passes [`guardrails`] first. A drift whose
+//! action nothing carries out (observe mode, no `pull_requests` configured, a dry run) stays
+//! `planned` in the report.
 
 pub mod correct_ec2;
 pub mod correct_kube;

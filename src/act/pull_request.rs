@@ -1,4 +1,4 @@
-//! Pull requests and issues for drift that is not corrected in place (DESIGN.md, "Acting").
+//! Pull requests and issues for drift that is not corrected in place (docs/pull-requests.md).
 //!
 //! For every drift whose decided action is a pull request or an issue:
 //! 1. **Adoption edit** ([`super::edit_yaml`], [`super::edit_hcl`]): the file in Git is changed so

@@ -9,7 +9,7 @@
 //! namespace glob, then drop fields by JSON pointer (`*` matches any one segment; a pointer
 //! covers the field and everything under it) and/or by the field's current owner in
 //! managedFields. Every field a configured rule drops is counted under the rule's name, because
-//! the report must never hide what it did not compare (DESIGN.md, "Diff semantics").
+//! the report must never hide what it did not compare (docs/diff.md, rule 4).
 
 use globset::{Glob, GlobMatcher};
 use serde_json::Value;

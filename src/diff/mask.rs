@@ -1,6 +1,6 @@
 //! Secret masking: no Secret value leaves the diff.
 //!
-//! DESIGN.md promise 1: Kubernetes Secret data is masked in every output. The diff is where
+//! ARCHITECTURE.md, promise 1: Kubernetes Secret data is masked in every output. The diff is where
 //! values are first copied into reportable structures ([`FieldChange`] and a drift's
 //! `desired_object`/`live_object`), so masking happens here, before anything downstream can log
 //! or render them. What is masked for a core `v1` Secret: every value under `data` and

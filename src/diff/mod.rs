@@ -1,11 +1,11 @@
 //! Structural diff of desired and live objects: every drift, and no false drift.
 //!
-//! This is the `diff` stage of the pipeline (DESIGN.md): it takes desired objects (from Git) and
+//! This is the `diff` stage of the pipeline (ARCHITECTURE.md): it takes desired objects (from Git) and
 //! live objects (from the cluster or a snapshot), already identified by [`ResourceId`], and
 //! produces [`Drift`]s. It never does IO and never fails: malformed managedFields or unusable
 //! ignore rules degrade to "no information", not to an error.
 //!
-//! The rules (DESIGN.md "Diff semantics: no false drift"; `k8s-api-golden` is the truth):
+//! The rules (docs/diff.md; the real API server's responses in `fixtures/golden/` are the truth):
 //!
 //! 1. Only fields desired declares are compared ([`structural`]). A field desired lacks is drift
 //!    only when live's managedFields show the driftwarden Apply manager still owns it: Git

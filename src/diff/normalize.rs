@@ -6,7 +6,7 @@
 //! values would report all of that as drift, so every leaf comparison goes through here.
 //!
 //! What is deliberately *not* normalized: int-or-string fields of custom resources. The server
-//! stores those verbatim (k8s-api-golden README, "Quantities"), so `0.5Gi` and `512Mi` in a CR are
+//! stores those verbatim (`fixtures/golden/README.md`, "Quantities"), so `0.5Gi` and `512Mi` in a CR are
 //! different values and a change between them is real drift. Quantity rules apply only to the
 //! built-in API groups, where the server itself canonicalizes.
 

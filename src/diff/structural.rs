@@ -1,6 +1,6 @@
 //! The structural walk: desired against live, field by field, declared fields only.
 //!
-//! Desired drives the walk (DESIGN.md rule 1: compare only what desired says). Maps compare
+//! Desired drives the walk (docs/diff.md, rule 1: compare only what desired says). Maps compare
 //! key by key; a live key desired does not mention is not visited (defaults, status, injected
 //! data). Lists go through [`super::keys`]: keyed lists match items by merge key and ignore
 //! undeclared live items (an injected sidecar); sets match members; atomic lists compare by
