@@ -21,4 +21,5 @@ pub mod report;
 pub mod run;
 pub mod shard;
 pub mod terraform;
+pub mod watch;
 pub mod yaml;
