@@ -220,6 +220,10 @@ struct DiffArgs {
     /// A live snapshot file or directory of `kubectl get -o yaml|json` output.
     #[arg(long, requires = "desired")]
     live: Option<PathBuf>,
+    /// With --desired/--live: the namespace for manifests that name none (like kubectl's -n;
+    /// default `default`).
+    #[arg(long, short = 'n', value_name = "NS", requires = "desired")]
+    namespace: Option<String>,
     /// Policy directory for --desired/--live or --plan (repeatable).
     #[arg(long = "policies")]
     policies: Vec<PathBuf>,
@@ -460,7 +464,7 @@ fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
         (report, None)
     } else if let (Some(d), Some(l)) = (&a.desired, &a.live) {
         let policies = policy_settings(&a.policies);
-        let report = run::diff_paths(d, l, a.strict, policies.as_ref())?;
+        let report = run::diff_paths(d, l, a.namespace.as_deref(), a.strict, policies.as_ref())?;
         (report, None)
     } else {
         let cfg = load_config(a.config.as_ref())?;

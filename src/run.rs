@@ -717,14 +717,36 @@ fn desired_by_key(
         .collect()
 }
 
-/// `diff --desired PATH --live PATH`: two local files or directories, no config.
+/// A Kubernetes namespace name: an RFC 1123 label (1–63 characters of `a-z`, `0-9` and `-`,
+/// starting and ending with a letter or digit).
+fn is_namespace_name(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+}
+
+/// `diff --desired PATH --live PATH`: two local files or directories, no config. Namespaced
+/// manifests that name no namespace are placed in `namespace` (`-n`, like kubectl's; `default`
+/// when `None`), which must be a valid namespace name (RFC 1123 label).
 pub fn diff_paths(
     desired_path: &Path,
     live_path: &Path,
+    namespace: Option<&str>,
     strict: bool,
     policies: Option<&crate::config::PolicySettings>,
 ) -> Result<Report, Error> {
     let target = "local";
+    let namespace = namespace.unwrap_or("default");
+    if !is_namespace_name(namespace) {
+        return Err(Error::Usage(format!(
+            "--namespace {namespace:?} is not a valid namespace name: expected at most 63 \
+             lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )));
+    }
     let desired_set = if desired_path.is_file() {
         let bytes = std::fs::read(desired_path).map_err(|e| Error::Desired {
             target: target.into(),
@@ -770,7 +792,7 @@ pub fn diff_paths(
     let outcome = diff_sets(
         target,
         target,
-        "default",
+        namespace,
         &desired_set,
         &live_objects,
         &dopts,

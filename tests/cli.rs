@@ -41,6 +41,76 @@ fn local_diff_reports_drift_with_exit_2_and_in_sync_with_0() {
 }
 
 #[test]
+fn local_diff_namespace_places_manifests_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A manifest with no namespace (as `kubectl apply -n shop` or an Argo CD destination takes
+    // it), and the same objects read from namespace `shop`: one in sync, one drifted.
+    let d = write(
+        dir.path(),
+        "desired/app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  LEVEL: info\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\ndata:\n  BETA: \"off\"\n",
+    );
+    let l = write(
+        dir.path(),
+        "live/app.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: app\n    namespace: shop\n    uid: a1\n  data:\n    LEVEL: info\n\
+         - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: flags\n    namespace: shop\n    uid: a2\n  data:\n    BETA: \"on\"\n",
+    );
+    let diff = |ns: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["diff", "-o", "json"]);
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        run(cmd.arg("--desired").arg(&d).arg("--live").arg(&l))
+    };
+
+    let out = diff(Some("shop"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["summary"]["resources_checked"], 2, "{report}");
+    assert_eq!(report["summary"]["in_sync"], 1, "{report}");
+    let drifts = report["drifts"].as_array().unwrap();
+    assert_eq!(drifts.len(), 1, "{report}");
+    assert_eq!(drifts[0]["kind"], "Modified", "{report}");
+    assert_eq!(drifts[0]["resource"]["namespace"], "shop", "{report}");
+    assert_eq!(drifts[0]["resource"]["name"], "flags", "{report}");
+    assert_eq!(drifts[0]["changes"][0]["path"], "/data/BETA", "{report}");
+
+    // Without -n the manifests are placed in `default`: both Missing there, both live
+    // objects in `shop` Unmanaged.
+    let out = diff(None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let kinds: Vec<(&str, &str)> = report["drifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap(),
+                d["resource"]["namespace"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("Missing", "default")) && !kinds.contains(&("Modified", "shop")),
+        "{kinds:?}"
+    );
+
+    // A name that is not a namespace is bad input: exit 3, nothing compared.
+    let out = diff(Some("Shop_1"));
+    assert_eq!(code(&out), 3, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--namespace \"Shop_1\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn broken_yaml_is_exit_3_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = write(
