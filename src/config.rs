@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -64,6 +65,90 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Where pull requests and issues go (`pull_requests`); none: actions stay planned.
     pub pull_requests: Option<PullRequestSettings>,
+    /// `driftwarden watch` settings (`watch`); the defaults when the section is absent.
+    pub watch: WatchSettings,
+}
+
+/// `driftwarden watch` (docs/config.md, `watch`): how often each source is looked at, the HTTP
+/// listener, leader election, the webhook and the guardrail over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSettings {
+    /// A full LIST-based cycle per target this often, whatever the watches say.
+    pub resync_interval: Duration,
+    /// Events on one object within this time are handled once.
+    pub debounce: Duration,
+    /// Each Git target's ref is looked at this often.
+    pub git_poll_interval: Duration,
+    /// Terraform/EC2 targets run a full cycle this often.
+    pub ec2_poll_interval: Duration,
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/hooks/github` are served.
+    pub listen: std::net::SocketAddr,
+    /// A Lease decides which replica acts; `None`: this process acts alone.
+    pub leader_election: Option<LeaderElection>,
+    /// `POST /hooks/github` push events; `None`: the endpoint answers 404.
+    pub webhook: Option<WebhookSettings>,
+    /// At most this many corrections per target within `window`; `None`: the target's per-run
+    /// limit (`guardrails.max_corrections`, `max_correction_percent`).
+    pub max_corrections_per_window: Option<usize>,
+    /// The rolling window of `max_corrections_per_window`.
+    pub window: Duration,
+    /// Config line of the section (0 when absent), for messages.
+    pub line: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            resync_interval: Duration::from_secs(600),
+            debounce: Duration::from_millis(500),
+            git_poll_interval: Duration::from_secs(60),
+            ec2_poll_interval: Duration::from_secs(300),
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
+            leader_election: None,
+            webhook: None,
+            max_corrections_per_window: None,
+            window: Duration::from_secs(600),
+            line: 0,
+        }
+    }
+}
+
+/// `watch.leader_election`: a `coordination.k8s.io/v1` Lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderElection {
+    /// The Lease's name.
+    pub name: String,
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// How long a Lease holds without renewal (`leaseDurationSeconds`).
+    pub lease_duration: Duration,
+    /// The holder stops acting when it could not renew for this long (below `lease_duration`).
+    pub renew_deadline: Duration,
+    /// How often a replica tries to acquire or renew.
+    pub retry_period: Duration,
+    /// The target whose `live.kubernetes` connection holds the Lease; default the first
+    /// Kubernetes target.
+    pub target: Option<String>,
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        LeaderElection {
+            name: "driftwarden".to_string(),
+            namespace: "driftwarden".to_string(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            target: None,
+        }
+    }
+}
+
+/// `watch.webhook`: GitHub push events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// The environment variable holding the webhook secret (HMAC-SHA256 key); never the value.
+    pub secret_env: String,
 }
 
 /// Where policies come from.
@@ -501,9 +586,11 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
         state_dir: PathBuf::from(".driftwarden"),
         targets: Vec::new(),
         pull_requests: None,
+        watch: WatchSettings::default(),
     };
     let mut global_ignore = Vec::new();
     let mut targets_node = None;
+    let mut watch_node = None;
     for (k, v) in w.map(
         root,
         "config",
@@ -515,6 +602,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "state_dir",
             "targets",
             "pull_requests",
+            "watch",
         ],
     ) {
         match k.as_str() {
@@ -532,6 +620,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             }
             "targets" => targets_node = Some(v),
             "pull_requests" => cfg.pull_requests = walk_pull_requests(w, v, base),
+            "watch" => watch_node = Some(v),
             _ => {}
         }
     }
@@ -558,7 +647,309 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             _ => w.err(t, "targets: expected a non-empty list of targets"),
         },
     }
+    if let Some(v) = watch_node {
+        cfg.watch = walk_watch(w, v, &cfg.targets);
+    }
     cfg
+}
+
+/// A duration as the `watch` section writes it: one or more `<whole number><unit>` groups,
+/// units `ms`, `s`, `m`, `h` (`500ms`, `60s`, `10m`, `1h30m`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+impl Walker {
+    /// A duration (see [`parse_duration`]) from `min` to `max`.
+    fn duration(&mut self, n: &Node, what: &str, min: Duration, max: Duration) -> Option<Duration> {
+        let text = match &n.kind {
+            NodeKind::Scalar(Value::String(s)) => s.clone(),
+            _ => {
+                self.err(
+                    n,
+                    format!(
+                        "{what}: expected a duration like `500ms`, `60s` or `10m`, found {}",
+                        n.type_name()
+                    ),
+                );
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Some(d) if d >= min && d <= max => Some(d),
+            Some(_) => {
+                self.err(
+                    n,
+                    format!(
+                        "{what}: `{text}` is out of range ({} to {})",
+                        show_duration(min),
+                        show_duration(max)
+                    ),
+                );
+                None
+            }
+            None => {
+                self.err(
+                    n,
+                    format!(
+                        "{what}: `{text}` is not a duration; expected a whole number and a unit (ms, s, m, h), like `500ms`, `60s` or `10m`"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A duration as the config writes it, for messages.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// `watch`: the long-running mode's settings.
+fn walk_watch(w: &mut Walker, n: &Node, targets: &[Target]) -> WatchSettings {
+    let mut out = WatchSettings {
+        line: n.line,
+        ..WatchSettings::default()
+    };
+    if matches!(&n.kind, NodeKind::Scalar(Value::Null)) {
+        return out;
+    }
+    let what = "watch";
+    let secs = Duration::from_secs;
+    for (k, v) in w.map(
+        n,
+        what,
+        &[
+            "resync_interval",
+            "debounce",
+            "git_poll_interval",
+            "ec2_poll_interval",
+            "listen",
+            "leader_election",
+            "webhook",
+            "max_corrections_per_window",
+            "window",
+        ],
+    ) {
+        let field = format!("{what}.{k}");
+        match k.as_str() {
+            "resync_interval" => {
+                if let Some(d) = w.duration(v, &field, secs(10), secs(7 * 24 * 3600)) {
+                    out.resync_interval = d;
+                }
+            }
+            "debounce" => {
+                if let Some(d) = w.duration(v, &field, Duration::ZERO, secs(60)) {
+                    out.debounce = d;
+                }
+            }
+            "git_poll_interval" => {
+                if let Some(d) = w.duration(v, &field, secs(1), secs(24 * 3600)) {
+                    out.git_poll_interval = d;
+                }
+            }
+            "ec2_poll_interval" => {
+                if let Some(d) = w.duration(v, &field, secs(10), secs(24 * 3600)) {
+                    out.ec2_poll_interval = d;
+                }
+            }
+            "window" => {
+                if let Some(d) = w.duration(v, &field, secs(1), secs(24 * 3600)) {
+                    out.window = d;
+                }
+            }
+            "listen" => {
+                if let Some(s) = w.string(v, &field) {
+                    match s.parse::<std::net::SocketAddr>() {
+                        Ok(a) => out.listen = a,
+                        Err(_) => w.err(
+                            v,
+                            format!("{field}: `{s}` is not an address and port like `0.0.0.0:8080` or `[::]:8080`"),
+                        ),
+                    }
+                }
+            }
+            "max_corrections_per_window" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x)) if x.as_u64().is_some() => {
+                    out.max_corrections_per_window = x.as_u64().map(|x| x as usize)
+                }
+                _ => w.err(v, format!("{field}: expected a whole number")),
+            },
+            "leader_election" => out.leader_election = walk_leader_election(w, v, targets),
+            "webhook" => {
+                let mut secret_env = None;
+                for (k2, v2) in w.map(v, &field, &["secret_env"]) {
+                    if k2 == "secret_env" {
+                        secret_env = w.string(v2, "watch.webhook.secret_env");
+                        if let Some(e) = &secret_env {
+                            if !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                                w.err(v2, format!("watch.webhook.secret_env: `{e}` is not an environment variable name"));
+                            }
+                        }
+                    }
+                }
+                match secret_env {
+                    Some(secret_env) => out.webhook = Some(WebhookSettings { secret_env }),
+                    None if !has_key(v, "secret_env") => w.err(
+                        v,
+                        "watch.webhook: `secret_env` is required (the environment variable holding the secret)",
+                    ),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `watch.leader_election`: a mapping (an empty one, `{}`, takes every default).
+fn walk_leader_election(w: &mut Walker, n: &Node, targets: &[Target]) -> Option<LeaderElection> {
+    let mut out = LeaderElection::default();
+    let what = "watch.leader_election";
+    let before = w.issues.len();
+    if !matches!(&n.kind, NodeKind::Scalar(Value::Null)) {
+        let secs = Duration::from_secs;
+        for (k, v) in w.map(
+            n,
+            what,
+            &[
+                "name",
+                "namespace",
+                "lease_duration",
+                "renew_deadline",
+                "retry_period",
+                "target",
+            ],
+        ) {
+            let field = format!("{what}.{k}");
+            match k.as_str() {
+                "name" | "namespace" => {
+                    if let Some(s) = w.string(v, &field) {
+                        let dns = s.len() <= 253
+                            && s.chars().all(|c| {
+                                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                            })
+                            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                            && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+                        if !dns {
+                            w.err(v, format!("{field}: `{s}` is not a valid Kubernetes name (lower-case letters, digits, `-` and `.`)"));
+                        } else if k == "name" {
+                            out.name = s;
+                        } else {
+                            out.namespace = s;
+                        }
+                    }
+                }
+                "lease_duration" => {
+                    if let Some(d) = w.duration(v, &field, secs(1), secs(3600)) {
+                        if d.subsec_nanos() == 0 {
+                            out.lease_duration = d;
+                        } else {
+                            w.err(v, format!("{field}: must be whole seconds (the Lease's leaseDurationSeconds)"));
+                        }
+                    }
+                }
+                "renew_deadline" => {
+                    if let Some(d) = w.duration(v, &field, Duration::from_millis(100), secs(3600)) {
+                        out.renew_deadline = d;
+                    }
+                }
+                "retry_period" => {
+                    if let Some(d) = w.duration(v, &field, Duration::from_millis(100), secs(3600)) {
+                        out.retry_period = d;
+                    }
+                }
+                "target" => {
+                    if let Some(t) = w.string(v, &field) {
+                        match targets.iter().find(|x| x.name == t) {
+                            Some(x) if matches!(x.live, LiveSource::Kubernetes(_)) => {
+                                out.target = Some(t)
+                            }
+                            Some(_) => w.err(
+                                v,
+                                format!("{field}: target `{t}` does not read a cluster (`live.kubernetes`)"),
+                            ),
+                            None => w.err(v, format!("{field}: no target named `{t}`")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if w.issues.len() == before {
+        if out.renew_deadline >= out.lease_duration {
+            w.err(
+                n,
+                format!(
+                    "{what}: renew_deadline ({}) must be shorter than lease_duration ({}): a holder must stop acting before its Lease can expire",
+                    show_duration(out.renew_deadline),
+                    show_duration(out.lease_duration)
+                ),
+            );
+        }
+        if out.retry_period >= out.renew_deadline {
+            w.err(
+                n,
+                format!(
+                    "{what}: retry_period ({}) must be shorter than renew_deadline ({})",
+                    show_duration(out.retry_period),
+                    show_duration(out.renew_deadline)
+                ),
+            );
+        }
+        if out.target.is_none()
+            && !targets
+                .iter()
+                .any(|t| matches!(t.live, LiveSource::Kubernetes(_)))
+        {
+            w.err(
+                n,
+                format!(
+                    "{what}: the Lease lives in a cluster; no target reads one (`live.kubernetes`)"
+                ),
+            );
+        }
+    }
+    (w.issues.len() == before).then_some(out)
 }
 
 fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
@@ -1758,5 +2149,83 @@ targets:
             cfg.pull_requests.as_ref().map(|p| p.forge),
             Some(ForgeKind::Local)
         );
+    }
+
+    const TARGET: &str =
+        "targets:\n  - name: a\n    desired: {dir: x}\n    live: {kubernetes: {}}\n";
+
+    #[test]
+    fn watch_defaults_without_the_section() {
+        let cfg = parse_str(TARGET).unwrap();
+        assert_eq!(cfg.watch, WatchSettings::default());
+        assert_eq!(cfg.watch.resync_interval, Duration::from_secs(600));
+        assert_eq!(cfg.watch.debounce, Duration::from_millis(500));
+        assert_eq!(cfg.watch.listen.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn watch_section_parses() {
+        let cfg = parse_str(&format!(
+            "{TARGET}watch:\n  resync_interval: 1h30m\n  debounce: 250ms\n  git_poll_interval: 30s\n  ec2_poll_interval: 2m\n  listen: 127.0.0.1:9090\n  leader_election: {{name: dw, namespace: ops, lease_duration: 20s}}\n  webhook: {{secret_env: HOOK_SECRET}}\n  max_corrections_per_window: 7\n  window: 5m\n"
+        ))
+        .unwrap();
+        let w = &cfg.watch;
+        assert_eq!(w.resync_interval, Duration::from_secs(5400));
+        assert_eq!(w.debounce, Duration::from_millis(250));
+        assert_eq!(w.git_poll_interval, Duration::from_secs(30));
+        assert_eq!(w.ec2_poll_interval, Duration::from_secs(120));
+        assert_eq!(w.listen.to_string(), "127.0.0.1:9090");
+        let le = w.leader_election.as_ref().unwrap();
+        assert_eq!((le.name.as_str(), le.namespace.as_str()), ("dw", "ops"));
+        assert_eq!(le.lease_duration, Duration::from_secs(20));
+        assert_eq!(le.renew_deadline, Duration::from_secs(10));
+        assert_eq!(le.retry_period, Duration::from_secs(2));
+        assert_eq!(w.webhook.as_ref().unwrap().secret_env, "HOOK_SECRET");
+        assert_eq!(w.max_corrections_per_window, Some(7));
+        assert_eq!(w.window, Duration::from_secs(300));
+        assert_eq!(w.line, 6);
+    }
+
+    #[test]
+    fn watch_problems_have_lines() {
+        let err = parse_str(&format!(
+            "{TARGET}watch:\n  debounce: fast\n  listen: everywhere\n  resync_interval: 1s\n  leader_election: {{lease_duration: 5s, renew_deadline: 10s}}\n  webhook: {{}}\n  resync: 10m\n  max_corrections_per_window: -1\n"
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "test.yaml:6:13: watch.debounce: `fast` is not a duration",
+            "test.yaml:7:11: watch.listen: `everywhere` is not an address",
+            "test.yaml:8:20: watch.resync_interval: `1s` is out of range (10s to 168h)",
+            "test.yaml:9:21: watch.leader_election: renew_deadline (10s) must be shorter than lease_duration (5s)",
+            "test.yaml:10:12: watch.webhook: `secret_env` is required",
+            "test.yaml:11:3: watch: unknown key `resync`",
+            "test.yaml:12:31: watch.max_corrections_per_window: expected a whole number",
+        ] {
+            assert!(text.contains(needle), "{needle}\n{text}");
+        }
+    }
+
+    #[test]
+    fn leader_election_needs_a_cluster() {
+        let err = parse_str(
+            "targets:\n  - name: a\n    desired: {dir: x}\n    live: {snapshot: y}\nwatch:\n  leader_election: {target: a}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("6:29: watch.leader_election.target: target `a` does not read a cluster"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        for bad in ["", "10", "m", "1.5s", "10 m", "-1s", "1d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

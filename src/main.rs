@@ -82,6 +82,23 @@ enum Cmd {
     /// same policies as drift; post one sticky comment and a commit status; exit 2 when a change
     /// is forbidden.
     PrCheck(PrCheckArgs),
+    /// Run continuously: watch the clusters, poll Git and EC2, correct safe drift within
+    /// seconds and propose the rest, until SIGTERM or SIGINT (exit 0).
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// The config file; its optional `watch:` section sets intervals, the listener, leader
+    /// election and the webhook.
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", short = 't')]
+    targets: Vec<String>,
+    /// Override every target's mode.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
 }
 
 #[derive(Args)]
@@ -393,6 +410,7 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
         Cmd::Report(ReportCmd::Merge { files, out }) => cmd_report_merge(&files, &out),
         Cmd::GithubAction(a) => cmd_github_action(a),
         Cmd::PrCheck(a) => cmd_pr_check(a),
+        Cmd::Watch(a) => cmd_watch(a),
         Cmd::Validate { config } => {
             let cfg = load_config(config.as_ref())?;
             println!(
@@ -480,14 +498,85 @@ fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
     let cfg = load_config(a.config.as_ref())?;
     let mut opts = run_options(RunCommand::Reconcile, a.targets, a.strict, a.shard)?;
     opts.dry_run = a.dry_run;
-    opts.mode = a.mode.map(|m| match m {
-        ModeArg::Observe => Mode::Observe,
-        ModeArg::Recommend => Mode::Recommend,
-        ModeArg::Autocorrect => Mode::Autocorrect,
-    });
+    opts.mode = a.mode.map(mode_of);
     let report = runtime()?.block_on(run::run(&cfg, &opts))?;
     emit(&report, &a.out, Some(&cfg.output))?;
     Ok(run::report_exit_code(&report))
+}
+
+fn mode_of(m: ModeArg) -> Mode {
+    match m {
+        ModeArg::Observe => Mode::Observe,
+        ModeArg::Recommend => Mode::Recommend,
+        ModeArg::Autocorrect => Mode::Autocorrect,
+    }
+}
+
+/// `watch`: everything is checked before anything starts (config and policies: exit 3; a
+/// cluster unreachable at start: exit 1); then it runs until SIGTERM or SIGINT, finishes the
+/// work in flight and exits 0 within 10 seconds.
+fn cmd_watch(a: WatchArgs) -> Result<u8, Failure> {
+    use driftwarden::watch::{Watch, WatchOptions};
+    let cfg = load_config(Some(&a.config))?;
+    let opts = WatchOptions {
+        targets: a.targets,
+        mode: a.mode.map(mode_of),
+        ..WatchOptions::default()
+    };
+    let watch_failure = |e: driftwarden::watch::Error| Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let watch = Watch::prepare(cfg, opts).await.map_err(watch_failure)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The loop runs on this thread (the forge's Git handles are not `Send`).
+        let run = watch.run(stop_rx);
+        tokio::pin!(run);
+        let res = tokio::select! {
+            res = &mut run => res,
+            _ = shutdown_signal() => {
+                tracing::info!("signal received: finishing the work in flight");
+                let _ = stop_tx.send(true);
+                // SIGTERM's promise: exit within 10 seconds. The loop finishes the correction
+                // in flight first; one still going after 9 seconds is abandoned.
+                match tokio::time::timeout(std::time::Duration::from_secs(9), &mut run).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        tracing::error!("the work in flight did not finish within 9 seconds; exiting");
+                        return Ok(0);
+                    }
+                }
+            }
+        };
+        res.map(|()| 0).map_err(watch_failure)
+    })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops watch");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn emit(

@@ -464,6 +464,17 @@ impl Kube {
         })
     }
 
+    /// Asks the API server for its API groups (fresh, with the usual retries): `Ok` when the
+    /// cluster answers.
+    pub async fn probe(&self) -> Result<(), KubeError> {
+        self.groups(true).await.map(|_| ())
+    }
+
+    /// The underlying kube client (for the watch streams and the Lease).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// The API server URL.
     pub fn cluster_url(&self) -> &str {
         &self.cluster_url

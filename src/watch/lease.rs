@@ -67,7 +67,7 @@ pub enum LeaseError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -589,7 +589,7 @@ impl Elector {
             verb,
             namespace: self.settings.namespace.clone(),
             name: self.settings.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }
