@@ -24,11 +24,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Manifests first, so the dependency graph is validated before the sources change the layer.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY benches benches
 COPY fixtures/demo fixtures/demo
 COPY policies policies
 COPY src src
+# The commit `driftwarden version` and the reports name (build.rs): the image has no .git, so the
+# release workflow passes it; without it the binary says `unknown`.
+ARG DRIFTWARDEN_BUILD_COMMIT=""
+ARG SOURCE_DATE_EPOCH=""
 RUN cargo build --release --locked --bin driftwarden \
  && install -D -m 0755 target/release/driftwarden /out/driftwarden
 

@@ -21,5 +21,6 @@ pub mod report;
 pub mod run;
 pub mod shard;
 pub mod terraform;
+pub mod version;
 pub mod watch;
 pub mod yaml;

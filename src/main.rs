@@ -36,7 +36,7 @@ static CONFIG_PATH: OnceLock<PathBuf> = OnceLock::new();
 #[derive(Parser)]
 #[command(
     name = "driftwarden",
-    version,
+    version = driftwarden::version::LONG,
     about = "GitOps drift-and-policy reconciler: diff Git against live state, classify every drift with Rego, correct or propose",
     after_help = "Exit codes: 0 in sync, 2 drift found, 1 runtime failure, 3 invalid config, policy or input.\nWithout --config the embedded offline demo runs (fixtures/demo)."
 )]
@@ -85,6 +85,21 @@ enum Cmd {
     /// Run continuously: watch the clusters, poll Git and EC2, correct safe drift within
     /// seconds and propose the rest, until SIGTERM or SIGINT (exit 0).
     Watch(WatchArgs),
+    /// Print the version, the commit it was built from and the build date.
+    Version,
+    /// Print a shell completion script, e.g. `driftwarden completion bash > /etc/bash_completion.d/driftwarden`.
+    Completion {
+        /// The shell: bash, zsh, fish, powershell or elvish.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this command line, or write one page per
+    /// command into a directory.
+    Man {
+        /// Write driftwarden.1, driftwarden-diff.1, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -411,6 +426,16 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
         Cmd::GithubAction(a) => cmd_github_action(a),
         Cmd::PrCheck(a) => cmd_pr_check(a),
         Cmd::Watch(a) => cmd_watch(a),
+        Cmd::Version => {
+            print!("{}", driftwarden::version::report());
+            Ok(0)
+        }
+        Cmd::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "driftwarden", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man { dir } => cmd_man(dir.as_deref()),
         Cmd::Validate { config } => {
             let cfg = load_config(config.as_ref())?;
             println!(
@@ -422,6 +447,26 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `driftwarden man`: the top-level page on stdout, or every command's page into `dir`.
+fn cmd_man(dir: Option<&Path>) -> Result<u8, Failure> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .context("writing the man page")?;
+            out.flush().context("writing the man page")?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+        }
+    }
+    Ok(0)
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {

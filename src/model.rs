@@ -428,6 +428,13 @@ pub struct Summary {
 pub struct Report {
     pub schema_version: String,
     pub tool_version: String,
+    /// The commit the writing binary was built from (`unknown` without one); empty in reports
+    /// written before it was recorded.
+    #[serde(default)]
+    pub tool_commit: String,
+    /// The writing binary's build date, `YYYY-MM-DD`; empty in older reports.
+    #[serde(default)]
+    pub tool_build_date: String,
     pub command: String,
     pub summary: Summary,
     pub drifts: Vec<Drift>,
@@ -484,7 +491,9 @@ impl Report {
         };
         Report {
             schema_version: REPORT_SCHEMA_VERSION.to_string(),
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            tool_version: crate::version::VERSION.to_string(),
+            tool_commit: crate::version::COMMIT.to_string(),
+            tool_build_date: crate::version::BUILD_DATE.to_string(),
             command: command.to_string(),
             summary,
             drifts,

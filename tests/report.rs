@@ -214,14 +214,18 @@ fn ignored() -> BTreeMap<String, usize> {
 }
 
 fn full_report() -> Report {
-    Report::new(
+    let mut r = Report::new(
         "reconcile",
         1,
         9,
         ignored(),
         vec![deployment(), configmap(), secret(), service(), unmanaged()],
         Vec::new(),
-    )
+    );
+    // The build's own commit and date change with every build: fixed for the snapshots.
+    r.tool_commit = "0123456789abcdef0123456789abcdef01234567".to_string();
+    r.tool_build_date = "2026-01-01".to_string();
+    r
 }
 
 fn partial_report() -> Report {
