@@ -10,78 +10,26 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/golden.rs"]
+mod golden;
 #[path = "support/kube_server.rs"]
 mod kube_server;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{commit_files, read_json, response_head, root, write};
+use common::{commit_files, read_json, write};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, Drift, DriftKind, Report};
 use driftwarden::run::{self, Command, RunOptions};
 use git2::Repository;
+use golden::{RawAnswer, exchange, golden, normalize, request_body};
 use kube_server::{Fault, FaultKind, KubeServer, LoggedRequest, TOKEN};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-fn golden(rel: &str) -> PathBuf {
-    root().join("fixtures/golden").join(rel)
-}
-
-/// One captured exchange: request line, status, the response headers and the JSON body.
-struct Exchange {
-    method: String,
-    target: String,
-    status: u16,
-    /// Names lowercased, in order (`Date` and `Audit-Id` were left out of the capture).
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Exchange {
-    /// Every value of a response header.
-    fn header(&self, name: &str) -> Vec<&str> {
-        header_values(&self.headers, name)
-    }
-}
-
-fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-fn exchange(name: &str) -> Exchange {
-    let text = std::fs::read_to_string(golden(&format!("protocol/{name}.http"))).unwrap();
-    let (head, body) = text.split_once("\n\n").unwrap();
-    let (request_line, response) = head.split_once('\n').unwrap();
-    let request: Vec<&str> = request_line.split(' ').collect();
-    let (status, headers) = response_head(response);
-    Exchange {
-        method: request[0].to_string(),
-        target: request[1].to_string(),
-        status,
-        headers,
-        body: serde_json::from_str(body).unwrap(),
-    }
-}
-
-fn request_body(name: &str) -> String {
-    for ext in ["yaml", "json"] {
-        let p = golden(&format!("protocol/{name}.request.{ext}"));
-        if p.exists() {
-            return std::fs::read_to_string(p).unwrap();
-        }
-    }
-    String::new()
-}
 
 /// The content type the real client sent with a golden exchange's request.
 fn golden_content_type(method: &str, name: &str) -> Option<&'static str> {
@@ -120,6 +68,20 @@ async fn send_golden(server: &KubeServer, name: &str) -> (u16, Value) {
     .await
 }
 
+/// A raw HTTP/1.1 exchange, like curl: status, headers and the body as text.
+async fn raw_exchange(
+    server: &KubeServer,
+    method: &str,
+    target: &str,
+    content_type: Option<&str>,
+    body: &str,
+    auth: bool,
+) -> RawAnswer {
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let token = auth.then_some(TOKEN);
+    golden::raw_exchange(&addr, token, method, target, content_type, body).await
+}
+
 /// A raw HTTP/1.1 exchange, like curl: status and JSON body.
 async fn raw(
     server: &KubeServer,
@@ -132,61 +94,6 @@ async fn raw(
     let answer = raw_exchange(server, method, target, content_type, body, auth).await;
     let value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
     (answer.status, value)
-}
-
-/// An answer as the wire carried it.
-struct RawAnswer {
-    status: u16,
-    /// Names lowercased, in order.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl RawAnswer {
-    /// Every value of a header.
-    fn header(&self, name: &str) -> Vec<&str> {
-        header_values(&self.headers, name)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// A raw HTTP/1.1 exchange, like curl: status, headers and the body as text.
-async fn raw_exchange(
-    server: &KubeServer,
-    method: &str,
-    target: &str,
-    content_type: Option<&str>,
-    body: &str,
-    auth: bool,
-) -> RawAnswer {
-    let addr = server.url().trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: curl/8.5.0\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    if auth {
-        head.push_str(&format!("Authorization: Bearer {TOKEN}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let (status, headers) = response_head(head);
-    RawAnswer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
 }
 
 /// `v` with the keys of every map in the order `template` has them (keys it lacks after):
@@ -216,27 +123,6 @@ fn ordered_like(v: &Value, template: &Value) -> Value {
                 .collect(),
         ),
         _ => v.clone(),
-    }
-}
-
-/// Replaces what differs between any two servers (uids, timestamps, allocated IPs).
-fn normalize(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if matches!(
-                    k.as_str(),
-                    "uid" | "creationTimestamp" | "time" | "deletionTimestamp"
-                ) && child.is_string()
-                {
-                    *child = json!("X");
-                } else {
-                    normalize(child);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalize),
-        _ => {}
     }
 }
 

@@ -70,15 +70,18 @@ where
 
 /// Binds 127.0.0.1 on a free port and spawns [`accept_loop`] on the current Tokio runtime;
 /// returns the address and the accept task (abort it to stop accepting connections).
-pub async fn start_on_runtime<S, H, Fut, E>(
+pub async fn start_on_runtime<S, H, Fut, E, B>(
     state: S,
     handle: H,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>)
 where
     S: Clone + Send + 'static,
     H: Fn(S, Request<Incoming>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,13 +91,17 @@ where
 
 /// Accepts connections forever, serving each over HTTP/1.1 on a task of its own; every request is
 /// answered with `handle(state.clone(), request)`. A handler's error closes the connection without
-/// an answer; a failed accept is skipped.
-pub async fn accept_loop<S, H, Fut, E>(listener: tokio::net::TcpListener, state: S, handle: H)
+/// an answer, and so does a body that fails part way (a stream cut short); a body of unknown
+/// length is sent chunked, one chunk per frame; a failed accept is skipped.
+pub async fn accept_loop<S, H, Fut, E, B>(listener: tokio::net::TcpListener, state: S, handle: H)
 where
     S: Clone + Send + 'static,
     H: Fn(S, Request<Incoming>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
         let Ok((stream, _)) = listener.accept().await else {

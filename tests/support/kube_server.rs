@@ -29,6 +29,9 @@
 //!   `Retry-After` and the plain-text body of the real server's flow control (not a Status), a
 //!   slow response, a dropped connection, a 422 `Invalid` for a field, a write accepted without
 //!   changing anything, an expired continue token (410 with a fresh token);
+//! - WATCH (`?watch=true|1`, legacy `/watch/` paths) as a real server streams it: see
+//!   kube_watch.rs (resume from an event history, bookmarks, 410 `ERROR` events, selectors,
+//!   WatchList), with test controls to cut, expire and count streams;
 //! - a request log for assertions.
 
 #![allow(dead_code)]
@@ -38,6 +41,8 @@
 #[allow(clippy::duplicate_mod)]
 #[path = "http.rs"]
 mod http;
+#[path = "kube_watch.rs"]
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -52,6 +57,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use http::Resp;
+pub use watch::KubeBody;
 
 // ------------------------------------------------------------------------------------------
 // Public API
@@ -141,6 +147,12 @@ pub enum FaultKind {
     /// inconsistent remainder (`rv: -1`, the same start key). Requests without a `continue`
     /// token neither match nor use up the fault.
     ExpiredContinue,
+    /// 410 `Expired` for a LIST, as when the resourceVersion it asks for was compacted
+    /// (list-expired-compacted-410: `The resourceVersion for the provided list is too old.`).
+    ExpiredList,
+    /// 403 `Forbidden` for this user, the verb taken from the request (`watch` for a watch):
+    /// watch-forbidden-403.
+    Forbidden { user: String },
 }
 
 /// A fault for requests matching a method (any when `None`) and a path prefix, `times` times
@@ -261,6 +273,7 @@ impl KubeServer {
         let how = UpdateOptions {
             patch: UpdatePatch::Merge,
             manager,
+            subresource: None,
             dry_run: false,
             validation: FieldValidation::Warn,
         };
@@ -268,6 +281,56 @@ impl KubeServer {
             Ok((_, v)) => v,
             Err(status) => panic!("merge patch failed: {status}"),
         }
+    }
+
+    /// Sets `spec.replicas` in process through the `scale` subresource as `manager`, like
+    /// `kubectl scale` (manager `kubectl`): an Update entry with `subresource: scale` and no
+    /// `time` (watch-deployments-200).
+    pub fn scale_as(
+        &self,
+        manager: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        replicas: i64,
+    ) -> Value {
+        let mut st = self.state();
+        let (group, _) = split_gv(api_version);
+        let rt = st.resource_by_kind(&group, kind).unwrap();
+        let target = Target {
+            rt: &rt,
+            gv: api_version,
+            ns: namespace,
+            name,
+        };
+        let how = UpdateOptions {
+            patch: UpdatePatch::Merge,
+            manager,
+            subresource: Some("scale"),
+            dry_run: false,
+            validation: FieldValidation::Warn,
+        };
+        let patch = json!({"spec": {"replicas": replicas}});
+        match st.patch_update(&target, &patch, &how, &mut Vec::new()) {
+            Ok((_, v)) => v,
+            Err(status) => panic!("scale failed: {status}"),
+        }
+    }
+
+    /// Deletes an object in process (background propagation), like `kubectl delete`.
+    pub fn delete_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let mut st = self.state();
+        let (group, _) = split_gv(api_version);
+        let rt = st.resource_by_kind(&group, kind).unwrap();
+        let (code, body) = st.delete(&rt, api_version, namespace, name, &Value::Null, false);
+        assert_eq!(code, StatusCode::OK, "delete failed: {body}");
     }
 
     /// The stored object, as a GET would return it.
@@ -298,8 +361,12 @@ impl KubeServer {
     }
 
     /// Sets the resourceVersion counter (the next write gets `n + 1`).
+    /// Watches can resume from `n` on; the history of writes above `n` (made before, while
+    /// setting up) is forgotten.
     pub fn set_resource_version(&self, n: u64) {
-        self.state().rv = n;
+        let mut st = self.state();
+        st.rv = n;
+        st.watch.rewind(n);
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -312,6 +379,82 @@ impl KubeServer {
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state().log.clone()
+    }
+
+    // ---- watches ----
+
+    /// The number of watch streams open now.
+    pub fn open_watches(&self) -> usize {
+        self.state().watch.open_count("")
+    }
+
+    /// The number of watch streams open now whose request path (and query) starts with `prefix`,
+    /// e.g. `/apis/apps/v1/namespaces/shop/deployments`.
+    pub fn open_watches_on(&self, prefix: &str) -> usize {
+        self.state().watch.open_count(prefix)
+    }
+
+    /// Waits until at least `n` watch streams whose request starts with `prefix` are open (an
+    /// empty prefix: any), without polling on a timer; gives up (panics) after `limit`.
+    pub async fn wait_for_watches(&self, prefix: &str, n: usize, limit: Duration) {
+        let changed = Arc::clone(&self.state().watch.changed);
+        let wait = async {
+            loop {
+                let notified = changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.open_watches_on(prefix) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            panic!(
+                "{} watch(es) on {prefix:?} open after {limit:?}, waited for {n}",
+                self.open_watches_on(prefix)
+            );
+        }
+    }
+
+    /// Cuts every open watch connection mid-stream (no terminating chunk), as a connection
+    /// lost between the client and the API server; the client resumes from its last
+    /// resourceVersion.
+    pub fn drop_watches(&self) {
+        self.state().watch.drop_all();
+    }
+
+    /// Ends every open watch with an `ERROR` event (Status 410 `Expired`, `too old resource
+    /// version`) and compacts the history to the current resourceVersion, so a resume from any
+    /// earlier one is refused the same way: the client must LIST again.
+    pub fn expire_watches(&self) {
+        let mut st = self.state();
+        let rv = st.rv;
+        st.watch.compact(rv);
+        st.watch.expire_all(rv);
+    }
+
+    /// Forgets the event history up to the current resourceVersion (as etcd compaction and the
+    /// watch cache's window do): a watch from an older resourceVersion gets the 410 `ERROR`
+    /// event; open watches go on.
+    pub fn compact_history(&self) {
+        let mut st = self.state();
+        let rv = st.rv;
+        st.watch.compact(rv);
+    }
+
+    /// How many events the history keeps (10,000 by default); older ones are forgotten and a
+    /// watch from before them gets 410.
+    pub fn set_watch_history(&self, events: usize) {
+        let mut st = self.state();
+        st.watch.limit = events;
+        st.watch.trim();
+    }
+
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK (60 s by default, as
+    /// the real server); applies to watches opened afterwards.
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        self.state().watch.bookmark_interval = every;
     }
 
     pub fn clear_requests(&self) {
@@ -884,6 +1027,8 @@ impl FieldValidation {
 struct UpdateOptions<'a> {
     patch: UpdatePatch,
     manager: &'a str,
+    /// The subresource written (`scale`: its entry has no `time`, as `kubectl scale` left it).
+    subresource: Option<&'a str>,
     dry_run: bool,
     validation: FieldValidation,
 }
@@ -899,6 +1044,7 @@ struct State {
     node_port: u64,
     log: Vec<LoggedRequest>,
     faults: Vec<Fault>,
+    watch: watch::Hub,
 }
 
 const PF_FLOWSCHEMA: &str = "3cb0b1cd-e1bd-40ff-b565-d27a482ba0b1";
@@ -917,6 +1063,7 @@ impl State {
             node_port: 30100,
             log: Vec::new(),
             faults: Vec::new(),
+            watch: watch::Hub::new(1000),
         }
     }
 
@@ -971,6 +1118,24 @@ impl State {
             .or_default()
     }
 
+    /// Stores an object (created or updated) and records the write for watches.
+    fn put(&mut self, rt: &ResourceType, ns: Option<&str>, name: &str, obj: Value) {
+        let old = self
+            .store(rt)
+            .insert((ns.unwrap_or("").into(), name.into()), obj.clone());
+        let rv = self.rv;
+        self.watch.record(rt, old, Some(obj), rv);
+    }
+
+    /// Removes an object and records the deletion for watches: `tombstone` is its last state,
+    /// stamped with the delete's resourceVersion (watch-deployments-200).
+    fn remove(&mut self, rt: &ResourceType, ns: Option<&str>, name: &str, tombstone: Value) {
+        self.store(rt)
+            .remove(&(ns.unwrap_or("").to_string(), name.to_string()));
+        let rv = self.rv;
+        self.watch.record(rt, Some(tombstone), None, rv);
+    }
+
     fn get_stored(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<&Value> {
         self.objects
             .get(&(rt.group.clone(), rt.plural.clone()))?
@@ -1015,7 +1180,8 @@ impl State {
             meta.insert("creationTimestamp".into(), json!(now()));
         }
         let obj = order_object(obj);
-        self.store(&rt).insert((ns, name), obj);
+        let ns = rt.namespaced.then_some(ns);
+        self.put(&rt, ns.as_deref(), &name, obj);
     }
 
     // ---- list ----
@@ -1195,8 +1361,7 @@ impl State {
             set_managed(&mut obj, &entries);
             let obj = order_object(obj);
             if !dry_run {
-                self.store(rt)
-                    .insert((ns.unwrap_or("").into(), name.into()), obj.clone());
+                self.put(rt, ns, name, obj.clone());
             }
             return Ok((StatusCode::CREATED, obj));
         };
@@ -1278,8 +1443,7 @@ impl State {
         set_managed(&mut new, &entries);
         let new = order_object(new);
         if !dry_run {
-            self.store(rt)
-                .insert((ns.unwrap_or("").into(), name.into()), new.clone());
+            self.put(rt, ns, name, new.clone());
         }
         Ok((StatusCode::OK, new))
     }
@@ -1394,23 +1558,24 @@ impl State {
             e.set = e.set.difference(&owned).cloned().collect();
             e.set = e.set.difference(&cmp.removed).cloned().collect();
         }
-        let now = now();
+        let now = (how.subresource != Some("scale")).then(now);
         let manager = how.manager;
-        match entries
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource.is_none())
-        {
+        match entries.iter_mut().find(|e| {
+            e.manager == manager
+                && e.operation == "Update"
+                && e.subresource.as_deref() == how.subresource
+        }) {
             Some(e) => {
                 e.set.extend(owned);
-                e.time = Some(now);
+                e.time = now;
                 e.api_version = gv.to_string();
             }
             None => entries.push(ManagedEntry {
                 manager: manager.to_string(),
                 operation: "Update".into(),
                 api_version: gv.to_string(),
-                time: Some(now),
-                subresource: None,
+                time: now,
+                subresource: how.subresource.map(str::to_string),
                 set: owned,
             }),
         }
@@ -1419,8 +1584,7 @@ impl State {
         set_managed(&mut new, &entries);
         let new = order_object(new);
         if !how.dry_run {
-            self.store(rt)
-                .insert((ns.unwrap_or("").into(), name.into()), new.clone());
+            self.put(rt, ns, name, new.clone());
         }
         Ok((StatusCode::OK, new))
     }
@@ -1476,18 +1640,16 @@ impl State {
                 let rv = self.next_rv();
                 obj["metadata"]["resourceVersion"] = json!(rv);
                 let obj = order_object(obj.clone());
-                self.store(rt)
-                    .insert((ns.unwrap_or("").into(), name.into()), obj.clone());
+                self.put(rt, ns, name, obj.clone());
                 return (StatusCode::OK, obj);
             }
             return (StatusCode::OK, order_object(obj));
         }
         if !dry_run {
-            self.store(rt)
-                .remove(&(ns.unwrap_or("").to_string(), name.to_string()));
             // The deletion is a write: the object returned carries its resourceVersion.
             let rv = self.next_rv();
             obj["metadata"]["resourceVersion"] = json!(rv);
+            self.remove(rt, ns, name, order_object(obj.clone()));
         }
         if rt.group.is_empty() && matches!(rt.plural.as_str(), "services" | "pods" | "namespaces") {
             return (StatusCode::OK, order_object(obj));
@@ -1562,9 +1724,9 @@ impl State {
             };
             let annotations_changed = rt.kind == "Deployment"
                 && old["metadata"]["annotations"] != new["metadata"]["annotations"];
-            let labels_changed =
-                rt.kind == "Deployment" && old["metadata"]["labels"] != new["metadata"]["labels"];
-            if strip(old) != strip(new) || annotations_changed || labels_changed {
+            // A label change alone does not (watch-deployments-200: `kubectl label` kept
+            // generation 2).
+            if strip(old) != strip(new) || annotations_changed {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 new["metadata"]["generation"] = json!(g);
             }
@@ -1717,6 +1879,10 @@ fn respond(code: StatusCode, body: &Value, extra: &[(&str, String)], pf_headers:
         .status(code)
         .header("Cache-Control", "no-cache, private")
         .header("Content-Type", "application/json");
+    // The authorization filter's 403 (responsewriters.Forbidden): forbidden-403.
+    if code == StatusCode::FORBIDDEN {
+        b = b.header("X-Content-Type-Options", "nosniff");
+    }
     if pf_headers {
         b = b
             .header("X-Kubernetes-Pf-Flowschema-Uid", PF_FLOWSCHEMA)
@@ -1729,7 +1895,10 @@ fn respond(code: StatusCode, body: &Value, extra: &[(&str, String)], pf_headers:
         .unwrap()
 }
 
-async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
+async fn handle(
+    shared: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<KubeBody>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -1792,12 +1961,17 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultKind::TooManyRequests { retry_after }) => {
             log(&shared, 429);
-            return Ok(too_many_requests(retry_after));
+            return Ok(full(too_many_requests(retry_after)));
         }
         Some(FaultKind::Status(code)) => {
-            let (code, body) = fault_status(code, &method, &path);
+            let (code, body) = fault_status(code, &method, &path, &query, "limited");
             log(&shared, code.as_u16());
-            return Ok(respond(code, &body, &[], code != StatusCode::UNAUTHORIZED));
+            return Ok(full(respond(
+                code,
+                &body,
+                &[],
+                code != StatusCode::UNAUTHORIZED,
+            )));
         }
         Some(FaultKind::Invalid {
             field,
@@ -1809,12 +1983,32 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
                 invalid_body(&st, &path, &field, &value, &detail)
             };
             log(&shared, 422);
-            return Ok(respond(StatusCode::UNPROCESSABLE_ENTITY, &body, &[], true));
+            return Ok(full(respond(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &body,
+                &[],
+                true,
+            )));
+        }
+        Some(FaultKind::Forbidden { user }) => {
+            let (code, body) = fault_status(403, &method, &path, &query, &user);
+            log(&shared, 403);
+            return Ok(full(respond(code, &body, &[], true)));
+        }
+        Some(FaultKind::ExpiredList) => {
+            let (code, body) = status_body(
+                410,
+                "Expired",
+                "The resourceVersion for the provided list is too old.",
+                None,
+            );
+            log(&shared, 410);
+            return Ok(full(respond(code, &body, &[], true)));
         }
         Some(FaultKind::ExpiredContinue) => {
             let body = expired_continue_body(&query_pairs(&query));
             log(&shared, 410);
-            return Ok(respond(StatusCode::GONE, &body, &[], true));
+            return Ok(full(respond(StatusCode::GONE, &body, &[], true)));
         }
         Some(FaultKind::AcceptUnchanged) => {
             let (code, value) = {
@@ -1831,7 +2025,7 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
                 )
             };
             log(&shared, code.as_u16());
-            return Ok(respond(code, &value, &[], true));
+            return Ok(full(respond(code, &value, &[], true)));
         }
         None => {}
     }
@@ -1839,9 +2033,53 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
         let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
         log(&shared, 401);
-        return Ok(respond(StatusCode::UNAUTHORIZED, &body, &[], false));
+        return Ok(full(respond(StatusCode::UNAUTHORIZED, &body, &[], false)));
     }
-    let q = query_pairs(&query);
+    let mut q = query_pairs(&query);
+    // Watches: `?watch=true|1`, or a legacy `/watch/` path.
+    let legacy = watch::strip_legacy_watch(&path);
+    if method == Method::GET && (legacy.is_some() || watch::is_watch(&q)) {
+        if legacy.is_some() {
+            q.push(("watch".into(), "true".into()));
+        }
+        let rpath = legacy.unwrap_or_else(|| path.clone());
+        let opened = {
+            let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let found = parse_res_path(&rpath).and_then(|p| {
+                let rt = st.resource(&p.gv, &p.plural)?;
+                (p.namespace.is_none() || rt.namespaced).then_some((p, rt))
+            });
+            match found {
+                None => Err(watch::Refused::Status(
+                    not_found_path().0,
+                    not_found_path().1,
+                )),
+                Some((p, rt)) => {
+                    let ns = if rt.namespaced {
+                        p.namespace.as_deref()
+                    } else {
+                        None
+                    };
+                    let target = format!("{path}?{query}");
+                    st.open_watch(&rt, &p.gv, ns, p.name.as_deref(), &q, &target)
+                }
+            }
+        };
+        return Ok(match opened {
+            Ok(opened) => {
+                log(&shared, 200);
+                watch::stream(Arc::clone(&shared), opened)
+            }
+            Err(watch::Refused::Expired(line)) => {
+                log(&shared, 200);
+                watch::expired_response(line)
+            }
+            Err(watch::Refused::Status(code, body)) => {
+                log(&shared, code.as_u16());
+                full(respond(code, &body, &[], true))
+            }
+        });
+    }
     let mut warnings = Vec::new();
     let (code, value) = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -1863,7 +2101,12 @@ async fn handle(shared: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Res
         .iter()
         .map(|w| ("Warning", format!("299 - {}", json!(w))))
         .collect();
-    Ok(respond(code, &value, &headers, true))
+    Ok(full(respond(code, &value, &headers, true)))
+}
+
+/// A whole answer (with its `Content-Length`).
+fn full(resp: Resp) -> Response<KubeBody> {
+    resp.map(KubeBody::Full)
 }
 
 /// What API Priority and Fairness (and the max-in-flight filter) answer when they reject a
@@ -1887,7 +2130,13 @@ fn too_many_requests(retry_after: u64) -> Resp {
         .unwrap()
 }
 
-fn fault_status(code: u16, method: &Method, path: &str) -> (StatusCode, Value) {
+fn fault_status(
+    code: u16,
+    method: &Method,
+    path: &str,
+    query: &str,
+    user: &str,
+) -> (StatusCode, Value) {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match code.as_u16() {
         401 => json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -1898,7 +2147,10 @@ fn fault_status(code: u16, method: &Method, path: &str) -> (StatusCode, Value) {
                 Some(p) => (split_gv(&p.gv).0, p.plural.clone(), p.namespace.clone()),
                 None => (String::new(), String::new(), None),
             };
-            let verb = if p.as_ref().is_some_and(|p| p.name.is_none()) && method == Method::GET {
+            let q = query_pairs(query);
+            let verb = if method == Method::GET && watch::is_watch(&q) {
+                "watch"
+            } else if p.as_ref().is_some_and(|p| p.name.is_none()) && method == Method::GET {
                 "list"
             } else {
                 "get"
@@ -1913,7 +2165,7 @@ fn fault_status(code: u16, method: &Method, path: &str) -> (StatusCode, Value) {
                 None => " at the cluster scope".to_string(),
             };
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("{resource} is forbidden: User \"limited\" cannot {verb} resource \"{plural}\" in API group \"{group}\"{scope}"),
+                "message": format!("{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\" in API group \"{group}\"{scope}"),
                 "reason": "Forbidden", "details": {"group": group, "kind": plural}, "code": 403})
         }
         410 => json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -2144,6 +2396,7 @@ fn route(
                             UpdatePatch::Strategic
                         },
                         manager: &manager,
+                        subresource: None,
                         dry_run,
                         validation: FieldValidation::from_query(
                             param("fieldValidation").as_deref(),
