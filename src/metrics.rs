@@ -284,9 +284,10 @@ pub fn render(report: &Report, facts: &RunFacts) -> String {
     out
 }
 
-type Sample<'a> = (Vec<(&'a str, &'a str)>, f64);
+pub(crate) type Sample<'a> = (Vec<(&'a str, &'a str)>, f64);
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[Sample<'_>]) {
+/// Writes one metric family: `# HELP`, `# TYPE` and its samples with escaped labels.
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[Sample<'_>]) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {

@@ -6,6 +6,8 @@
 //!   leadership.
 //! - Triggers: a [`Trigger`] sent on [`Watch::triggers`] makes a target re-read its desired
 //!   state at once (the GitHub webhook sends them).
+//! - [`http`]: the server for those endpoints and the webhook on `watch.listen`; [`webhook`]:
+//!   `POST /hooks/github`, signed push events that send [`Trigger`]s.
 //! - [`lease`]: leader election on a `coordination.k8s.io/v1` Lease. Every write (live objects,
 //!   EC2, the forge) happens only while [`lease::Leadership::check`] passes; without
 //!   `watch.leader_election` this process leads alone.
@@ -13,8 +15,10 @@
 //! A run ends when the shutdown channel given to [`Watch::run`] turns `true`: the work in
 //! flight finishes (no half-applied correction), then it returns.
 
+pub mod http;
 pub mod lease;
 pub mod status;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
