@@ -563,3 +563,162 @@ async fn kube_runtime_watcher_sees_every_object_through_expiry_and_drops() {
     );
     task.abort();
 }
+
+// ------------------------------------------------------------------------------------------
+// Leases
+// ------------------------------------------------------------------------------------------
+
+/// Sends a protocol capture's request (its body `application/json`) as curl did.
+async fn send(server: &KubeServer, name: &str) -> golden::RawAnswer {
+    let want = exchange(name);
+    let body = golden::request_body(name);
+    let content_type = (!body.is_empty()).then_some("application/json");
+    raw_exchange(
+        &addr(server),
+        Some(TOKEN),
+        &want.method,
+        &want.target,
+        content_type,
+        &body,
+    )
+    .await
+}
+
+/// Replays a capture: same status, same body once uids and timestamps are set aside.
+async fn replay(server: &KubeServer, name: &str) {
+    let want = exchange(name);
+    let answer = send(server, name).await;
+    assert_eq!(answer.status, want.status, "{name}: {}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        want.header("content-type"),
+        "{name}"
+    );
+    let (mut got, mut expected) = (answer.json(), want.body);
+    normalize(&mut got);
+    normalize(&mut expected);
+    assert_eq!(got, expected, "{name}");
+}
+
+/// The Lease sequence as captured: create (201), get, renew (PUT with the current
+/// resourceVersion), a stale PUT (409), a takeover by another holder (the server has no lease
+/// logic), a PUT without resourceVersion (422), and times without six fractional digits (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_lease_sequence_matches_the_real_server() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("golden-lease-113121"));
+    server.set_resource_version(478);
+    for name in [
+        "lease-create-201",
+        "lease-get-200",
+        "lease-renew-200",
+        "lease-stale-409",
+    ] {
+        replay(&server, name).await;
+    }
+    // The capture's server wrote other objects at 481 and 482.
+    server.set_resource_version(482);
+    for name in [
+        "lease-takeover-200",
+        "lease-update-no-resourceversion-422",
+        "lease-microtime-without-fraction-400",
+    ] {
+        replay(&server, name).await;
+    }
+    let lease = server
+        .object(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("golden-lease-113121"),
+            "driftwarden-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["metadata"]["resourceVersion"], "483");
+    assert!(
+        server
+            .object(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some("golden-lease-113121"),
+                "driftwarden-standby"
+            )
+            .is_none(),
+        "a refused create stores nothing"
+    );
+    // Leases are discovered like every other resource.
+    let answer = raw_exchange(
+        &addr(&server),
+        Some(TOKEN),
+        "GET",
+        "/apis/coordination.k8s.io/v1",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["resources"],
+        json!([{"name": "leases", "singularName": "lease", "namespaced": true, "kind": "Lease",
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "storageVersionHash": "gqkMMb/YqFM="}])
+    );
+}
+
+/// kube's `Api<Lease>` over real sockets: create, get, replace with the current
+/// resourceVersion, a stale replace refused with 409, watch events for each write, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_lease_compare_and_swap_works() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let server = KubeServer::start().await;
+    server.seed(namespace("ops"));
+    let api: Api<Lease> = Api::namespaced(client(&server), "ops");
+    let mut watch = open(
+        &server,
+        "/apis/coordination.k8s.io/v1/namespaces/ops/leases?watch=1&timeoutSeconds=5",
+    )
+    .await;
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "driftwarden-leader", "namespace": "ops"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+            "acquireTime": "2026-12-07T11:31:21.498249Z", "renewTime": "2026-12-07T11:31:21.498249Z",
+            "leaseTransitions": 0}}))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &lease).await.unwrap();
+    assert_eq!(watch.event().await["type"], "ADDED");
+    let mut renewed = api.get("driftwarden-leader").await.unwrap();
+    assert_eq!(renewed, created);
+    let stale = renewed.clone();
+    renewed.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let replaced = api
+        .replace("driftwarden-leader", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
+    assert_ne!(
+        replaced.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let modified = watch.event().await;
+    assert_eq!(
+        (
+            &modified["type"],
+            &modified["object"]["spec"]["holderIdentity"]
+        ),
+        (&json!("MODIFIED"), &json!("b"))
+    );
+    match api
+        .replace("driftwarden-leader", &PostParams::default(), &stale)
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"))
+        }
+        other => panic!("a stale replace must be refused: {other:?}"),
+    }
+    api.delete("driftwarden-leader", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(watch.event().await["type"], "DELETED");
+    assert!(api.get_opt("driftwarden-leader").await.unwrap().is_none());
+}

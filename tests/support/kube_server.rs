@@ -29,6 +29,11 @@
 //!   `Retry-After` and the plain-text body of the real server's flow control (not a Status), a
 //!   slow response, a dropped connection, a 422 `Invalid` for a field, a write accepted without
 //!   changing anything, an expired continue token (410 with a fresh token);
+//! - POST (create, 201, 409 `AlreadyExists`) and PUT (replace; the status of a kind with a
+//!   `status` subresource kept; a stale `metadata.resourceVersion` 409 `Conflict`);
+//!   `coordination.k8s.io/v1` Leases (in discovery) with the real server's rules and no lease
+//!   logic: a PUT must carry `metadata.resourceVersion` (422), a PUT of a missing Lease creates
+//!   it, `acquireTime`/`renewTime` need exactly six fractional digits (400);
 //! - WATCH (`?watch=true|1`, legacy `/watch/` paths) as a real server streams it: see
 //!   kube_watch.rs (resume from an event history, bookmarks, 410 `ERROR` events, selectors,
 //!   WatchList), with test controls to cut, expire and count streams;
@@ -918,6 +923,19 @@ fn discovery() -> (BTreeMap<String, Vec<Value>>, Groups) {
         ],
     );
     r.insert(
+        "coordination.k8s.io/v1".into(),
+        vec![entry(
+            "leases",
+            "lease",
+            true,
+            "Lease",
+            STD,
+            &[],
+            &[],
+            Some("gqkMMb/YqFM="),
+        )],
+    );
+    r.insert(
         "platform.driftwarden.test/v1alpha1".into(),
         vec![
             entry(
@@ -1002,6 +1020,9 @@ enum UpdatePatch {
     Merge,
     /// `application/strategic-merge-patch+json` (built-in kinds only).
     Strategic,
+    /// A PUT: the body replaces the object (its status kept when the kind has a `status`
+    /// subresource).
+    Replace,
 }
 
 /// `fieldValidation`: what a field the kind does not declare does to an Update patch. The
@@ -1464,9 +1485,24 @@ impl State {
         warnings: &mut Vec<String>,
     ) -> Result<(StatusCode, Value), Value> {
         let Target { rt, gv, ns, name } = *target;
+        if how.patch == UpdatePatch::Replace {
+            check_identity(rt, gv, ns, name, patch)?;
+            check_micro_times(rt, patch)?;
+        }
         let Some(old) = self.get_stored(rt, ns, name).cloned() else {
+            if how.patch == UpdatePatch::Replace && allows_create_on_update(rt) {
+                return self.create(rt, gv, ns, patch.clone(), how.manager, how.dry_run);
+            }
             return Err(not_found_body(&rt.group, &rt.plural, name));
         };
+        if how.patch == UpdatePatch::Replace
+            && !allows_unconditional_update(rt)
+            && patch["metadata"]["resourceVersion"]
+                .as_str()
+                .is_none_or(str::is_empty)
+        {
+            return Err(resource_version_required(rt, name));
+        }
         let schema = Schema::of(rt);
         let mut base = old.clone();
         base.as_object_mut()
@@ -1475,17 +1511,35 @@ impl State {
         let mut new = match how.patch {
             UpdatePatch::Merge => merge_patch(&base, patch, false),
             UpdatePatch::Strategic => strategic_merge_patch(schema, &base, patch)?,
+            UpdatePatch::Replace => {
+                let mut new = patch.clone();
+                new["apiVersion"] = json!(gv);
+                if self.has_status_subresource(rt) {
+                    match old.get("status") {
+                        Some(status) => new["status"] = status.clone(),
+                        None => {
+                            if let Some(o) = new.as_object_mut() {
+                                o.remove("status");
+                            }
+                        }
+                    }
+                }
+                new
+            }
         };
+        if how.patch != UpdatePatch::Replace {
+            check_micro_times(rt, &new)?;
+        }
         // The patched object as the real server decodes it: after a merge patch, the JSON
         // evanphx/json-patch wrote, whose key order is the order unknown fields are found in.
         let decoded = match how.patch {
             UpdatePatch::Merge => merge_patch(&base, patch, true),
-            UpdatePatch::Strategic => new.clone(),
+            UpdatePatch::Strategic | UpdatePatch::Replace => new.clone(),
         };
         // What the request's value is in the 422 of a patched object that does not decode:
         // the merge-patched JSON, or the strategic patch as Go prints a map (`%+v`).
         let shown = || match how.patch {
-            UpdatePatch::Merge => go_json(&decoded),
+            UpdatePatch::Merge | UpdatePatch::Replace => go_json(&decoded),
             UpdatePatch::Strategic => go_format(patch),
         };
         let unknown = match self.unknown_fields(rt, gv, &decoded) {
@@ -1587,6 +1641,81 @@ impl State {
             self.put(rt, ns, name, new.clone());
         }
         Ok((StatusCode::OK, new))
+    }
+
+    // ---- create (POST) ----
+
+    /// A POST of a new object: 201 with it as stored, an `Update` managedFields entry for
+    /// `manager` owning what the body set; 409 `AlreadyExists` when the name is taken.
+    fn create(
+        &mut self,
+        rt: &ResourceType,
+        gv: &str,
+        ns: Option<&str>,
+        body: Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<(StatusCode, Value), Value> {
+        let mut name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if name.is_empty() {
+            if let Some(prefix) = body["metadata"]["generateName"].as_str() {
+                // The real server appends five random characters; here, the next uid's tail.
+                let uid = self.next_uid();
+                name = format!("{prefix}{}", &uid[uid.len() - 5..]);
+            }
+        }
+        check_identity(rt, gv, ns, &name, &body)?;
+        check_micro_times(rt, &body)?;
+        if name.is_empty() {
+            let causes = [Cause::required("metadata.name".into())];
+            return Err(invalid_causes_body(rt, "", &causes));
+        }
+        if let Some(ns) = ns {
+            if !self.namespace_exists(ns) {
+                return Err(not_found_body("", "namespaces", ns));
+            }
+        }
+        if self.get_stored(rt, ns, &name).is_some() {
+            return Err(already_exists_body(rt, &name));
+        }
+        let schema = Schema::of(rt);
+        let mut cfg = strip_server_fields(body);
+        if let Some(meta) = cfg["metadata"].as_object_mut() {
+            meta.insert("name".into(), json!(name));
+        }
+        if schema.builtin {
+            canonicalize_quantities(&mut cfg, &mut Vec::new());
+        }
+        let owned = fieldset(schema, &cfg);
+        let mut obj = cfg;
+        let counters = (self.rv, self.uid, self.ip, self.node_port);
+        self.finish_new(rt, gv, ns, &name, &mut obj, dry_run);
+        if let Err(invalid) = self.validate(rt, &name, &obj) {
+            (self.rv, self.uid, self.ip, self.node_port) = counters;
+            return Err(invalid);
+        }
+        let entries = vec![ManagedEntry {
+            manager: manager.to_string(),
+            operation: "Update".into(),
+            api_version: gv.to_string(),
+            time: Some(now()),
+            subresource: None,
+            set: owned,
+        }];
+        set_managed(&mut obj, &entries);
+        let obj = order_object(obj);
+        if !dry_run {
+            self.put(rt, ns, &name, obj.clone());
+        }
+        Ok((StatusCode::CREATED, obj))
+    }
+
+    /// Whether the kind has a `status` subresource (a PUT of the object then keeps its status).
+    fn has_status_subresource(&self, rt: &ResourceType) -> bool {
+        let status = format!("{}/status", rt.plural);
+        self.resources
+            .get(&join_gv(&rt.group, &rt.version))
+            .is_some_and(|entries| entries.iter().any(|e| e["name"] == status.as_str()))
     }
 
     // ---- delete ----
@@ -2422,6 +2551,65 @@ fn route(
                 ),
             }
         }
+        (Method::PUT, Some(name)) => {
+            let body: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return status_body(
+                        400,
+                        "BadRequest",
+                        &format!(
+                            "{} in version {} cannot be handled as a {}: {e}",
+                            rt.kind,
+                            json!(rt.version),
+                            rt.kind
+                        ),
+                        None,
+                    );
+                }
+            };
+            let manager = request_manager(&param("fieldManager"), user_agent);
+            let target = Target {
+                rt: &rt,
+                gv: &p.gv,
+                ns,
+                name,
+            };
+            let how = UpdateOptions {
+                patch: UpdatePatch::Replace,
+                manager: &manager,
+                subresource: None,
+                dry_run,
+                validation: FieldValidation::from_query(param("fieldValidation").as_deref()),
+            };
+            match st.patch_update(&target, &body, &how, warnings) {
+                Ok(ok) => ok,
+                Err(status) => (status_code(&status), status),
+            }
+        }
+        (Method::POST, None) => {
+            let body: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return status_body(
+                        400,
+                        "BadRequest",
+                        &format!(
+                            "{} in version {} cannot be handled as a {}: {e}",
+                            rt.kind,
+                            json!(rt.version),
+                            rt.kind
+                        ),
+                        None,
+                    );
+                }
+            };
+            let manager = request_manager(&param("fieldManager"), user_agent);
+            match st.create(&rt, &p.gv, ns, body, &manager, dry_run) {
+                Ok(ok) => ok,
+                Err(status) => (status_code(&status), status),
+            }
+        }
         (Method::DELETE, Some(name)) => {
             let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let dry = dry_run
@@ -2439,6 +2627,17 @@ fn route(
             None,
         ),
     }
+}
+
+/// The manager of an Update: `?fieldManager=`, else the User-Agent's product (`curl`,
+/// `kubectl-label`).
+fn request_manager(field_manager: &Option<String>, user_agent: Option<&str>) -> String {
+    field_manager.clone().unwrap_or_else(|| {
+        user_agent
+            .and_then(|ua| ua.split('/').next())
+            .unwrap_or("")
+            .to_string()
+    })
 }
 
 fn status_code(status: &Value) -> StatusCode {
@@ -3613,7 +3812,9 @@ const GOLDEN_CRD: &str = include_str!(
 /// Decodes `obj` into the k8s-openapi type of a built-in kind and encodes it again; `None` for
 /// a kind without one here (custom resources).
 fn typed_round_trip(gv: &str, kind: &str, obj: &Value) -> Option<Result<Value, String>> {
-    use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
+    use k8s_openapi::api::{
+        apps, autoscaling, batch, coordination, core, networking, policy, rbac,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, String> {
         let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
@@ -3641,6 +3842,7 @@ fn typed_round_trip(gv: &str, kind: &str, obj: &Value) -> Option<Result<Value, S
         ("apps/v1", "ReplicaSet") => rt::<apps::v1::ReplicaSet>(obj),
         ("apps/v1", "StatefulSet") => rt::<apps::v1::StatefulSet>(obj),
         ("batch/v1", "CronJob") => rt::<batch::v1::CronJob>(obj),
+        ("coordination.k8s.io/v1", "Lease") => rt::<coordination::v1::Lease>(obj),
         ("batch/v1", "Job") => rt::<batch::v1::Job>(obj),
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
             rt::<autoscaling::v2::HorizontalPodAutoscaler>(obj)
@@ -4284,6 +4486,146 @@ fn check_resource_version(
         Some(Value::Object(details)),
     )
     .1)
+}
+
+/// Kinds whose PUT must carry `metadata.resourceVersion` (their registry strategy's
+/// `AllowUnconditionalUpdate` is false): Leases (lease-update-no-resourceversion-422).
+fn allows_unconditional_update(rt: &ResourceType) -> bool {
+    !(rt.group == "coordination.k8s.io" && rt.kind == "Lease")
+}
+
+/// Kinds a PUT creates when absent (`AllowCreateOnUpdate`): Leases.
+fn allows_create_on_update(rt: &ResourceType) -> bool {
+    rt.group == "coordination.k8s.io" && rt.kind == "Lease"
+}
+
+/// The 422 of an update without the resourceVersion its kind requires
+/// (lease-update-no-resourceversion-422).
+fn resource_version_required(rt: &ResourceType, name: &str) -> Value {
+    let resource = if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    };
+    let detail = "Invalid value: 0x0: must be specified for an update";
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    if !rt.group.is_empty() {
+        details.insert("group".into(), json!(rt.group));
+    }
+    details.insert("kind".into(), json!(rt.plural));
+    details.insert(
+        "causes".into(),
+        json!([{"reason": "FieldValueInvalid", "message": detail, "field": "metadata.resourceVersion"}]),
+    );
+    status_body(
+        422,
+        "Invalid",
+        &format!(
+            "{resource} {} is invalid: metadata.resourceVersion: {detail}",
+            json!(name)
+        ),
+        Some(Value::Object(details)),
+    )
+    .1
+}
+
+/// `leases.coordination.k8s.io "x" already exists`.
+fn already_exists_body(rt: &ResourceType, name: &str) -> Value {
+    let resource = if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    };
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    if !rt.group.is_empty() {
+        details.insert("group".into(), json!(rt.group));
+    }
+    details.insert("kind".into(), json!(rt.plural));
+    status_body(
+        409,
+        "AlreadyExists",
+        &format!("{resource} {} already exists", json!(name)),
+        Some(Value::Object(details)),
+    )
+    .1
+}
+
+/// A Lease's `acquireTime`/`renewTime` are `metav1.MicroTime`, decoded with the layout
+/// `2006-01-02T15:04:05.000000Z07:00`: exactly six fractional digits, or the body cannot be
+/// decoded, a 400 `BadRequest` (lease-microtime-without-fraction-400), checked in the body's
+/// key order.
+fn check_micro_times(rt: &ResourceType, obj: &Value) -> Result<(), Value> {
+    if !(rt.group == "coordination.k8s.io" && rt.kind == "Lease") {
+        return Ok(());
+    }
+    let Some(spec) = obj["spec"].as_object() else {
+        return Ok(());
+    };
+    for (k, v) in spec {
+        if !matches!(k.as_str(), "acquireTime" | "renewTime") {
+            continue;
+        }
+        let Some(text) = v.as_str() else { continue };
+        if let Some(problem) = micro_time_error(text) {
+            return Err(status_body(
+                400,
+                "BadRequest",
+                &format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: parsing time {} as \"2006-01-02T15:04:05.000000Z07:00\": {problem}",
+                    json!(text),
+                    kind = rt.kind,
+                    version = rt.version,
+                ),
+                None,
+            )
+            .1);
+        }
+    }
+    Ok(())
+}
+
+/// Why Go's `time.Parse` refuses `text` with the MicroTime layout (`cannot parse "<rest>" as
+/// "<layout element>"`), or `None`.
+fn micro_time_error(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    // The date and time: `2006-01-02T15:04:05`.
+    let shape_ok = b.len() >= 19
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape_ok {
+        return Some(format!("cannot parse {} as \"2006\"", json!(text)));
+    }
+    let rest = &text[19..];
+    let rb = rest.as_bytes();
+    let fraction_ok = rb.len() >= 7 && rb[0] == b'.' && rb[1..7].iter().all(u8::is_ascii_digit);
+    if !fraction_ok {
+        return Some(format!("cannot parse {} as \".000000\"", json!(rest)));
+    }
+    let zone = &rest[7..];
+    let zb = zone.as_bytes();
+    let offset_ok = zb.len() == 6
+        && matches!(zb[0], b'+' | b'-')
+        && zb[1..3].iter().all(u8::is_ascii_digit)
+        && zb[3] == b':'
+        && zb[4..6].iter().all(u8::is_ascii_digit);
+    if zone == "Z" || offset_ok {
+        None
+    } else {
+        Some(format!("cannot parse {} as \"Z07:00\"", json!(zone)))
+    }
 }
 
 // ------------------------------------------------------------------------------------------
