@@ -67,6 +67,10 @@ pub struct Config {
     pub pull_requests: Option<PullRequestSettings>,
     /// `driftwarden watch` settings (`watch`); the defaults when the section is absent.
     pub watch: WatchSettings,
+    /// The audit log (`audit`, docs/audit.md).
+    pub audit: AuditSettings,
+    /// The breakers on reverted and failing corrections (`trust`).
+    pub trust: TrustSettings,
 }
 
 /// `driftwarden watch` (docs/config.md, `watch`): how often each source is looked at, the HTTP
@@ -149,6 +153,53 @@ impl Default for LeaderElection {
 pub struct WebhookSettings {
     /// The environment variable holding the webhook secret (HMAC-SHA256 key); never the value.
     pub secret_env: String,
+}
+
+/// The audit log (docs/config.md, `audit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditSettings {
+    /// Days a day file is kept; older files are removed when the log opens.
+    pub retention_days: u32,
+    /// The directory of the day files; default `<state_dir>/audit`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention_days: 90,
+            dir: None,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The directory the day files live in.
+    pub fn dir(&self, state_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| state_dir.join("audit"))
+    }
+}
+
+/// When corrections stop being trusted (docs/config.md, `trust`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustSettings {
+    /// Reverted corrections of one rule on one target, within the window, that stop the rule
+    /// correcting there (its drift is escalated to a pull request instead).
+    pub max_reverts: u32,
+    /// The window the reverts are counted in, in hours.
+    pub revert_window_hours: u32,
+    /// Consecutive failed corrections on a target that stop its corrections for the run.
+    pub max_consecutive_failures: u32,
+}
+
+impl Default for TrustSettings {
+    fn default() -> Self {
+        TrustSettings {
+            max_reverts: 2,
+            revert_window_hours: 24,
+            max_consecutive_failures: 3,
+        }
+    }
 }
 
 /// Where policies come from.
@@ -587,6 +638,8 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
         targets: Vec::new(),
         pull_requests: None,
         watch: WatchSettings::default(),
+        audit: AuditSettings::default(),
+        trust: TrustSettings::default(),
     };
     let mut global_ignore = Vec::new();
     let mut targets_node = None;
@@ -603,6 +656,8 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "targets",
             "pull_requests",
             "watch",
+            "audit",
+            "trust",
         ],
     ) {
         match k.as_str() {
@@ -621,6 +676,8 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "targets" => targets_node = Some(v),
             "pull_requests" => cfg.pull_requests = walk_pull_requests(w, v, base),
             "watch" => watch_node = Some(v),
+            "audit" => cfg.audit = walk_audit(w, v, base),
+            "trust" => cfg.trust = walk_trust(w, v),
             _ => {}
         }
     }
@@ -1265,6 +1322,71 @@ fn walk_target(w: &mut Walker, n: &Node, base: &Path) -> Option<Target> {
         line: n.line,
         terraform,
     })
+}
+
+/// A whole number of at least `min`, or an error naming `what`.
+fn whole(w: &mut Walker, n: &Node, what: &str, min: u64) -> Option<u32> {
+    match &n.kind {
+        NodeKind::Scalar(Value::Number(x))
+            if x.as_u64()
+                .is_some_and(|v| v >= min && v <= u64::from(u32::MAX)) =>
+        {
+            x.as_u64().map(|v| v as u32)
+        }
+        _ => {
+            w.err(
+                n,
+                format!("{what}: expected a whole number of at least {min}"),
+            );
+            None
+        }
+    }
+}
+
+fn walk_audit(w: &mut Walker, n: &Node, base: &Path) -> AuditSettings {
+    let mut a = AuditSettings::default();
+    for (k, v) in w.map(n, "audit", &["retention_days", "dir"]) {
+        match k.as_str() {
+            "retention_days" => {
+                a.retention_days =
+                    whole(w, v, "audit.retention_days", 1).unwrap_or(a.retention_days)
+            }
+            "dir" => {
+                if let Some(p) = w.string(v, "audit.dir") {
+                    a.dir = Some(resolve(base, &p));
+                }
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
+fn walk_trust(w: &mut Walker, n: &Node) -> TrustSettings {
+    let mut t = TrustSettings::default();
+    for (k, v) in w.map(
+        n,
+        "trust",
+        &[
+            "max_reverts",
+            "revert_window_hours",
+            "max_consecutive_failures",
+        ],
+    ) {
+        let what = format!("trust.{k}");
+        match k.as_str() {
+            "max_reverts" => t.max_reverts = whole(w, v, &what, 1).unwrap_or(t.max_reverts),
+            "revert_window_hours" => {
+                t.revert_window_hours = whole(w, v, &what, 1).unwrap_or(t.revert_window_hours)
+            }
+            "max_consecutive_failures" => {
+                t.max_consecutive_failures =
+                    whole(w, v, &what, 1).unwrap_or(t.max_consecutive_failures)
+            }
+            _ => {}
+        }
+    }
+    t
 }
 
 fn walk_guardrails(w: &mut Walker, n: &Node) -> Guardrails {

@@ -82,6 +82,12 @@ enum Cmd {
     /// same policies as drift; post one sticky comment and a commit status; exit 2 when a change
     /// is forbidden.
     PrCheck(PrCheckArgs),
+    /// Self-healing figures from the audit log: drifts, corrections, success rate, reverted
+    /// corrections, false-positive rate, re-drifts, time to remediate, compliance over time.
+    Stats(StatsArgs),
+    /// The breakers on reverted corrections.
+    #[command(subcommand)]
+    Trust(TrustCmd),
     /// Run continuously: watch the clusters, poll Git and EC2, correct safe drift within
     /// seconds and propose the rest, until SIGTERM or SIGINT (exit 0).
     Watch(WatchArgs),
@@ -114,6 +120,47 @@ struct WatchArgs {
     /// Override every target's mode.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// The config file (its `state_dir` and `audit` settings locate the log).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// How far back: `7d`, `24h`, `90m`.
+    #[arg(long, default_value = "7d")]
+    since: String,
+    /// Only this target.
+    #[arg(long = "target", short = 't')]
+    target: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: StatsFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatsFormat {
+    Table,
+    Json,
+    /// Prometheus text format.
+    Prometheus,
+}
+
+#[derive(Subcommand)]
+enum TrustCmd {
+    /// Close the revert breaker of one rule on one target now, instead of when its window
+    /// passes; recorded in the audit log.
+    Reset {
+        /// The config file.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The target.
+        #[arg(long = "target", short = 't')]
+        target: String,
+        /// The policy rule, as reports name it (`package.rule`).
+        #[arg(long)]
+        rule: String,
+    },
 }
 
 #[derive(Args)]
@@ -425,6 +472,12 @@ fn dispatch(cmd: Cmd) -> Result<u8, Failure> {
         Cmd::Report(ReportCmd::Merge { files, out }) => cmd_report_merge(&files, &out),
         Cmd::GithubAction(a) => cmd_github_action(a),
         Cmd::PrCheck(a) => cmd_pr_check(a),
+        Cmd::Stats(a) => cmd_stats(a),
+        Cmd::Trust(TrustCmd::Reset {
+            config,
+            target,
+            rule,
+        }) => cmd_trust_reset(config.as_ref(), &target, &rule),
         Cmd::Watch(a) => cmd_watch(a),
         Cmd::Version => {
             print!("{}", driftwarden::version::report());
@@ -622,6 +675,69 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn cmd_stats(a: StatsArgs) -> Result<u8, Failure> {
+    use driftwarden::audit::{self, stats};
+    let cfg = load_config(a.config.as_ref())?;
+    let Some(window) = stats::parse_since(&a.since) else {
+        return Err(run::Error::Usage(format!(
+            "--since `{}`: expected a number with a unit, like 7d, 24h or 90m",
+            a.since
+        ))
+        .into());
+    };
+    if let Some(t) = &a.target {
+        if !cfg.targets.iter().any(|x| &x.name == t) {
+            return Err(run::Error::Usage(format!("no target named {t} in {}", cfg.source)).into());
+        }
+    }
+    let now = audit::now_unix();
+    let since = now.saturating_sub(window);
+    let dir = cfg.audit.dir(&cfg.state_dir);
+    // A day more for context: episodes open and corrections made just before the window.
+    let records = audit::read_dir(&dir, since.saturating_sub(86_400))
+        .with_context(|| format!("cannot read the audit log in {}", dir.display()))?;
+    let figures = stats::compute(&records, since, now, a.target.as_deref(), &cfg.trust);
+    let text = match a.output {
+        StatsFormat::Table => stats::render_table(&figures),
+        StatsFormat::Json => {
+            serde_json::to_string_pretty(&figures).context("cannot encode the figures")? + "\n"
+        }
+        StatsFormat::Prometheus => driftwarden::metrics::render_stats(&figures),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+        .context("cannot write the figures")?;
+    Ok(0)
+}
+
+fn cmd_trust_reset(config: Option<&PathBuf>, target: &str, rule: &str) -> Result<u8, Failure> {
+    use driftwarden::audit;
+    let cfg = load_config(config)?;
+    if !cfg.targets.iter().any(|x| x.name == target) {
+        return Err(
+            run::Error::Usage(format!("no target named {target} in {}", cfg.source)).into(),
+        );
+    }
+    let record = audit::append_one(
+        &cfg.audit,
+        &cfg.state_dir,
+        "trust",
+        audit::Event::TrustReset {
+            target: target.to_string(),
+            rule: rule.to_string(),
+        },
+    )
+    .context("cannot record the reset in the audit log")?;
+    println!(
+        "trust reset: reverts of `{rule}` on target `{target}` before {} no longer count; recorded in {}",
+        record.time,
+        cfg.audit.dir(&cfg.state_dir).display()
+    );
+    Ok(0)
 }
 
 fn emit(

@@ -245,6 +245,10 @@ pub fn render(report: &Report, facts: &RunFacts) -> String {
         &samples,
     );
 
+    if let Some(t) = &s.trust {
+        render_run_trust(&mut out, t);
+    }
+
     family(
         &mut out,
         "driftwarden_run_duration_seconds",
@@ -279,6 +283,205 @@ pub fn render(report: &Report, facts: &RunFacts) -> String {
         "driftwarden_api_requests_total",
         "counter",
         "API requests sent during the run, by provider and endpoint, and by result where known.",
+        &samples,
+    );
+    out
+}
+
+/// The run's own audit figures (`summary.trust`).
+fn render_run_trust(out: &mut String, t: &crate::audit::RunFigures) {
+    let simple: [(&str, &str, f64); 6] = [
+        (
+            "driftwarden_run_corrections_attempted",
+            "Corrections this run sent (an intent recorded in the audit log; dry runs excluded).",
+            t.corrections_attempted as f64,
+        ),
+        (
+            "driftwarden_run_corrections_confirmed",
+            "Corrections this run confirmed by reading the object back.",
+            t.corrections_confirmed as f64,
+        ),
+        (
+            "driftwarden_run_corrections_failed",
+            "Corrections this run that failed.",
+            t.corrections_failed as f64,
+        ),
+        (
+            "driftwarden_run_reverts_detected",
+            "Earlier corrections this run saw reverted by another manager.",
+            t.reverts_detected as f64,
+        ),
+        (
+            "driftwarden_run_unfinished_intents",
+            "Intents of earlier runs found without a result (the process stopped in between).",
+            t.unfinished_intents as f64,
+        ),
+        (
+            "driftwarden_audit_log_healthy",
+            "1 when the audit log could be written all run, else 0 (nothing was acted on after a failure).",
+            if t.audit_error.is_none() { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, help, v) in simple {
+        family(out, name, "gauge", help, &[(vec![], v)]);
+    }
+    let samples: Vec<Sample<'_>> = t
+        .breakers_tripped
+        .iter()
+        .map(|k| {
+            let (target, rule) = k.split_once('/').unwrap_or((k.as_str(), ""));
+            (vec![("target", target), ("rule", rule)], 1.0)
+        })
+        .collect();
+    family(
+        out,
+        "driftwarden_run_breaker_tripped",
+        "gauge",
+        "1 for each rule and target whose corrections the revert breaker held back this run.",
+        &samples,
+    );
+    let samples: Vec<Sample<'_>> = t
+        .corrections_stopped
+        .iter()
+        .map(|target| (vec![("target", target.as_str())], 1.0))
+        .collect();
+    family(
+        out,
+        "driftwarden_run_corrections_stopped",
+        "gauge",
+        "1 for each target whose corrections stopped this run after consecutive failures.",
+        &samples,
+    );
+}
+
+/// The self-healing figures of `driftwarden stats` (audit history) in the Prometheus text
+/// format: per target and per rule, time to remediate, compliance, open breakers.
+pub fn render_stats(s: &crate::audit::stats::Stats) -> String {
+    use crate::audit::stats::Figures;
+    let mut out = String::new();
+    type Pick = fn(&Figures) -> Option<f64>;
+    let figures: [(&str, &str, Pick); 9] = [
+        (
+            "drifts_seen",
+            "Drifts seen (episodes, first seen to resolved).",
+            |f| Some(f.drifts_seen as f64),
+        ),
+        ("corrections_attempted", "Corrections sent.", |f| {
+            Some(f.corrections_attempted as f64)
+        }),
+        (
+            "corrections_confirmed",
+            "Corrections confirmed by a re-read.",
+            |f| Some(f.corrections_confirmed as f64),
+        ),
+        ("corrections_failed", "Corrections that failed.", |f| {
+            Some(f.corrections_failed as f64)
+        }),
+        (
+            "corrections_reverted",
+            "Confirmed corrections reverted by another manager within 24 hours.",
+            |f| Some(f.corrections_reverted as f64),
+        ),
+        (
+            "redrifts",
+            "Drifts of resources an earlier confirmed correction had fixed.",
+            |f| Some(f.re_drifts as f64),
+        ),
+        (
+            "breaker_trips",
+            "Times the revert breaker stopped a rule.",
+            |f| Some(f.breaker_trips as f64),
+        ),
+        (
+            "self_healing_success_ratio",
+            "Corrections confirmed / attempted (absent without attempts).",
+            |f| f.success_rate,
+        ),
+        (
+            "false_positive_ratio",
+            "Corrections reverted / confirmed (absent without confirmed corrections).",
+            |f| f.false_positive_rate,
+        ),
+    ];
+    for (name, help, pick) in figures {
+        let mut samples: Vec<Sample<'_>> = Vec::new();
+        for t in &s.targets {
+            if let Some(v) = pick(&t.figures) {
+                samples.push((vec![("target", t.target.as_str())], v));
+            }
+        }
+        family(
+            &mut out,
+            &format!("driftwarden_{name}"),
+            "gauge",
+            help,
+            &samples,
+        );
+        let mut samples: Vec<Sample<'_>> = Vec::new();
+        for r in &s.rules {
+            if let Some(v) = pick(&r.figures) {
+                samples.push((
+                    vec![("target", r.target.as_str()), ("rule", r.rule.as_str())],
+                    v,
+                ));
+            }
+        }
+        family(
+            &mut out,
+            &format!("driftwarden_rule_{name}"),
+            "gauge",
+            &format!("{help} By policy rule."),
+            &samples,
+        );
+    }
+    let mut samples: Vec<Sample<'_>> = Vec::new();
+    for t in &s.time_to_remediate {
+        let labels = vec![
+            ("class", t.class.as_str()),
+            ("resolution", t.resolution.as_str()),
+        ];
+        let mut mean = labels.clone();
+        mean.push(("stat", "mean"));
+        let mut p90 = labels;
+        p90.push(("stat", "p90"));
+        samples.push((mean, t.mean_seconds));
+        samples.push((p90, t.p90_seconds));
+    }
+    family(
+        &mut out,
+        "driftwarden_time_to_remediate_seconds",
+        "gauge",
+        "First seen to resolved, by class and resolution (auto_corrected, merged_pull_request, drift_revert, other): mean and p90.",
+        &samples,
+    );
+    let samples: Vec<Sample<'_>> = s
+        .compliance
+        .iter()
+        .filter(|c| c.day == s.until.get(..10).unwrap_or_default())
+        .map(|c| (vec![("target", c.target.as_str())], c.score / 100.0))
+        .collect();
+    family(
+        &mut out,
+        "driftwarden_compliance_ratio_today",
+        "gauge",
+        "Mean compliance score of today's runs, 0 to 1, by target.",
+        &samples,
+    );
+    let samples: Vec<Sample<'_>> = s
+        .open_breakers
+        .iter()
+        .map(|b| {
+            (
+                vec![("target", b.target.as_str()), ("rule", b.rule.as_str())],
+                f64::from(b.reverts),
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "driftwarden_breaker_open",
+        "gauge",
+        "Revert breakers open now, by target and rule; the value is the reverts counted.",
         &samples,
     );
     out

@@ -421,6 +421,10 @@ pub struct Summary {
     pub compliance_score: f64,
     /// True when some source failed to load: nothing was deleted for those targets.
     pub partial: bool,
+    /// The run's own audit figures (`reconcile` and `watch`): corrections attempted, confirmed,
+    /// failed, reverts detected, breakers (docs/report-schema.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::audit::RunFigures>,
 }
 
 /// Everything a run found and did. The JSON report is this struct.

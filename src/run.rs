@@ -295,6 +295,10 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
     let engine = load_policies(&cfg.policies, false)?;
     // The pull-request session of this run: the forge opens on first use only.
     let prs = act::pull_request::Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
+    // The audit log (reconcile only: `diff` acts on nothing), opened when the first target is
+    // about to act, so that bad input stopping the run leaves no trace; intents an earlier run
+    // left without a result are reported then.
+    let audit = std::sync::OnceLock::new();
 
     let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut handles = Vec::new();
@@ -331,8 +335,16 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         };
         if let Some(read) = l.terraform {
             let mode = opts.mode.unwrap_or(t.mode);
-            let (d, c, e, ign) =
-                terraform_target(t, read, engine.as_ref(), mode, opts, cfg, &prs).await?;
+            let (d, c, e, ign) = terraform_target(
+                t,
+                read,
+                engine.as_ref(),
+                mode,
+                opts,
+                cfg,
+                (&prs, &audit, &targets),
+            )
+            .await?;
             checked += c;
             if ign > 0 {
                 *ignored.entry("live.ec2.ignore".to_string()).or_default() += ign;
@@ -424,6 +436,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             (&t.name, related),
         )?;
         if opts.command == Command::Reconcile {
+            let audit = audit_for(&audit, cfg, opts, &targets, &mut errors);
             let desired_raw = act::DesiredObjects(desired_by_key(
                 &t.cluster,
                 &t.namespace,
@@ -438,20 +451,74 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
                 &desired_raw,
                 opts,
                 cfg,
-                &prs,
+                (&prs, audit),
             );
             errors.extend(decide_and_act(&actx, &mut target_drifts).await);
         }
         drifts.extend(target_drifts);
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         opts.command.name(),
         targets.len(),
         checked,
         ignored,
         drifts,
         errors,
-    ))
+    );
+    if let Some(audit) = audit.get() {
+        report.summary.trust = Some(audit.figures());
+    }
+    Ok(report)
+}
+
+/// The run's audit log, opened on first use ([`open_audit`]); the first use also reports the
+/// intents earlier runs left without a result into `errors`.
+fn audit_for<'a>(
+    cell: &'a std::sync::OnceLock<crate::audit::AuditLog>,
+    cfg: &Config,
+    opts: &RunOptions,
+    targets: &[Target],
+    errors: &mut Vec<SourceError>,
+) -> &'a crate::audit::AuditLog {
+    let mut opened = false;
+    let audit = cell.get_or_init(|| {
+        opened = true;
+        open_audit(cfg, opts, targets)
+    });
+    if opened {
+        errors.extend(audit.report_unfinished());
+    }
+    audit
+}
+
+/// Opens the run's audit log (`audit`, docs/audit.md) and records the start of the run. A log
+/// that cannot be opened or written is returned broken: the run reports, and acts on nothing.
+fn open_audit(cfg: &Config, opts: &RunOptions, targets: &[Target]) -> crate::audit::AuditLog {
+    let audit = crate::audit::AuditLog::open(
+        &cfg.audit,
+        &cfg.trust,
+        &cfg.state_dir,
+        crate::audit::OpenOptions {
+            command: opts.command.name().to_string(),
+            dry_run: opts.dry_run,
+            mirror_stdout: false,
+            engine: engine_name(cfg).to_string(),
+        },
+    );
+    // A failure breaks the log, and every action of the run is then held back and reported.
+    let _ = audit.write(vec![crate::audit::Event::RunStarted {
+        targets: targets.iter().map(|t| t.name.clone()).collect(),
+    }]);
+    audit
+}
+
+/// The policy engine a config classifies with, as audit records name it.
+pub fn engine_name(cfg: &Config) -> &'static str {
+    if cfg.policies.interpreter {
+        "interpreter"
+    } else {
+        "compiled"
+    }
 }
 
 /// One Terraform/EC2 target ([`crate::terraform`]): its drifts classified, decided and acted on
@@ -464,7 +531,11 @@ async fn terraform_target(
     mode: Mode,
     opts: &RunOptions,
     cfg: &Config,
-    prs: &act::pull_request::Session,
+    (prs, audit, targets): (
+        &act::pull_request::Session,
+        &std::sync::OnceLock<crate::audit::AuditLog>,
+        &[Target],
+    ),
 ) -> Result<(Vec<Drift>, usize, Vec<SourceError>, usize), Error> {
     let read = match read {
         Ok(r) => r,
@@ -500,8 +571,18 @@ async fn terraform_target(
         (&t.name, policy::Related::default()),
     )?;
     if opts.command == Command::Reconcile {
+        let audit = audit_for(audit, cfg, opts, targets, &mut errors);
         let desired_raw = act::DesiredObjects::default();
-        let actx = act_context(t, mode, partial, read.checked, &desired_raw, opts, cfg, prs);
+        let actx = act_context(
+            t,
+            mode,
+            partial,
+            read.checked,
+            &desired_raw,
+            opts,
+            cfg,
+            (prs, audit),
+        );
         errors.extend(decide_and_act(&actx, &mut drifts).await);
     }
     Ok((drifts, read.checked, errors, read.ignored))
@@ -546,7 +627,7 @@ fn act_context<'a>(
     desired: &'a act::DesiredObjects,
     opts: &RunOptions,
     cfg: &'a Config,
-    prs: &'a act::pull_request::Session,
+    (prs, audit): (&'a act::pull_request::Session, &'a crate::audit::AuditLog),
 ) -> act::ActContext<'a> {
     act::ActContext {
         target: t,
@@ -557,15 +638,91 @@ fn act_context<'a>(
         desired,
         checked,
         pull_requests: Some(prs),
+        audit,
     }
 }
 
-/// Decides every drift's action under the context's mode, then runs the actuators.
-async fn decide_and_act(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
+/// Decides every drift's action under the context's mode, records what was seen and decided in
+/// the audit log, then runs the actuators and records the outcomes. `reconcile` and `watch`
+/// both act through this function.
+///
+/// - drift, verdict and decision records are written (one flushed batch) before anything acts;
+///   when they cannot be, nothing is acted on for the target (every planned action is skipped)
+///   and the failure is returned as an error: acting without a record is not allowed;
+/// - a correction whose rule the revert breaker stopped on this target
+///   ([`crate::audit::AuditLog::breaker`]) is escalated to a pull request or issue that says
+///   why;
+/// - after the actuators, each drift's outcome and the target's totals are recorded.
+pub async fn decide_and_act(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
+    let audit = actx.audit;
     for d in drifts.iter_mut() {
         d.action = Some(act::decide(d, actx.mode));
     }
-    act::act(actx, drifts).await
+    let mut events = Vec::new();
+    for d in drifts.iter() {
+        events.extend(crate::audit::drift_events(d, actx.mode, audit.engine()));
+    }
+    if let Err(e) = audit.write(events) {
+        return hold_everything(actx, drifts, &e);
+    }
+    audit.note_reverts();
+    for d in drifts.iter_mut() {
+        if !act::guardrails::is_planned_correction(d) {
+            continue;
+        }
+        if let Some(reason) = audit.breaker(d) {
+            act::guardrails::escalate(d, actx, &reason);
+        }
+    }
+    let mut errors = act::act(actx, drifts).await;
+    let mut events: Vec<crate::audit::Event> = drifts
+        .iter()
+        .filter_map(crate::audit::outcome_event)
+        .collect();
+    events.push(crate::audit::Event::TargetChecked {
+        target: actx.target.name.clone(),
+        checked: actx.checked,
+        drifted: drifts.len(),
+        partial: actx.partial,
+    });
+    if let Err(e) = audit.write(events) {
+        errors.push(audit_error(actx, &e));
+    }
+    errors
+}
+
+/// The audit log cannot be written: every action still planned for the target is skipped, and
+/// the failure is the run's error.
+fn hold_everything(
+    actx: &act::ActContext<'_>,
+    drifts: &mut [Drift],
+    e: &crate::audit::AuditError,
+) -> Vec<SourceError> {
+    let msg = error_chain(e);
+    for d in drifts.iter_mut() {
+        let planned = d.action.as_ref().is_some_and(|a| {
+            a.result == crate::model::ActionResult::Planned
+                && a.action != crate::model::Action::Report
+        });
+        if planned {
+            act::guardrails::skip(
+                d,
+                "audit log unavailable",
+                format!(
+                    "not acted on: the audit log cannot be written ({msg}), and no action is taken without a record"
+                ),
+            );
+        }
+    }
+    vec![audit_error(actx, e)]
+}
+
+fn audit_error(actx: &act::ActContext<'_>, e: &crate::audit::AuditError) -> SourceError {
+    SourceError {
+        target: actx.target.name.clone(),
+        side: "audit".to_string(),
+        message: format!("{}; nothing is acted on without a record", error_chain(e)),
+    }
 }
 
 /// `diff --plan PLAN.json`: the drift Terraform found in one plan file (`resource_drift`), no

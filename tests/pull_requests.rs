@@ -1172,6 +1172,12 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
     ];
     let session = Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
     let desired = act::DesiredObjects::default();
+    let audit = driftwarden::audit::AuditLog::open(
+        &cfg.audit,
+        &cfg.trust,
+        &cfg.state_dir,
+        driftwarden::audit::OpenOptions::default(),
+    );
     let ctx = ActContext {
         target,
         mode: Mode::Recommend,
@@ -1181,6 +1187,7 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
         desired: &desired,
         checked: 3,
         pull_requests: Some(&session),
+        audit: &audit,
     };
     let errors = tokio::runtime::Runtime::new()
         .unwrap()

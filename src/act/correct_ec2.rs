@@ -379,61 +379,125 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         };
         let live = d.live_object.clone().unwrap_or(Value::Null);
         let done: Vec<String> = job.ops.iter().map(Op::describe).collect();
-        let mut failed = None;
-        for op in &job.ops {
-            if let Err(e) = apply(&client, job.kind, &job.id, &live, op, ctx.dry_run).await {
-                failed = Some(format!("{} on {} failed: {e}", op.describe(), job.id));
-                break;
+        // Consecutive failures on the target stop its corrections for the run.
+        if let Some(reason) = ctx.audit.corrections_stopped(&ctx.target.name) {
+            guardrails::skip(d, "consecutive failures", reason);
+            continue;
+        }
+        // The intent is on disk before the first call, or no call is made.
+        let id = match ctx.audit.intent(d, "correct", &done.join("; ")) {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = format!(
+                    "not corrected: the audit log cannot be written ({}); nothing is acted on without a record",
+                    crate::errors::error_chain(&e)
+                );
+                errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
+                record(d, ActionResult::Failed, msg);
+                continue;
             }
-        }
-        if let Some(msg) = failed {
-            warn!(target = %ctx.target.name, resource = %d.resource.display, "{msg}");
-            errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
-            record(d, ActionResult::Failed, msg);
-            continue;
-        }
-        if ctx.dry_run {
-            record(
-                d,
-                ActionResult::Planned,
-                format!("dry run: the EC2 API accepted {}", done.join("; ")),
-            );
-            continue;
-        }
-        admitted.record(d);
-        let wants_tp = d
-            .changes
-            .iter()
-            .any(|c| c.path == "/disable_api_termination");
-        let confirmed = match ec2::read_one(&client, job.kind, &job.id, wants_tp).await {
-            Ok(Some(after)) => confirm(d, &after),
-            Ok(None) => Err(format!("{} no longer exists", job.id)),
-            Err(e) => Err(format!("the re-read failed: {e}")),
         };
-        match confirmed {
-            Ok(()) => {
-                info!(target = %ctx.target.name, resource = %d.resource.display, ops = %done.join("; "), "EC2 drift corrected");
-                record(
-                    d,
-                    ActionResult::Done,
-                    format!(
-                        "corrected through the EC2 API: {}; the re-read matches Git",
-                        done.join("; ")
-                    ),
-                );
-            }
-            Err(why) => {
-                errors.push(source_error(ctx, format!("{}: {why}", d.resource.display)));
-                record(
-                    d,
-                    ActionResult::Failed,
-                    format!("applied {}, but {why}", done.join("; ")),
-                );
-            }
+        let outcome = correct_one(ctx, &client, job, d, &live, &done, &mut admitted).await;
+        if let Some(e) = outcome.error {
+            errors.push(e);
+        }
+        if let Err(e) = ctx.audit.result(&id, d, outcome.confirmed) {
+            errors.push(source_error(
+                ctx,
+                format!(
+                    "{}: the result of the correction could not be recorded: {}",
+                    d.resource.display,
+                    crate::errors::error_chain(&e)
+                ),
+            ));
         }
     }
     errors.extend(admitted.save(ctx));
     errors
+}
+
+/// How one EC2 correction went: the error for the report, and whether a re-read confirmed it.
+struct Corrected {
+    error: Option<SourceError>,
+    confirmed: Option<bool>,
+}
+
+/// Sends one job's calls, then reads the resource again to confirm; records the outcome on `d`.
+async fn correct_one(
+    ctx: &ActContext<'_>,
+    client: &Client,
+    job: &Job,
+    d: &mut Drift,
+    live: &Value,
+    done: &[String],
+    admitted: &mut guardrails::Admitted,
+) -> Corrected {
+    let mut failed = None;
+    for op in &job.ops {
+        if let Err(e) = apply(client, job.kind, &job.id, live, op, ctx.dry_run).await {
+            failed = Some(format!("{} on {} failed: {e}", op.describe(), job.id));
+            break;
+        }
+    }
+    if let Some(msg) = failed {
+        warn!(target = %ctx.target.name, resource = %d.resource.display, "{msg}");
+        let error = Some(source_error(ctx, format!("{}: {msg}", d.resource.display)));
+        record(d, ActionResult::Failed, msg);
+        return Corrected {
+            error,
+            confirmed: Some(false),
+        };
+    }
+    if ctx.dry_run {
+        record(
+            d,
+            ActionResult::Planned,
+            format!("dry run: the EC2 API accepted {}", done.join("; ")),
+        );
+        return Corrected {
+            error: None,
+            confirmed: None,
+        };
+    }
+    admitted.record(d);
+    let wants_tp = d
+        .changes
+        .iter()
+        .any(|c| c.path == "/disable_api_termination");
+    let confirmed = match ec2::read_one(client, job.kind, &job.id, wants_tp).await {
+        Ok(Some(after)) => confirm(d, &after),
+        Ok(None) => Err(format!("{} no longer exists", job.id)),
+        Err(e) => Err(format!("the re-read failed: {e}")),
+    };
+    match confirmed {
+        Ok(()) => {
+            info!(target = %ctx.target.name, resource = %d.resource.display, ops = %done.join("; "), "EC2 drift corrected");
+            record(
+                d,
+                ActionResult::Done,
+                format!(
+                    "corrected through the EC2 API: {}; the re-read matches Git",
+                    done.join("; ")
+                ),
+            );
+        }
+        Err(why) => {
+            let error = Some(source_error(ctx, format!("{}: {why}", d.resource.display)));
+            record(
+                d,
+                ActionResult::Failed,
+                format!("applied {}, but {why}", done.join("; ")),
+            );
+            return Corrected {
+                error,
+                confirmed: Some(false),
+            };
+        }
+    }
+    Corrected {
+        error: None,
+        confirmed: Some(true),
+    }
 }
 
 /// Whether the re-read resource matches Git at every corrected path.

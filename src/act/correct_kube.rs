@@ -123,11 +123,47 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         let Some(d) = drifts.get_mut(job.index) else {
             continue;
         };
+        // Consecutive failures on the target stop its corrections for the run.
+        if let Some(reason) = ctx.audit.corrections_stopped(&ctx.target.name) {
+            guardrails::skip(d, "consecutive failures", reason);
+            continue;
+        }
+        // The intent is on disk before the request is sent, or the request is not sent.
+        let (action, operation) = if job.delete {
+            ("prune", "delete")
+        } else {
+            ("correct", "server-side apply")
+        };
+        let id = match ctx.audit.intent(d, action, operation) {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = format!(
+                    "not corrected: the audit log cannot be written ({}); nothing is acted on without a record",
+                    error_chain(&e)
+                );
+                fail(d, &msg);
+                errors.push(super::guardrails::source_error(
+                    ctx,
+                    format!("{}: {msg}", d.resource.display),
+                ));
+                continue;
+            }
+        };
         let wrote = if job.delete {
             delete_one(&kube, ctx, d).await
         } else {
             apply_one(&kube, ctx, d).await
         };
+        if let Err(e) = ctx.audit.result(&id, d, confirmed(d)) {
+            errors.push(super::guardrails::source_error(
+                ctx,
+                format!(
+                    "{}: the result of the correction could not be recorded: {}",
+                    d.resource.display,
+                    error_chain(&e)
+                ),
+            ));
+        }
         if wrote && !ctx.dry_run {
             admitted.record(d);
         }
@@ -150,6 +186,21 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     }
     errors.extend(admitted.save(ctx));
     errors
+}
+
+/// Whether a re-read confirmed the outcome recorded on `d`: a correction that is done was read
+/// back matching Git, except a deletion still waiting on finalizers.
+fn confirmed(d: &Drift) -> Option<bool> {
+    let a = d.action.as_ref()?;
+    match a.result {
+        ActionResult::Done => Some(
+            !a.detail
+                .as_deref()
+                .is_some_and(|s| s.contains("waits on finalizers")),
+        ),
+        ActionResult::Failed => Some(false),
+        _ => None,
+    }
 }
 
 /// A Kubernetes drift decided `Correct` and not yet carried out.

@@ -223,7 +223,7 @@ const ESCALATION_SEPARATOR: &str = "; ";
 
 /// The reason an actuator escalated `d` with ([`escalate`]), while the escalation is still
 /// planned: the detail before what `decide` says happens to a risky drift.
-fn escalation_reason<'d>(d: &'d Drift, ctx: &ActContext<'_>) -> Option<&'d str> {
+pub(crate) fn escalation_reason<'d>(d: &'d Drift, ctx: &ActContext<'_>) -> Option<&'d str> {
     let a = d.action.as_ref()?;
     if !matches!(a.action, Action::PullRequest | Action::Issue) || a.result != ActionResult::Planned
     {
@@ -484,7 +484,22 @@ mod tests {
             desired,
             checked,
             pull_requests: None,
+            audit: test_audit(),
         }
+    }
+
+    /// An audit log in a directory of its own, for the tests' contexts.
+    fn test_audit() -> &'static crate::audit::AuditLog {
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        Box::leak(Box::new(crate::audit::AuditLog::open(
+            &crate::config::AuditSettings {
+                retention_days: 90,
+                dir: Some(dir.path().to_path_buf()),
+            },
+            &crate::config::TrustSettings::default(),
+            dir.path(),
+            crate::audit::OpenOptions::default(),
+        )))
     }
 
     /// A safe drift of ConfigMap `name`, decided like `decide` does in autocorrect mode.

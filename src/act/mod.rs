@@ -41,6 +41,9 @@ pub struct ActContext<'a> {
     pub checked: usize,
     /// The run's pull-request session (forge, per-run cap, reverts); `None`: none configured.
     pub pull_requests: Option<&'a pull_request::Session>,
+    /// The run's audit log: every action writes its intent before and its result after the
+    /// request; an action whose intent cannot be written is not sent.
+    pub audit: &'a crate::audit::AuditLog,
 }
 
 /// The desired objects as Git has them, secret values included, by [`ResourceId::key`]. Its

@@ -380,10 +380,13 @@ pub async fn prepare(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceEr
 /// Why a requested revert waits: the guardrail that holds it back outside `autocorrect` mode.
 pub const REVERT_WAITS: &str = "revert waits for autocorrect mode";
 
+/// How the detail of every drift the revert loop picked up starts.
+pub const REVERT_REQUESTED: &str = "revert requested: ";
+
 /// The start of every detail of a drift the revert loop picked up.
 fn revert_requested(kind: ItemKind, number: u64) -> String {
     format!(
-        "revert requested: {} #{number} was closed with the label {LABEL_REVERT}",
+        "{REVERT_REQUESTED}{} #{number} was closed with the label {LABEL_REVERT}",
         kind.noun()
     )
 }
@@ -822,7 +825,12 @@ fn report_pointer(s: Option<&PullRequestSettings>, target: &str) -> String {
 
 /// The body of a pull request or issue for a drift. Deterministic: it changes only when the
 /// drift, its verdict or the adoption changes (never with the time of the run).
-fn render_body(d: &Drift, plan: &Plan, settings: Option<&PullRequestSettings>) -> String {
+fn render_body(
+    d: &Drift,
+    plan: &Plan,
+    settings: Option<&PullRequestSettings>,
+    escalated: Option<&str>,
+) -> String {
     let class = class_of(d);
     let mut out = Vec::<String>::new();
     out.push(format!(
@@ -852,6 +860,14 @@ fn render_body(d: &Drift, plan: &Plan, settings: Option<&PullRequestSettings>) -
         code(&d.target)
     ));
     out.push(String::new());
+    // A safe drift lands here only when a guardrail or the revert breaker held its correction
+    // back: the body says why.
+    if let Some(why) = escalated.filter(|_| class == Class::Safe) {
+        out.push(format!(
+            "**Why it was not corrected automatically:** {why}."
+        ));
+        out.push(String::new());
+    }
     match plan {
         Plan::Pull { summary, .. } => {
             if class == Class::Forbidden {
@@ -1173,11 +1189,41 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             ));
             continue;
         }
-        if let Err(e) = act_on(
+        // The forge writes of this drift: intent before, result after (src/audit).
+        let kind = match d.action.as_ref().map(|a| &a.action) {
+            Some(Action::Issue) => "issue",
+            _ => "pull_request",
+        };
+        let id = match ctx.audit.intent(d, kind, "forge") {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = format!(
+                    "not proposed: the audit log cannot be written ({}); nothing is acted on without a record",
+                    error_chain(&e)
+                );
+                set_result(d, ActionResult::Failed, msg.clone());
+                errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
+                continue;
+            }
+        };
+        let acted = act_on(
             ctx, session, settings, forge, repo, base_name, *base, &listed, d,
         )
-        .await
-        {
+        .await;
+        if let Err(e) = &acted {
+            set_result(d, ActionResult::Failed, error_chain(e));
+        }
+        if let Err(e) = ctx.audit.result(&id, d, None) {
+            errors.push(source_error(
+                ctx,
+                format!(
+                    "{}: the result of the forge write could not be recorded: {}",
+                    d.resource.display,
+                    error_chain(&e)
+                ),
+            ));
+        }
+        if let Err(e) = acted {
             let msg = error_chain(&e);
             warn!(target = %ctx.target.name, fingerprint = %d.fingerprint, error = %msg, "pull request failed");
             if matches!(e, ForgeError::RateLimited { .. }) {
@@ -1226,7 +1272,8 @@ async fn act_on(
         return Ok(());
     }
     let digest = changes_digest(d);
-    let body = render_body(d, &plan, Some(settings));
+    let escalated = super::guardrails::escalation_reason(d, ctx).map(str::to_string);
+    let body = render_body(d, &plan, Some(settings), escalated.as_deref());
     let labels = labels_for(d, settings);
     let open = listed.open.get(&d.fingerprint).cloned().unwrap_or_default();
     let open_pr = open
