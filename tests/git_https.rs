@@ -43,7 +43,15 @@ const FP_DEPLOYMENT: &str = "fdee82c74c41a560";
 const FP_CONFIGMAP: &str = "0b2240e0985f1df7";
 const FP_HOTFIX: &str = "b10790a3239c0cdf";
 const FP_SERVICE: &str = "8691a30e9cf82b96";
-const PR_FINGERPRINTS: [&str; 4] = [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE];
+/// The forbidden worker Deployment: a draft pull request.
+const FP_WORKER: &str = "d8b06faf8b3a5e6c";
+const PR_FINGERPRINTS: [&str; 5] = [
+    FP_DEPLOYMENT,
+    FP_CONFIGMAP,
+    FP_HOTFIX,
+    FP_SERVICE,
+    FP_WORKER,
+];
 
 fn set_tokens() {
     static ONCE: Once = Once::new();

@@ -62,6 +62,8 @@ const FP_CONFIGMAP: &str = "0b2240e0985f1df7";
 const FP_HOTFIX: &str = "b10790a3239c0cdf";
 const FP_SERVICE: &str = "8691a30e9cf82b96";
 const FP_SECRET: &str = "8280ae20c4b25927";
+/// The worker Deployment made privileged by hand: forbidden.
+const FP_WORKER: &str = "d8b06faf8b3a5e6c";
 
 fn set_token() {
     static ONCE: Once = Once::new();
@@ -298,16 +300,27 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     let report = w.run();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
-    // One pull request per risky fingerprint that Git can express, an issue for the Secret,
-    // nothing for the safe Ingress (recommend mode reports it).
-    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+    // One pull request per risky fingerprint that Git can express, a draft for the forbidden
+    // worker, an issue for the Secret, nothing for the safe Ingress (recommend mode reports it).
+    for fp in [
+        FP_DEPLOYMENT,
+        FP_CONFIGMAP,
+        FP_HOTFIX,
+        FP_SERVICE,
+        FP_WORKER,
+    ] {
         let (a, res, detail) = action(&report, fp);
         assert_eq!(
             (a, res),
             (Action::PullRequest, ActionResult::Done),
             "{fp}: {detail}"
         );
-        assert!(detail.starts_with("opened pull request #"), "{detail}");
+        let opened = if fp == FP_WORKER {
+            "opened draft pull request #"
+        } else {
+            "opened pull request #"
+        };
+        assert!(detail.starts_with(opened), "{detail}");
     }
     let (a, res, detail) = action(&report, FP_SECRET);
     assert_eq!((a, res), (Action::Issue, ActionResult::Done), "{detail}");
@@ -322,10 +335,16 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     let items = w.server.items();
     let pulls: Vec<_> = items.iter().filter(|i| i.is_pr).collect();
     let issues: Vec<_> = items.iter().filter(|i| !i.is_pr).collect();
-    assert_eq!((pulls.len(), issues.len()), (4, 1));
+    assert_eq!((pulls.len(), issues.len()), (5, 1));
     for p in &pulls {
-        assert_eq!(p.labels, vec!["drift", "drift/risky"], "#{}", p.number);
-        assert!(!p.draft);
+        let forbidden = p.head.as_deref() == Some(&format!("driftwarden/demo/{FP_WORKER}"));
+        let class = if forbidden {
+            "drift/forbidden"
+        } else {
+            "drift/risky"
+        };
+        assert_eq!(p.labels, vec!["drift", class], "#{}", p.number);
+        assert_eq!(p.draft, forbidden, "#{}", p.number);
         assert_eq!(p.base.as_deref(), Some("main"));
         let fp = p
             .head
@@ -418,6 +437,41 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         "{adopted}"
     );
     assert!(!adopted.contains("managedFields") && !adopted.contains("resourceVersion"));
+    // The forbidden worker: a draft that shows the one line adopting it would change.
+    let worker = w.item_for(FP_WORKER);
+    assert_eq!(
+        worker.title,
+        "driftwarden: forbidden drift on Deployment shop/bookstore-worker (demo)"
+    );
+    assert!(
+        worker.body.contains(
+            "This drift is **forbidden** by policy: it is never adopted into Git silently."
+        ) && worker
+            .body
+            .contains("- **Class:** forbidden: a container was made privileged"),
+        "{}",
+        worker.body
+    );
+    let before =
+        std::fs::read_to_string(root().join("fixtures/demo/desired/bookstore/worker.yaml"))
+            .unwrap();
+    let after = w.file_at(
+        &format!("driftwarden/demo/{FP_WORKER}"),
+        "bookstore/worker.yaml",
+    );
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed,
+        vec![(
+            "            privileged: false",
+            "            privileged: true"
+        )]
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
     let service = w.file_at(
         &format!("driftwarden/demo/{FP_SERVICE}"),
         "bookstore/web.yaml",
@@ -583,7 +637,7 @@ fn closed_items_are_not_reopened_and_drift_revert_waits_for_autocorrect_mode() {
             .iter()
             .filter(|i| i.state == "open")
             .count(),
-        2
+        3
     );
 
     // Again: the revert comment is not repeated.
@@ -678,7 +732,7 @@ fn the_per_run_cap_spreads_new_items_over_runs() {
             count(&r, ActionResult::Done),
             count(&r, ActionResult::Skipped)
         ),
-        (2, 3)
+        (2, 4)
     );
     let skipped = r
         .drifts
@@ -700,11 +754,17 @@ fn the_per_run_cap_spreads_new_items_over_runs() {
             count(&r, ActionResult::Done),
             count(&r, ActionResult::Skipped)
         ),
-        (4, 1)
+        (4, 2)
     );
     let r = w.run();
-    assert_eq!(count(&r, ActionResult::Done), 5);
-    assert_eq!(w.server.items().len(), 5);
+    assert_eq!(
+        (
+            count(&r, ActionResult::Done),
+            count(&r, ActionResult::Skipped)
+        ),
+        (6, 0)
+    );
+    assert_eq!(w.server.items().len(), 6);
 }
 
 #[test]
@@ -722,7 +782,7 @@ fn rate_limits_are_waited_out_and_given_up_past_the_limit() {
         let waited = pair[1].at - pair[0].at;
         assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
     }
-    assert_eq!(w.server.items().len(), 5);
+    assert_eq!(w.server.items().len(), 6);
 
     // An exhausted primary limit resetting in an hour: this run does not wait that long.
     let w = World::demo("  max_rate_limit_wait_secs: 5");
@@ -940,14 +1000,20 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stdout.contains("actions           issue 1 done; pull request 4 done; report 1 planned"),
+        stdout.contains("actions           issue 1 done; pull request 5 done; report 1 planned"),
         "{stdout}"
     );
     assert_no_canary(&stdout, "stdout");
     assert_no_canary(&stderr, "the trace log");
 
     let prs = cwd.path().join(".driftwarden/prs");
-    for fp in [FP_DEPLOYMENT, FP_CONFIGMAP, FP_HOTFIX, FP_SERVICE] {
+    for fp in [
+        FP_DEPLOYMENT,
+        FP_CONFIGMAP,
+        FP_HOTFIX,
+        FP_SERVICE,
+        FP_WORKER,
+    ] {
         let body = std::fs::read_to_string(prs.join(format!("demo/{fp}.md"))).unwrap();
         assert!(body.contains(&format!("fingerprint={fp}")));
         let patch = std::fs::read_to_string(prs.join(format!("demo/{fp}.patch"))).unwrap();
@@ -963,17 +1029,17 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
     assert!(issue.contains("(masked)"));
     assert!(!prs.join(format!("demo/{FP_SECRET}.patch")).exists());
     let index = std::fs::read_to_string(prs.join("index.md")).unwrap();
-    assert!(index.contains("## Open (5)"), "{index}");
+    assert!(index.contains("## Open (6)"), "{index}");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(prs.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["items"].as_array().unwrap().len(), 5);
+    assert_eq!(state["items"].as_array().unwrap().len(), 6);
     let repo = git2::Repository::open_bare(prs.join("repo.git")).unwrap();
     let branches: Vec<String> = repo
         .references_glob("refs/heads/driftwarden/*")
         .unwrap()
         .map(|r| r.unwrap().name().unwrap().to_string())
         .collect();
-    assert_eq!(branches.len(), 4, "{branches:?}");
+    assert_eq!(branches.len(), 5, "{branches:?}");
 
     // Idempotent: a second run changes no file and no branch.
     let snapshot = files_under(&prs);
@@ -996,8 +1062,9 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
             }
         }
     }
-    // The first run's four pull requests and one issue, each found up to date.
-    assert_eq!(proposals, 5, "{:?}", report.drifts);
+    // The first run's five pull requests (one a forbidden draft) and one issue, each found up to
+    // date.
+    assert_eq!(proposals, 6, "{:?}", report.drifts);
     let again: Vec<_> = files_under(&prs)
         .into_iter()
         .filter(|(p, _)| !p.ends_with(".lock"))
@@ -1318,7 +1385,7 @@ fn every_github_request_is_counted_in_the_metrics() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(w.server.items().len(), 5, "the run opened its items");
+    assert_eq!(w.server.items().len(), 6, "the run opened its items");
 
     let log = w.server.log();
     let mut want = std::collections::BTreeMap::new();
@@ -1666,7 +1733,7 @@ fn a_secondary_limit_without_retry_after_is_not_waited_past_the_cap() {
     let mark = w.server.log().len();
     let report = w.run();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(w.server.items().len(), 5);
+    assert_eq!(w.server.items().len(), 6);
     assert!(w.server.log_since(mark).iter().all(|l| l.status < 400));
 }
 

@@ -736,6 +736,7 @@ fn demo_reports_exactly_the_planted_drift() {
         "ConfigMap shop/bookstore-hotfix-flags Unmanaged",
         "Deployment shop/bookstore-web Modified /spec/replicas 3 -> 6 by kubectl (Update, scale)",
         "Deployment shop/bookstore-web Modified /spec/template/spec/containers/0/image \"ghcr.io/example/bookstore-web:2.4.1\" -> \"ghcr.io/example/bookstore-web:2.4.2-hotfix1\" by kubectl-set (Update, 2026-11-21T02:47:10Z)",
+        "Deployment shop/bookstore-worker Modified /spec/template/spec/containers/0/securityContext/privileged false -> true by kubectl-patch (Update, 2026-11-21T03:17:52Z)",
         "Ingress shop/bookstore Modified /metadata/labels/team \"storefront\" -> \"sre\" by kubectl-label (Update, 2026-11-21T03:09:12Z)",
         "Secret shop/bookstore-secrets Modified /data/PAYMENT_API_KEY (masked) -> (masked) by kubectl-patch (Update, 2026-11-21T03:12:09Z)",
         "Service shop/bookstore-web Missing",
@@ -752,8 +753,27 @@ fn demo_reports_exactly_the_planted_drift() {
         .unwrap();
     assert!(secret.changes.iter().all(|c| c.masked));
     let s = &report.summary;
-    assert_eq!((s.resources_checked, s.in_sync, s.drifted), (9, 3, 6));
-    assert_eq!(s.compliance_score, 33.3);
+    assert_eq!((s.resources_checked, s.in_sync, s.drifted), (10, 3, 7));
+    assert_eq!(s.compliance_score, 30.0);
+    // All three classes: the Ingress label is safe, the privileged worker forbidden.
+    let by_class: Vec<(&str, usize)> = s.by_class.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(by_class, [("forbidden", 1), ("risky", 5), ("safe", 1)]);
+    let class_of = |display: &str| {
+        let d = report.drifts.iter().find(|d| d.resource.display == display);
+        d.and_then(|d| d.verdict.as_ref())
+            .map(|v| (v.class, v.rules.clone()))
+    };
+    assert_eq!(
+        class_of("Deployment shop/bookstore-worker"),
+        Some((
+            Class::Forbidden,
+            vec!["kubernetes_security.privileged".to_string()]
+        ))
+    );
+    assert_eq!(
+        class_of("Ingress shop/bookstore").map(|(c, _)| c),
+        Some(Class::Safe)
+    );
 }
 
 #[test]
@@ -856,7 +876,7 @@ fn demo_never_leaks_a_secret_through_actions_files_or_metrics() {
             "{format}: the step summary has no Secret"
         );
         assert!(
-            read(&outputs).lines().any(|l| l == "drifted=6"),
+            read(&outputs).lines().any(|l| l == "drifted=7"),
             "{format}: {}",
             read(&outputs)
         );

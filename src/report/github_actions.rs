@@ -279,7 +279,10 @@ pub fn outputs(report: &Report, report_path: Option<&str>) -> Vec<(String, Strin
         ("unclassified".into(), class("unclassified")),
         ("resources-checked".into(), s.resources_checked.to_string()),
         ("in-sync".into(), s.in_sync.to_string()),
-        ("compliance-score".into(), s.compliance_score.to_string()),
+        (
+            "compliance-score".into(),
+            format!("{:.1}", s.compliance_score),
+        ),
         (
             "report-path".into(),
             report_path.unwrap_or_default().to_string(),
