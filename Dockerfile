@@ -1,7 +1,7 @@
 # driftwarden's container image, in two flavours built from one Dockerfile:
 #
 #   docker build --target runtime -t driftwarden .   # Kubernetes CronJob / Jobs, CLI: non-root
-#   docker build -t driftwarden-action .              # the GitHub Action (action.yml): last stage
+#   docker build -t driftwarden-action .              # the container Action (docker/action.yml): last stage
 #
 # The build stage compiles a release binary against the committed Cargo.lock; the runtime stage is
 # Debian slim with only CA certificates and libssl (git2's HTTPS transport links OpenSSL), the
@@ -9,8 +9,8 @@
 # unprivileged user 65532 and needs nothing writable but /tmp (the Git cache goes to
 # XDG_CACHE_HOME=/tmp/driftwarden-cache), so it works under a read-only root filesystem.
 #
-# The last stage, `action`, is what GitHub builds for `runs.image: Dockerfile` (it always builds
-# the final stage). GitHub requires Docker actions to run as the image's root user: the runner
+# The last stage, `action`, is what GitHub builds for docker/action.yml's `runs.image: ../Dockerfile`
+# (it always builds the final stage). GitHub requires Docker actions to run as the image's root user: the runner
 # mounts the workspace and the file-command files ($GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY) owned by
 # its own user, and another non-root user cannot write them. Kubernetes uses the `runtime` stage,
 # and deploy/ enforces runAsNonRoot whatever image it is given.
@@ -52,6 +52,6 @@ CMD ["--help"]
 
 FROM runtime AS action
 # GitHub Docker actions must run as root (see the header); no WORKDIR: the runner sets the
-# workspace as the working directory. action.yml passes `github-action` and the inputs as args.
+# workspace as the working directory. docker/action.yml passes `github-action` and the inputs as args.
 USER root
 ENTRYPOINT ["/usr/local/bin/driftwarden"]

@@ -234,9 +234,13 @@ fn under_actions_the_run_writes_summary_outputs_and_annotations() {
 
 #[test]
 fn every_action_input_is_passed_on_and_every_output_is_set() {
-    let action = yaml_docs(&read(&root().join("action.yml"))).remove(0);
+    // The container variant; the default action.yml is checked by
+    // `the_default_action_runs_the_installed_binary_with_every_input`.
+    let action = yaml_docs(&read(&root().join("docker/action.yml"))).remove(0);
     assert_eq!(action["runs"]["using"], "docker");
-    assert_eq!(action["runs"]["image"], "Dockerfile");
+    // The repository's Dockerfile, built with the repository root as its context.
+    assert_eq!(action["runs"]["image"], "../Dockerfile");
+    assert!(root().join("docker").join("../Dockerfile").is_file());
     let inputs = action["inputs"].as_object().unwrap();
     let outputs = action["outputs"].as_object().unwrap();
     let args: Vec<String> = action["runs"]["args"]
@@ -384,6 +388,169 @@ fn every_action_input_is_passed_on_and_every_output_is_set() {
     let report: Value =
         serde_json::from_str(&read(&files.workspace().join("driftwarden-report.json"))).unwrap();
     assert_eq!(report["command"], "diff");
+}
+
+/// The inputs of the tests below, as a workflow would give them: a config, observe mode, a token
+/// canary, a working directory, arguments with a quoted file name, fail-on-drift off.
+fn action_input_values(canary: &str) -> BTreeMap<&'static str, String> {
+    [
+        ("command", "reconcile".to_string()),
+        (
+            "config",
+            root()
+                .join("fixtures/demo/driftwarden.yaml")
+                .display()
+                .to_string(),
+        ),
+        ("mode", "observe".to_string()),
+        ("github-token", canary.to_string()),
+        ("working-directory", "ops".to_string()),
+        (
+            "args",
+            "--target demo -o sarif --output-file 'drift report.sarif'".to_string(),
+        ),
+        ("fail-on-drift", "false".to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[test]
+fn the_default_action_runs_the_installed_binary_with_every_input() {
+    let action = yaml_docs(&read(&root().join("action.yml"))).remove(0);
+    let docker = yaml_docs(&read(&root().join("docker/action.yml"))).remove(0);
+    assert_eq!(action["runs"]["using"], "composite");
+    // The same inputs as the container variant, and the same outputs, each the run step's.
+    assert_eq!(action["inputs"], docker["inputs"]);
+    let outputs = action["outputs"].as_object().unwrap();
+    let docker_outputs = docker["outputs"].as_object().unwrap();
+    assert_eq!(
+        outputs.keys().collect::<Vec<_>>(),
+        docker_outputs.keys().collect::<Vec<_>>()
+    );
+    for (name, o) in outputs {
+        assert_eq!(o["description"], docker_outputs[name]["description"]);
+        assert_eq!(o["value"], format!("${{{{ steps.run.outputs.{name} }}}}"));
+    }
+    let steps = action["runs"]["steps"].as_array().unwrap();
+    let step = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+    };
+    // The install steps call the installer shipped beside action.yml.
+    for id in ["plan", "install"] {
+        let script = step(id)["run"].as_str().unwrap();
+        assert!(
+            script.contains("\"$GITHUB_ACTION_PATH/scripts/action-install\""),
+            "{script}"
+        );
+    }
+    assert!(root().join("scripts/action-install").is_file());
+    // Every `uses:` is pinned to a full commit.
+    for s in steps {
+        if let Some(uses) = s["uses"].as_str() {
+            let sha = uses.rsplit_once('@').unwrap().1;
+            assert!(
+                sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{uses}"
+            );
+        }
+    }
+
+    // Each input reaches the run step exactly once, through its environment; no script text
+    // contains an expression (a template injection would need one).
+    let run_step = step("run");
+    let env: BTreeMap<String, String> = run_step["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    for name in action["inputs"].as_object().unwrap().keys() {
+        let expr = format!("${{{{ inputs.{name} }}}}");
+        let uses = steps
+            .iter()
+            .map(|s| s.to_string().matches(&expr).count())
+            .sum::<usize>();
+        assert_eq!(uses, 1, "input {name} is passed on {uses} times");
+        assert!(
+            env.values().any(|v| v == &expr),
+            "input {name} not in the run step's env"
+        );
+    }
+    assert_eq!(env["GITHUB_TOKEN"], "${{ inputs.github-token }}");
+    for s in steps {
+        if let Some(script) = s["run"].as_str() {
+            assert!(
+                !script.contains("${{"),
+                "an expression in a script: {script}"
+            );
+        }
+    }
+
+    // Run the step's script as the runner does (bash, the step's env, the workspace as the
+    // working directory), with the binary the install step would have given.
+    let files = ActionsFiles::new(&json!({"schedule": "*/30 * * * *"}));
+    let ws = files.workspace();
+    std::fs::create_dir_all(ws.join("ops")).unwrap();
+    let canary = "ghs_CANARYtoken0123456789";
+    let values = action_input_values(canary);
+    let mut cmd = Command::new("bash");
+    for v in [
+        "DRIFTWARDEN_LOG",
+        "GITHUB_TOKEN",
+        "JOB_COMPLETION_INDEX",
+        "JOB_COMPLETIONS",
+    ] {
+        cmd.env_remove(v);
+    }
+    files.apply(&mut cmd, "schedule");
+    for (k, v) in &env {
+        let value = if k == "DRIFTWARDEN_BIN" {
+            assert_eq!(v, "${{ steps.install.outputs.bin }}");
+            env!("CARGO_BIN_EXE_driftwarden").to_string()
+        } else {
+            let name = v
+                .strip_prefix("${{ inputs.")
+                .and_then(|r| r.strip_suffix(" }}"))
+                .unwrap();
+            values[name].clone()
+        };
+        cmd.env(k, value);
+    }
+    cmd.current_dir(&ws).args([
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        "-c",
+        run_step["run"].as_str().unwrap(),
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = parse_output_file(&read(&files.output));
+    for name in outputs.keys() {
+        assert!(got.contains_key(name), "output {name} not set: {got:?}");
+    }
+    assert_eq!(got["exit-code"], "2");
+    let report: Value = serde_json::from_str(&read(&ws.join(&got["report-path"]))).unwrap();
+    assert_eq!(got["drifted"], report["summary"]["drifted"].to_string());
+    for d in report["drifts"].as_array().unwrap() {
+        assert_eq!(d["action"]["action"]["type"], "report", "{d}");
+    }
+    let sarif: Value = serde_json::from_str(&read(&ws.join("ops/drift report.sarif"))).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert!(read(&files.summary).starts_with("## driftwarden reconcile:"));
+    for text in [
+        stdout(&out),
+        stderr(&out),
+        read(&files.output),
+        read(&files.summary),
+    ] {
+        assert!(!text.contains(canary), "the token leaked");
+    }
 }
 
 #[test]
