@@ -65,6 +65,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Where pull requests and issues go (`pull_requests`); none: actions stay planned.
     pub pull_requests: Option<PullRequestSettings>,
+    /// Webhook receivers told about corrections, escalations and runs (`notify`); none: nobody.
+    pub notify: Option<NotifySettings>,
     /// `driftwarden watch` settings (`watch`); the defaults when the section is absent.
     pub watch: WatchSettings,
     /// The audit log (`audit`, docs/audit.md).
@@ -523,6 +525,22 @@ impl Walker {
         }
     }
 
+    /// The name of an environment variable (letters, digits, `_`; not starting with a digit).
+    fn env_name(&mut self, n: &Node, what: &str) -> Option<String> {
+        let s = self.string(n, what)?;
+        let valid = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !s.starts_with(|c: char| c.is_ascii_digit());
+        if valid {
+            Some(s)
+        } else {
+            self.err(
+                n,
+                format!("{what}: `{s}` is not an environment variable name"),
+            );
+            None
+        }
+    }
+
     fn one_of(&mut self, n: &Node, what: &str, allowed: &[&str]) -> Option<String> {
         let s = self.string(n, what)?;
         if allowed.contains(&s.as_str()) {
@@ -640,6 +658,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
         watch: WatchSettings::default(),
         audit: AuditSettings::default(),
         trust: TrustSettings::default(),
+        notify: None,
     };
     let mut global_ignore = Vec::new();
     let mut targets_node = None;
@@ -658,6 +677,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "watch",
             "audit",
             "trust",
+            "notify",
         ],
     ) {
         match k.as_str() {
@@ -678,6 +698,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "watch" => watch_node = Some(v),
             "audit" => cfg.audit = walk_audit(w, v, base),
             "trust" => cfg.trust = walk_trust(w, v),
+            "notify" => cfg.notify = walk_notify(w, v),
             _ => {}
         }
     }
@@ -1430,6 +1451,178 @@ fn walk_guardrails(w: &mut Walker, n: &Node) -> Guardrails {
         }
     }
     g
+}
+
+/// `notify`: webhook receivers and how each request is bounded (src/notify.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// Each request's timeout, connect to last byte.
+    pub timeout: Duration,
+    /// Attempts after the first, for a timeout, a broken connection, 429 or 5xx.
+    pub retries: u32,
+    /// All notifications of one batch (a target's actions, a run's end) within this.
+    pub deadline: Duration,
+    pub receivers: Vec<ReceiverSettings>,
+}
+
+/// The body a receiver gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// driftwarden's JSON body (docs/outputs.md, "Notifications").
+    Json,
+    /// A Slack incoming-webhook body: `text` and Block Kit `blocks`.
+    Slack,
+}
+
+/// One webhook receiver. Its URL and token are named by environment variables, never written
+/// in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverSettings {
+    pub name: String,
+    pub format: NotifyFormat,
+    /// The variable holding the webhook URL.
+    pub url_env: String,
+    /// The variable holding a bearer token (`Authorization: Bearer …`), if any.
+    pub token_env: Option<String>,
+    /// The events it wants.
+    pub events: Vec<crate::notify::EventKind>,
+}
+
+fn walk_notify(w: &mut Walker, n: &Node) -> Option<NotifySettings> {
+    let before = w.issues.len();
+    let mut out = NotifySettings {
+        timeout: Duration::from_secs(10),
+        retries: 2,
+        deadline: Duration::from_secs(30),
+        receivers: Vec::new(),
+    };
+    let mut receivers_node = None;
+    for (k, v) in w.map(
+        n,
+        "notify",
+        &["timeout", "retries", "deadline", "receivers"],
+    ) {
+        let field = format!("notify.{k}");
+        match k.as_str() {
+            "timeout" => {
+                let (min, max) = (Duration::from_millis(10), Duration::from_secs(600));
+                out.timeout = w.duration(v, &field, min, max).unwrap_or(out.timeout)
+            }
+            "deadline" => {
+                let (min, max) = (Duration::from_millis(10), Duration::from_secs(3600));
+                out.deadline = w.duration(v, &field, min, max).unwrap_or(out.deadline)
+            }
+            "retries" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x)) if x.as_u64().is_some_and(|r| r <= 10) => {
+                    out.retries = x.as_u64().unwrap_or(2) as u32
+                }
+                _ => w.err(v, format!("{field}: expected a whole number from 0 to 10")),
+            },
+            "receivers" => receivers_node = Some(v),
+            _ => {}
+        }
+    }
+    match receivers_node.map(|r| (r, &r.kind)) {
+        Some((_, NodeKind::Seq(items))) if !items.is_empty() => {
+            let mut names = BTreeSet::new();
+            for item in items {
+                if let Some(r) = walk_receiver(w, item) {
+                    if !names.insert(r.name.clone()) {
+                        w.err(
+                            item,
+                            format!("notify.receivers: duplicate receiver name `{}`", r.name),
+                        );
+                    }
+                    out.receivers.push(r);
+                }
+            }
+        }
+        Some((r, _)) => w.err(
+            r,
+            "notify.receivers: expected a non-empty list of receivers",
+        ),
+        None => w.err(
+            n,
+            "notify: `receivers` is required (a list of webhook receivers)",
+        ),
+    }
+    (w.issues.len() == before).then_some(out)
+}
+
+fn walk_receiver(w: &mut Walker, n: &Node) -> Option<ReceiverSettings> {
+    let what = "notify.receivers[]";
+    let before = w.issues.len();
+    let (mut name, mut url_env, mut token_env, mut events) = (None, None, None, None);
+    let mut format = NotifyFormat::Json;
+    for (k, v) in w.map(
+        n,
+        what,
+        &["name", "format", "url_env", "token_env", "events"],
+    ) {
+        let field = format!("{what}.{k}");
+        match k.as_str() {
+            "name" => name = w.string(v, &field),
+            "format" => {
+                format = match w.one_of(v, &field, &["json", "slack"]).as_deref() {
+                    Some("slack") => NotifyFormat::Slack,
+                    _ => NotifyFormat::Json,
+                }
+            }
+            "url_env" => url_env = w.env_name(v, &field),
+            "token_env" => token_env = w.env_name(v, &field),
+            "events" => {
+                let mut kinds = Vec::new();
+                for e in w.strings(v, &field) {
+                    if e == "all" {
+                        kinds.extend(crate::notify::EventKind::ALL);
+                        continue;
+                    }
+                    match crate::notify::EventKind::parse(&e) {
+                        Some(kind) => kinds.push(kind),
+                        None => {
+                            let names: Vec<&str> = crate::notify::EventKind::ALL
+                                .iter()
+                                .map(|k| k.name())
+                                .collect();
+                            w.err(
+                                v,
+                                format!(
+                                    "{field}: unknown event `{e}`; expected `all` or some of: {}",
+                                    names.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                kinds.sort();
+                kinds.dedup();
+                if kinds.is_empty() && w.issues.len() == before {
+                    w.err(v, format!("{field}: name at least one event"));
+                }
+                events = Some(kinds);
+            }
+            _ => {}
+        }
+    }
+    for (missing, key) in [
+        (name.is_none(), "name"),
+        (url_env.is_none(), "url_env"),
+        (events.is_none(), "events"),
+    ] {
+        if missing && w.issues.len() == before {
+            w.err(n, format!("{what}: `{key}` is required"));
+        }
+    }
+    if w.issues.len() != before {
+        return None;
+    }
+    Some(ReceiverSettings {
+        name: name?,
+        format,
+        url_env: url_env?,
+        token_env,
+        events: events?,
+    })
 }
 
 fn walk_desired(w: &mut Walker, n: &Node, base: &Path) -> Option<DesiredSource> {

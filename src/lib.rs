@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod pr_check;
 pub mod report;

@@ -832,6 +832,7 @@ fn deliver(
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         api_requests: driftwarden::metrics::api_requests(),
+        notifications: driftwarden::metrics::notifications(),
     };
     let text = driftwarden::metrics::render(report, &facts);
     if let Some(path) = &out.metrics_file {

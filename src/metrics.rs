@@ -94,6 +94,27 @@ pub fn api_requests() -> ApiRequests {
         .clone()
 }
 
+/// Notifications by receiver, event and result (`sent`, `failed`).
+pub type Notifications = BTreeMap<(String, String, String), u64>;
+
+static NOTIFICATIONS: Mutex<Notifications> = Mutex::new(BTreeMap::new());
+
+/// Counts one notification once it was delivered (`sent`) or given up on (`failed`). `receiver`
+/// is the configured name, `event` an event name (src/notify.rs): both of low cardinality.
+pub fn record_notification(receiver: &str, event: &str, result: &str) {
+    let key = (receiver.to_string(), event.to_string(), result.to_string());
+    let mut map = NOTIFICATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    *map.entry(key).or_default() += 1;
+}
+
+/// The notifications counted so far in this process.
+pub fn notifications() -> Notifications {
+    NOTIFICATIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
 /// What the metrics know beyond the report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFacts {
@@ -103,6 +124,8 @@ pub struct RunFacts {
     pub finished_unix_seconds: f64,
     /// API requests by provider, endpoint and result ([`api_requests`]).
     pub api_requests: ApiRequests,
+    /// Notifications by receiver, event and result ([`notifications`]).
+    pub notifications: Notifications,
 }
 
 /// The classes always exported, zero included, so a dashboard's series never vanish.
@@ -283,6 +306,28 @@ pub fn render(report: &Report, facts: &RunFacts) -> String {
         "driftwarden_api_requests_total",
         "counter",
         "API requests sent during the run, by provider and endpoint, and by result where known.",
+        &samples,
+    );
+
+    let samples: Vec<_> = facts
+        .notifications
+        .iter()
+        .map(|((receiver, event, result), n)| {
+            (
+                vec![
+                    ("receiver", receiver.as_str()),
+                    ("event", event.as_str()),
+                    ("result", result.as_str()),
+                ],
+                *n as f64,
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "driftwarden_notifications_total",
+        "counter",
+        "Webhook notifications by receiver and event: sent (accepted with 2xx) or failed (given up after retries, refused, or past the deadline).",
         &samples,
     );
     out

@@ -346,6 +346,10 @@ pub enum ActionResult {
     Done,
     Failed,
     Skipped,
+    /// A correction the health gate undid: the workload was worse after it than before, so the
+    /// corrected fields were set back to their live values and the drift escalated
+    /// (src/act/health.rs). Counted as a failed correction.
+    RolledBack,
 }
 
 /// The action chosen for a drift and its outcome.
@@ -512,6 +516,7 @@ fn result_name(r: &ActionResult) -> &'static str {
         ActionResult::Done => "done",
         ActionResult::Failed => "failed",
         ActionResult::Skipped => "skipped",
+        ActionResult::RolledBack => "rolled_back",
     }
 }
 

@@ -56,6 +56,8 @@ pub enum Error {
     },
     #[error("internal task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Notify(crate::notify::NotifyError),
 }
 
 impl Error {
@@ -68,6 +70,7 @@ impl Error {
             Error::Live { source, .. } => source.is_invalid_input(),
             Error::Terraform { source, .. } => source.is_invalid_input(),
             Error::Join(_) => false,
+            Error::Notify(e) => e.is_invalid_input(),
         };
         if invalid { 3 } else { 1 }
     }
@@ -257,8 +260,57 @@ pub fn load_policies(
     }))
 }
 
-/// Runs the pipeline over every selected target of a config.
+/// Runs the pipeline over every selected target of a config. In `reconcile`, the `notify`
+/// receivers are told about each target's actions as soon as they are done (sent concurrently,
+/// never holding the next target back) and about the run's end; the run returns once every
+/// notification is delivered or given up, at most `notify.deadline` after its last batch.
 pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
+    let mut notes = match (&cfg.notify, opts.command) {
+        (Some(settings), Command::Reconcile) => Some(Notifications {
+            notifier: Arc::new(crate::notify::Notifier::new(settings).map_err(Error::Notify)?),
+            origin: crate::notify::Origin {
+                command: opts.command.name().to_string(),
+                dry_run: opts.dry_run,
+            },
+            sends: tokio::task::JoinSet::new(),
+        }),
+        _ => None,
+    };
+    let result = pipeline(cfg, opts, &mut notes).await;
+    if let Some(mut n) = notes {
+        let events = match &result {
+            Ok(report) => crate::notify::run_events(report, &n.origin),
+            Err(e) => vec![crate::notify::failure_event(&error_chain(e), &n.origin)],
+        };
+        n.sends.spawn(Arc::clone(&n.notifier).send(events));
+        while n.sends.join_next().await.is_some() {}
+    }
+    result
+}
+
+/// The run's notifier and the sends it started.
+struct Notifications {
+    notifier: Arc<crate::notify::Notifier>,
+    origin: crate::notify::Origin,
+    sends: tokio::task::JoinSet<crate::notify::Delivery>,
+}
+
+impl Notifications {
+    /// Starts sending the events of a target whose actions are done, without waiting.
+    fn target_done(&mut self, target: &str, drifts: &[Drift]) {
+        let events = crate::notify::target_events(target, drifts, &self.origin);
+        if !events.is_empty() {
+            self.sends.spawn(Arc::clone(&self.notifier).send(events));
+        }
+    }
+}
+
+/// [`run`] without the run's own notifications.
+async fn pipeline(
+    cfg: &Config,
+    opts: &RunOptions,
+    notes: &mut Option<Notifications>,
+) -> Result<Report, Error> {
     let mut targets: Vec<Target> = cfg
         .targets
         .iter()
@@ -346,6 +398,9 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             )
             .await?;
             checked += c;
+            if let Some(n) = notes.as_mut() {
+                n.target_done(&t.name, &d);
+            }
             if ign > 0 {
                 *ignored.entry("live.ec2.ignore".to_string()).or_default() += ign;
             }
@@ -454,6 +509,9 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
                 (&prs, audit),
             );
             errors.extend(decide_and_act(&actx, &mut target_drifts).await);
+            if let Some(n) = notes.as_mut() {
+                n.target_done(&t.name, &target_drifts);
+            }
         }
         drifts.extend(target_drifts);
     }

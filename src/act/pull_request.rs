@@ -1639,6 +1639,7 @@ async fn comment_reverts(
             ActionResult::Failed => "failed",
             ActionResult::Skipped => "skipped",
             ActionResult::Planned => "planned",
+            ActionResult::RolledBack => "rolled_back",
         };
         let marker = format!(
             "<!-- driftwarden:revert fingerprint={fp} changes={} result={result} -->",

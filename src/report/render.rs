@@ -401,6 +401,7 @@ fn result_text(a: &crate::model::ActionRecord) -> &'static str {
         ActionResult::Done => "done",
         ActionResult::Failed => "failed",
         ActionResult::Skipped => "skipped",
+        ActionResult::RolledBack => "rolled back",
     }
 }
 

@@ -253,6 +253,7 @@ impl Status {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
             api_requests: metrics::api_requests(),
+            notifications: metrics::notifications(),
         };
         let mut out = metrics::render(&report, &facts);
         let counter2 = |out: &mut String,
