@@ -82,8 +82,13 @@ pub fn exchange(name: &str) -> Exchange {
 
 /// The request body of a protocol exchange (`<name>.request.yaml|json`), or empty.
 pub fn request_body(name: &str) -> String {
+    request_body_in("protocol", name)
+}
+
+/// The request body of an exchange in `dir`, or empty.
+pub fn request_body_in(dir: &str, name: &str) -> String {
     for ext in ["yaml", "json"] {
-        let p = golden(&format!("protocol/{name}.request.{ext}"));
+        let p = golden(&format!("{dir}/{name}.request.{ext}"));
         if p.exists() {
             return std::fs::read_to_string(p).unwrap();
         }

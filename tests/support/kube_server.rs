@@ -37,6 +37,9 @@
 //! - WATCH (`?watch=true|1`, legacy `/watch/` paths) as a real server streams it: see
 //!   kube_watch.rs (resume from an event history, bookmarks, 410 `ERROR` events, selectors,
 //!   WatchList), with test controls to cut, expire and count streams;
+//! - opt-in simulated workload controllers (kube_rollout.rs): after a change, the status of a
+//!   Deployment, StatefulSet or DaemonSet as kube-controller-manager writes it, for a rollout
+//!   that succeeds, fails or is never observed;
 //! - a request log for assertions.
 
 #![allow(dead_code)]
@@ -46,6 +49,8 @@
 #[allow(clippy::duplicate_mod)]
 #[path = "http.rs"]
 mod http;
+#[path = "kube_rollout.rs"]
+mod rollout;
 #[path = "kube_watch.rs"]
 mod watch;
 
@@ -62,6 +67,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use http::Resp;
+#[allow(unused_imports)]
+pub use rollout::{Outcome, Rollout};
 pub use watch::KubeBody;
 
 // ------------------------------------------------------------------------------------------
@@ -201,6 +208,7 @@ impl KubeServer {
     /// Starts a server on 127.0.0.1 (a free port) on the current Tokio runtime.
     pub async fn start() -> KubeServer {
         let shared = Arc::new(Mutex::new(State::new()));
+        shared.lock().unwrap_or_else(|e| e.into_inner()).me = Arc::downgrade(&shared);
         let (addr, accept) = http::start_on_runtime(Arc::clone(&shared), handle).await;
         KubeServer {
             addr,
@@ -384,6 +392,28 @@ impl KubeServer {
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state().log.clone()
+    }
+
+    // ---- simulated controllers ----
+
+    /// Simulates kube-controller-manager's status for every Deployment, StatefulSet and
+    /// DaemonSet whose generation rises from now on (see kube_rollout.rs).
+    pub fn simulate_rollouts(&self, rollout: Rollout) {
+        self.state().add_rollout_rule("", None, None, rollout);
+    }
+
+    /// Simulates the status of one kind of workload (`Deployment`, `StatefulSet`,
+    /// `DaemonSet`), optionally only in a namespace or only one object; the most specific rule
+    /// wins.
+    pub fn simulate_rollout(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        rollout: Rollout,
+    ) {
+        self.state()
+            .add_rollout_rule(kind, namespace, name, rollout);
     }
 
     // ---- watches ----
@@ -1066,6 +1096,10 @@ struct State {
     log: Vec<LoggedRequest>,
     faults: Vec<Fault>,
     watch: watch::Hub,
+    /// Simulated controllers (kube_rollout.rs): which workloads roll out how.
+    rollout_rules: Vec<rollout::RolloutRule>,
+    /// The state itself, for the simulated controllers' delayed writes.
+    me: std::sync::Weak<Mutex<State>>,
 }
 
 const PF_FLOWSCHEMA: &str = "3cb0b1cd-e1bd-40ff-b565-d27a482ba0b1";
@@ -1085,6 +1119,8 @@ impl State {
             log: Vec::new(),
             faults: Vec::new(),
             watch: watch::Hub::new(1000),
+            rollout_rules: Vec::new(),
+            me: std::sync::Weak::new(),
         }
     }
 
@@ -1144,6 +1180,7 @@ impl State {
         let old = self
             .store(rt)
             .insert((ns.unwrap_or("").into(), name.into()), obj.clone());
+        self.after_write(rt, old.as_ref(), &obj);
         let rv = self.rv;
         self.watch.record(rt, old, Some(obj), rv);
     }
@@ -1591,7 +1628,14 @@ impl State {
         }
         self.defaults(rt, &mut new);
         self.validate(rt, name, &new)?;
-        let cmp = compare(schema, &old, &new);
+        let mut cmp = compare(schema, &old, &new);
+        if how.subresource == Some("status") {
+            // A status write owns the status fields it changes.
+            let status = compare_status(schema, &old, &new);
+            cmp.added.extend(status.added);
+            cmp.modified.extend(status.modified);
+            cmp.removed.extend(status.removed);
+        }
         if cmp.added.is_empty() && cmp.modified.is_empty() && cmp.removed.is_empty() {
             return Ok((StatusCode::OK, order_object(base)));
         }
@@ -1635,6 +1679,17 @@ impl State {
         }
         entries.retain(|e| !e.set.is_empty());
         self.finish_update(rt, &old, &mut new, how.dry_run);
+        if how.subresource == Some("status") {
+            // A status write never changes the generation (the status strategy).
+            match old["metadata"].get("generation") {
+                Some(g) => new["metadata"]["generation"] = g.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove("generation");
+                    }
+                }
+            }
+        }
         set_managed(&mut new, &entries);
         let new = order_object(new);
         if !how.dry_run {
@@ -3098,6 +3153,31 @@ fn compare(s: Schema<'_>, old: &Value, new: &Value) -> Comparison {
         added,
         removed,
         modified,
+    }
+}
+
+/// [`compare`] of the `status` alone (which [`fieldset`] leaves out: only a write of the
+/// `status` subresource owns it).
+fn compare_status(s: Schema<'_>, old: &Value, new: &Value) -> Comparison {
+    let fields = |v: &Value| {
+        let mut out = BTreeSet::new();
+        if let Some(status) = v.get("status") {
+            let mut path = vec!["f:status".to_string()];
+            let mut names = vec!["status".to_string()];
+            collect(s, status, &mut path, &mut names, &mut out);
+        }
+        out
+    };
+    let (a, b) = (fields(old), fields(new));
+    Comparison {
+        added: b.difference(&a).cloned().collect(),
+        removed: a.difference(&b).cloned().collect(),
+        modified: a
+            .intersection(&b)
+            .filter(|p| !p.last().is_some_and(|t| t.starts_with("k:")))
+            .filter(|p| value_at(s, old, p) != value_at(s, new, p))
+            .cloned()
+            .collect(),
     }
 }
 
