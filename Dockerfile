@@ -19,6 +19,9 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+# Debian's apt packages are not pinned to versions: security updates replace them within a release,
+# so a pinned version stops building once superseded; the Debian release itself is pinned above.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev cmake make \
  && rm -rf /var/lib/apt/lists/*
@@ -37,6 +40,8 @@ RUN cargo build --release --locked --bin driftwarden \
  && install -D -m 0755 target/release/driftwarden /out/driftwarden
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# apt packages follow the pinned Debian release, as in the build stage.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
@@ -53,5 +58,6 @@ CMD ["--help"]
 FROM runtime AS action
 # GitHub Docker actions must run as root (see the header); no WORKDIR: the runner sets the
 # workspace as the working directory. docker/action.yml passes `github-action` and the inputs as args.
-USER root
+# hadolint ignore=DL3002
+USER 0:0
 ENTRYPOINT ["/usr/local/bin/driftwarden"]
