@@ -17,7 +17,7 @@ use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, Drift, Report};
 use driftwarden::run::{self, Command, RunOptions};
 use git2::Repository;
-use kube_server::KubeServer;
+use kube_server::{Fault, FaultKind, KubeServer};
 use serde_json::{Value, json};
 
 /// Deployments are safe to correct, Secrets forbidden.
@@ -59,10 +59,14 @@ fn b64(text: &str) -> String {
 }
 
 fn deployment(replicas: u64) -> Value {
+    named_deployment("web", replicas)
+}
+
+fn named_deployment(name: &str, replicas: u64) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop"},
+        "metadata": {"name": name, "namespace": "shop"},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": "web"}},
@@ -348,6 +352,15 @@ async fn reverted_corrections_are_counted_and_the_second_trips_the_breaker() {
     assert_eq!(env.replicas(), 5, "not corrected a third time");
     let t3 = r3.summary.trust.clone().unwrap();
     assert_eq!(t3.breakers_tripped, [format!("shop/{rule}")]);
+    // The reports say so too.
+    use driftwarden::report::{Format, RenderOptions, render};
+    for format in [Format::Table, Format::Markdown] {
+        let text = render(&r3, format, &RenderOptions::default());
+        assert!(
+            text.contains(&format!("breaker open: shop/{rule}")),
+            "{text}"
+        );
+    }
     assert_eq!(t3.corrections_attempted, 0);
     let body =
         std::fs::read_to_string(env.path(&format!("prs/shop/{}.md", dep.fingerprint))).unwrap();
@@ -594,6 +607,102 @@ async fn an_unwritable_audit_log_stops_every_action() {
         !env.path("prs/index.md").exists(),
         "no pull request or issue"
     );
+}
+
+/// Consecutive failed corrections on a target stop its other corrections for the run: here one
+/// (`trust.max_consecutive_failures: 1`), with every Deployment apply refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_stop_the_targets_corrections_for_the_run() {
+    let env = Env::new().await;
+    env.server.apply_as("kubectl", named_deployment("api", 2));
+    let api = serde_json::to_string_pretty(&named_deployment("api", 2)).unwrap();
+    commit_files(
+        &Repository::open(env.path("gitops")).unwrap(),
+        &[("apps/api.json", api.as_str())],
+        "api",
+    );
+    for name in ["web", "api"] {
+        env.server.merge_patch_as(
+            "kubectl-scale",
+            "apps/v1",
+            "Deployment",
+            Some("shop"),
+            name,
+            json!({"spec": {"replicas": 7}}),
+        );
+    }
+    env.server.inject(Fault::new(
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments",
+        FaultKind::Invalid {
+            field: "spec.replicas".into(),
+            value: "2".into(),
+            detail: "refused by an admission policy".into(),
+        },
+        usize::MAX,
+    ));
+    let cfg = env.config("trust: {max_consecutive_failures: 1}\n");
+    let report = env.run(&cfg, false).await;
+    let deployments: Vec<(Action, ActionResult, String)> = report
+        .drifts
+        .iter()
+        .filter(|d| d.resource.id.type_name() == "Deployment")
+        .map(action)
+        .collect();
+    assert_eq!(deployments.len(), 2, "{deployments:?}");
+    assert_eq!(
+        deployments
+            .iter()
+            .filter(|(a, r, _)| *a == Action::Correct && *r == ActionResult::Failed)
+            .count(),
+        1,
+        "{deployments:?}"
+    );
+    let stopped = deployments
+        .iter()
+        .find(|(a, _, _)| matches!(a, Action::Skip { why } if why == "consecutive failures"))
+        .unwrap_or_else(|| panic!("{deployments:?}"));
+    assert!(
+        stopped.2.contains("1 consecutive corrections failed"),
+        "{}",
+        stopped.2
+    );
+    let t = report.summary.trust.clone().unwrap();
+    assert_eq!(t.corrections_stopped, ["shop"]);
+    assert_eq!((t.corrections_attempted, t.corrections_failed), (1, 1));
+    let records = env.records();
+    assert!(records.iter().any(|r| matches!(&r.event, Event::CorrectionsStopped { target, failures: 1, .. } if target == "shop")));
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| matches!(&r.event, Event::Intent { action, .. } if action == "correct"))
+            .count(),
+        1,
+        "no intent for the stopped correction"
+    );
+    let failed = records.iter().find_map(|r| match &r.event {
+        Event::Result {
+            outcome: ActionResult::Failed,
+            message,
+            confirmed,
+            ..
+        } => Some((message.clone(), *confirmed)),
+        _ => None,
+    });
+    let (message, confirmed) = failed.expect("the failed result");
+    assert!(
+        message.contains("refused by an admission policy"),
+        "{message}"
+    );
+    assert_eq!(confirmed, Some(false));
+    let stats = env.binary(
+        &["stats", "--config", cfg.to_str().unwrap(), "-o", "json"],
+        0,
+    );
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["targets"][0]["corrections_failed"], 1, "{stats:#}");
+    assert_eq!(stats["targets"][0]["corrections_stopped"], 1, "{stats:#}");
+    assert_eq!(stats["targets"][0]["success_rate"], 0.0, "{stats:#}");
 }
 
 /// Bad `audit` and `trust` settings are config errors with their lines (exit 3).

@@ -425,6 +425,33 @@ pub struct RunFigures {
     pub audit_error: Option<String>,
 }
 
+impl RunFigures {
+    /// Adds another shard's figures (`report merge`): counts summed, lists joined, the first
+    /// audit error kept; `audit_dir` names every distinct directory.
+    pub fn add(&mut self, other: &RunFigures) {
+        if self.audit_dir.is_empty() {
+            self.audit_dir = other.audit_dir.clone();
+        } else if !other.audit_dir.is_empty()
+            && !self.audit_dir.split(", ").any(|d| d == other.audit_dir)
+        {
+            self.audit_dir = format!("{}, {}", self.audit_dir, other.audit_dir);
+        }
+        self.records += other.records;
+        self.corrections_attempted += other.corrections_attempted;
+        self.corrections_confirmed += other.corrections_confirmed;
+        self.corrections_failed += other.corrections_failed;
+        self.reverts_detected += other.reverts_detected;
+        self.breakers_tripped
+            .extend(other.breakers_tripped.iter().cloned());
+        self.corrections_stopped
+            .extend(other.corrections_stopped.iter().cloned());
+        self.unfinished_intents += other.unfinished_intents;
+        if self.audit_error.is_none() {
+            self.audit_error = other.audit_error.clone();
+        }
+    }
+}
+
 /// The handle every writer shares: the run's id, the open day file, the history read at open,
 /// and the per-run breaker state. Thread-safe; writes are serialized.
 #[derive(Debug)]

@@ -85,6 +85,9 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
         let v = if k == "Compliance score" { v } else { cell(&v) };
         out.push(format!("| {k} | {v} |"));
     }
+    if let Some(t) = super::render::trust_text(s) {
+        out.push(format!("| Corrections | {} |", cell(&t)));
+    }
 
     if report.drifts.is_empty() {
         out.push(String::new());

@@ -55,6 +55,7 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
     let mut drifts = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut trust: Option<crate::audit::RunFigures> = None;
     for (name, r) in reports {
         if r.schema_version != REPORT_SCHEMA_VERSION {
             return Err(MergeError::SchemaVersion {
@@ -72,6 +73,9 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
         }
         targets += r.summary.targets;
         checked += r.summary.resources_checked;
+        if let Some(t) = &r.summary.trust {
+            trust.get_or_insert_with(Default::default).add(t);
+        }
         for (k, v) in r.summary.ignored_fields {
             *ignored.entry(k).or_default() += v;
         }
@@ -92,9 +96,9 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
     drifts.sort_by(|a, b| {
         (a.target.as_str(), a.resource.id.key()).cmp(&(b.target.as_str(), b.resource.id.key()))
     });
-    Ok(Report::new(
-        &command, targets, checked, ignored, drifts, errors,
-    ))
+    let mut merged = Report::new(&command, targets, checked, ignored, drifts, errors);
+    merged.summary.trust = trust;
+    Ok(merged)
 }
 
 #[cfg(test)]

@@ -496,6 +496,28 @@ pub(crate) fn ignored_text(s: &Summary) -> String {
 }
 
 /// Actions by result, grouped by action: `pull request 2 planned; correct 1 done, 1 failed`.
+/// The run's audit figures in one line (`summary.trust`), when the run has them.
+pub(crate) fn trust_text(s: &Summary) -> Option<String> {
+    let t = s.trust.as_ref()?;
+    let mut parts = vec![format!(
+        "{} attempted, {} confirmed, {} failed",
+        t.corrections_attempted, t.corrections_confirmed, t.corrections_failed
+    )];
+    if t.reverts_detected > 0 {
+        parts.push(format!("{} earlier reverted", t.reverts_detected));
+    }
+    if !t.breakers_tripped.is_empty() {
+        parts.push(format!("breaker open: {}", t.breakers_tripped.join(", ")));
+    }
+    if !t.corrections_stopped.is_empty() {
+        parts.push(format!(
+            "stopped after failures: {}",
+            t.corrections_stopped.join(", ")
+        ));
+    }
+    Some(parts.join("; "))
+}
+
 pub(crate) fn actions_text(s: &Summary) -> String {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for (key, n) in &s.actions {

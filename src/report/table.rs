@@ -166,6 +166,9 @@ fn summary(out: &mut Vec<String>, report: &Report, p: &Painter) {
         Style::Red
     };
     out.push(row("compliance score", p.paint(score_style, &score)));
+    if let Some(t) = super::render::trust_text(s) {
+        out.push(row("corrections", t));
+    }
 }
 
 fn partial_read(out: &mut Vec<String>, report: &Report, p: &Painter) {
