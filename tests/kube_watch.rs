@@ -722,3 +722,35 @@ async fn kube_api_lease_compare_and_swap_works() {
     assert_eq!(watch.event().await["type"], "DELETED");
     assert!(api.get_opt("driftwarden-leader").await.unwrap().is_none());
 }
+
+/// Without a watch cache (second server: ConfigMaps served from etcd), a watch from a compacted
+/// resourceVersion is the same 200 with one ERROR event, with etcd's message
+/// (watch-expired-compacted-200); a LIST at that resourceVersion with
+/// `resourceVersionMatch=Exact` is a real HTTP 410 (list-expired-compacted-410), and a LIST at
+/// a future one a 504 with `Retry-After` (list-future-resourceversion-504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_compacted_and_future_resource_versions_on_watch_and_list() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("golden-compact-113800"));
+    server.disable_watch_cache("v1", "ConfigMap");
+    server.set_resource_version(320);
+    server.compact_history();
+    let want = exchange("watch-expired-compacted-200");
+    let mut stream = open(&server, &want.target).await;
+    assert_stream_head(&stream, "watch-expired-compacted-200");
+    assert_eq!(stream.rest().await, (want.events(), Chunk::End));
+
+    let want = exchange("list-expired-compacted-410");
+    let answer = raw_exchange(&addr(&server), Some(TOKEN), "GET", &want.target, None, "").await;
+    assert_eq!(answer.status, 410);
+    assert_eq!(answer.json(), want.body);
+
+    let server = KubeServer::start().await;
+    server.seed(namespace("golden-expired-113827"));
+    server.set_resource_version(673);
+    let want = exchange("list-future-resourceversion-504");
+    let answer = raw_exchange(&addr(&server), Some(TOKEN), "GET", &want.target, None, "").await;
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.json(), want.body);
+    assert_eq!(answer.header("retry-after"), want.header("retry-after"));
+}

@@ -107,9 +107,18 @@ impl LoggedRequest {
             && !self.body.contains("\"dryRun\":[\"All\"]")
     }
 
-    /// A LIST: a GET on a collection (not discovery).
+    /// A LIST: a GET on a collection (not discovery, not a watch).
     pub fn is_list(&self) -> bool {
-        self.method == "GET" && classify_path(&self.path) == PathKind::Collection
+        self.method == "GET"
+            && classify_path(&self.path) == PathKind::Collection
+            && !self.is_watch()
+    }
+
+    /// A WATCH (`?watch=true|1`, or a legacy `/watch/` path).
+    pub fn is_watch(&self) -> bool {
+        self.method == "GET"
+            && (watch::is_watch(&query_pairs(&self.query))
+                || watch::strip_legacy_watch(&self.path).is_some())
     }
 
     /// A GET of one object.
@@ -476,6 +485,18 @@ impl KubeServer {
         let mut st = self.state();
         let rv = st.rv;
         st.watch.compact(rv);
+    }
+
+    /// Serves watches of a kind as the real server does without a watch cache (from etcd,
+    /// `--watch-cache-sizes=<resource>#0`): a resourceVersion older than the history is then
+    /// `The resourceVersion for the provided watch is too old.` (watch-expired-compacted-200).
+    pub fn disable_watch_cache(&self, api_version: &str, kind: &str) {
+        let mut st = self.state();
+        let (group, _) = split_gv(api_version);
+        let rt = st
+            .resource_by_kind(&group, kind)
+            .unwrap_or_else(|| panic!("no resource for {kind}"));
+        st.watch.uncached.insert((rt.group, rt.plural));
     }
 
     /// How many events the history keeps (10,000 by default); older ones are forgotten and a
@@ -1266,6 +1287,32 @@ impl State {
             },
             None => None,
         };
+        // resourceVersionMatch=Exact below the history: 410 (list-expired-compacted-410); any
+        // resourceVersion above the current one: 504 (list-future-resourceversion-504, after
+        // the real server's 3 s wait, which this server does not make).
+        if let Some(rv) = param("resourceVersion").and_then(|v| v.parse::<u64>().ok()) {
+            if rv > self.rv {
+                let (_, body) = status_body(
+                    504,
+                    "Timeout",
+                    &format!(
+                        "Timeout: Too large resource version: {rv}, current: {}",
+                        self.rv
+                    ),
+                    Some(json!({"causes": [{"reason": "ResourceVersionTooLarge",
+                        "message": "Too large resource version"}], "retryAfterSeconds": 1})),
+                );
+                return (StatusCode::GATEWAY_TIMEOUT, body);
+            }
+            if param("resourceVersionMatch").as_deref() == Some("Exact") && rv < self.watch.floor {
+                return status_body(
+                    410,
+                    "Expired",
+                    "The resourceVersion for the provided list is too old.",
+                    None,
+                );
+            }
+        }
         let limit = param("limit")
             .and_then(|l| l.parse::<usize>().ok())
             .unwrap_or(0);
@@ -2281,10 +2328,13 @@ async fn handle(
     log(&shared, code.as_u16());
     // One `Warning` header per warning (k8s.io/apiserver's warning recorder:
     // `299 - "<text>"`, the text quoted).
-    let headers: Vec<(&str, String)> = warnings
+    let mut headers: Vec<(&str, String)> = warnings
         .iter()
         .map(|w| ("Warning", format!("299 - {}", json!(w))))
         .collect();
+    if let Some(secs) = value["details"]["retryAfterSeconds"].as_u64() {
+        headers.push(("Retry-After", secs.to_string()));
+    }
     Ok(full(respond(code, &value, &headers, true)))
 }
 

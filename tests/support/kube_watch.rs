@@ -201,6 +201,8 @@ pub(super) struct Hub {
     pub(super) bookmark_interval: Duration,
     /// Signalled whenever a watch opens or closes.
     pub(super) changed: Arc<tokio::sync::Notify>,
+    /// (group, plural) served without a watch cache.
+    pub(super) uncached: BTreeSet<(String, String)>,
 }
 
 impl Hub {
@@ -214,6 +216,7 @@ impl Hub {
             next_id: 0,
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             changed: Arc::new(tokio::sync::Notify::new()),
+            uncached: BTreeSet::new(),
         }
     }
 
@@ -310,7 +313,9 @@ impl Hub {
     pub(super) fn expire_all(&mut self, current_rv: u64) {
         let floor = self.floor;
         for w in self.watchers.drain(..) {
-            let line = event_line("ERROR", expired_status(current_rv, floor));
+            let key = (w.filter.group.clone(), w.filter.plural.clone());
+            let cached = !self.uncached.contains(&key);
+            let line = event_line("ERROR", expired_status(current_rv, floor, cached));
             let _ = w.tx.send(Msg::Expire(line));
         }
         self.changed.notify_waiters();
@@ -322,12 +327,17 @@ impl Hub {
     }
 }
 
-/// The Status of an `ERROR` event for a resourceVersion older than the history
-/// (watch-expired-rv1-200: `too old resource version: 1 (246)`).
-fn expired_status(rv: u64, floor: u64) -> Value {
+/// The Status of an `ERROR` event for a resourceVersion older than the history: from the watch
+/// cache `too old resource version: 1 (246)` (watch-expired-rv1-200), from etcd without one
+/// (watch-expired-compacted-200) the compaction's message.
+fn expired_status(rv: u64, floor: u64, cached: bool) -> Value {
+    let message = if cached {
+        format!("too old resource version: {rv} ({floor})")
+    } else {
+        "The resourceVersion for the provided watch is too old.".to_string()
+    };
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!("too old resource version: {rv} ({floor})"),
-        "reason": "Expired", "code": 410})
+        "message": message, "reason": "Expired", "code": 410})
 }
 
 /// A BOOKMARK's object: the kind with only `metadata.resourceVersion` set and the zero values of
@@ -552,7 +562,11 @@ impl State {
         let start_rv = match from {
             Some(n) if !initial => {
                 if n < self.watch.floor {
-                    let line = event_line("ERROR", expired_status(n, self.watch.floor));
+                    let cached = !self
+                        .watch
+                        .uncached
+                        .contains(&(rt.group.clone(), rt.plural.clone()));
+                    let line = event_line("ERROR", expired_status(n, self.watch.floor, cached));
                     return Err(Refused::Expired(line));
                 }
                 for c in self.watch.history.iter().filter(|c| c.rv > n) {
