@@ -189,6 +189,7 @@ fn main() {
                 .map_or_else(|| root().join("policies"), PathBuf::from),
         )],
         data_files: vec![],
+        strict_builtins: false,
     })
     .expect("the default library loads");
     let load = t.elapsed();

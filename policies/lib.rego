@@ -71,7 +71,11 @@ changed_keys(change, field) := keys if {
 }
 
 # map_diff(a, b): keys whose values differ between two maps (present in one only included).
-map_diff(a, b) := {k | some k, _ in object.union(a, b); not a[k] == b[k]}
+# The comparison sits in a function of local variables: a negated `a[k] == b[k]` would be
+# undefined, in OPA, for a key one map lacks (docs/policy.md, "Differences from OPA").
+map_diff(a, b) := {k | some k, _ in object.union(a, b); not same_at(a, b, k)}
+
+same_at(a, b, k) if a[k] == b[k]
 
 # hpa_managed: a HorizontalPodAutoscaler (or KEDA ScaledObject) scales this object.
 hpa_managed if input.resource.ref in input.related.hpa_targets
@@ -84,5 +88,7 @@ tag_map(x) := tags if {
 
 tag_map(x) := {t.Key: t.Value | some t in arr(o.Tags)} if {
 	o := obj(x)
-	not is_object(o.tags)
+	not has_tag_map(o)
 }
+
+has_tag_map(o) if is_object(o.tags)

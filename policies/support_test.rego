@@ -62,7 +62,7 @@ change(parts, desired, live) := {
 introduced(path, parts, desired, live) := [node |
 	dmap := {dp: dv | walk(desired, [dp, dv])}
 	walk(live, [p, v])
-	not dmap[p] == v
+	not same_at(dmap, p, v)
 	node := {
 		"path": path,
 		"segs": array.concat(parts, p),
@@ -71,6 +71,8 @@ introduced(path, parts, desired, live) := [node |
 		"root": count(p) == 0,
 	}
 ]
+
+same_at(m, k, v) if m[k] == v
 
 pointer(parts) := concat("", [sprintf("/%s", [seg(p)]) | some p in parts])
 

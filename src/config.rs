@@ -212,6 +212,9 @@ pub struct PolicySettings {
     /// `engine: interpreter`: classify with regorus' tree interpreter only, never the compiled
     /// program (docs/policy.md, "Engine"). `compiled` (the default) is false.
     pub interpreter: bool,
+    /// `strict_builtins: true`: a builtin error stops the run (exit 3) instead of reading as
+    /// undefined, OPA's default (docs/policy.md, "Differences from OPA").
+    pub strict_builtins: bool,
 }
 
 /// One policy directory.
@@ -645,6 +648,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             }],
             data: Vec::new(),
             interpreter: false,
+            strict_builtins: false,
         },
         output: OutputSettings {
             format: "table".to_string(),
@@ -1035,8 +1039,13 @@ fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
         dirs: Vec::new(),
         data: Vec::new(),
         interpreter: false,
+        strict_builtins: false,
     };
-    for (k, v) in w.map(n, "policies", &["dirs", "data", "engine"]) {
+    for (k, v) in w.map(
+        n,
+        "policies",
+        &["dirs", "data", "engine", "strict_builtins"],
+    ) {
         match k.as_str() {
             "dirs" => {
                 let NodeKind::Seq(items) = &v.kind else {
@@ -1089,6 +1098,11 @@ fn walk_policies(w: &mut Walker, n: &Node, base: &Path) -> PolicySettings {
                 ),
                 None => {}
             },
+            "strict_builtins" => {
+                if let Some(b) = w.boolean(v, "policies.strict_builtins") {
+                    out.strict_builtins = b;
+                }
+            }
             "data" => {
                 out.data = w
                     .strings(v, "policies.data")

@@ -195,6 +195,10 @@ struct PrCheckArgs {
     /// The pull request to comment on (default: the event's number).
     #[arg(long)]
     pr: Option<u64>,
+    /// A policy builtin error is an error (exit 3), not undefined as in OPA's default
+    /// (`policies.strict_builtins`).
+    #[arg(long)]
+    strict_builtins: bool,
     /// The GitHub repository, owner/name (default: the config's, the event's, $GITHUB_REPOSITORY).
     #[arg(long)]
     github_repo: Option<String>,
@@ -319,6 +323,10 @@ struct DiffArgs {
     /// Also report live fields that nobody declared in Git.
     #[arg(long)]
     strict: bool,
+    /// A policy builtin error is an error (exit 3), not undefined as in OPA's default
+    /// (`policies.strict_builtins`).
+    #[arg(long)]
+    strict_builtins: bool,
     /// Run only this shard's targets, INDEX/COUNT with INDEX from 0 (default from
     /// JOB_COMPLETION_INDEX and JOB_COMPLETIONS when set).
     #[arg(long, value_name = "INDEX/COUNT", conflicts_with_all = ["desired", "live"])]
@@ -341,6 +349,10 @@ struct ReconcileArgs {
     /// Also report live fields that nobody declared in Git.
     #[arg(long)]
     strict: bool,
+    /// A policy builtin error is an error (exit 3), not undefined as in OPA's default
+    /// (`policies.strict_builtins`).
+    #[arg(long)]
+    strict_builtins: bool,
     /// Ask the servers what they would change (server-side dry run) instead of changing it.
     #[arg(long)]
     dry_run: bool,
@@ -380,6 +392,9 @@ enum PolicyCmd {
         /// After the results, print each policy file's line coverage (test files excluded).
         #[arg(long)]
         coverage: bool,
+        /// A builtin error fails the test, instead of reading as undefined as in OPA's default.
+        #[arg(long)]
+        strict_builtins: bool,
     },
     /// Print the verdict for one policy input document. With conftest policies (`deny`,
     /// `violation`, `warn`), exit 1 when a failure is found, like `conftest test`.
@@ -399,6 +414,10 @@ enum PolicyCmd {
         /// conftest policies: warnings fail too (exit 1 for warnings, 2 for failures).
         #[arg(long)]
         fail_on_warn: bool,
+        /// A builtin error is an error (exit 3), instead of reading as undefined as in OPA's
+        /// default.
+        #[arg(long)]
+        strict_builtins: bool,
     },
 }
 
@@ -543,7 +562,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// The `--policies` directories given on the command line, `None` when there are none.
-fn policy_settings(dirs: &[PathBuf]) -> Option<PolicySettings> {
+fn policy_settings(dirs: &[PathBuf], strict_builtins: bool) -> Option<PolicySettings> {
     (!dirs.is_empty()).then(|| PolicySettings {
         dirs: dirs
             .iter()
@@ -554,6 +573,7 @@ fn policy_settings(dirs: &[PathBuf]) -> Option<PolicySettings> {
             .collect(),
         data: Vec::new(),
         interpreter: false,
+        strict_builtins,
     })
 }
 
@@ -575,15 +595,16 @@ fn run_options(
 
 fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
     let (report, output) = if let Some(plan) = &a.plan {
-        let policies = policy_settings(&a.policies);
+        let policies = policy_settings(&a.policies, a.strict_builtins);
         let report = run::diff_plan(plan, policies.as_ref(), a.relevant_only)?;
         (report, None)
     } else if let (Some(d), Some(l)) = (&a.desired, &a.live) {
-        let policies = policy_settings(&a.policies);
+        let policies = policy_settings(&a.policies, a.strict_builtins);
         let report = run::diff_paths(d, l, a.namespace.as_deref(), a.strict, policies.as_ref())?;
         (report, None)
     } else {
-        let cfg = load_config(a.config.as_ref())?;
+        let mut cfg = load_config(a.config.as_ref())?;
+        cfg.policies.strict_builtins |= a.strict_builtins;
         let opts = run_options(RunCommand::Diff, a.targets, a.strict, a.shard)?;
         let report = runtime()?.block_on(run::run(&cfg, &opts))?;
         (report, Some(cfg.output))
@@ -593,7 +614,8 @@ fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
 }
 
 fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
-    let cfg = load_config(a.config.as_ref())?;
+    let mut cfg = load_config(a.config.as_ref())?;
+    cfg.policies.strict_builtins |= a.strict_builtins;
     let mut opts = run_options(RunCommand::Reconcile, a.targets, a.strict, a.shard)?;
     opts.dry_run = a.dry_run;
     opts.mode = a.mode.map(mode_of);
@@ -1020,9 +1042,10 @@ fn cmd_pr_check(a: PrCheckArgs) -> Result<u8, Failure> {
     if let Some(ns) = &a.namespace {
         opts.namespace = ns.clone();
     }
-    if let Some(policies) = policy_settings(&a.policies) {
+    if let Some(policies) = policy_settings(&a.policies, false) {
         opts.policies = policies;
     }
+    opts.policies.strict_builtins |= a.strict_builtins;
     let event_repo = match &opts.event {
         Some(p) => pr_check::read_event(p).ok().map(|e| e.repo),
         None => None,
@@ -1095,13 +1118,17 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8, Failure> {
             rego_v0,
             verbose,
             coverage,
+            strict_builtins,
         } => {
-            let dirs = policy_dirs(&dirs, rego_v0);
+            let cfg = PolicyConfig {
+                dirs: policy_dirs(&dirs, rego_v0),
+                data_files: data,
+                strict_builtins,
+            };
             let (report, files) = if coverage {
-                policy::run_tests_with_coverage(&dirs, &data, run.as_deref())
-                    .map(|(r, f)| (r, Some(f)))
+                policy::run_tests_with_coverage(&cfg, run.as_deref()).map(|(r, f)| (r, Some(f)))
             } else {
-                policy::run_tests(&dirs, &data, run.as_deref()).map(|r| (r, None))
+                policy::run_tests(&cfg, run.as_deref()).map(|r| (r, None))
             }
             .map_err(policy_failure)?;
             print!("{}", policy::render_test_report(&report, verbose));
@@ -1116,10 +1143,12 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8, Failure> {
             data,
             rego_v0,
             fail_on_warn,
+            strict_builtins,
         } => {
             let cfg = PolicyConfig {
                 dirs: policy_dirs(&policies, rego_v0),
                 data_files: data,
+                strict_builtins,
             };
             let answer = policy::eval_file(&input, &cfg).map_err(policy_failure)?;
             let text = serde_json::to_string_pretty(&answer).context("cannot render verdict")?;

@@ -148,6 +148,7 @@ impl Options {
                 }],
                 data: Vec::new(),
                 interpreter: false,
+                strict_builtins: false,
             },
             github: None,
             post: true,

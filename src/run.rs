@@ -251,6 +251,7 @@ pub fn load_policies(
     let cfg = PolicyConfig {
         dirs,
         data_files: settings.data.clone(),
+        strict_builtins: settings.strict_builtins,
     };
     let engine = PolicyEngine::load(&cfg).map_err(Error::Policy)?;
     Ok(Some(if settings.interpreter {

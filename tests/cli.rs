@@ -475,7 +475,9 @@ fn policy_errors_stop_diff_with_exit_3_naming_the_file_and_line() {
 fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
     // `large` is a type error when the first change's live value is a number (`count(3)`): the
     // compiled program reads it as undefined, so `not large` makes the drift safe, and only the
-    // interpreter's confirmation of safe verdicts in autocorrect mode sees the error.
+    // interpreter's confirmation of safe verdicts in autocorrect mode sees the error. By default
+    // (OPA's reading of builtin errors) the drift is then risky and nothing is corrected; with
+    // `policies.strict_builtins` the run stops (docs/policy.md, "Differences from OPA").
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "desired/web.yaml", WEB);
     let live_text = WEB.replace("replicas: 2", "replicas: 3").replace(
@@ -493,15 +495,16 @@ fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
         "policies/x.rego",
         &rego("count(input.changes[0].live) > 1"),
     );
-    let config = |mode: &str| {
+    let config_with = |mode: &str, strict: bool| {
         write(
             dir.path(),
-            &format!("{mode}.yaml"),
+            &format!("{mode}-{strict}.yaml"),
             &format!(
-                "state_dir: state\npolicies:\n  dirs: [policies]\ntargets:\n  - name: t\n    mode: {mode}\n    desired: {{dir: desired}}\n    live: {{snapshot: live}}\n"
+                "state_dir: state\npolicies:\n  dirs: [policies]\n  strict_builtins: {strict}\ntargets:\n  - name: t\n    mode: {mode}\n    desired: {{dir: desired}}\n    live: {{snapshot: live}}\n"
             ),
         )
     };
+    let config = |mode: &str| config_with(mode, false);
     let json = dir.path().join("report.json");
     let metrics = dir.path().join("metrics.prom");
     let reconcile = |cfg: &std::path::Path| {
@@ -515,6 +518,28 @@ fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
     };
 
     let out = reconcile(&config("autocorrect"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let verdict = &report["drifts"][0]["verdict"];
+    assert_eq!(verdict["class"], "risky", "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("x.rego:3") && r.contains("never safe")),
+        "{verdict}"
+    );
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), live_text);
+    // Clear what the run wrote, so the strict run below shows it writes nothing.
+    for written in [&json, &metrics] {
+        if written.exists() {
+            std::fs::remove_file(written).unwrap();
+        }
+    }
+    if dir.path().join("state").exists() {
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    }
+
+    let out = reconcile(&config_with("autocorrect", true));
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{err}");
     let file = dir.path().join("policies/x.rego");
@@ -666,7 +691,8 @@ fn the_policy_engine_can_be_set_to_the_interpreter() {
     assert_eq!(reports[0], reports[1]);
 
     // A rule that fails at run time behind a safe finding: recommend mode with the compiled
-    // program reports (docs/policy.md, "Engine"); with the interpreter it is an error.
+    // program reports (docs/policy.md, "Engine"); the interpreter reads the failing builtin as
+    // undefined like OPA but keeps the drift risky, and stops with strict builtins.
     let failing = dir.path().join("failing");
     write(
         &failing,
@@ -678,7 +704,15 @@ fn the_policy_engine_can_be_set_to_the_interpreter() {
     let out = run(bin().args(["diff", "--config"]).arg(&compiled));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let interpreted = write(dir.path(), "f2.yaml", &config(&failing, "interpreter"));
-    let out = run(bin().args(["diff", "--config"]).arg(&interpreted));
+    let out = run(bin()
+        .args(["diff", "-o", "json", "--config"])
+        .arg(&interpreted));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["drifts"][0]["verdict"]["class"], "risky");
+    let out = run(bin()
+        .args(["diff", "--strict-builtins", "--config"])
+        .arg(&interpreted));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("p.rego:3"), "{}", stderr(&out));
 

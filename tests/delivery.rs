@@ -1218,6 +1218,7 @@ fn deploy_config_is_valid_and_site_policies_compile_with_the_library() {
             driftwarden::policy::PolicyDir::new(site.path()),
         ],
         data_files: Vec::new(),
+        strict_builtins: false,
     });
     assert!(engine.is_ok(), "{:?}", engine.err());
     // The Dockerfile puts the library where the config expects it.

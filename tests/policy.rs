@@ -113,7 +113,7 @@ fn classes(d: &Drift) -> Vec<Class> {
 
 #[test]
 fn default_library_tests_all_pass_and_cover_every_rule() {
-    let report = run_tests(&library().dirs, &[], None).expect("load");
+    let report = run_tests(&library(), None).expect("load");
     let text = render_test_report(&report, true);
     assert_eq!(report.failed, 0, "{text}");
     assert!(
@@ -155,7 +155,7 @@ fn default_library_tests_all_pass_and_cover_every_rule() {
 
 #[test]
 fn test_filter_and_coverage() {
-    let report = run_tests(&library().dirs, &[], Some("aws_test.test_ami")).unwrap();
+    let report = run_tests(&library(), Some("aws_test.test_ami")).unwrap();
     assert_eq!((report.passed, report.failed), (1, 0));
     assert_eq!(
         report.outcomes[0].name,
@@ -163,7 +163,7 @@ fn test_filter_and_coverage() {
     );
     assert!(report.outcomes[0].file.ends_with("aws_test.rego"));
 
-    let (report, coverage) = run_tests_with_coverage(&library().dirs, &[], None).unwrap();
+    let (report, coverage) = run_tests_with_coverage(&library(), None).unwrap();
     assert_eq!(report.failed, 0);
     let aws = coverage
         .iter()
@@ -181,7 +181,7 @@ fn failing_tests_are_counted_not_errors() {
         "package t\n\ntest_true if true\n\ntest_false if false\n\ntest_undefined if input.nothing\n\nhelper := 1\n",
     )
     .unwrap();
-    let report = run_tests(&[PolicyDir::new(dir.path())], &[], None).unwrap();
+    let report = run_tests(&dir_config(dir.path()), None).unwrap();
     assert_eq!((report.passed, report.failed), (1, 2));
     let text = render_test_report(&report, false);
     assert!(text.contains("data.t.test_false: FAIL"), "{text}");
@@ -191,6 +191,15 @@ fn failing_tests_are_counted_not_errors() {
 }
 
 /// The binary, run from the repository root.
+/// One Rego v1 policy directory, nothing else.
+fn dir_config(path: impl Into<std::path::PathBuf>) -> PolicyConfig {
+    PolicyConfig {
+        dirs: vec![PolicyDir::new(path)],
+        data_files: vec![],
+        strict_builtins: false,
+    }
+}
+
 fn driftwarden(args: &[&str]) -> std::process::Output {
     common::run(common::bin().args(args))
 }
@@ -208,7 +217,7 @@ fn policy_test_coverage_prints_each_file_after_the_results() {
     let (results, coverage) = stdout
         .split_once("\ncoverage:\n")
         .expect("a coverage section after the results");
-    let report = run_tests(&library().dirs, &[], None).unwrap();
+    let report = run_tests(&library(), None).unwrap();
     assert_eq!(
         results,
         format!("{} passed, 0 failed\n", report.passed),
@@ -216,7 +225,7 @@ fn policy_test_coverage_prints_each_file_after_the_results() {
     );
 
     // The same figures as the library computes, for real files, and no test file.
-    let (_, files) = run_tests_with_coverage(&[PolicyDir::new("policies/")], &[], None).unwrap();
+    let (_, files) = run_tests_with_coverage(&dir_config("policies/"), None).unwrap();
     let lines: Vec<&str> = coverage.lines().collect();
     assert_eq!(lines.len(), files.len() + 1, "{coverage}");
     let sec = files
@@ -329,6 +338,7 @@ fn unclassified_drift_is_risky_by_default() {
     let empty = PolicyEngine::load(&PolicyConfig {
         dirs: vec![PolicyDir::new(dir.path())],
         data_files: vec![],
+        strict_builtins: false,
     })
     .unwrap();
     let v = empty.evaluate(&json!({"changes": []})).unwrap();
@@ -499,6 +509,7 @@ fn load_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<PolicyEngine, 
     let r = PolicyEngine::load(&PolicyConfig {
         dirs: vec![PolicyDir::new(dir.path())],
         data_files: vec![],
+        strict_builtins: false,
     });
     (dir, r)
 }
@@ -676,6 +687,7 @@ fn missing_directory_and_bad_data_are_errors() {
     let err = PolicyEngine::load(&PolicyConfig {
         dirs: vec![PolicyDir::new("/nonexistent/policies")],
         data_files: vec![],
+        strict_builtins: false,
     })
     .unwrap_err();
     assert!(matches!(err, PolicyError::MissingDir(_)), "{err:?}");
@@ -695,6 +707,7 @@ fn conftest_config() -> PolicyConfig {
             PolicyDir::v0(root().join("fixtures/policy/conftest_v0")),
         ],
         data_files: vec![],
+        strict_builtins: false,
     }
 }
 
@@ -734,6 +747,7 @@ fn conftest_terraform_plan_policy() {
         &PolicyConfig {
             dirs: vec![PolicyDir::new(root().join("fixtures/policy/conftest"))],
             data_files: vec![],
+            strict_builtins: false,
         },
     )
     .unwrap();
@@ -751,6 +765,7 @@ fn v0_policies_need_their_directory_marked_v0() {
     let err = PolicyEngine::load(&PolicyConfig {
         dirs: vec![PolicyDir::new(root().join("fixtures/policy/conftest_v0"))],
         data_files: vec![],
+        strict_builtins: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("conftest_v0/k8s.rego:"), "{err}");

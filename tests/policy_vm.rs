@@ -295,10 +295,15 @@ fn classify_parallel_uses_the_program_too() {
 }
 
 fn write_policy(dir: &Path, text: &str) -> PolicyEngine {
+    load_policy(dir, text, false)
+}
+
+fn load_policy(dir: &Path, text: &str, strict_builtins: bool) -> PolicyEngine {
     std::fs::write(dir.join("p.rego"), text).expect("write");
     PolicyEngine::load(&PolicyConfig {
         dirs: vec![PolicyDir::new(dir)],
         data_files: vec![],
+        strict_builtins,
     })
     .expect("loads")
 }
@@ -341,18 +346,17 @@ fn a_safe_verdict_in_autocorrect_is_confirmed_by_the_interpreter() {
     assert!(err.to_string().contains("p.rego"), "{err}");
 }
 
-/// A rule that fails at run time (here `count` of a number) is an error for the interpreter, with
-/// its file and line; the compiled program reads it as undefined. Where that would let a safe
-/// verdict through in autocorrect mode, the confirmation turns it back into the error.
+/// A builtin that fails at run time (here `count` of a number) reads as undefined, as in OPA's
+/// default, but never lets a drift be corrected: the interpreter gives `risky` with the
+/// builtin's file and line. The compiled program reads the rule as undefined and says safe; in
+/// autocorrect mode the interpreter's confirmation replaces that with its risky verdict.
 #[test]
-fn a_runtime_error_behind_a_safe_verdict_stops_autocorrect_with_file_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = write_policy(
-        dir.path(),
-        "package driftwarden.p\n\n\
+fn a_runtime_error_behind_a_safe_verdict_keeps_autocorrect_from_writing() {
+    let policy = "package driftwarden.p\n\n\
          large if count(input.changes[0].live) > 1\n\n\
-         classify contains {\"class\": \"safe\", \"reason\": \"small\"} if not large\n",
-    );
+         classify contains {\"class\": \"safe\", \"reason\": \"small\"} if not large\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = write_policy(dir.path(), policy);
     assert!(engine.is_compiled());
     let d = drift(
         k8s("apps", "Deployment", Some("a"), "b"),
@@ -360,17 +364,32 @@ fn a_runtime_error_behind_a_safe_verdict_stops_autocorrect_with_file_and_line() 
         vec![change("/spec/replicas", json!(1), json!(5))],
     );
     let mut drifts = vec![d.clone()];
-    let err = engine
+    engine
         .classify(&mut drifts, &ctx(Mode::Autocorrect, &[]))
-        .expect_err("the interpreter's error surfaces");
-    let msg = err.to_string();
-    assert!(msg.contains("p.rego:3"), "{msg}");
-    assert!(msg.contains("`count` requires"), "{msg}");
+        .expect("classifies");
+    let verdict = drifts[0].verdict.clone().expect("classified");
+    assert_eq!(verdict.class, Class::Risky, "{verdict:?}");
+    assert!(verdict.reasons[0].contains("p.rego:3"), "{verdict:?}");
+    assert!(
+        verdict.reasons[0].contains("`count` requires"),
+        "{verdict:?}"
+    );
 
-    let mut drifts = vec![d];
-    let err = engine
+    let mut drifts = vec![d.clone()];
+    engine
         .classify_interpreted(&mut drifts, &ctx(Mode::Recommend, &[]))
-        .expect_err("the interpreter refuses it in every mode");
+        .expect("the builtin error reads as undefined");
+    let verdict = drifts[0].verdict.clone().expect("classified");
+    assert_eq!(verdict.class, Class::Risky, "{verdict:?}");
+    assert!(verdict.reasons[0].contains("p.rego:3"), "{verdict:?}");
+    assert_eq!(drifts[0].changes[0].class, Some(Class::Risky));
+
+    // With strict builtins the interpreter refuses it in every mode.
+    let strict = load_policy(dir.path(), policy, true);
+    let mut drifts = vec![d];
+    let err = strict
+        .classify_interpreted(&mut drifts, &ctx(Mode::Recommend, &[]))
+        .expect_err("strict builtins: an error");
     assert!(err.to_string().contains("p.rego:3"), "{err}");
 }
 

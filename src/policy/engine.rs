@@ -71,6 +71,9 @@ pub struct PolicyConfig {
     pub dirs: Vec<PolicyDir>,
     /// Extra JSON or YAML data files, merged at the root of `data` after the directories' ones.
     pub data_files: Vec<PathBuf>,
+    /// A builtin error is an error (`--strict-builtins`, `policies.strict_builtins`), not
+    /// undefined as in OPA's default. Either way a drift whose evaluation meets one is never safe.
+    pub strict_builtins: bool,
 }
 
 impl Default for PolicyConfig {
@@ -79,6 +82,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             dirs: vec![PolicyDir::new("policies")],
             data_files: Vec::new(),
+            strict_builtins: false,
         }
     }
 }
@@ -105,7 +109,12 @@ struct ConftestPackage {
 /// threads.
 #[derive(Debug, Clone)]
 pub struct PolicyEngine {
+    /// The interpreter, with builtin errors as errors: every evaluation tries it (or the compiled
+    /// program, also strict) first, so that a builtin error is always noticed.
     engine: Engine,
+    /// The interpreter with builtin errors as undefined (OPA's default), for the evaluations the
+    /// strict one stops on; `None` with `strict_builtins`.
+    lax: Option<Engine>,
     /// The aggregate rule compiled to regorus' virtual machine, when every construct the
     /// policies use compiles (see [`Evaluator`]); `None` falls back to the tree interpreter.
     compiled: Option<Compiled>,
@@ -120,6 +129,9 @@ pub struct PolicyEngine {
 /// What the policies said about one input: the drift's verdict and one class per change.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Assessment {
+    /// A builtin failed during the evaluation and was read as undefined (OPA's default); the
+    /// verdict is then never safe.
+    pub builtin_error: bool,
     pub verdict: Verdict,
     pub change_classes: Vec<Class>,
 }
@@ -140,7 +152,17 @@ impl PolicyEngine {
         let Loaded {
             mut engine,
             modules,
-        } = loader::load(&cfg.dirs, &cfg.data_files, false)?;
+            interpreter_only,
+            ..
+        } = loader::load(
+            &cfg.dirs,
+            &cfg.data_files,
+            loader::LoadOptions {
+                include_tests: false,
+                strict_builtins: true,
+                refusals: loader::Refusals::Fail,
+            },
+        )?;
 
         let mut classifiers: Vec<Classifier> = Vec::new();
         let mut conftest: Vec<ConftestPackage> = Vec::new();
@@ -181,8 +203,22 @@ impl PolicyEngine {
             .add_policy(AGGREGATE_FILE.to_string(), aggregate)
             .map_err(|e| loader::compile_error(AGGREGATE_FILE, &e))?;
         loader::prepare(&mut engine)?;
+        let lax = (!cfg.strict_builtins).then(|| {
+            let mut lax = engine.clone();
+            lax.set_strict_builtin_errors(false);
+            lax
+        });
         let (compiled, interpreted_because) = if classifiers.is_empty() && verdict_files.is_none() {
             (None, Some("no package classifies".to_string()))
+        } else if cfg.strict_builtins {
+            // The program reads a failing rule body as undefined and cannot report the error.
+            (
+                None,
+                Some("strict builtins: only the interpreter reports a builtin error".to_string()),
+            )
+        } else if let Some(why) = interpreter_only {
+            tracing::info!("classifying with the policy interpreter: {why}");
+            (None, Some(why))
         } else {
             match Compiled::new(&mut engine) {
                 Ok(c) => (Some(c), None),
@@ -195,6 +231,7 @@ impl PolicyEngine {
 
         Ok(PolicyEngine {
             engine,
+            lax,
             compiled,
             interpreted_because,
             classifiers,
@@ -210,6 +247,7 @@ impl PolicyEngine {
         PolicyEngine::load(&PolicyConfig {
             dirs: Vec::new(),
             data_files: Vec::new(),
+            strict_builtins: false,
         })
     }
 
@@ -256,12 +294,16 @@ impl PolicyEngine {
             let paths: Vec<&str> = drift.changes.iter().map(|c| c.path.as_str()).collect();
             let subject = format!("{} (target {})", drift.resource.display, drift.target);
             let again = confirm.then(|| input.clone());
-            let assessment = self.assess(&mut eval, input, &paths, &subject)?;
+            let mut assessment = self.assess(&mut eval, input, &paths, &subject)?;
             if let Some(input) = again.filter(|_| assessment.verdict.class == Class::Safe) {
                 let reference = reference
                     .get_or_insert_with(|| Evaluator::Interpreter(Box::new(self.engine.clone())));
                 let expected = self.assess(reference, input, &paths, &subject)?;
-                if expected != assessment {
+                if expected.builtin_error {
+                    // The program read a failing builtin as undefined; the interpreter's
+                    // fail-safe answer (never safe) stands.
+                    assessment = expected;
+                } else if expected != assessment {
                     return Err(PolicyError::Eval {
                         subject,
                         message: format!(
@@ -392,21 +434,51 @@ impl PolicyEngine {
         paths: &[&str],
         subject: &str,
     ) -> Result<Assessment> {
-        let findings = if self.has_classifiers() {
-            let retry = matches!(eval, Evaluator::Vm(_)).then(|| input.clone());
-            let results = match (eval.results(input, subject), retry) {
-                // The interpreter names the rule's file and line; the program does not.
-                (Err(vm_error), Some(input)) => {
-                    let mut interpreter = Evaluator::Interpreter(Box::new(self.engine.clone()));
-                    interpreter.results(input, subject).and(Err(vm_error))?
+        if !self.has_classifiers() {
+            return Ok(aggregate(&[], paths));
+        }
+        let is_vm = matches!(eval, Evaluator::Vm(_));
+        let retry = input.clone();
+        let (results, builtin_error) = match eval.results(input, subject) {
+            Ok(results) => (results, None),
+            Err(strict_error) => match &self.lax {
+                // OPA's default: evaluate again with builtin errors as undefined. An error that
+                // remains is not a builtin's and stops the run.
+                Some(lax) => {
+                    let mut lax = Evaluator::Interpreter(Box::new(lax.clone()));
+                    let results = lax.results(retry.clone(), subject)?;
+                    // The strict interpreter names the failing builtin's file and line; the
+                    // program does not.
+                    let located = if is_vm {
+                        let mut interpreter = Evaluator::Interpreter(Box::new(self.engine.clone()));
+                        interpreter.results(retry, subject).err()
+                    } else {
+                        None
+                    };
+                    (results, Some(located.unwrap_or(strict_error)))
                 }
-                (results, _) => results?,
-            };
-            self.findings(&results)?
-        } else {
-            Vec::new()
+                // The interpreter names the rule's file and line; the program does not.
+                None if is_vm => {
+                    let mut interpreter = Evaluator::Interpreter(Box::new(self.engine.clone()));
+                    interpreter.results(retry, subject).and(Err(strict_error))?
+                }
+                None => return Err(strict_error),
+            },
         };
-        Ok(aggregate(&findings, paths))
+        let mut assessment = aggregate(&self.findings(&results)?, paths);
+        if let Some(error) = builtin_error {
+            tracing::warn!(
+                subject,
+                %error,
+                "a policy builtin failed; read as undefined (OPA's default), and the drift is not safe"
+            );
+            let detail = match &error {
+                PolicyError::Eval { message, .. } => message.lines().next().unwrap_or_default(),
+                _ => "",
+            };
+            never_safe(&mut assessment, detail);
+        }
+        Ok(assessment)
     }
 
     /// Turns the aggregate's `[key, value]` pairs into checked findings.
@@ -459,7 +531,7 @@ impl PolicyEngine {
     /// Evaluates conftest-style rules (`deny`, `violation`, `warn`) of every package against
     /// `input`: `{"<package>": {"deny": [...], "warn": [...]}}`.
     fn conftest(&self, input: &Value, subject: &str) -> Result<Map<String, Value>> {
-        let mut engine = self.engine.clone();
+        let mut engine = self.lax.as_ref().unwrap_or(&self.engine).clone();
         let converted: regorus::Value =
             serde_json::from_value(input.clone()).map_err(|e| PolicyError::Input {
                 path: PathBuf::from(subject),
@@ -795,6 +867,29 @@ fn applies(finding: &str, change: &str) -> bool {
     within(finding, change) || within(change, finding)
 }
 
+/// The start of the reason recorded when a builtin error kept a drift from being safe; the
+/// builtin's error (file, line, message) follows.
+pub const BUILTIN_ERROR_REASON: &str = "a policy builtin failed while classifying this drift, \
+     read as undefined as OPA does; a drift whose classification meets a builtin error is never safe";
+
+/// Fail safe after a builtin error read as undefined: the finding that failed might have been
+/// the one that made the drift risky or forbidden, so nothing stays `safe`.
+fn never_safe(a: &mut Assessment, detail: &str) {
+    a.builtin_error = true;
+    for c in a.change_classes.iter_mut().filter(|c| **c == Class::Safe) {
+        *c = Class::Risky;
+    }
+    if a.verdict.class == Class::Safe {
+        a.verdict.class = Class::Risky;
+        a.verdict.reasons = vec![if detail.is_empty() {
+            BUILTIN_ERROR_REASON.to_string()
+        } else {
+            format!("{BUILTIN_ERROR_REASON} ({detail})")
+        }];
+        a.verdict.rules = vec![DEFAULT_RULE.to_string()];
+    }
+}
+
 /// Combines findings into the drift's verdict and each change's class (see the module docs).
 fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
     let mut change_classes = Vec::with_capacity(paths.len());
@@ -855,6 +950,7 @@ fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
         }
     }
     Assessment {
+        builtin_error: false,
         verdict: Verdict {
             class,
             reasons,
@@ -1000,6 +1096,7 @@ mod tests {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
             )],
             data_files: Vec::new(),
+            strict_builtins: false,
         })
         .expect("the default library loads");
         let compiled = engine

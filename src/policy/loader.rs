@@ -10,10 +10,11 @@ use regorus::unstable::{BUILTINS, Lexer, Parser, Rule, RuleHead, TokenKind};
 use regorus::{Engine, Source};
 
 use super::engine::PolicyDir;
+use super::parity::{self, Refusal};
 use super::{PolicyError, Result};
 
-/// Names of data files picked up from policy directories (merged at the root of `data`).
-const DATA_FILE_NAMES: [&str; 3] = ["data.json", "data.yaml", "data.yml"];
+/// Extensions of the files loaded as data, like `opa test DIR` and `opa eval -d DIR` load them.
+const DATA_EXTENSIONS: [&str; 3] = ["json", "yaml", "yml"];
 
 /// Rego keywords that a `(` may follow without the pair being a call.
 const KEYWORDS: [&str; 14] = [
@@ -39,6 +40,30 @@ pub(crate) struct ModuleInfo {
 pub(crate) struct Loaded {
     pub engine: Engine,
     pub modules: Vec<ModuleInfo>,
+    /// Constructs refused at load ([`Refusals::Collect`] only; with [`Refusals::Fail`] the first
+    /// one is the load's error).
+    pub refusals: Vec<Refusal>,
+    /// Why the policies must run on regorus' interpreter rather than its compiled program, when
+    /// they must (a `sprintf` only the interpreter formats as OPA does).
+    pub interpreter_only: Option<String>,
+}
+
+/// What loading does with a construct regorus would evaluate differently from OPA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusals {
+    /// Fail the load (classification, `policy eval`): exit 3, nothing evaluated.
+    Fail,
+    /// Keep going and report them (`policy test`, where each is a failed test).
+    Collect,
+}
+
+/// How builtin errors evaluate (docs/policy.md, "Differences from OPA").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoadOptions {
+    pub include_tests: bool,
+    /// Builtin errors are errors (`--strict-builtins`), not undefined (OPA's default).
+    pub strict_builtins: bool,
+    pub refusals: Refusals,
 }
 
 struct PolicyFile {
@@ -47,35 +72,71 @@ struct PolicyFile {
     is_test: bool,
 }
 
-/// Loads every `.rego` file under `dirs` (tests only when `include_tests`), the data files found
-/// in those directories (`data.json`, `data.yaml`, `data.yml`) and `data_files`, then checks the
-/// calls. The engine is not yet prepared for evaluation; see [`prepare`].
+/// A data file and the path under `data` its document is loaded at (its directory relative to
+/// the configured one; empty: merged at the root).
+struct DataFile {
+    path: PathBuf,
+    prefix: Vec<String>,
+}
+
+/// Loads every `.rego` file under `dirs` (tests only when `include_tests`), every JSON and YAML
+/// file under them as data at the path of its directory (as `opa test DIR` does), then
+/// `data_files` at the root, and checks the calls. Each file passes through
+/// [`parity::prepare`] first. The engine is not yet prepared for evaluation; see [`prepare`].
 pub(crate) fn load(
     dirs: &[PolicyDir],
     data_files: &[PathBuf],
-    include_tests: bool,
+    opts: LoadOptions,
 ) -> Result<Loaded> {
     let mut files = Vec::new();
     let mut data = Vec::new();
     for dir in dirs {
-        collect(&dir.path, dir.rego_v0, &mut files, &mut data)?;
+        collect(&dir.path, dir.rego_v0, &[], &mut files, &mut data)?;
     }
-    data.extend(data_files.iter().cloned());
+    data.extend(data_files.iter().map(|p| DataFile {
+        path: p.clone(),
+        prefix: Vec::new(),
+    }));
 
-    let mut engine = Engine::new();
-    let mut modules = Vec::new();
-    for f in files.iter().filter(|f| include_tests || !f.is_test) {
+    let mut texts = Vec::new();
+    for f in files.iter().filter(|f| opts.include_tests || !f.is_test) {
         let text = fs::read_to_string(&f.path).map_err(|error| PolicyError::Io {
             path: f.path.clone(),
             error,
         })?;
-        let name = f.path.display().to_string();
+        texts.push((f, f.path.display().to_string(), text));
+    }
+    let package_rules = declared_rules(&texts);
+
+    let mut engine = Engine::new();
+    engine.set_strict_builtin_errors(opts.strict_builtins);
+    engine
+        .add_extension("sprintf".to_string(), 2, Box::new(parity::opa_sprintf))
+        .map_err(|e| compile_error("sprintf", &e))?;
+    let mut modules = Vec::new();
+    let mut refusals = Vec::new();
+    let mut interpreter_only = None;
+    for (f, name, text) in &texts {
+        let prepared = parity::prepare(name, text, f.rego_v0, &package_rules);
+        let refused = !prepared.refusals.is_empty();
+        let mut found = prepared.refusals.into_iter();
+        if opts.refusals == Refusals::Fail
+            && let Some(first) = found.next()
+        {
+            return Err(PolicyError::Refused(Box::new(first)));
+        }
+        refusals.extend(found);
+        interpreter_only = interpreter_only.or(prepared.interpreter_only);
         engine.set_rego_v0(f.rego_v0);
-        engine
-            .add_policy(name.clone(), text)
-            .map_err(|e| compile_error(&name, &e))?;
+        match engine.add_policy(name.clone(), prepared.text) {
+            Ok(_) => {}
+            // A file whose refused construct regorus cannot parse is left out of the tests;
+            // its refusal is reported as a failed test.
+            Err(_) if refused => continue,
+            Err(e) => return Err(compile_error(name, &e)),
+        }
         modules.push(ModuleInfo {
-            file: name,
+            file: name.clone(),
             package: Vec::new(),
             rules: BTreeSet::new(),
             is_test: f.is_test,
@@ -86,15 +147,55 @@ pub(crate) fn load(
     let functions = describe_modules(&mut engine, &mut modules)?;
     check_calls(&mut engine, &modules, &functions)?;
 
-    for path in &data {
-        engine
-            .add_data(read_data(path)?)
-            .map_err(|e| PolicyError::Data {
-                path: path.clone(),
-                message: format!("cannot merge into data: {e}"),
-            })?;
+    for d in &data {
+        let mut value = read_data(&d.path, d.prefix.is_empty())?;
+        for key in d.prefix.iter().rev() {
+            let mut obj = regorus::Value::new_object();
+            if let Ok(map) = obj.as_object_mut() {
+                map.insert(regorus::Value::from(key.as_str()), value);
+            }
+            value = obj;
+        }
+        engine.add_data(value).map_err(|e| PolicyError::Data {
+            path: d.path.clone(),
+            message: format!("cannot merge into data: {e}"),
+        })?;
     }
-    Ok(Loaded { engine, modules })
+    Ok(Loaded {
+        engine,
+        modules,
+        refusals,
+        interpreter_only,
+    })
+}
+
+/// The rule names each package declares across `texts` (a file that does not parse is skipped;
+/// loading it reports the error).
+fn declared_rules(
+    texts: &[(&PolicyFile, String, String)],
+) -> BTreeMap<Vec<String>, HashSet<String>> {
+    let mut out: BTreeMap<Vec<String>, HashSet<String>> = BTreeMap::new();
+    for (f, name, text) in texts {
+        let mut scratch = Engine::new();
+        scratch.set_rego_v0(f.rego_v0);
+        if scratch.add_policy(name.clone(), text.clone()).is_err() {
+            continue;
+        }
+        let mut infos = vec![ModuleInfo {
+            file: name.clone(),
+            package: Vec::new(),
+            rules: BTreeSet::new(),
+            is_test: f.is_test,
+        }];
+        if let Ok(functions) = describe_modules(&mut scratch, &mut infos) {
+            let entry = out.entry(infos[0].package.clone()).or_default();
+            entry.extend(infos[0].rules.iter().cloned());
+            if let Some(funcs) = functions.get(&infos[0].package) {
+                entry.extend(funcs.iter().cloned());
+            }
+        }
+    }
+    out
 }
 
 /// Runs regorus' analysis (rule scheduling, recursion, safety checks) now, so that such errors
@@ -106,11 +207,15 @@ pub(crate) fn prepare(engine: &mut Engine) -> Result<()> {
         .map_err(|e| compile_error("a policy", &e))
 }
 
+/// Walks a configured path like OPA's loader: `.rego` files are policies, `.json`, `.yaml` and
+/// `.yml` files data (under `prefix`, the directories walked below the configured one), other
+/// files are skipped; a `.tar.gz` bundle is an error (bundles are not supported).
 fn collect(
     path: &Path,
     rego_v0: bool,
+    prefix: &[String],
     files: &mut Vec<PolicyFile>,
-    data: &mut Vec<PathBuf>,
+    data: &mut Vec<DataFile>,
 ) -> Result<()> {
     let meta = fs::metadata(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
@@ -123,8 +228,7 @@ fn collect(
         }
     })?;
     if meta.is_file() {
-        push_file(path, rego_v0, files, data);
-        return Ok(());
+        return push_file(path, rego_v0, prefix, files, data);
     }
     let mut entries: Vec<PathBuf> = fs::read_dir(path)
         .map_err(|error| PolicyError::Io {
@@ -132,41 +236,65 @@ fn collect(
             error,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            !p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-        })
         .collect();
     entries.sort();
     for entry in entries {
         if entry.is_dir() {
-            collect(&entry, rego_v0, files, data)?;
+            let mut below = prefix.to_vec();
+            below.push(
+                entry
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            collect(&entry, rego_v0, &below, files, data)?;
         } else {
-            push_file(&entry, rego_v0, files, data);
+            push_file(&entry, rego_v0, prefix, files, data)?;
         }
     }
     Ok(())
 }
 
-fn push_file(path: &Path, rego_v0: bool, files: &mut Vec<PolicyFile>, data: &mut Vec<PathBuf>) {
+fn push_file(
+    path: &Path,
+    rego_v0: bool,
+    prefix: &[String],
+    files: &mut Vec<PolicyFile>,
+    data: &mut Vec<DataFile>,
+) -> Result<()> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    if name.ends_with(".rego") {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    if ext == "rego" {
         files.push(PolicyFile {
             path: path.to_path_buf(),
             rego_v0,
             is_test: name.ends_with("_test.rego"),
         });
-    } else if DATA_FILE_NAMES.contains(&name) {
-        data.push(path.to_path_buf());
+    } else if DATA_EXTENSIONS.contains(&ext) {
+        data.push(DataFile {
+            path: path.to_path_buf(),
+            prefix: prefix.to_vec(),
+        });
+    } else if name.ends_with(".tar.gz") {
+        return Err(PolicyError::Data {
+            path: path.to_path_buf(),
+            message: "a bundle; OPA would load its policies and data, driftwarden does not read \
+                      bundles: extract it into the directory"
+                .into(),
+        });
     }
+    Ok(())
 }
 
-/// Reads a data file: JSON, or YAML for `.yaml`/`.yml`. The root must be an object.
-pub(crate) fn read_data(path: &Path) -> Result<regorus::Value> {
+/// Reads a data file: JSON, or YAML for `.yaml`/`.yml`. A file merged at the root of `data`
+/// (`at_root`) must hold an object; one below it may hold any value.
+pub(crate) fn read_data(path: &Path, at_root: bool) -> Result<regorus::Value> {
     let text = fs::read_to_string(path).map_err(|error| PolicyError::Io {
         path: path.to_path_buf(),
         error,
@@ -175,7 +303,7 @@ pub(crate) fn read_data(path: &Path) -> Result<regorus::Value> {
         path: path.to_path_buf(),
         message,
     })?;
-    if value.as_object().is_err() {
+    if at_root && value.as_object().is_err() {
         return Err(PolicyError::Data {
             path: path.to_path_buf(),
             message: "the top level must be an object (it is merged at the root of data)".into(),
@@ -235,7 +363,7 @@ fn describe_modules(
     Ok(functions)
 }
 
-fn ref_components(
+pub(crate) fn ref_components(
     refr: &regorus::unstable::Ref<regorus::unstable::Expr>,
     file: &str,
 ) -> Result<Vec<String>> {
@@ -275,6 +403,8 @@ fn check_calls(
         let mut prev_text = String::new();
         let mut before_chain = String::new();
         let mut after_dot = false;
+        // Where the previous token ends: OPA reads `(` as a call only right there.
+        let mut prev_end = 0u32;
         loop {
             // The parser accepted the file; a lexer disagreement is not worth failing on.
             let Ok(token) = lexer.next_token() else {
@@ -296,7 +426,12 @@ fn check_calls(
                 TokenKind::Symbol if text == "." && !chain.is_empty() && !after_dot => {
                     after_dot = true;
                 }
-                TokenKind::Symbol if text == "(" && !chain.is_empty() && !after_dot => {
+                TokenKind::Symbol
+                    if text == "("
+                        && !chain.is_empty()
+                        && !after_dot
+                        && token.1.start == prev_end =>
+                {
                     let name = chain.join(".");
                     let head = chain[0].as_str();
                     let known = before_chain == "."
@@ -324,6 +459,7 @@ fn check_calls(
                 }
             }
             prev_text = text;
+            prev_end = token.1.end;
         }
     }
     Ok(())

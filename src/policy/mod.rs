@@ -12,17 +12,20 @@
 //!
 //! Module map: [`input`] builds the input document, [`engine`] loads and evaluates policies,
 //! [`testing`] runs `test_*` rules like `opa test`; `loader` (private) finds files and checks
-//! modules.
+//! modules; `parity` (private) rewrites or refuses what regorus would evaluate differently from
+//! OPA, and gives `sprintf` OPA's output.
 
 use std::path::PathBuf;
 
 pub mod engine;
 pub mod input;
 mod loader;
+mod parity;
 pub mod testing;
 
 pub use engine::{PolicyConfig, PolicyDir, PolicyEngine, eval_file};
 pub use input::{INPUT_SCHEMA_VERSION, Related, RunContext, policy_input};
+pub use parity::Refusal;
 pub use testing::{
     FileCoverage, TestOutcome, TestReport, render_coverage, render_test_report, run_tests,
     run_tests_with_coverage,
@@ -66,6 +69,10 @@ pub enum PolicyError {
         col: u32,
         name: String,
     },
+    /// A construct regorus 0.14.1 would evaluate differently from OPA (docs/policy.md,
+    /// "Differences from OPA"): file, line, what each does, and the rewrite.
+    #[error("{0}")]
+    Refused(Box<Refusal>),
     /// A data file (policy parameters) is not valid JSON or YAML, or not an object.
     #[error("data file {}: {message}", path.display())]
     Data { path: PathBuf, message: String },

@@ -2,13 +2,13 @@
 //! regorus has no test runner, so the rules are discovered from the parsed modules. A test passes
 //! only when it evaluates to `true`; `false`, undefined and errors fail.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use regorus::unstable::{Rule, RuleHead};
 use serde::Serialize;
 
 use super::Result;
-use super::engine::{PolicyDir, rego_path};
+use super::engine::{PolicyConfig, rego_path};
 use super::loader;
 
 /// One test rule's result.
@@ -51,54 +51,100 @@ impl FileCoverage {
     }
 }
 
-/// Runs every `test_*` rule found in `dirs` (with the directories' data files and `data_files`
-/// loaded, as classification sees them). `filter` keeps the tests whose full name contains it.
+/// Runs every `test_*` rule definition found in `cfg.dirs` (with the directories' data files and
+/// `cfg.data_files` loaded, as classification sees them). `filter` keeps the tests whose full
+/// name contains it. Like `opa test`, each definition of a test name runs and is reported on its
+/// own: the second `test_a` of a package is `test_a#01`, the third `test_a#02`. A construct
+/// regorus would evaluate differently from OPA is a failed test carrying the refusal.
 ///
 /// Fails only when the policies cannot be loaded (compile error, missing builtin, bad data); a
 /// failing test is an outcome, not an error.
-pub fn run_tests(
-    dirs: &[PolicyDir],
-    data_files: &[PathBuf],
-    filter: Option<&str>,
-) -> Result<TestReport> {
-    Ok(run(dirs, data_files, filter, false)?.0)
+pub fn run_tests(cfg: &PolicyConfig, filter: Option<&str>) -> Result<TestReport> {
+    Ok(run(cfg, filter, false)?.0)
 }
 
 /// [`run_tests`] with line coverage of the non-test policy files (`policy test --coverage`).
 pub fn run_tests_with_coverage(
-    dirs: &[PolicyDir],
-    data_files: &[PathBuf],
+    cfg: &PolicyConfig,
     filter: Option<&str>,
 ) -> Result<(TestReport, Vec<FileCoverage>)> {
-    run(dirs, data_files, filter, true)
+    run(cfg, filter, true)
 }
 
 fn run(
-    dirs: &[PolicyDir],
-    data_files: &[PathBuf],
+    cfg: &PolicyConfig,
     filter: Option<&str>,
     coverage: bool,
 ) -> Result<(TestReport, Vec<FileCoverage>)> {
-    let mut loaded = loader::load(dirs, data_files, true)?;
+    let mut loaded = loader::load(
+        &cfg.dirs,
+        &cfg.data_files,
+        loader::LoadOptions {
+            include_tests: true,
+            strict_builtins: cfg.strict_builtins,
+            refusals: loader::Refusals::Collect,
+        },
+    )?;
     loader::prepare(&mut loaded.engine)?;
 
-    let mut seen = BTreeSet::new();
     let mut report = TestReport::default();
+    for refusal in &loaded.refusals {
+        report.failed += 1;
+        report.outcomes.push(TestOutcome {
+            name: format!("{}:{}:{}", refusal.file, refusal.line, refusal.col),
+            file: refusal.file.clone(),
+            passed: false,
+            error: Some(refusal.to_string()),
+        });
+    }
+
+    let asts = loaded.engine.get_modules().clone();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut lines: BTreeMap<String, (BTreeSet<u32>, BTreeSet<u32>)> = BTreeMap::new();
-    for module in &loaded.modules {
-        for rule in module.rules.iter().filter(|r| r.starts_with("test_")) {
-            let name = format!("{}.{rule}", rego_path(&module.package));
-            if !seen.insert(name.clone()) || filter.is_some_and(|f| !name.contains(f)) {
+    for (module, ast) in loaded.modules.iter().zip(asts.iter()) {
+        for rule in &ast.policy {
+            let Rule::Spec {
+                head: RuleHead::Compr { refr, .. },
+                ..
+            } = rule.as_ref()
+            else {
+                continue;
+            };
+            let Ok(comps) = loader::ref_components(refr, &module.file) else {
+                continue;
+            };
+            let [test] = comps.as_slice() else {
+                continue;
+            };
+            if !test.starts_with("test_") {
+                continue;
+            }
+            let base = format!("{}.{test}", rego_path(&module.package));
+            let count = seen.entry(base.clone()).or_insert(0);
+            let name = match *count {
+                0 => base,
+                n => format!("{base}#{n:02}"),
+            };
+            *count += 1;
+            if filter.is_some_and(|f| !name.contains(f)) {
                 continue;
             }
             let mut engine = loaded.engine.clone();
             if coverage {
                 engine.set_enable_coverage(true);
             }
-            let error = match engine.eval_rule(name.clone()) {
-                Ok(regorus::Value::Bool(true)) => None,
-                Ok(regorus::Value::Undefined) => Some("result was undefined".to_string()),
-                Ok(other) => Some(format!("result was {other}")),
+            let error = match engine.eval_rule_in_module(ast, rule, false) {
+                Ok(data) => {
+                    let mut value = &data;
+                    for key in module.package.iter().chain(std::iter::once(test)) {
+                        value = &value[&regorus::Value::from(key.as_str())];
+                    }
+                    match value {
+                        regorus::Value::Bool(true) => None,
+                        regorus::Value::Undefined => Some("result was undefined".to_string()),
+                        other => Some(format!("result was {other}")),
+                    }
+                }
                 Err(e) => Some(format!("{e:#}").trim().to_string()),
             };
             if coverage && let Ok(cov) = engine.get_coverage_report() {

@@ -186,6 +186,7 @@ pub fn policy_library() -> PolicyConfig {
     PolicyConfig {
         dirs: vec![PolicyDir::new(root().join("policies"))],
         data_files: vec![],
+        strict_builtins: false,
     }
 }
 
