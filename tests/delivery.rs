@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use common::{code, read, root, run, stderr, stdout, write};
 use driftwarden::live::kube_verbs::{
-    KUBE_DISCOVERY_URLS, KUBE_READ_VERBS, KUBE_VERBS, KUBE_WRITE_VERBS,
+    KUBE_DISCOVERY_URLS, KUBE_LEASE_VERBS, KUBE_READ_VERBS, KUBE_RUN_VERBS, KUBE_VERBS,
+    KUBE_WATCH_VERBS, KUBE_WRITE_VERBS,
 };
 
 /// The binary with a clean environment for what these tests control.
@@ -1026,7 +1027,7 @@ fn rbac_grants_exactly_the_verbs_the_code_sends() {
         for r in rules {
             for v in &r.verbs {
                 assert!(
-                    KUBE_VERBS.contains(&v.as_str()),
+                    KUBE_RUN_VERBS.contains(&v.as_str()),
                     "{name}: verb {v} is never sent"
                 );
             }
@@ -1050,10 +1051,11 @@ fn rbac_grants_exactly_the_verbs_the_code_sends() {
             }
         }
     }
-    // Together the roles grant every verb the code sends, and no other.
+    // Together the roles grant every verb `reconcile` sends, and no other (the watch overlay
+    // adds its own, checked by deploy_watch_overlay_*).
     resource_verbs.sort();
     resource_verbs.dedup();
-    assert_eq!(resource_verbs, sorted(KUBE_VERBS));
+    assert_eq!(resource_verbs, sorted(KUBE_RUN_VERBS));
     // Each role is for reading or for correcting, never both.
     for (d, rules) in &roles {
         let mut verbs: Vec<&str> = rules
@@ -1161,6 +1163,328 @@ fn rbac_grants_exactly_the_verbs_the_code_sends() {
     // Secrets are readable in shop only, never cluster-wide.
     assert!(!allowed(&granted, "", "secrets", "list"));
     assert!(allowed(&shop_only, "", "secrets", "list"));
+}
+
+/// The watch overlay's objects: the base without its CronJob (the overlay's `$patch: delete`),
+/// the overlay's own files, and its JSON patches applied.
+fn watch_overlay() -> Vec<Value> {
+    let dir = root().join("deploy/overlays/watch");
+    let overlay = yaml_docs(&read(&dir.join("kustomization.yaml"))).remove(0);
+    let resources: Vec<&str> = overlay["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(resources[0], "../../base");
+    let mut docs: Vec<Value> = Manifests::base().docs.into_iter().map(|(_, d)| d).collect();
+    // Every file of the overlay is listed.
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    assert_eq!(files, sorted(&resources[1..]));
+    for file in &resources[1..] {
+        docs.extend(yaml_docs(&read(&dir.join(file))));
+    }
+    for p in overlay["patches"].as_array().unwrap() {
+        let ops = yaml_docs(p["patch"].as_str().unwrap()).remove(0);
+        if ops.get("$patch").and_then(Value::as_str) == Some("delete") {
+            let before = docs.len();
+            docs.retain(|d| {
+                !(d["kind"] == ops["kind"] && d["metadata"]["name"] == ops["metadata"]["name"])
+            });
+            assert_eq!(before - 1, docs.len(), "delete patch {ops}");
+            continue;
+        }
+        let t = &p["target"];
+        let mut hits = 0;
+        for d in docs.iter_mut() {
+            if d["kind"] == t["kind"] && d["metadata"]["name"] == t["name"] {
+                json_patch(d, &ops);
+                hits += 1;
+            }
+        }
+        assert_eq!(hits, 1, "patch target {t}");
+    }
+    docs
+}
+
+fn typed_of<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> Vec<T> {
+    docs.iter()
+        .filter(|d| d["kind"] == kind)
+        .map(|d| serde_json::from_value(d.clone()).unwrap_or_else(|e| panic!("{kind}: {e}")))
+        .collect()
+}
+
+#[test]
+fn watch_overlay_runs_two_replicas_with_leader_election_probes_and_a_budget() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let docs = watch_overlay();
+    assert!(
+        docs.iter().all(|d| d["kind"] != "CronJob"),
+        "the CronJob is replaced"
+    );
+    let deployments: Vec<Deployment> = typed_of(&docs, "Deployment");
+    assert_eq!(deployments.len(), 1);
+    let spec = deployments[0].spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let selector = spec.selector.match_labels.clone().unwrap();
+    assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("driftwarden"));
+    // SIGTERM ends `watch` within 10 s: the grace period leaves room.
+    assert!(pod.termination_grace_period_seconds.is_some_and(|s| s > 10));
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    // The args are a `watch` command line the binary accepts.
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(args[0], "watch");
+    let help = stdout(&run(bin().args(["watch", "--help"])));
+    for a in &args[1..] {
+        assert!(help.contains(a.split('=').next().unwrap()), "{a}");
+    }
+    // The config is valid, elects a leader, and listens where the probes look.
+    let configmaps: Vec<ConfigMap> = typed_of(&docs, "ConfigMap");
+    let cfg_text = configmaps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("driftwarden-config"))
+        .unwrap()
+        .data
+        .as_ref()
+        .unwrap()["driftwarden.yaml"]
+        .clone();
+    let cfg =
+        driftwarden::config::parse(&cfg_text, "driftwarden.yaml", Path::new("/etc/driftwarden"))
+            .unwrap();
+    let le = cfg
+        .watch
+        .leader_election
+        .clone()
+        .expect("leader election configured");
+    let port = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .unwrap();
+    assert_eq!(port.container_port, i32::from(cfg.watch.listen.port()));
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let g = p.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(g.port, IntOrString::String("http".into()));
+        g.path.clone().unwrap()
+    };
+    assert_eq!(probe_path(&c.liveness_probe), "/healthz");
+    assert_eq!(probe_path(&c.readiness_probe), "/readyz");
+    // The holder identity comes from the pod name.
+    let env = c.env.as_ref().unwrap();
+    let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
+    assert_eq!(
+        pod_name
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
+    assert!(
+        env.iter()
+            .find(|e| e.name == "GITHUB_TOKEN")
+            .unwrap()
+            .value
+            .is_none()
+    );
+    // Both replicas mount the state volume.
+    let pvcs: Vec<PersistentVolumeClaim> = typed_of(&docs, "PersistentVolumeClaim");
+    assert_eq!(
+        pvcs[0].spec.as_ref().unwrap().access_modes,
+        Some(vec!["ReadWriteMany".to_string()])
+    );
+    for v in pod.volumes.as_ref().unwrap() {
+        if let Some(p) = &v.persistent_volume_claim {
+            assert_eq!(
+                pvcs[0].metadata.name.as_deref(),
+                Some(p.claim_name.as_str())
+            );
+        }
+    }
+
+    // The budget keeps one replica and selects the pods.
+    let pdbs: Vec<PodDisruptionBudget> = typed_of(&docs, "PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 1);
+    let pdb = pdbs[0].spec.as_ref().unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    let pdb_sel = pdb.selector.as_ref().unwrap().match_labels.clone().unwrap();
+    assert!(pdb_sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    // The Service exposes the metrics port of those pods.
+    let services: Vec<Service> = typed_of(&docs, "Service");
+    assert_eq!(services.len(), 1);
+    let svc = services[0].spec.as_ref().unwrap();
+    assert!(
+        svc.selector
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    );
+    assert_eq!(
+        svc.ports.as_ref().unwrap()[0].target_port,
+        Some(IntOrString::String("http".into()))
+    );
+
+    // RBAC: the overlay's roles grant `watch` on every kind the base lets it `list`, and the
+    // Lease verbs on the configured Lease; with the base, every verb the code sends.
+    let roles: Vec<(Value, Vec<PolicyRule>)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .map(|d| (d.clone(), rules_of(d)))
+        .collect();
+    let base_names: BTreeSet<String> = Manifests::base()
+        .docs
+        .iter()
+        .map(|(_, d)| format!("{}/{}", d["kind"], d["metadata"]["name"]))
+        .collect();
+    let mut all_verbs = BTreeSet::new();
+    let mut lease_rules = Vec::new();
+    for (d, rules) in &roles {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        for r in rules.iter().filter(|r| r.non_resource_urls.is_none()) {
+            for v in &r.verbs {
+                assert!(
+                    KUBE_VERBS.contains(&v.as_str()),
+                    "{name}: verb {v} is never sent"
+                );
+                all_verbs.insert(v.clone());
+            }
+        }
+        if base_names.contains(&format!("{}/{}", d["kind"], d["metadata"]["name"])) {
+            continue;
+        }
+        let verbs: Vec<&str> = rules
+            .iter()
+            .flat_map(|r| r.verbs.iter().map(String::as_str))
+            .collect();
+        let verbs = sorted(&verbs);
+        assert!(
+            verbs == sorted(KUBE_WATCH_VERBS) || verbs == sorted(KUBE_LEASE_VERBS),
+            "{name}: {verbs:?}"
+        );
+        if verbs == sorted(KUBE_LEASE_VERBS) {
+            assert_eq!(d["kind"], "Role", "{name}: Lease access is namespaced");
+            assert_eq!(
+                d["metadata"]["namespace"].as_str(),
+                Some(le.namespace.as_str())
+            );
+            lease_rules.extend(rules.iter().cloned());
+        }
+    }
+    assert_eq!(
+        all_verbs.into_iter().collect::<Vec<_>>(),
+        sorted(KUBE_VERBS)
+    );
+    let grants =
+        |rules: &[PolicyRule], group: &str, resource: &str, verb: &str, name: Option<&str>| {
+            rules.iter().any(|r| {
+                r.api_groups
+                    .as_ref()
+                    .is_some_and(|g| g.iter().any(|x| x == group))
+                    && r.resources
+                        .as_ref()
+                        .is_some_and(|x| x.iter().any(|x| x == resource))
+                    && r.verbs.iter().any(|v| v == verb)
+                    && match (&r.resource_names, name) {
+                        (None, _) => true,
+                        (Some(n), Some(name)) => n.iter().any(|x| x == name),
+                        (Some(_), None) => false,
+                    }
+            })
+        };
+    for verb in KUBE_LEASE_VERBS {
+        let name = (*verb != "create").then_some(le.name.as_str());
+        assert!(
+            grants(&lease_rules, "coordination.k8s.io", "leases", verb, name),
+            "{verb} on the Lease"
+        );
+    }
+    // get and update are limited to the Lease's name.
+    for r in &lease_rules {
+        if r.verbs.iter().any(|v| v == "get" || v == "update") {
+            assert_eq!(r.resource_names, Some(vec![le.name.clone()]));
+        }
+    }
+    // Wherever something may be listed, the overlay lets it be watched (same namespace scope).
+    for (d, rules) in &roles {
+        for r in rules.iter().filter(|r| r.verbs.iter().any(|v| v == "list")) {
+            for g in r.api_groups.as_ref().unwrap() {
+                for res in r.resources.as_ref().unwrap() {
+                    let watchers: Vec<PolicyRule> = roles
+                        .iter()
+                        .filter(|(w, _)| {
+                            w["kind"] == "ClusterRole"
+                                || w["metadata"]["namespace"] == d["metadata"]["namespace"]
+                        })
+                        .flat_map(|(_, rs)| rs.iter().cloned())
+                        .collect();
+                    assert!(
+                        grants(&watchers, g, res, "watch", None),
+                        "watch {g}/{res} ({})",
+                        d["metadata"]["name"]
+                    );
+                }
+            }
+        }
+    }
+    // Where kubectl is installed, its kustomize builds the same set of objects.
+    match Command::new("kubectl")
+        .args(["kustomize", "deploy/overlays/watch"])
+        .current_dir(root())
+        .output()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot run kubectl: {e}"),
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "kubectl kustomize deploy/overlays/watch failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let key = |d: &Value| {
+                format!(
+                    "{}/{}/{}",
+                    d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]
+                )
+            };
+            let built: BTreeSet<String> = yaml_docs(&String::from_utf8_lossy(&out.stdout))
+                .iter()
+                .map(key)
+                .collect();
+            let simulated: BTreeSet<String> = docs.iter().map(key).collect();
+            assert_eq!(built, simulated);
+        }
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
