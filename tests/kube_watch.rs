@@ -754,3 +754,83 @@ async fn golden_compacted_and_future_resource_versions_on_watch_and_list() {
     assert_eq!(answer.json(), want.body);
     assert_eq!(answer.header("retry-after"), want.header("retry-after"));
 }
+
+/// kube's runtime watcher with streaming lists (WatchList: `sendInitialEvents=true`, no LIST):
+/// the initial events end at the `initial-events-end` bookmark. In list-then-watch mode, an HTTP
+/// 410 on the LIST (`FaultKind::ExpiredList`) is retried, and a slow answer (`FaultKind::Delay`)
+/// waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_watcher_streaming_lists_and_list_faults() {
+    use futures::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let server = KubeServer::start().await;
+    server.seed(namespace("shop"));
+    for i in 0..3 {
+        server.apply_as("driftwarden", config_map(&format!("cm-{i}"), "0"));
+    }
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ConfigMap"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client(&server), "shop", &ar);
+    let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .boxed();
+    let mut names = Vec::new();
+    let step = async {
+        loop {
+            match stream.next().await.expect("the watcher runs on") {
+                Ok(watcher::Event::InitApply(o)) => names.push(o.metadata.name.clone().unwrap()),
+                Ok(watcher::Event::InitDone) => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, step).await.unwrap();
+    assert_eq!(names, ["cm-0", "cm-1", "cm-2"]);
+    let watches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/namespaces/shop/configmaps")
+        .collect();
+    assert!(
+        watches.iter().all(|r| r.is_watch()),
+        "no LIST: {watches:#?}"
+    );
+    assert_eq!(
+        watches[0].param("sendInitialEvents").as_deref(),
+        Some("true")
+    );
+
+    // List-then-watch through a 410 on the LIST, then a slow LIST.
+    let path = "/api/v1/namespaces/shop/configmaps";
+    server.inject(Fault::new("GET", path, FaultKind::ExpiredList, 1));
+    server.inject(Fault::new(
+        "GET",
+        path,
+        FaultKind::Delay(Duration::from_millis(200)),
+        1,
+    ));
+    server.clear_requests();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut seen = Vec::new();
+    let step = async {
+        loop {
+            match stream.next().await.expect("the watcher runs on") {
+                Ok(watcher::Event::InitApply(o)) => seen.push(o.metadata.name.clone().unwrap()),
+                Ok(watcher::Event::InitDone) => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, step).await.unwrap();
+    assert_eq!(seen, ["cm-0", "cm-1", "cm-2"]);
+    let statuses: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses[0], 410, "{statuses:?}");
+}

@@ -170,6 +170,7 @@ pub enum FaultKind {
     ExpiredContinue,
     /// 410 `Expired` for a LIST, as when the resourceVersion it asks for was compacted
     /// (list-expired-compacted-410: `The resourceVersion for the provided list is too old.`).
+    /// Watches neither match nor use up the fault.
     ExpiredList,
     /// 403 `Forbidden` for this user, the verb taken from the request (`watch` for a watch):
     /// watch-forbidden-403.
@@ -2150,14 +2151,15 @@ async fn handle(
     };
     let fault = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let continued = query_pairs(&query)
-            .iter()
-            .any(|(k, v)| k == "continue" && !v.is_empty());
+        let pairs = query_pairs(&query);
+        let continued = pairs.iter().any(|(k, v)| k == "continue" && !v.is_empty());
+        let watching = watch::is_watch(&pairs) || watch::strip_legacy_watch(&path).is_some();
         let found = st.faults.iter().position(|f| {
             f.times > 0
                 && f.method.as_deref().is_none_or(|m| m == method.as_str())
                 && path.starts_with(&f.path_prefix)
                 && (continued || !matches!(f.kind, FaultKind::ExpiredContinue))
+                && !(watching && matches!(f.kind, FaultKind::ExpiredList))
         });
         found.map(|i| {
             let f = &mut st.faults[i];
