@@ -297,26 +297,7 @@ fn every_action_input_is_passed_on_and_every_output_is_set() {
     let ws = files.workspace();
     std::fs::create_dir_all(ws.join("ops")).unwrap();
     let canary = "ghs_CANARYtoken0123456789";
-    let values: BTreeMap<&str, String> = [
-        ("command", "reconcile".to_string()),
-        (
-            "config",
-            root()
-                .join("fixtures/demo/driftwarden.yaml")
-                .display()
-                .to_string(),
-        ),
-        ("mode", "observe".to_string()),
-        ("github-token", canary.to_string()),
-        ("working-directory", "ops".to_string()),
-        (
-            "args",
-            "--target demo -o sarif --output-file 'drift report.sarif'".to_string(),
-        ),
-        ("fail-on-drift", "false".to_string()),
-    ]
-    .into_iter()
-    .collect();
+    let values = action_input_values(canary);
     let substitute = |s: &str| {
         let mut s = s.to_string();
         for (k, v) in &values {
