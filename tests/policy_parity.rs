@@ -488,6 +488,36 @@ fn refused_constructs_are_failed_tests_in_policy_test() {
     assert!(text.ends_with("\n1 passed, 1 failed\n"), "{text}");
 }
 
+#[test]
+fn policy_eval_exits_3_on_a_refused_construct() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "policies/p.rego",
+        "package driftwarden.p\n\nr := 1\n\nclassify contains {\"class\": \"safe\", \"reason\": \"x\"} if {\n\tr == 7 with r as 7\n}\n",
+    );
+    let input = write(
+        dir.path(),
+        "in.json",
+        "{\"kind\": \"Modified\", \"changes\": []}",
+    );
+    let out = common::run(
+        common::bin()
+            .args(["policy", "eval", "--input"])
+            .arg(&input)
+            .arg("--policies")
+            .arg(dir.path().join("policies")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("p.rego:6:17"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A run whose policy directory holds a refused construct stops before anything is read or
 /// acted on: exit 3, the file and line on stderr, and no request reached the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,8 @@ impl PolicyDir {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyConfig {
     /// Directories searched recursively for `*.rego` (tests, `*_test.rego`, are left out of
-    /// classification) and for data files named `data.json`, `data.yaml` or `data.yml`.
+    /// classification) and for data: every `.json`, `.yaml` and `.yml` file, at the path of its
+    /// directory, as `opa test DIR` loads it.
     pub dirs: Vec<PolicyDir>,
     /// Extra JSON or YAML data files, merged at the root of `data` after the directories' ones.
     pub data_files: Vec<PathBuf>,
@@ -109,8 +110,9 @@ struct ConftestPackage {
 /// threads.
 #[derive(Debug, Clone)]
 pub struct PolicyEngine {
-    /// The interpreter, with builtin errors as errors: every evaluation tries it (or the compiled
-    /// program, also strict) first, so that a builtin error is always noticed.
+    /// The interpreter, with builtin errors as errors: an evaluation on the interpreter tries it
+    /// first, so that a builtin error is always noticed (the compiled program reads a failing
+    /// rule as undefined and cannot tell).
     engine: Engine,
     /// The interpreter with builtin errors as undefined (OPA's default), for the evaluations the
     /// strict one stops on; `None` with `strict_builtins`.
