@@ -694,7 +694,8 @@ impl AuditLog {
                     }
                     st.failures.insert(d.target.clone(), 0);
                 }
-                ActionResult::Failed => {
+                // A correction the health gate rolled back failed (src/act/health.rs).
+                ActionResult::Failed | ActionResult::RolledBack => {
                     st.figures.corrections_failed += 1;
                     *st.failures.entry(d.target.clone()).or_default() += 1;
                 }

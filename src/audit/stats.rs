@@ -467,7 +467,7 @@ pub fn compute(
                             close(ep, t, how, &mut ttr);
                         }
                     }
-                    ActionResult::Failed if in_window => {
+                    ActionResult::Failed | ActionResult::RolledBack if in_window => {
                         bump(&mut targets, &mut rules, tg, c.rules, |f| {
                             f.corrections_failed += 1
                         });
