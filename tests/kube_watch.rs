@@ -834,3 +834,35 @@ async fn kube_runtime_watcher_streaming_lists_and_list_faults() {
         .collect();
     assert_eq!(statuses[0], 410, "{statuses:?}");
 }
+
+/// `go_away` cuts the watches and leaves every request unanswered; `come_back` answers again and
+/// a watch resumes with what was written meanwhile (in process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_and_comes_back() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("shop"));
+    server.apply_as("driftwarden", config_map("cm-0", "0"));
+    let rv = server
+        .object("v1", "ConfigMap", Some("shop"), "cm-0")
+        .unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("/api/v1/namespaces/shop/configmaps?watch=1&resourceVersion={rv}");
+    let mut stream = open(&server, &target).await;
+    server.go_away();
+    assert_eq!(stream.next().await, Chunk::Cut);
+    assert_eq!(server.open_watches(), 0);
+    let mut refused = open(&server, &target).await;
+    assert_eq!(refused.status, 0, "no answer while gone");
+    assert_eq!(refused.next().await, Chunk::Cut);
+    server.apply_as("driftwarden", config_map("cm-0", "1"));
+    server.come_back();
+    let mut resumed = open(&server, &target).await;
+    assert_eq!(resumed.status, 200);
+    let event = resumed.event().await;
+    assert_eq!(
+        (&event["type"], &event["object"]["data"]["value"]),
+        (&json!("MODIFIED"), &json!("1"))
+    );
+}

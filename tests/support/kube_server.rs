@@ -206,8 +206,11 @@ pub struct KubeServer {
 }
 
 impl Drop for KubeServer {
+    /// Stops accepting connections, cuts the open watches and drops every request still made on
+    /// an open connection: the server is gone.
     fn drop(&mut self) {
         self.accept.abort();
+        self.go_away();
     }
 }
 
@@ -402,6 +405,21 @@ impl KubeServer {
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state().log.clone()
+    }
+
+    /// The cluster goes away: open watches are cut and every request's connection is closed
+    /// without an answer (new connections are still accepted, so the address stays the
+    /// server's), until [`KubeServer::come_back`]. Nothing stored is lost.
+    pub fn go_away(&self) {
+        let mut st = self.state();
+        st.gone = true;
+        st.watch.drop_all();
+    }
+
+    /// The cluster is back after [`KubeServer::go_away`]: requests are answered again (the
+    /// watch history is intact, so clients resume where they were).
+    pub fn come_back(&self) {
+        self.state().gone = false;
     }
 
     // ---- simulated controllers ----
@@ -1118,6 +1136,8 @@ struct State {
     log: Vec<LoggedRequest>,
     faults: Vec<Fault>,
     watch: watch::Hub,
+    /// Set by [`KubeServer::go_away`]: every request's connection is closed unanswered.
+    gone: bool,
     /// Simulated controllers (kube_rollout.rs): which workloads roll out how.
     rollout_rules: Vec<rollout::RolloutRule>,
     /// The state itself, for the simulated controllers' delayed writes.
@@ -1141,6 +1161,7 @@ impl State {
             log: Vec::new(),
             faults: Vec::new(),
             watch: watch::Hub::new(1000),
+            gone: false,
             rollout_rules: Vec::new(),
             me: std::sync::Weak::new(),
         }
@@ -2149,6 +2170,9 @@ async fn handle(
         status: 0,
         at: std::time::Instant::now(),
     };
+    if shared.lock().unwrap_or_else(|e| e.into_inner()).gone {
+        return Err(std::io::Error::other("the test server went away"));
+    }
     let fault = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
         let pairs = query_pairs(&query);
