@@ -866,3 +866,56 @@ async fn a_server_that_goes_away_and_comes_back() {
         (&json!("MODIFIED"), &json!("1"))
     );
 }
+
+/// `kubectl scale` over HTTP: a merge patch of the `scale` subresource, recorded as an Update
+/// with `subresource: scale` and no `time`, seen by a watch as MODIFIED with the generation
+/// raised (watch-deployments-200's second event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_subresource_is_a_watched_update() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("shop"));
+    server.apply_as("driftwarden", ticker("shop", "ticker"));
+    let mut stream = open(
+        &server,
+        "/apis/apps/v1/namespaces/shop/deployments?watch=1&resourceVersion=1002&timeoutSeconds=5",
+    )
+    .await;
+    let target = "/apis/apps/v1/namespaces/shop/deployments/ticker/scale";
+    let scale = raw_exchange(&addr(&server), Some(TOKEN), "GET", target, None, "").await;
+    assert_eq!(scale.status, 200);
+    assert_eq!(scale.json()["spec"]["replicas"], 1);
+    assert_eq!(
+        scale.json()["status"]["selector"],
+        "app.kubernetes.io/name=ticker"
+    );
+    let answer = raw_exchange(
+        &addr(&server),
+        Some(TOKEN),
+        "PATCH",
+        &format!("{target}?fieldManager=kubectl"),
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["kind"], "Scale");
+    assert_eq!(answer.json()["spec"]["replicas"], 3);
+    let event = stream.event().await;
+    assert_eq!(event["type"], "MODIFIED");
+    let obj = &event["object"];
+    assert_eq!(
+        (&obj["spec"]["replicas"], &obj["metadata"]["generation"]),
+        (&json!(3), &json!(2))
+    );
+    let entry = obj["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kubectl")
+        .unwrap();
+    assert_eq!(
+        entry,
+        &json!({"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}, "subresource": "scale"})
+    );
+}
