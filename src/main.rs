@@ -120,6 +120,9 @@ struct WatchArgs {
     /// Override every target's mode.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
+    /// Also print every audit record on stdout, one JSON line each (for a log collector).
+    #[arg(long)]
+    audit_stdout: bool,
 }
 
 #[derive(Args)]
@@ -641,6 +644,7 @@ fn cmd_watch(a: WatchArgs) -> Result<u8, Failure> {
     let opts = WatchOptions {
         targets: a.targets,
         mode: a.mode.map(mode_of),
+        audit_stdout: a.audit_stdout,
         ..WatchOptions::default()
     };
     let watch_failure = |e: driftwarden::watch::Error| Failure {

@@ -87,7 +87,8 @@ pub enum Command {
 }
 
 impl Command {
-    fn name(self) -> &'static str {
+    /// `diff` or `reconcile`, as the report and the policy input name it.
+    pub fn name(self) -> &'static str {
         match self {
             Command::Diff => "diff",
             Command::Reconcile => "reconcile",
@@ -436,33 +437,14 @@ async fn pipeline(
         for e in &live_read.errors {
             errors.push(source_error(t, "live", e.clone()));
         }
-        let mut dopts = DiffOptions::new(&t.name);
-        dopts.ignore = t.ignore.clone();
-        dopts.tracking = t.tracking.clone();
-        dopts.unmanaged_namespaces = t.unmanaged_namespaces.clone();
-        dopts.strict = t.strict || opts.strict;
-        let mut outcome = diff_sets(
-            &t.name,
-            &t.cluster,
-            &t.namespace,
+        let mut outcome = diff_stage(
+            t,
             &desired_set,
             live_objects,
-            &dopts,
+            &live_read.unread,
+            t.strict || opts.strict,
         )?;
-        // A scope whose LIST failed was never observed: its objects are not Missing.
-        let unobserved = live::kube::drop_unread_missing(&mut outcome.drifts, &live_read.unread);
-        if !unobserved.is_empty() {
-            outcome.checked = outcome.checked.saturating_sub(unobserved.len());
-            errors.push(source_error(
-                t,
-                "live",
-                format!(
-                    "{} desired object(s) were not compared because their LIST failed (no Missing drift reported, nothing pruned): {}",
-                    unobserved.len(),
-                    unobserved.join(", ")
-                ),
-            ));
-        }
+        errors.append(&mut outcome.errors);
         info!(
             target = %t.name,
             desired = desired_set.objects.len(),
@@ -484,34 +466,24 @@ async fn pipeline(
                 .map(|o| &o.value)
                 .chain(live_objects.iter().map(|o| &o.value)),
         );
-        classify(
+        classify_stage(
             engine.as_ref(),
+            &t.name,
             &mut target_drifts,
             mode,
             opts.command,
-            (&t.name, related),
+            related,
         )?;
         if opts.command == Command::Reconcile {
             let audit = audit_for(&audit, cfg, opts, &targets, &mut errors);
-            // Masked values are compared in the audit log by keyed digests of the raw live
-            // values.
-            audit.note_live(
-                &target_drifts,
-                &live_by_key(&t.cluster, &t.namespace, &desired_set, live_objects),
-            );
-            let desired_raw = act::DesiredObjects(desired_by_key(
-                &t.cluster,
-                &t.namespace,
-                &desired_set,
-                live_objects,
-            ));
+            let desired_raw = desired_objects(t, &desired_set, live_objects);
             let actx = act_context(
                 t,
                 mode,
                 partial,
                 target_checked,
                 &desired_raw,
-                opts,
+                opts.dry_run,
                 cfg,
                 (&prs, audit),
             );
@@ -559,14 +531,26 @@ fn audit_for<'a>(
 /// Opens the run's audit log (`audit`, docs/audit.md) and records the start of the run. A log
 /// that cannot be opened or written is returned broken: the run reports, and acts on nothing.
 fn open_audit(cfg: &Config, opts: &RunOptions, targets: &[Target]) -> crate::audit::AuditLog {
+    open_audit_log(cfg, opts.command.name(), opts.dry_run, false, targets)
+}
+
+/// [`open_audit`] for any command (`watch` opens one for its whole life, `mirror_stdout` with
+/// `--audit-stdout`).
+pub fn open_audit_log(
+    cfg: &Config,
+    command: &str,
+    dry_run: bool,
+    mirror_stdout: bool,
+    targets: &[Target],
+) -> crate::audit::AuditLog {
     let audit = crate::audit::AuditLog::open(
         &cfg.audit,
         &cfg.trust,
         &cfg.state_dir,
         crate::audit::OpenOptions {
-            command: opts.command.name().to_string(),
-            dry_run: opts.dry_run,
-            mirror_stdout: false,
+            command: command.to_string(),
+            dry_run,
+            mirror_stdout,
             engine: engine_name(cfg).to_string(),
         },
     );
@@ -644,7 +628,7 @@ async fn terraform_target(
             partial,
             read.checked,
             &desired_raw,
-            opts,
+            opts.dry_run,
             cfg,
             (prs, audit),
         );
@@ -682,15 +666,15 @@ fn source_error(t: &Target, side: &str, message: String) -> SourceError {
     }
 }
 
-/// What the actuators get for one target in `reconcile`.
+/// What the actuators get for one target (`reconcile`, and each `watch` cycle or event).
 #[allow(clippy::too_many_arguments)]
-fn act_context<'a>(
+pub fn act_context<'a>(
     t: &'a Target,
     mode: Mode,
     partial: bool,
     checked: usize,
     desired: &'a act::DesiredObjects,
-    opts: &RunOptions,
+    dry_run: bool,
     cfg: &'a Config,
     (prs, audit): (&'a act::pull_request::Session, &'a crate::audit::AuditLog),
 ) -> act::ActContext<'a> {
@@ -698,12 +682,13 @@ fn act_context<'a>(
         target: t,
         mode,
         partial,
-        dry_run: opts.dry_run,
+        dry_run,
         state_dir: &cfg.state_dir,
         desired,
         checked,
         pull_requests: Some(prs),
         audit,
+        only: None,
     }
 }
 
@@ -719,13 +704,25 @@ fn act_context<'a>(
 ///   why;
 /// - after the actuators, each drift's outcome and the target's totals are recorded.
 pub async fn decide_and_act(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
-    let audit = actx.audit;
+    decide_stage(drifts, actx.mode);
+    act_stage(actx, drifts).await
+}
+
+/// The decide stage: every drift's action under `mode`, before any actuator runs.
+pub fn decide_stage(drifts: &mut [Drift], mode: Mode) {
     for d in drifts.iter_mut() {
-        d.action = Some(act::decide(d, actx.mode));
+        d.action = Some(act::decide(d, mode));
     }
+}
+
+/// The act stage over decided drifts (what [`decide_and_act`] does after deciding; `watch`
+/// holds corrections back for its rolling window in between): the audit records of what was
+/// seen and decided, the revert breaker, the actuators ([`act::act`]), the outcomes' records.
+pub async fn act_stage(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
+    let audit = actx.audit;
     let mut events = Vec::new();
     for d in drifts.iter() {
-        events.extend(audit.drift_events(d, actx.mode));
+        events.extend(crate::audit::drift_events(d, actx.mode, audit.engine()));
     }
     if let Err(e) = audit.write(events) {
         return hold_everything(actx, drifts, &e);
@@ -788,6 +785,93 @@ fn audit_error(actx: &act::ActContext<'_>, e: &crate::audit::AuditError) -> Sour
         side: "audit".to_string(),
         message: format!("{}; nothing is acted on without a record", error_chain(e)),
     }
+}
+
+/// What one target's diff stage found.
+#[derive(Debug, Default)]
+pub struct Compared {
+    pub drifts: Vec<Drift>,
+    /// Resources compared (the base of the blast-radius percentage).
+    pub checked: usize,
+    /// Fields dropped by each ignore rule.
+    pub ignored: BTreeMap<String, usize>,
+    /// What the report should say about objects left uncompared.
+    pub errors: Vec<SourceError>,
+}
+
+/// The diff stage of one Kubernetes target: its desired set against the live objects, ids and
+/// duplicate detection, then the `Missing` drifts of unread scopes dropped (their absence was
+/// never observed) with a report error saying so. `reconcile` runs it over a whole target;
+/// `watch` over a whole target per cycle and over the objects an event showed.
+pub fn diff_stage(
+    t: &Target,
+    desired_set: &desired::DesiredSet,
+    live_objects: &[RawObject],
+    unread: &[live::kube::UnreadScope],
+    strict: bool,
+) -> Result<Compared, Error> {
+    let mut dopts = DiffOptions::new(&t.name);
+    dopts.ignore = t.ignore.clone();
+    dopts.tracking = t.tracking.clone();
+    dopts.unmanaged_namespaces = t.unmanaged_namespaces.clone();
+    dopts.strict = strict;
+    let mut outcome = diff_sets(
+        &t.name,
+        &t.cluster,
+        &t.namespace,
+        desired_set,
+        live_objects,
+        &dopts,
+    )?;
+    let mut errors = Vec::new();
+    // A scope whose LIST (or watch) failed was never observed: its objects are not Missing.
+    let unobserved = live::kube::drop_unread_missing(&mut outcome.drifts, unread);
+    if !unobserved.is_empty() {
+        outcome.checked = outcome.checked.saturating_sub(unobserved.len());
+        errors.push(source_error(
+            t,
+            "live",
+            format!(
+                "{} desired object(s) were not compared because their LIST failed (no Missing drift reported, nothing pruned): {}",
+                unobserved.len(),
+                unobserved.join(", ")
+            ),
+        ));
+    }
+    Ok(Compared {
+        drifts: outcome.drifts,
+        checked: outcome.checked,
+        ignored: outcome.ignored,
+        errors,
+    })
+}
+
+/// The classify stage of one target: every drift's verdict from the policies (`related`: facts
+/// about the target's other objects).
+pub fn classify_stage(
+    engine: Option<&PolicyEngine>,
+    target: &str,
+    drifts: &mut [Drift],
+    mode: Mode,
+    command: Command,
+    related: policy::Related,
+) -> Result<(), Error> {
+    classify(engine, drifts, mode, command, (target, related))
+}
+
+/// The desired objects of a Kubernetes target unmasked, by resource key: what a correction
+/// applies.
+pub fn desired_objects(
+    t: &Target,
+    desired_set: &desired::DesiredSet,
+    live_objects: &[RawObject],
+) -> act::DesiredObjects {
+    act::DesiredObjects(desired_by_key(
+        &t.cluster,
+        &t.namespace,
+        desired_set,
+        live_objects,
+    ))
 }
 
 /// `diff --plan PLAN.json`: the drift Terraform found in one plan file (`resource_drift`), no
@@ -949,26 +1033,6 @@ fn is_namespace_name(s: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
         && bytes.first().is_some_and(alnum)
         && bytes.last().is_some_and(alnum)
-}
-
-/// The live objects as read (secret values unmasked), by resource key, for the audit log's
-/// digests of masked values. Never logged or reported.
-fn live_by_key(
-    cluster: &str,
-    default_namespace: &str,
-    desired_set: &desired::DesiredSet,
-    live_objects: &[RawObject],
-) -> HashMap<String, serde_json::Value> {
-    let mut scopes = Scopes::default();
-    scopes.learn(desired_set.objects.iter().map(|o| &o.value), false);
-    scopes.learn(live_objects.iter().map(|o| &o.value), true);
-    live_objects
-        .iter()
-        .map(|raw| {
-            let id = k8s::resource_id(cluster, &raw.value, default_namespace, &scopes);
-            (id.key(), raw.value.clone())
-        })
-        .collect()
 }
 
 /// `diff --desired PATH --live PATH`: two local files or directories, no config. Namespaced

@@ -1255,6 +1255,7 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
         checked: 3,
         pull_requests: Some(&session),
         audit: &audit,
+        only: None,
     };
     let errors = tokio::runtime::Runtime::new()
         .unwrap()

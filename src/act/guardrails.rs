@@ -485,6 +485,7 @@ mod tests {
             checked,
             pull_requests: None,
             audit: test_audit(),
+            only: None,
         }
     }
 

@@ -14,7 +14,6 @@ pub mod correct_kube;
 pub mod edit_hcl;
 pub mod edit_yaml;
 pub mod guardrails;
-pub mod health;
 pub mod pull_request;
 
 use std::collections::HashMap;
@@ -45,6 +44,10 @@ pub struct ActContext<'a> {
     /// The run's audit log: every action writes its intent before and its result after the
     /// request; an action whose intent cannot be written is not sent.
     pub audit: &'a crate::audit::AuditLog,
+    /// A pass over some objects only (`watch`, after an event): the fingerprints it looked at.
+    /// Pull requests and issues of other drifts are left alone (never closed as resolved).
+    /// `None`: the whole target was compared.
+    pub only: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// The desired objects as Git has them, secret values included, by [`ResourceId::key`]. Its
@@ -97,9 +100,6 @@ pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     errors.extend(pull_request::run(ctx, drifts).await);
     // --- end pull requests, part 2 ---
     escalations.restore(drifts);
-    // A correction the health gate rolled back is reported as such, after its escalation's
-    // outcome (src/act/health.rs).
-    health::finish(drifts);
     errors
 }
 

@@ -211,6 +211,19 @@ impl Session {
             .is_ok()
     }
 
+    /// A new cycle of a long-running `watch`: the per-run cap on new items starts over.
+    pub fn begin_cycle(&self) {
+        self.new_items.store(0, Ordering::SeqCst);
+    }
+
+    /// A new pass of a long-running `watch` (a cycle or one event's objects): the reverts the
+    /// revert loop found are looked up again, so none is commented twice.
+    pub fn begin_pass(&self) {
+        if let Ok(mut r) = self.reverts.lock() {
+            r.clear();
+        }
+    }
+
     /// How many new pull requests and issues this run opened so far.
     pub fn opened(&self) -> usize {
         self.new_items.load(Ordering::SeqCst)
@@ -1567,7 +1580,7 @@ async fn close_resolved(
         .map(|d| d.fingerprint.as_str())
         .collect();
     for (fp, items) in &listed.open {
-        if present.contains(fp.as_str()) {
+        if present.contains(fp.as_str()) || ctx.only.is_some_and(|only| !only.contains(fp)) {
             continue;
         }
         let why = if corrected.contains(fp.as_str()) {

@@ -70,6 +70,13 @@ pub struct TreeFiles {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
+/// The commit `src.reference` names now: a fetch first for a URL (into the cache), a ref read
+/// for a local repository. What `watch` polls.
+pub fn current_commit(src: &GitSource, cache_dir: &Path) -> Result<String, GitError> {
+    let repo = open(src, cache_dir)?;
+    Ok(resolve(&repo, src)?.to_string())
+}
+
 /// Reads every blob under `subdir` at `src.reference` whose path (relative to `subdir`) passes
 /// `keep`.
 pub fn read_tree(

@@ -56,6 +56,10 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A LIST that keeps answering with new pages stops here (a server bug, not a cluster size).
+/// The read timeout of watch streams: above the server-side watch timeout (290 s) and its
+/// margin, so a quiet stream is never cut by the client.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
+
 const MAX_PAGES: usize = 100_000;
 
 /// How the API server's 500 for an applied object it cannot type against the kind's schema
@@ -315,6 +319,9 @@ pub struct KubeRead {
 #[derive(Clone)]
 pub struct Kube {
     client: kube::Client,
+    /// The same connection settings with a read timeout above a watch's server-side timeout
+    /// (290 s): a quiet watch stream is not a failure.
+    watch_client: kube::Client,
     cluster_url: String,
     /// Discovery cache key: the API server URL and where the credentials came from.
     cache_key: String,
@@ -455,9 +462,13 @@ impl Kube {
             src.context.as_deref().unwrap_or_default(),
             src.in_cluster
         );
+        let mut watch_config = config.clone();
+        watch_config.read_timeout = Some(WATCH_READ_TIMEOUT);
+        let watch_client = kube::Client::try_from(watch_config).map_err(KubeError::Client)?;
         let client = kube::Client::try_from(config).map_err(KubeError::Client)?;
         Ok(Kube {
             client,
+            watch_client,
             cluster_url,
             cache_key,
             settings: src.clone(),
@@ -470,9 +481,15 @@ impl Kube {
         self.groups(true).await.map(|_| ())
     }
 
-    /// The underlying kube client (for the watch streams and the Lease).
+    /// The underlying kube client (for the Lease).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
+    }
+
+    /// A client for watch streams: the same credentials, a read timeout longer than a watch's
+    /// server-side timeout.
+    pub fn watch_client(&self) -> kube::Client {
+        self.watch_client.clone()
     }
 
     /// The API server URL.
@@ -1140,15 +1157,32 @@ pub async fn read(src: &KubeSource, req: &ReadRequest<'_>) -> Result<KubeRead, K
     read_with(&kube, req).await
 }
 
-/// [`read`] with an existing client.
-pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, KubeError> {
-    let started = Instant::now();
-    let mut out = KubeRead::default();
+/// The scopes a target's live read covers, from discovery of the kinds desired names.
+#[derive(Debug, Default)]
+pub struct PlannedScopes {
+    /// Kinds desired names.
+    pub kinds: usize,
+    /// One LIST (or watch) each.
+    pub scopes: Vec<ListScope>,
+    /// Kinds that cannot be listed and groups whose discovery failed.
+    pub errors: Vec<String>,
+    /// The scopes those failures leave unread.
+    pub unread: Vec<UnreadScope>,
+}
+
+/// Discovery for a target's live read: the [`ListScope`]s of the kinds desired names (see
+/// [`list_scopes`]). `Err` when the API groups cannot be discovered at all (the cluster is
+/// unreachable); a group or kind that fails is recorded and the rest planned.
+pub async fn plan_scopes(kube: &Kube, req: &ReadRequest<'_>) -> Result<PlannedScopes, KubeError> {
     let wanted = wanted_kinds(req.desired, req.default_namespace);
     // The first request: when it fails (after its retries) the cluster is unreachable and the
     // whole read fails.
     kube.groups(false).await?;
-    let mut scopes = Vec::new();
+    let mut out = PlannedScopes {
+        kinds: wanted.len(),
+        ..PlannedScopes::default()
+    };
+    let scopes = &mut out.scopes;
     let mut failed_groups: BTreeMap<String, String> = BTreeMap::new();
     for w in &wanted {
         if let Some(msg) = failed_groups.get(&w.group) {
@@ -1199,6 +1233,18 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
         }
     }
 
+    Ok(out)
+}
+
+/// [`read`] with an existing client.
+pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, KubeError> {
+    let started = Instant::now();
+    let mut out = KubeRead::default();
+    let planned = plan_scopes(kube, req).await?;
+    let kinds = planned.kinds;
+    let scopes = planned.scopes;
+    out.errors = planned.errors;
+    out.unread = planned.unread;
     let sem = Arc::new(Semaphore::new(kube.settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for (i, scope) in scopes.iter().cloned().enumerate() {
@@ -1279,7 +1325,7 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
     out.unread.dedup();
     info!(
         cluster = %kube.cluster_url,
-        kinds = wanted.len(),
+        kinds,
         scopes = scopes.len(),
         lists = out.list_requests,
         objects = out.objects.len(),

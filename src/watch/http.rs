@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(get(s.addr, "/readyz").await, (200, "ready\n".to_string()));
 
         s.status.record_event("Deployment", "MODIFIED");
-        s.status.set_queue_depth(3);
+        s.status.set_queue_depth("apps", 3);
         let a = raw(
             s.addr,
             b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

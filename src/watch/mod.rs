@@ -18,7 +18,10 @@
 pub mod http;
 pub mod lease;
 pub mod status;
+pub mod stream;
+pub mod target;
 pub mod webhook;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,10 +33,9 @@ use tracing::{info, warn};
 
 use crate::act;
 use crate::config::{Config, LiveSource, Target};
-use crate::errors::error_chain;
 use crate::model::Mode;
 use crate::policy::PolicyEngine;
-use crate::run::{self, Command, RunOptions};
+use crate::run;
 
 pub use lease::{Leadership, Role};
 pub use status::{Readiness, Status, TargetState};
@@ -55,12 +57,11 @@ pub enum Error {
     #[error("leader election")]
     Lease(#[source] lease::LeaseError),
     /// The HTTP listener could not be bound: exit 1.
-    #[error("cannot listen on {addr}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("watch.listen")]
+    Listen(#[source] http::HttpError),
+    /// The webhook secret is missing: exit 3 (a configuration error, named by its variable).
+    #[error("watch.webhook")]
+    Webhook(#[source] webhook::WebhookError),
 }
 
 impl Error {
@@ -69,7 +70,8 @@ impl Error {
         match self {
             Error::Run(e) => e.exit_code(),
             Error::Lease(lease::LeaseError::Settings(_)) => 3,
-            Error::Unreachable { .. } | Error::Listen { .. } | Error::Lease(_) => 1,
+            Error::Webhook(_) => 3,
+            Error::Unreachable { .. } | Error::Listen(_) | Error::Lease(_) => 1,
         }
     }
 }
@@ -92,6 +94,8 @@ pub struct WatchOptions {
     pub cache_dir: PathBuf,
     /// Overrides every target's mode.
     pub mode: Option<Mode>,
+    /// Every audit record is also printed on stdout, one JSON line each.
+    pub audit_stdout: bool,
 }
 
 impl Default for WatchOptions {
@@ -100,6 +104,7 @@ impl Default for WatchOptions {
             targets: Vec::new(),
             cache_dir: run::default_cache_dir(),
             mode: None,
+            audit_stdout: false,
         }
     }
 }
@@ -118,6 +123,11 @@ pub struct Watch {
     leadership: Leadership,
     /// The Lease's elector, run beside the loop (none without leader election).
     elector: Option<lease::Elector>,
+    /// Each Kubernetes target's client, reached at start.
+    clients: BTreeMap<String, crate::live::kube::Kube>,
+    /// The endpoints' socket, bound at start.
+    listener: tokio::net::TcpListener,
+    webhook: Option<Arc<webhook::Webhook>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -202,6 +212,19 @@ impl Watch {
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         let status = Arc::new(Status::new(&names, elector.is_some()));
         let (trigger_tx, trigger_rx) = mpsc::channel(64);
+        let webhook = match &cfg.watch.webhook {
+            Some(w) => Some(Arc::new(
+                webhook::Webhook::from_env(
+                    &w.secret_env,
+                    webhook::routes(&targets),
+                    trigger_tx.clone(),
+                )
+                .map_err(Error::Webhook)?,
+            )),
+            None => None,
+        };
+        // Last, so a taken port fails before anything runs but after every input check.
+        let listener = http::bind(cfg.watch.listen).await.map_err(Error::Listen)?;
         Ok(Watch {
             cfg: Arc::new(cfg),
             opts,
@@ -212,7 +235,15 @@ impl Watch {
             trigger_rx,
             leadership,
             elector,
+            clients,
+            listener,
+            webhook,
         })
+    }
+
+    /// Where the endpoints listen (the port chosen when `watch.listen` asks for port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
     }
 
     /// The shared status the HTTP endpoints render.
@@ -247,7 +278,20 @@ impl Watch {
             mut trigger_rx,
             leadership,
             elector,
+            clients,
+            listener,
+            webhook,
         } = self;
+        // The endpoints serve until the loop has stopped.
+        let (http_stop, mut http_stop_rx) = watch::channel(false);
+        let app = http::App {
+            status: Arc::clone(&status),
+            webhook,
+            settings: http::HttpSettings::default(),
+        };
+        let http_task = tokio::spawn(http::serve(listener, app, async move {
+            stopped(&mut http_stop_rx).await
+        }));
         // The elector runs beside the loop and releases the Lease once the loop has stopped.
         let (elector_stop, mut elector_stop_rx) = watch::channel(false);
         let elector_task = elector
@@ -255,40 +299,70 @@ impl Watch {
         // The status mirrors the leadership.
         let mut leader_rx = leadership.subscribe();
         status.set_role(*leader_rx.borrow());
-        let prs = Arc::new(act::pull_request::Session::new(
-            cfg.pull_requests.as_ref(),
-            &cfg.state_dir,
-        ));
-        let mut resync = tokio::time::interval(cfg.watch.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = stopped(&mut shutdown) => break,
-                _ = heartbeat.tick() => status.heartbeat(),
-                changed = leader_rx.changed() => {
-                    if changed.is_ok() {
-                        status.set_role(*leader_rx.borrow_and_update());
+        let prs = act::pull_request::Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
+        // One audit log for the process's life: every action of every pass is recorded there
+        // (an action whose intent cannot be recorded is not taken).
+        let audit = run::open_audit_log(&cfg, "watch", false, opts.audit_stdout, &targets);
+        for e in audit.report_unfinished() {
+            warn!(target = %e.target, error = %e.message, "audit: an earlier run left an action without its result");
+        }
+        let shared = target::Shared {
+            cfg: &cfg,
+            opts: &opts,
+            engine: engine.as_ref().as_ref(),
+            prs: &prs,
+            audit: &audit,
+            status: &status,
+            leadership: &leadership,
+        };
+        // One loop per target, all on this task (the forge's Git handles are not `Send`); the
+        // watch streams run as tasks of their own.
+        let mut routes = BTreeMap::new();
+        let mut loops = Vec::new();
+        for t in &targets {
+            let (tx, rx) = mpsc::channel(4);
+            routes.insert(t.name.clone(), tx);
+            let kube = clients.get(&t.name).cloned();
+            loops.push(target::run(&shared, t, kube, rx, shutdown.clone()));
+        }
+        let control = async {
+            let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+            // Without election the role never changes (its sender is gone).
+            let mut elected = true;
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut shutdown) => break,
+                    _ = heartbeat.tick() => status.heartbeat(),
+                    changed = leader_rx.changed(), if elected => {
+                        match changed {
+                            Ok(()) => status.set_role(*leader_rx.borrow_and_update()),
+                            Err(_) => elected = false,
+                        }
                     }
-                }
-                _ = resync.tick() => {
-                    for t in &targets {
-                        full_cycle(&cfg, &opts, t, &engine, &prs, &status, &leadership).await;
-                    }
-                }
-                Some(trigger) = trigger_rx.recv() => {
-                    for t in targets.iter().filter(|t| triggered(&trigger, t)) {
-                        full_cycle(&cfg, &opts, t, &engine, &prs, &status, &leadership).await;
+                    Some(trigger) = trigger_rx.recv() => {
+                        for t in targets.iter().filter(|t| triggered(&trigger, t)) {
+                            info!(target = %t.name, ?trigger, "watch: re-reading the desired state now");
+                            if let Some(tx) = routes.get(&t.name) {
+                                // A full queue already holds a re-read.
+                                let _ = tx.try_send(());
+                            }
+                        }
                     }
                 }
             }
-        }
+        };
+        tracing::debug!(loops = loops.len(), "watch: starting the target loops");
+        futures::future::join(control, futures::future::join_all(loops)).await;
         info!("watch: the loop stopped; releasing the Lease");
         let _ = elector_stop.send(true);
         if let Some(task) = elector_task {
             if let Err(e) = task.await {
                 warn!(error = %e, "the leader election task failed");
             }
+        }
+        let _ = http_stop.send(true);
+        if let Err(e) = http_task.await {
+            warn!(error = %e, "the endpoints task failed");
         }
         Ok(())
     }
@@ -327,47 +401,5 @@ fn triggered(trigger: &Trigger, t: &Target) -> bool {
     match trigger {
         Trigger::Target(name) => name == &t.name,
         Trigger::AllGit => matches!(t.desired.location, crate::config::DesiredLocation::Git(_)),
-    }
-}
-
-/// One full cycle of a target, as `reconcile` runs it; a follower only diffs (writes nothing).
-async fn full_cycle(
-    cfg: &Config,
-    opts: &WatchOptions,
-    t: &Target,
-    _engine: &Option<PolicyEngine>,
-    _prs: &act::pull_request::Session,
-    status: &Status,
-    leader: &Leadership,
-) {
-    let leading = leader.is_leader_now();
-    let mut ro = RunOptions::new(if leading {
-        Command::Reconcile
-    } else {
-        Command::Diff
-    });
-    ro.targets = vec![t.name.clone()];
-    ro.cache_dir = opts.cache_dir.clone();
-    ro.mode = opts.mode;
-    match run::run(cfg, &ro).await {
-        Ok(report) => {
-            status.record_reconcile(&t.name, "target");
-            status.update_target(&t.name, |s| {
-                s.first_sync = true;
-                s.degraded = (!report.errors.is_empty()).then(|| {
-                    report
-                        .errors
-                        .iter()
-                        .map(|e| e.message.clone())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                });
-            });
-            status.set_report(&t.name, report);
-        }
-        Err(e) => {
-            warn!(target = %t.name, error = %error_chain(&e), "watch: cycle failed");
-            status.update_target(&t.name, |s| s.degraded = Some(error_chain(&e)));
-        }
     }
 }

@@ -44,6 +44,8 @@ pub struct Status {
     heartbeat_ms: AtomicU64,
     leader_election: bool,
     inner: Mutex<Inner>,
+    /// Bumped on every change a watcher of the status may wait for.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,8 @@ struct Inner {
     watch_restarts: BTreeMap<(String, String), u64>,
     /// (target, outcome) → corrections confirmed or failed.
     corrections: BTreeMap<(String, String), u64>,
-    queue_depth: usize,
+    /// Target → objects waiting.
+    queue_depth: BTreeMap<String, usize>,
     latency_counts: [u64; LATENCY_BUCKETS.len()],
     latency_count: u64,
     latency_sum: f64,
@@ -92,7 +95,7 @@ impl Status {
             reconciles: BTreeMap::new(),
             watch_restarts: BTreeMap::new(),
             corrections: BTreeMap::new(),
-            queue_depth: 0,
+            queue_depth: BTreeMap::new(),
             latency_counts: [0; LATENCY_BUCKETS.len()],
             latency_count: 0,
             latency_sum: 0.0,
@@ -103,7 +106,18 @@ impl Status {
             heartbeat_ms: AtomicU64::new(0),
             leader_election,
             inner: Mutex::new(inner),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that wakes on every change (a report, a target's state, a correction, the
+    /// role): for waiting on a condition without polling on a timer.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -131,6 +145,7 @@ impl Status {
     /// The leader election's latest role (mirrored from [`super::lease::Leadership`]).
     pub fn set_role(&self, role: Role) {
         self.lock().role = role;
+        self.changed();
     }
 
     pub fn role(&self) -> Role {
@@ -172,11 +187,17 @@ impl Status {
             .corrections
             .entry((target.to_string(), outcome.to_string()))
             .or_default() += 1;
+        self.changed();
     }
 
-    /// Objects waiting for their debounce or their turn.
-    pub fn set_queue_depth(&self, n: usize) {
-        self.lock().queue_depth = n;
+    /// A target's objects waiting for their debounce or their turn.
+    pub fn set_queue_depth(&self, target: &str, n: usize) {
+        self.lock().queue_depth.insert(target.to_string(), n);
+    }
+
+    /// Objects waiting, over every target.
+    pub fn queue_depth(&self) -> usize {
+        self.lock().queue_depth.values().sum()
     }
 
     /// Time from the event that showed a drift to its confirmed correction.
@@ -196,8 +217,11 @@ impl Status {
 
     /// Updates one target's state.
     pub fn update_target(&self, target: &str, f: impl FnOnce(&mut TargetState)) {
-        let mut g = self.lock();
-        f(g.targets.entry(target.to_string()).or_default());
+        {
+            let mut g = self.lock();
+            f(g.targets.entry(target.to_string()).or_default());
+        }
+        self.changed();
     }
 
     /// One target's state.
@@ -213,6 +237,7 @@ impl Status {
     /// The latest report of a target (what the metrics' drift gauges show).
     pub fn set_report(&self, target: &str, report: Report) {
         self.lock().reports.insert(target.to_string(), report);
+        self.changed();
     }
 
     /// The latest report of a target.
@@ -305,7 +330,7 @@ impl Status {
         let _ = writeln!(
             out,
             "# HELP driftwarden_queue_depth Objects waiting for their debounce or their turn.\n# TYPE driftwarden_queue_depth gauge\ndriftwarden_queue_depth {}",
-            g.queue_depth
+            g.queue_depth.values().sum::<usize>()
         );
         let name = "driftwarden_correction_latency_seconds";
         let _ = writeln!(
@@ -407,7 +432,7 @@ mod tests {
         s.record_reconcile("shop", "object");
         s.record_watch_restart("shop", "Deployment");
         s.observe_correction_latency(Duration::from_millis(700));
-        s.set_queue_depth(3);
+        s.set_queue_depth("shop", 3);
         let text = s.render_metrics();
         for line in [
             "driftwarden_watch_events_total{kind=\"Deployment\",type=\"MODIFIED\"} 2",

@@ -1,0 +1,607 @@
+//! `driftwarden watch` against the Kubernetes API server on loopback
+//! (tests/support/kube_server.rs), over real sockets: watch streams, hand edits by other field
+//! managers, deletions, a 410 in the middle of a stream, a dropped connection; and the binary's exit codes for a bad `watch:` section and an unreachable
+//! cluster.
+//!
+//! Nothing here measures time: every wait is for an event (a status change, a watch opening)
+//! with a generous limit that only turns a hang into a failure.
+
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/kube_server.rs"]
+mod kube_server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{commit_files, write};
+use driftwarden::config;
+use driftwarden::model::{Action, ActionResult, DriftKind, Mode};
+use driftwarden::watch::{Status, Watch, WatchOptions};
+use kube_server::{KubeServer, LoggedRequest};
+use serde_json::{Value, json};
+
+/// The longest any wait may take before the test fails as hung.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Replica edits are safe, ConfigMap edits risky (a pull request), a missing object risky.
+const POLICY: &str = r#"package driftwarden.watchtest
+
+classify contains {"class": "safe", "reason": "replica counts follow Git", "rule": "replicas"} if {
+	input.kind == "Modified"
+	input.resource.kind == "Deployment"
+}
+
+classify contains {"class": "risky", "reason": "configuration is a release decision", "rule": "config"} if {
+	input.kind == "Modified"
+	input.resource.kind == "ConfigMap"
+}
+
+classify contains {"class": "risky", "reason": "a missing object is a decision", "rule": "missing"} if {
+	input.kind == "Missing"
+}
+"#;
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": "nginx:1.27.3"}]}
+            }
+        }
+    })
+}
+
+fn config_map() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "shop"},
+        "data": {"LOG_LEVEL": "info"}
+    })
+}
+
+fn yaml_of(v: &Value) -> String {
+    // JSON is YAML.
+    serde_json::to_string_pretty(v).unwrap()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    server: KubeServer,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    /// A server holding the desired objects as driftwarden applied them, and a Git repository
+    /// `gitops` declaring them.
+    async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let server = KubeServer::start().await;
+        let kubeconfig = server.write_kubeconfig(dir.path());
+        write(dir.path(), "policies/watchtest.rego", POLICY);
+        server.apply_as(
+            "kubectl",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        );
+        let objects = [deployment("web", 2), deployment("api", 3), config_map()];
+        for o in &objects {
+            server.apply_as("driftwarden", o.clone());
+        }
+        let files: Vec<(String, String)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    format!(
+                        "apps/shop/{}-{}.json",
+                        o["kind"].as_str().unwrap().to_lowercase(),
+                        o["metadata"]["name"].as_str().unwrap()
+                    ),
+                    yaml_of(o),
+                )
+            })
+            .collect();
+        let repo = git2::Repository::init(dir.path().join("gitops")).unwrap();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        commit_files(&repo, &refs, "desired state");
+        Env {
+            dir,
+            server,
+            kubeconfig,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The config: one autocorrect target on namespace `shop`, the local forge, the endpoints
+    /// on a free loopback port; `watch_extra` is added to the `watch:` section.
+    fn config(&self, name: &str, watch_extra: &str) -> PathBuf {
+        let text = format!(
+            "version: 1
+policies:
+  dirs: [{policies}]
+state_dir: {state}
+pull_requests: {{forge: local, output_dir: {prs}}}
+targets:
+  - name: shop
+    mode: autocorrect
+    cluster: test
+    namespace: shop
+    desired: {{git: {{repo: {repo}}}, path: apps/shop}}
+    live:
+      kubernetes: {{kubeconfig: {kc}, backoff_ms: 5}}
+    guardrails: {{max_correction_percent: 100}}
+watch:
+  debounce: 50ms
+  listen: 127.0.0.1:0
+{watch_extra}",
+            policies = self.path("policies").display(),
+            state = self.path(&format!("state-{name}")).display(),
+            prs = self.path("prs").display(),
+            repo = self.path("gitops").display(),
+            kc = self.kubeconfig.display(),
+        );
+        write(self.dir.path(), &format!("{name}.yaml"), &text)
+    }
+
+    fn deployment(&self, name: &str) -> Value {
+        self.server
+            .object("apps/v1", "Deployment", Some("shop"), name)
+            .unwrap()
+    }
+}
+
+/// A running watch: its status, and the sender that stops it.
+struct Running {
+    status: Arc<Status>,
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::task::JoinHandle<Result<(), driftwarden::watch::Error>>,
+}
+
+impl Running {
+    /// Stops it and waits for it to finish.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(LIMIT, self.done)
+            .await
+            .expect("watch stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Starts `watch` on a config, on the current `LocalSet` (the loop is not `Send`).
+async fn start(cfg: &Path, env: &Env, mode: Option<Mode>) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("WATCH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let cfg = config::load(cfg).unwrap();
+    let opts = WatchOptions {
+        cache_dir: env.path("cache"),
+        mode,
+        ..WatchOptions::default()
+    };
+    let watch = Watch::prepare(cfg, opts).await.unwrap();
+    let status = watch.status();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let done = tokio::task::spawn_local(watch.run(stop_rx));
+    Running { status, stop, done }
+}
+
+/// Waits until `pred` holds, re-checking on every status change.
+async fn until(status: &Status, what: &str, pred: impl Fn() -> bool) {
+    let mut rx = status.subscribe();
+    let wait = async {
+        loop {
+            if pred() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                panic!("the watch ended while waiting for: {what}");
+            }
+        }
+    };
+    if tokio::time::timeout(LIMIT, wait).await.is_err() {
+        panic!(
+            "not reached within {LIMIT:?}: {what}\ntargets: {:#?}\nrole: {:?}",
+            status.targets(),
+            status.role()
+        );
+    }
+}
+
+/// Waits until the target's first sync and every watch stream is up.
+async fn synced(env: &Env, status: &Status) {
+    until(status, "first sync and every stream listed", || {
+        status
+            .target("shop")
+            .is_some_and(|t| t.first_sync && t.watches > 0 && t.watches_synced == t.watches)
+    })
+    .await;
+    // Deployments and ConfigMaps in shop.
+    env.server
+        .wait_for_watches("/apis/apps/v1/namespaces/shop/deployments", 1, LIMIT)
+        .await;
+    env.server
+        .wait_for_watches("/api/v1/namespaces/shop/configmaps", 1, LIMIT)
+        .await;
+}
+
+fn metric(status: &Status, line_prefix: &str) -> f64 {
+    status
+        .render_metrics()
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn writes(reqs: &[LoggedRequest]) -> Vec<String> {
+    reqs.iter()
+        .filter(|r| r.is_write() && !r.path.contains("/leases"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn local() -> tokio::task::LocalSet {
+    tokio::task::LocalSet::new()
+}
+
+/// A hand edit of a replica count (safe) is corrected by re-applying that object alone, and
+/// confirmed by reading it back; no LIST is sent for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_hand_edit_is_corrected_and_confirmed() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            env.server.clear_requests();
+
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 7}}),
+            );
+            until(&w.status, "web corrected", || {
+                env.deployment("web")["spec"]["replicas"] == 2
+                    && metric(
+                        &w.status,
+                        "driftwarden_corrections_total{target=\"shop\",outcome=\"done\"}",
+                    ) >= 1.0
+            })
+            .await;
+            let live = env.deployment("web");
+            let managers: Vec<&str> = live["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["manager"].as_str().unwrap())
+                .collect();
+            assert!(!managers.contains(&"kubectl-edit"), "{managers:?}");
+            // That object alone: one apply, one confirming GET, no LIST of the target.
+            let reqs = env.server.requests();
+            assert_eq!(
+                writes(&reqs),
+                ["PATCH /apis/apps/v1/namespaces/shop/deployments/web"]
+            );
+            assert!(
+                reqs.iter()
+                    .any(|r| r.is_get() && r.path.ends_with("/deployments/web")),
+                "the correction is confirmed by a re-read"
+            );
+            let lists: Vec<&LoggedRequest> = reqs
+                .iter()
+                .filter(|r| r.is_list() && r.param("watch").is_none())
+                .collect();
+            assert!(lists.is_empty(), "no full cycle: {lists:#?}");
+            assert_eq!(
+                metric(&w.status, "driftwarden_correction_latency_seconds_count"),
+                1.0
+            );
+            assert!(
+                metric(
+                    &w.status,
+                    "driftwarden_watch_events_total{kind=\"Deployment\",type=\"APPLY\"}"
+                ) >= 1.0
+            );
+            // api was never touched.
+            assert_eq!(env.deployment("api")["spec"]["replicas"], 3);
+            w.stop().await;
+        })
+        .await;
+}
+
+/// A risky hand edit becomes a pull request in the local forge, the live object untouched;
+/// a second edit of the same object updates that pull request instead of opening another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_risky_hand_edit_becomes_one_pull_request() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            let prs = env.path("prs");
+            let pr_files = || -> Vec<String> {
+                let mut v: Vec<String> = walk(&prs)
+                    .into_iter()
+                    .filter(|p| p.ends_with(".md") && !p.ends_with("index.md"))
+                    .collect();
+                v.sort();
+                v
+            };
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "v1",
+                "ConfigMap",
+                Some("shop"),
+                "settings",
+                json!({"data": {"LOG_LEVEL": "debug"}}),
+            );
+            until(&w.status, "a pull request for the ConfigMap", || {
+                pr_files().len() == 1 && pull_request_state(&w.status).is_some()
+            })
+            .await;
+            let (action, result) = pull_request_state(&w.status).unwrap();
+            assert_eq!(action, Action::PullRequest);
+            assert_eq!(result, ActionResult::Done);
+            let body = std::fs::read_to_string(&pr_files()[0]).unwrap();
+            assert!(body.contains("LOG_LEVEL"), "{body}");
+            let cm = env
+                .server
+                .object("v1", "ConfigMap", Some("shop"), "settings")
+                .unwrap();
+            assert_eq!(
+                cm["data"]["LOG_LEVEL"], "debug",
+                "risky drift is not corrected"
+            );
+
+            // A second edit: the same pull request, updated.
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "v1",
+                "ConfigMap",
+                Some("shop"),
+                "settings",
+                json!({"data": {"LOG_LEVEL": "trace"}}),
+            );
+            until(&w.status, "the pull request updated", || {
+                pr_files().len() == 1
+                    && pr_files()
+                        .first()
+                        .and_then(|f| std::fs::read_to_string(f).ok())
+                        .is_some_and(|b| b.contains("trace"))
+            })
+            .await;
+            assert_eq!(pr_files().len(), 1, "deduplicated across events");
+            w.stop().await;
+        })
+        .await;
+}
+
+/// The ConfigMap drift's action in the target's latest report.
+fn pull_request_state(status: &Status) -> Option<(Action, ActionResult)> {
+    let report = status.report("shop")?;
+    let d = report
+        .drifts
+        .iter()
+        .find(|d| d.resource.display == "ConfigMap shop/settings")?;
+    let a = d.action.as_ref()?;
+    Some((a.action.clone(), a.result.clone()))
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// An object deleted live is reported Missing (risky here: a pull request, nothing recreated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_object_is_reported_missing() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            env.server
+                .delete_object("apps/v1", "Deployment", Some("shop"), "api");
+            until(&w.status, "api reported Missing", || {
+                w.status.report("shop").is_some_and(|r| {
+                    r.drifts.iter().any(|d| {
+                        d.resource.display == "Deployment shop/api"
+                            && d.kind == DriftKind::Missing
+                            && d.action.is_some()
+                    })
+                })
+            })
+            .await;
+            assert!(
+                env.server
+                    .object("apps/v1", "Deployment", Some("shop"), "api")
+                    .is_none(),
+                "a risky Missing object is not recreated"
+            );
+            w.stop().await;
+        })
+        .await;
+}
+
+/// A 410 in the middle of the stream (the server compacted its history): the watcher lists
+/// again, and an edit made while it was away is still corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_mid_stream_relists_and_misses_nothing() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            let relists = metric(
+                &w.status,
+                "driftwarden_watch_events_total{kind=\"Deployment\",type=\"RELIST\"}",
+            );
+            // The edit lands, then every open watch gets the 410 ERROR event and the history
+            // is compacted past it: a resume cannot see it, only the new LIST can.
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "api",
+                json!({"spec": {"replicas": 9}}),
+            );
+            env.server.expire_watches();
+            until(&w.status, "api corrected after the relist", || {
+                env.deployment("api")["spec"]["replicas"] == 3
+                    && metric(
+                        &w.status,
+                        "driftwarden_watch_events_total{kind=\"Deployment\",type=\"RELIST\"}",
+                    ) > relists
+            })
+            .await;
+            assert!(
+                metric(
+                    &w.status,
+                    "driftwarden_watch_restarts_total{target=\"shop\",kind=\"Deployment\"}"
+                ) >= 1.0
+            );
+            w.stop().await;
+        })
+        .await;
+}
+
+/// A dropped connection resumes from the last resourceVersion (no new LIST) and the edit made
+/// meanwhile is corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            env.server.clear_requests();
+            env.server.drop_watches();
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 4}}),
+            );
+            until(&w.status, "web corrected after the resume", || {
+                env.deployment("web")["spec"]["replicas"] == 2
+            })
+            .await;
+            let reqs = env.server.requests();
+            let rewatch: Vec<&LoggedRequest> = reqs
+                .iter()
+                .filter(|r| {
+                    r.path == "/apis/apps/v1/namespaces/shop/deployments"
+                        && r.param("watch").is_some()
+                })
+                .collect();
+            assert!(!rewatch.is_empty(), "the watch was opened again");
+            assert!(
+                rewatch.iter().all(|r| r.param("resourceVersion").is_some()),
+                "it resumed from a resourceVersion"
+            );
+            let lists = reqs
+                .iter()
+                .filter(|r| {
+                    r.path == "/apis/apps/v1/namespaces/shop/deployments"
+                        && r.param("watch").is_none()
+                })
+                .count();
+            assert_eq!(lists, 0, "no relist after a dropped connection");
+            w.stop().await;
+        })
+        .await;
+}
+
+/// An invalid `watch:` section stops the binary before anything starts: exit 3 with the file
+/// and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_watch_section_exits_3_with_file_and_line() {
+    let env = Env::new().await;
+    let cfg = env.config("bad", "  resync_interval: soon\n");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["watch", "--config"])
+        .arg(&cfg)
+        .env_remove("DRIFTWARDEN_LOG")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let line = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("resync_interval: soon"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}:20: watch.resync_interval: `soon` is not a duration",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+    assert!(env.server.requests().is_empty(), "nothing was contacted");
+}
+
+/// A cluster unreachable at start: exit 1, naming the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_at_start_exits_1() {
+    let env = Env::new().await;
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kc = std::fs::read_to_string(&env.kubeconfig)
+        .unwrap()
+        .replace(&env.server.url(), &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&env.kubeconfig, kc).unwrap();
+    let cfg = env.config("away", "");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["watch", "--config"])
+        .arg(&cfg)
+        .env_remove("DRIFTWARDEN_LOG")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("target `shop`: the cluster is unreachable at start"),
+        "{stderr}"
+    );
+}
