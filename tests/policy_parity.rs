@@ -425,6 +425,16 @@ fn v0_rules_with_several_bodies_are_refused() {
 
 #[test]
 fn with_on_a_rule_of_the_same_package_is_refused() {
+    // A function replaced with `with` is read alike: opa test 1 passed, 0 failed.
+    let r = test_files(
+        &[(
+            "p_test.rego",
+            "package p\n\nf(_) := 1\n\ng(_) := 7\n\ntest_mock if { f(1) == 7 with f as g }\n",
+        )],
+        false,
+    );
+    assert_eq!(counts(&r), (1, 0), "{r:?}");
+
     let msg = refusal(&[(
         "p.rego",
         "package p\n\nr := 1\n\nt if {\n\tr == 7 with r as 7\n}\n",
@@ -456,6 +466,20 @@ fn a_negated_call_on_an_undefined_reference_is_undefined() {
     );
     assert_eq!(counts(&r), (2, 1), "{r:?}");
     assert!(!outcome(&r, "data.p.test_direct").passed);
+    // `==` is unification for OPA: its references stay inside the negation; `!=` and `in` are
+    // calls. opa test: test_eq PASS, test_neq FAIL, test_in FAIL; 1 passed, 2 failed.
+    let ops = test_files(
+        &[(
+            "p_test.rego",
+            "package p\n\n\
+             test_eq if { not input.missing == 1 }\n\n\
+             test_neq if { not input.missing != 1 }\n\n\
+             test_in if { not input.missing in {1} }\n",
+        )],
+        false,
+    );
+    assert_eq!(counts(&ops), (1, 2), "{ops:?}");
+    assert!(outcome(&ops, "data.p.test_eq").passed);
     assert!(outcome(&r, "data.p.test_through_a_rule").passed);
     assert!(outcome(&r, "data.p.test_defined").passed);
 

@@ -169,8 +169,8 @@ pub(crate) fn load(
     })
 }
 
-/// The rule names each package declares across `texts` (a file that does not parse is skipped;
-/// loading it reports the error).
+/// The rule names (functions excluded) each package declares across `texts` (a file that does
+/// not parse is skipped; loading it reports the error).
 fn declared_rules(
     texts: &[(&PolicyFile, String, String)],
 ) -> BTreeMap<Vec<String>, HashSet<String>> {
@@ -187,12 +187,10 @@ fn declared_rules(
             rules: BTreeSet::new(),
             is_test: f.is_test,
         }];
-        if let Ok(functions) = describe_modules(&mut scratch, &mut infos) {
+        // Rules only: a function named in `with` is replaced by regorus as by OPA.
+        if describe_modules(&mut scratch, &mut infos).is_ok() {
             let entry = out.entry(infos[0].package.clone()).or_default();
             entry.extend(infos[0].rules.iter().cloned());
-            if let Some(funcs) = functions.get(&infos[0].package) {
-                entry.extend(funcs.iter().cloned());
-            }
         }
     }
     out

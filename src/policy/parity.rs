@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use regorus::unstable::{
-    BUILTINS, Expr, Lexer, Literal, LiteralStmt, Query, Rule, RuleHead, TokenKind,
+    BUILTINS, BoolOp, Expr, Lexer, Literal, LiteralStmt, Query, Rule, RuleHead, TokenKind,
 };
 use regorus::{Engine, Source, Value};
 
@@ -367,34 +367,59 @@ impl Walk<'_> {
         );
     }
 
-    /// `not f(args)` (calls, comparisons, arithmetic, `in`): OPA evaluates reference and call
-    /// arguments before the negation, so an undefined argument makes the whole expression
-    /// undefined; regorus evaluates them inside it, where undefined makes `not` true. A check
+    /// `not f(args)`: OPA's compiler binds the arguments of a call (and of `!=`, `<`, `in`,
+    /// arithmetic: calls too) that are references or calls to variables before the negation,
+    /// so an undefined argument makes the whole expression undefined; regorus evaluates them
+    /// inside it, where undefined makes `not` true. `==` is unification for OPA's compiler: only
+    /// calls in its operands, and references used as an index inside a reference, are bound
+    /// before; the same holds for a negated reference (`not obj[input.k]`). A check
     /// `arg == arg` next to the negation (undefined exactly when the argument is) restores OPA's
     /// reading.
     fn negated_call(&mut self, stmt: &LiteralStmt, not_span: &regorus::unstable::Span, e: &Expr) {
-        let args: Vec<&Expr> = match e {
-            Expr::Call { params, .. } => params.iter().map(|p| p.as_ref()).collect(),
+        let mut dynamic: Vec<&Expr> = Vec::new();
+        match e {
+            Expr::Call { params, .. } => {
+                for p in params {
+                    self.dynamic_terms(p, &mut dynamic);
+                }
+            }
+            Expr::BoolExpr {
+                op: BoolOp::Eq,
+                lhs,
+                rhs,
+                ..
+            } => {
+                for side in [lhs, rhs] {
+                    nested_calls(side, &mut dynamic);
+                    ref_indexes(side, &mut dynamic);
+                }
+            }
             Expr::BoolExpr { lhs, rhs, .. }
             | Expr::ArithExpr { lhs, rhs, .. }
-            | Expr::BinExpr { lhs, rhs, .. } => vec![lhs.as_ref(), rhs.as_ref()],
+            | Expr::BinExpr { lhs, rhs, .. } => {
+                self.dynamic_terms(lhs, &mut dynamic);
+                self.dynamic_terms(rhs, &mut dynamic);
+            }
             Expr::Membership {
                 key,
                 value,
                 collection,
                 ..
             } => {
-                let mut v: Vec<&Expr> = key.iter().map(|k| k.as_ref()).collect();
-                v.push(value.as_ref());
-                v.push(collection.as_ref());
-                v
+                for k in key {
+                    self.dynamic_terms(k, &mut dynamic);
+                }
+                self.dynamic_terms(value, &mut dynamic);
+                self.dynamic_terms(collection, &mut dynamic);
+            }
+            Expr::RefDot { .. } | Expr::RefBrack { .. } => {
+                nested_calls(e, &mut dynamic);
+                ref_indexes(e, &mut dynamic);
             }
             _ => return,
-        };
-        let mut dynamic: Vec<&Expr> = Vec::new();
-        for a in args {
-            self.dynamic_terms(a, &mut dynamic);
         }
+        dynamic.sort_by_key(|d| (d.span().start, d.span().end));
+        dynamic.dedup_by_key(|d| (d.span().start, d.span().end));
         if dynamic.is_empty() {
             return;
         }
@@ -605,6 +630,51 @@ impl Walk<'_> {
                 self.file, span.line, span.col
             ));
         }
+    }
+}
+
+/// Calls (and operators that are calls) in an expression, through array, set and object
+/// literals and reference indexes: what OPA's compiler binds before the expression.
+fn nested_calls<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Call { .. }
+        | Expr::ArithExpr { .. }
+        | Expr::BinExpr { .. }
+        | Expr::BoolExpr { .. }
+        | Expr::Membership { .. } => out.push(e),
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            for i in items {
+                nested_calls(i, out);
+            }
+        }
+        Expr::Object { fields, .. } => {
+            for (_, k, v) in fields {
+                nested_calls(k, out);
+                nested_calls(v, out);
+            }
+        }
+        Expr::RefDot { refr, .. } => nested_calls(refr, out),
+        Expr::RefBrack { refr, index, .. } => {
+            nested_calls(refr, out);
+            nested_calls(index, out);
+        }
+        _ => {}
+    }
+}
+
+/// References and calls used as an index inside a reference (`obj[input.k]`): OPA's compiler
+/// binds them before the expression that holds the reference.
+fn ref_indexes<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::RefDot { refr, .. } => ref_indexes(refr, out),
+        Expr::RefBrack { refr, index, .. } => {
+            ref_indexes(refr, out);
+            match index.as_ref() {
+                Expr::RefDot { .. } | Expr::RefBrack { .. } | Expr::Call { .. } => out.push(index),
+                other => ref_indexes(other, out),
+            }
+        }
+        _ => {}
     }
 }
 
@@ -870,6 +940,25 @@ mod tests {
         assert_eq!(
             p.text,
             "package p\nf(x) if x == 1\nt if{not f(input.missing); input.missing == input.missing }\n"
+        );
+        // `==` is unification for OPA: its references stay inside the negation, its calls and
+        // reference indexes do not.
+        let p = prep("package p\nt if { not input.x == 1 }\n");
+        assert_eq!(p.text, "package p\nt if { not input.x == 1 }\n");
+        let p = prep("package p\nt if { not count(input.x) == 0 }\n");
+        assert_eq!(
+            p.text,
+            "package p\nt if { not count(input.x) == 0; count(input.x) == count(input.x) }\n"
+        );
+        let p = prep("package p\nt if { not input.x != 1 }\n");
+        assert_eq!(
+            p.text,
+            "package p\nt if { not input.x != 1; input.x == input.x }\n"
+        );
+        let p = prep("package p\nobj := {}\nt if { not obj[input.k] }\n");
+        assert_eq!(
+            p.text,
+            "package p\nobj := {}\nt if { not obj[input.k]; input.k == input.k }\n"
         );
         // Local variables need no check.
         let p = prep("package p\nf(x) if x == 1\nt if { x := 2; not f(x) }\n");
