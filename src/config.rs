@@ -279,6 +279,31 @@ pub struct Guardrails {
     pub max_correction_percent: f64,
     /// The same remediation on the same resource at most this often per hour.
     pub max_remediations_per_hour: u32,
+    /// Following a corrected workload's rollout, and rolling back a correction that made it
+    /// worse (`health_gate`).
+    pub health_gate: HealthGate,
+}
+
+/// `guardrails.health_gate`: after correcting a Deployment, StatefulSet or DaemonSet, follow its
+/// rollout and roll the correction back when the workload ends worse than before
+/// (src/act/health.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthGate {
+    pub enabled: bool,
+    /// How long a rollout is followed.
+    pub timeout: Duration,
+    /// How often the workload is read while it is followed.
+    pub interval: Duration,
+}
+
+impl Default for HealthGate {
+    fn default() -> Self {
+        HealthGate {
+            enabled: true,
+            timeout: Duration::from_secs(120),
+            interval: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for Guardrails {
@@ -289,6 +314,7 @@ impl Default for Guardrails {
             max_corrections: None,
             max_correction_percent: 25.0,
             max_remediations_per_hour: 3,
+            health_gate: HealthGate::default(),
         }
     }
 }
@@ -1435,6 +1461,7 @@ fn walk_guardrails(w: &mut Walker, n: &Node) -> Guardrails {
             "max_corrections",
             "max_correction_percent",
             "max_remediations_per_hour",
+            "health_gate",
         ],
     ) {
         let what = format!("targets[].guardrails.{k}");
@@ -1461,8 +1488,31 @@ fn walk_guardrails(w: &mut Walker, n: &Node) -> Guardrails {
                 }
                 _ => w.err(v, format!("{what}: expected a whole number")),
             },
+            "health_gate" => g.health_gate = walk_health_gate(w, v),
             _ => {}
         }
+    }
+    g
+}
+
+fn walk_health_gate(w: &mut Walker, n: &Node) -> HealthGate {
+    let mut g = HealthGate::default();
+    let what = "targets[].guardrails.health_gate";
+    let (min, max) = (Duration::from_millis(10), Duration::from_secs(3600));
+    for (k, v) in w.map(n, what, &["enabled", "timeout", "interval"]) {
+        let field = format!("{what}.{k}");
+        match k.as_str() {
+            "enabled" => g.enabled = w.boolean(v, &field).unwrap_or(g.enabled),
+            "timeout" => g.timeout = w.duration(v, &field, min, max).unwrap_or(g.timeout),
+            "interval" => g.interval = w.duration(v, &field, min, max).unwrap_or(g.interval),
+            _ => {}
+        }
+    }
+    if g.interval > g.timeout {
+        w.err(
+            n,
+            format!("{what}: `interval` must not be longer than `timeout`"),
+        );
     }
     g
 }

@@ -476,6 +476,12 @@ async fn pipeline(
         )?;
         if opts.command == Command::Reconcile {
             let audit = audit_for(&audit, cfg, opts, &targets, &mut errors);
+            // Masked values are compared in the audit log by keyed digests of the raw live
+            // values.
+            audit.note_live(
+                &target_drifts,
+                &live_by_key(&t.cluster, &t.namespace, &desired_set, live_objects),
+            );
             let desired_raw = desired_objects(t, &desired_set, live_objects);
             let actx = act_context(
                 t,
@@ -722,7 +728,7 @@ pub async fn act_stage(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<
     let audit = actx.audit;
     let mut events = Vec::new();
     for d in drifts.iter() {
-        events.extend(crate::audit::drift_events(d, actx.mode, audit.engine()));
+        events.extend(audit.drift_events(d, actx.mode));
     }
     if let Err(e) = audit.write(events) {
         return hold_everything(actx, drifts, &e);
@@ -1033,6 +1039,26 @@ fn is_namespace_name(s: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
         && bytes.first().is_some_and(alnum)
         && bytes.last().is_some_and(alnum)
+}
+
+/// The live objects as read (secret values unmasked), by resource key, for the audit log's
+/// digests of masked values (`watch` notes them too). Never logged or reported.
+pub fn live_by_key(
+    cluster: &str,
+    default_namespace: &str,
+    desired_set: &desired::DesiredSet,
+    live_objects: &[RawObject],
+) -> HashMap<String, serde_json::Value> {
+    let mut scopes = Scopes::default();
+    scopes.learn(desired_set.objects.iter().map(|o| &o.value), false);
+    scopes.learn(live_objects.iter().map(|o| &o.value), true);
+    live_objects
+        .iter()
+        .map(|raw| {
+            let id = k8s::resource_id(cluster, &raw.value, default_namespace, &scopes);
+            (id.key(), raw.value.clone())
+        })
+        .collect()
 }
 
 /// `diff --desired PATH --live PATH`: two local files or directories, no config. Namespaced

@@ -487,6 +487,38 @@ async fn every_action_is_audited_and_no_secret_reaches_the_log() {
         seen.1.iter().all(|c| c.desired == json!("(masked)")),
         "{seen:?}"
     );
+    // The masked live value is recorded as a keyed digest only: comparable across runs, and
+    // not the plain hash of a guessable value.
+    let masked = seen.1.iter().find(|c| c.masked).unwrap();
+    assert!(
+        masked.live_hash.starts_with(audit::DIGEST_PREFIX),
+        "{masked:?}"
+    );
+    assert_ne!(
+        masked.live_hash,
+        audit::value_hash(&json!(b64(CANARY_LIVE)))
+    );
+    let key = env.audit_dir().join(audit::SECRET_KEY_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the digest key is the owner's only");
+    }
+    let digests: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::DriftSeen { changes, .. } => changes
+                .iter()
+                .find(|c| c.masked)
+                .map(|c| c.live_hash.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        digests.len() >= 2 && digests.iter().all(|d| *d == digests[0]),
+        "stable across runs: {digests:?}"
+    );
     let verdicts: Vec<(&Option<driftwarden::model::Class>, &String)> = real
         .iter()
         .filter_map(|r| match &r.event {
@@ -517,6 +549,7 @@ async fn an_intent_without_a_result_is_reported_by_the_next_run() {
     let files: Vec<PathBuf> = std::fs::read_dir(env.audit_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     assert_eq!(files.len(), 1);
     let text = std::fs::read_to_string(&files[0]).unwrap();

@@ -565,6 +565,30 @@ fn drift_classified_and_safe_drift_corrected() {
     );
     let rule = drift_by(&report, "aws_security_group.web");
     assert_ne!(rule["action"]["result"], "done", "{rule:#}");
+    // The audit log holds the correction's intent (the EC2 calls, the tag's value before) and
+    // its confirmed result.
+    let records = driftwarden::audit::read_dir(&dir.path().join("state/audit"), 0).unwrap();
+    let (id, fields) = records
+        .iter()
+        .find_map(|r| match &r.event {
+            driftwarden::audit::Event::Intent {
+                id,
+                operation,
+                fields,
+                fingerprint,
+                ..
+            } if operation.contains("CreateTags") && tag["fingerprint"] == fingerprint.as_str() => {
+                Some((id.clone(), fields.clone()))
+            }
+            _ => None,
+        })
+        .expect("the EC2 correction's intent");
+    assert!(
+        !fields.is_empty() && fields.iter().all(|f| f.path.starts_with("/tags")),
+        "{fields:?}"
+    );
+    assert!(records.iter().any(|r| matches!(&r.event,
+        driftwarden::audit::Event::Result { id: rid, outcome: driftwarden::model::ActionResult::Done, confirmed: Some(true), .. } if *rid == id)));
     let live_tags = rt.block_on(async {
         let out = c
             .describe_instances()

@@ -834,3 +834,88 @@ async fn kube_runtime_watcher_streaming_lists_and_list_faults() {
         .collect();
     assert_eq!(statuses[0], 410, "{statuses:?}");
 }
+
+/// `go_away` cuts the watches and leaves every request unanswered; `come_back` answers again and
+/// a watch resumes with what was written meanwhile (in process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_and_comes_back() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("shop"));
+    server.apply_as("driftwarden", config_map("cm-0", "0"));
+    let rv = server
+        .object("v1", "ConfigMap", Some("shop"), "cm-0")
+        .unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("/api/v1/namespaces/shop/configmaps?watch=1&resourceVersion={rv}");
+    let mut stream = open(&server, &target).await;
+    server.go_away();
+    assert_eq!(stream.next().await, Chunk::Cut);
+    assert_eq!(server.open_watches(), 0);
+    let mut refused = open(&server, &target).await;
+    assert_eq!(refused.status, 0, "no answer while gone");
+    assert_eq!(refused.next().await, Chunk::Cut);
+    server.apply_as("driftwarden", config_map("cm-0", "1"));
+    server.come_back();
+    let mut resumed = open(&server, &target).await;
+    assert_eq!(resumed.status, 200);
+    let event = resumed.event().await;
+    assert_eq!(
+        (&event["type"], &event["object"]["data"]["value"]),
+        (&json!("MODIFIED"), &json!("1"))
+    );
+}
+
+/// `kubectl scale` over HTTP: a merge patch of the `scale` subresource, recorded as an Update
+/// with `subresource: scale` and no `time`, seen by a watch as MODIFIED with the generation
+/// raised (watch-deployments-200's second event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_subresource_is_a_watched_update() {
+    let server = KubeServer::start().await;
+    server.seed(namespace("shop"));
+    server.apply_as("driftwarden", ticker("shop", "ticker"));
+    let mut stream = open(
+        &server,
+        "/apis/apps/v1/namespaces/shop/deployments?watch=1&resourceVersion=1002&timeoutSeconds=5",
+    )
+    .await;
+    let target = "/apis/apps/v1/namespaces/shop/deployments/ticker/scale";
+    let scale = raw_exchange(&addr(&server), Some(TOKEN), "GET", target, None, "").await;
+    assert_eq!(scale.status, 200);
+    assert_eq!(scale.json()["spec"]["replicas"], 1);
+    assert_eq!(
+        scale.json()["status"]["selector"],
+        "app.kubernetes.io/name=ticker"
+    );
+    let answer = raw_exchange(
+        &addr(&server),
+        Some(TOKEN),
+        "PATCH",
+        &format!("{target}?fieldManager=kubectl"),
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["kind"], "Scale");
+    assert_eq!(answer.json()["spec"]["replicas"], 3);
+    let event = stream.event().await;
+    assert_eq!(event["type"], "MODIFIED");
+    let obj = &event["object"];
+    assert_eq!(
+        (&obj["spec"]["replicas"], &obj["metadata"]["generation"]),
+        (&json!(3), &json!(2))
+    );
+    let entry = obj["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kubectl")
+        .unwrap();
+    assert_eq!(
+        entry,
+        &json!({"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}, "subresource": "scale"})
+    );
+}

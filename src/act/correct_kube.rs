@@ -30,6 +30,7 @@ use serde_json::Value;
 
 use super::ActContext;
 use super::guardrails::{self, Removal, escalate, record, source_error};
+use super::health::{self, Gate, Judgement, ROLLED_BACK, Skip};
 use crate::config::LiveSource;
 use crate::diff::{self, DiffOptions};
 use crate::live::kube::{ApiResource, Kube, KubeError, Rejection, error_chain};
@@ -119,6 +120,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         };
         (rank, job.index)
     });
+    let mut gated = Vec::new();
     for job in &jobs {
         let Some(d) = drifts.get_mut(job.index) else {
             continue;
@@ -149,11 +151,21 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
                 continue;
             }
         };
-        let wrote = if job.delete {
-            delete_one(&kube, ctx, d).await
+        let (wrote, applied) = if job.delete {
+            (delete_one(&kube, ctx, d).await, None)
         } else {
-            apply_one(&kube, ctx, d).await
+            let applied = apply_one(&kube, ctx, d).await;
+            (applied.is_some(), applied)
         };
+        // A confirmed correction of a workload is followed by the health gate; its result is
+        // recorded once the gate has judged it.
+        if let Some(gate) = applied.and_then(|a| gate_of(ctx, d, &a)) {
+            if wrote && !ctx.dry_run {
+                admitted.record(d);
+            }
+            gated.push((job.index, id, gate));
+            continue;
+        }
         if let Err(e) = ctx.audit.result(&id, d, confirmed(d)) {
             errors.push(super::guardrails::source_error(
                 ctx,
@@ -184,8 +196,218 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             ));
         }
     }
+    if !gated.is_empty() {
+        errors.extend(settle_gates(&kube, ctx, drifts, gated).await);
+    }
     errors.extend(admitted.save(ctx));
     errors
+}
+
+/// The health gate of a correction just made, when it has one: a confirmed correction of a
+/// Modified Deployment, StatefulSet or DaemonSet, gate enabled, not a dry run, and a status
+/// that can be judged. A workload already unhealthy is noted and not gated.
+fn gate_of(ctx: &ActContext<'_>, d: &mut Drift, a: &Applied) -> Option<Gate> {
+    let settings = &ctx.target.guardrails.health_gate;
+    let done = d
+        .action
+        .as_ref()
+        .is_some_and(|r| r.result == ActionResult::Done);
+    if !settings.enabled
+        || ctx.dry_run
+        || !done
+        || d.kind != DriftKind::Modified
+        || !health::WORKLOADS.contains(&a.resource.kind.as_str())
+    {
+        return None;
+    }
+    match Gate::capture(
+        d,
+        &a.body,
+        &a.resource,
+        a.namespace.as_deref(),
+        &a.name,
+        settings,
+    ) {
+        Ok(gate) => Some(gate),
+        // No controller reports a status: nothing to judge by, nothing noted.
+        Err(Skip::NoStatus) => None,
+        Err(Skip::AlreadyUnhealthy(why)) => {
+            append_detail(
+                d,
+                &format!(
+                    "health gate: not followed, the workload was already unhealthy before the correction ({why}), and is not rolled back for that"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn append_detail(d: &mut Drift, note: &str) {
+    if let Some(a) = d.action.as_mut() {
+        a.detail = Some(match a.detail.take() {
+            Some(detail) => format!("{detail}; {note}"),
+            None => note.to_string(),
+        });
+    }
+}
+
+/// Follows every gated workload of the target at once (each read on its own task), then settles
+/// each: kept, or rolled back and escalated. Records each correction's result in the audit log,
+/// and each rollback's intent and result around its request. Returns the rollbacks as errors of
+/// the run: a rolled-back correction counts as a failed one.
+async fn settle_gates(
+    kube: &Kube,
+    ctx: &ActContext<'_>,
+    drifts: &mut [Drift],
+    gated: Vec<(usize, String, Gate)>,
+) -> Vec<SourceError> {
+    let mut errors = Vec::new();
+    let mut followed = tokio::task::JoinSet::new();
+    let mut ids = std::collections::HashMap::new();
+    for (index, id, gate) in gated {
+        ids.insert(index, id);
+        let kube = kube.clone();
+        followed.spawn(async move { (index, gate.follow(kube).await) });
+    }
+    let mut judged = Vec::new();
+    while let Some(joined) = followed.join_next().await {
+        match joined {
+            Ok(j) => judged.push(j),
+            Err(e) => errors.push(source_error(
+                ctx,
+                format!("the health gate's task failed: {e}"),
+            )),
+        }
+    }
+    judged.sort_by_key(|(index, _)| *index);
+    for (index, (gate, judgement)) in judged {
+        let (Some(d), Some(id)) = (drifts.get_mut(index), ids.remove(&index)) else {
+            continue;
+        };
+        match judgement {
+            Judgement::Healthy(h) => append_detail(
+                d,
+                &format!("health gate: rolled out healthy ({})", h.evidence()),
+            ),
+            Judgement::Unsettled { last, why } => append_detail(
+                d,
+                &format!(
+                    "health gate: kept: {why}{}",
+                    last.map(|h| format!(" ({})", h.evidence()))
+                        .unwrap_or_default()
+                ),
+            ),
+            Judgement::Worse { last, why } => {
+                if let Some(e) = roll_back(kube, ctx, d, &gate, &last, &why).await {
+                    errors.push(e);
+                }
+            }
+        }
+        if let Err(e) = ctx.audit.result(&id, d, confirmed(d)) {
+            errors.push(source_error(
+                ctx,
+                format!(
+                    "{}: the result of the correction could not be recorded: {}",
+                    d.resource.display,
+                    error_chain(&e)
+                ),
+            ));
+        }
+        if d.action
+            .as_ref()
+            .is_some_and(|a| a.result == ActionResult::RolledBack)
+        {
+            let reason = d
+                .action
+                .as_ref()
+                .and_then(|a| a.detail.clone())
+                .unwrap_or_default();
+            escalate(d, ctx, &reason);
+        }
+    }
+    errors
+}
+
+/// Rolls one correction back (its intent recorded first) and records the outcome on `d`:
+/// `rolled_back` with the evidence, or `failed` when the rollback itself failed. Returns the
+/// error for the run's report.
+async fn roll_back(
+    kube: &Kube,
+    ctx: &ActContext<'_>,
+    d: &mut Drift,
+    gate: &Gate,
+    last: &health::Health,
+    why: &str,
+) -> Option<SourceError> {
+    let evidence = format!(
+        "before the correction: {}; after: {}",
+        gate.before.evidence(),
+        last.evidence()
+    );
+    tracing::warn!(target = %ctx.target.name, resource = %d.resource.display, why, evidence, "the corrected workload is worse than before; rolling back");
+    let rid = match ctx.audit.intent(d, "rollback", "server-side apply") {
+        Ok(rid) => rid,
+        Err(e) => {
+            let detail = format!(
+                "health gate: {why} ({evidence}); not rolled back: the audit log cannot be written ({}), and nothing is acted on without a record",
+                error_chain(&e)
+            );
+            record(d, ActionResult::Failed, detail.clone());
+            return Some(source_error(
+                ctx,
+                format!("{}: {detail}", d.resource.display),
+            ));
+        }
+    };
+    let out = gate.roll_back(kube, ctx.target.guardrails.force).await;
+    let (result, detail) = if out.restored {
+        (
+            ActionResult::RolledBack,
+            format!("{ROLLED_BACK}{why}; {} ({evidence})", out.detail),
+        )
+    } else {
+        (
+            ActionResult::Failed,
+            format!(
+                "health gate: {why} ({evidence}); the rollback failed: {}",
+                out.detail
+            ),
+        )
+    };
+    let outcome = if out.restored {
+        ActionResult::Done
+    } else {
+        ActionResult::Failed
+    };
+    let records = vec![
+        crate::audit::Event::Result {
+            id: rid,
+            target: d.target.clone(),
+            fingerprint: d.fingerprint.clone(),
+            outcome: outcome.clone(),
+            confirmed: Some(out.restored),
+            message: out.detail.clone(),
+        },
+        crate::audit::Event::Rollback {
+            target: d.target.clone(),
+            fingerprint: d.fingerprint.clone(),
+            resource: d.resource.id.key(),
+            fields: crate::audit::field_records(d),
+            evidence: evidence.clone(),
+            outcome,
+        },
+    ];
+    let recorded = ctx.audit.write(records);
+    record(d, result, detail.clone());
+    let mut message = format!("{}: {detail}", d.resource.display);
+    if let Err(e) = recorded {
+        message.push_str(&format!(
+            "; the rollback could not be recorded in the audit log: {}",
+            error_chain(&e)
+        ));
+    }
+    Some(source_error(ctx, message))
 }
 
 /// Whether a re-read confirmed the outcome recorded on `d`: a correction that is done was read
@@ -287,15 +509,22 @@ fn apply_body(desired: &Value, namespace: Option<&str>) -> Value {
     body
 }
 
-/// Server-side applies one desired object. Returns true when the live object was written.
-async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
+/// What a correction wrote: where, and the object it applied.
+struct Applied {
+    resource: ApiResource,
+    namespace: Option<String>,
+    name: String,
+    body: Value,
+}
+
+/// Server-side applies one desired object. Returns what was applied when the live object was
+/// written.
+async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> Option<Applied> {
     let Some(desired) = ctx.desired.get(&d.resource.id.key()).cloned() else {
         fail(d, "the desired object is not available to apply");
-        return false;
+        return None;
     };
-    let Some((res, ns, name)) = resolve(kube, d).await else {
-        return false;
-    };
+    let (res, ns, name) = resolve(kube, d).await?;
     let secret = diff::is_secret(&d.resource.id);
     let force = ctx.target.guardrails.force;
     let body = apply_body(&desired, ns.as_deref());
@@ -315,7 +544,7 @@ async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
                 if ctx.dry_run { "(dry run) " } else { "" }
             );
             escalate(d, ctx, &reason);
-            return false;
+            return None;
         }
         Err(e) => {
             let detail = match e.rejection() {
@@ -327,7 +556,7 @@ async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
                 _ => format!("{how} failed: {}", api_message(&e, secret)),
             };
             fail(d, &detail);
-            return false;
+            return None;
         }
     };
     let opts = diff_options(ctx);
@@ -350,7 +579,7 @@ async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
             )
         };
         record(d, ActionResult::Planned, detail);
-        return false;
+        return None;
     }
     let verb = if code == 201 { "created" } else { "corrected" };
     match kube.get(&res, ns.as_deref(), &name).await {
@@ -387,7 +616,12 @@ async fn apply_one(kube: &Kube, ctx: &ActContext<'_>, d: &mut Drift) -> bool {
             ),
         ),
     }
-    true
+    Some(Applied {
+        resource: res,
+        namespace: ns,
+        name,
+        body,
+    })
 }
 
 /// Deletes one Unmanaged object. Returns true when the live object was deleted.

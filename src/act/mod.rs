@@ -14,6 +14,7 @@ pub mod correct_kube;
 pub mod edit_hcl;
 pub mod edit_yaml;
 pub mod guardrails;
+pub mod health;
 pub mod pull_request;
 
 use std::collections::HashMap;
@@ -100,6 +101,9 @@ pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     errors.extend(pull_request::run(ctx, drifts).await);
     // --- end pull requests, part 2 ---
     escalations.restore(drifts);
+    // A correction the health gate rolled back is reported as such, after its escalation's
+    // outcome (src/act/health.rs).
+    health::finish(drifts);
     errors
 }
 

@@ -8,7 +8,8 @@
 //! cannot record its intent does not act ([`AuditLog::intent`] fails, and the log stays broken
 //! for the rest of the run). Values are the drift's, already masked by `diff`: a Secret value
 //! never reaches a record, and the corrected fields carry their pre-correction live value only
-//! when it is not masked, plus a SHA-256 of it for comparisons.
+//! when it is not masked, plus a SHA-256 of it for comparisons (for a masked value, a keyed
+//! HMAC-SHA256 of the raw live value, [`AuditLog::note_live`]).
 //!
 //! At open the log removes day files older than the retention and loads the recent history:
 //! an `intent` with no `result` (a crash between them) is reported by the next run
@@ -256,6 +257,25 @@ pub fn value_hash(v: &Value) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// HMAC-SHA256 (hex, prefixed [`DIGEST_PREFIX`]) of a value's canonical JSON under `key`: how a
+/// masked value is compared without being recorded (a plain hash of a short secret could be
+/// guessed back).
+pub fn keyed_digest(key: &[u8], v: &Value) -> String {
+    use hmac::Mac;
+    // HMAC takes keys of any length; the error case cannot happen.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(canonical(v).as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{DIGEST_PREFIX}{hex}")
+}
+
 fn canonical(v: &Value) -> String {
     match v {
         Value::Object(m) => {
@@ -478,6 +498,63 @@ struct State {
     figures: RunFigures,
     /// Reverts already counted this run (correction id and path).
     reverts_seen: BTreeSet<(String, String)>,
+    /// The key of the masked values' digests ([`SECRET_KEY_FILE`]); `None` when it could not
+    /// be read or made (masked values are then never compared).
+    key: Option<Vec<u8>>,
+    /// Digests of masked live values by target, fingerprint and path ([`AuditLog::note_live`]).
+    digests: HashMap<(String, String, String), String>,
+}
+
+/// The file in the audit directory holding the key of the masked values' digests: 32 random
+/// bytes, hex, readable by the owner only. Deleting it makes earlier digests incomparable.
+pub const SECRET_KEY_FILE: &str = ".digest-key";
+
+/// How a digest of a masked value starts, to tell it from a plain SHA-256.
+pub const DIGEST_PREFIX: &str = "hmac-sha256:";
+
+/// Reads the digest key in `dir`, making it on first use.
+fn digest_key(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = dir.join(SECRET_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            let bytes: Option<Vec<u8>> = (0..text.len())
+                .step_by(2)
+                .map(|i| {
+                    text.get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect();
+            match bytes {
+                Some(b) if b.len() == 32 => return Ok(b),
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is not 64 hex digits", path.display()),
+                    ));
+                }
+            }
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            f.write_all(hex.as_bytes())?;
+            f.sync_data()?;
+            Ok(key.to_vec())
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => digest_key(dir),
+        Err(e) => Err(e),
+    }
 }
 
 impl AuditLog {
@@ -511,7 +588,15 @@ impl AuditLog {
         let mut st = log.lock();
         st.figures.audit_dir = dir.display().to_string();
         match opened {
-            Ok(history) => st.history = history,
+            Ok(history) => {
+                st.history = history;
+                match digest_key(&dir) {
+                    Ok(k) => st.key = Some(k),
+                    Err(e) => {
+                        warn!(dir = %dir.display(), error = %e, "no key for the digests of masked values; their reverts are not detected")
+                    }
+                }
+            }
             Err(e) => {
                 let msg = crate::errors::error_chain(&e);
                 warn!(dir = %dir.display(), error = %msg, "the audit log cannot be opened; nothing is acted on this run");
@@ -551,6 +636,51 @@ impl AuditLog {
     /// The run's figures so far.
     pub fn figures(&self) -> RunFigures {
         self.lock().figures.clone()
+    }
+
+    /// Notes the digests of the masked values of `drifts` from the raw live objects (by resource
+    /// key, as read, before masking): a keyed HMAC-SHA256 of each masked change's live value, so
+    /// that a Secret value set back after a correction is recognized without ever being recorded.
+    /// Call it before [`AuditLog::drift_events`] for targets whose reader keeps the raw objects.
+    pub fn note_live(&self, drifts: &[Drift], live_by_key: &HashMap<String, Value>) {
+        let mut st = self.lock();
+        let Some(key) = st.key.clone() else { return };
+        for d in drifts {
+            let Some(live) = live_by_key.get(&d.resource.id.key()) else {
+                continue;
+            };
+            for c in d.changes.iter().filter(|c| c.masked) {
+                let v = live.pointer(&c.path).cloned().unwrap_or(Value::Null);
+                st.digests.insert(
+                    (d.target.clone(), d.fingerprint.clone(), c.path.clone()),
+                    keyed_digest(&key, &v),
+                );
+            }
+        }
+    }
+
+    /// The digest [`AuditLog::note_live`] noted for a masked change.
+    fn digest(&self, d: &Drift, path: &str) -> Option<String> {
+        self.lock()
+            .digests
+            .get(&(d.target.clone(), d.fingerprint.clone(), path.to_string()))
+            .cloned()
+    }
+
+    /// The `drift_seen`, `verdict` and `decision` records of a classified and decided drift;
+    /// a masked change's `live_hash` is its keyed digest when one was noted.
+    pub fn drift_events(&self, d: &Drift, mode: Mode) -> Vec<Event> {
+        let mut events = drift_events(d, mode, &self.opts.engine);
+        for e in &mut events {
+            if let Event::DriftSeen { changes, .. } = e {
+                for c in changes.iter_mut().filter(|c| c.masked) {
+                    if let Some(digest) = self.digest(d, &c.path) {
+                        c.live_hash = digest;
+                    }
+                }
+            }
+        }
+        events
     }
 
     /// Appends one batch of records and flushes it to disk. On failure the log is broken for
@@ -629,11 +759,19 @@ impl AuditLog {
         } else {
             "policy"
         };
-        let fields = if action == "correct" || action == "prune" {
+        let mut fields = if action == "correct" || action == "prune" {
             field_records(d)
         } else {
             Vec::new()
         };
+        for f in fields.iter_mut().filter(|f| f.masked) {
+            if let Some(digest) =
+                st.digests
+                    .get(&(d.target.clone(), d.fingerprint.clone(), f.path.clone()))
+            {
+                f.before_hash = digest.clone();
+            }
+        }
         self.write_locked(
             &mut st,
             vec![Event::Intent {
@@ -694,7 +832,8 @@ impl AuditLog {
                     }
                     st.failures.insert(d.target.clone(), 0);
                 }
-                ActionResult::Failed => {
+                // A correction the health gate rolled back failed (src/act/health.rs).
+                ActionResult::Failed | ActionResult::RolledBack => {
                     st.figures.corrections_failed += 1;
                     *st.failures.entry(d.target.clone()).or_default() += 1;
                 }

@@ -9,8 +9,8 @@
 //!   **confirmed** when its `result` is `done` with `confirmed: true`, **failed** when `failed`;
 //! - a confirmed correction is **reverted** when, within 24 hours, a later run sees the same
 //!   resource drift at a corrected field whose live value hashes like the value before the
-//!   correction, and the field's manager is not driftwarden (a masked field is never compared:
-//!   its value never reached the record);
+//!   correction, and the field's manager is not driftwarden (a masked field is compared by its
+//!   keyed digest only, never by the hash of the mask);
 //! - a **re-drift** is an episode of a resource that an earlier confirmed correction fixed;
 //! - **time to remediate** is first seen to resolved, by the first verdict's class and by how it
 //!   was resolved: `auto_corrected`, `drift_revert` (a correction a closed item asked for),
@@ -157,13 +157,21 @@ pub fn reverts(records: &[Record]) -> Vec<Revert> {
             continue;
         }
         for ch in changes {
-            if ch.masked || is_own_manager(ch.attribution.as_ref()) {
+            if is_own_manager(ch.attribution.as_ref()) {
                 continue;
             }
-            let back = c
-                .fields
-                .iter()
-                .any(|f| f.path == ch.path && !f.masked && f.before_hash == ch.live_hash);
+            // A masked value is compared only by its keyed digest: the plain hash of the mask
+            // says nothing.
+            let comparable =
+                |masked: bool, hash: &str| !masked || hash.starts_with(super::DIGEST_PREFIX);
+            if !comparable(ch.masked, &ch.live_hash) {
+                continue;
+            }
+            let back = c.fields.iter().any(|f| {
+                f.path == ch.path
+                    && comparable(f.masked, &f.before_hash)
+                    && f.before_hash == ch.live_hash
+            });
             if back && seen.insert((c.id.to_string(), ch.path.clone())) {
                 out.push(Revert {
                     correction_id: c.id.to_string(),
@@ -467,7 +475,7 @@ pub fn compute(
                             close(ep, t, how, &mut ttr);
                         }
                     }
-                    ActionResult::Failed if in_window => {
+                    ActionResult::Failed | ActionResult::RolledBack if in_window => {
                         bump(&mut targets, &mut rules, tg, c.rules, |f| {
                             f.corrections_failed += 1
                         });
@@ -725,6 +733,115 @@ pub fn render_table(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{ChangeRecord, FieldRecord, rfc3339};
+    use crate::model::{Attribution, ChangeOp};
+    use serde_json::json;
+
+    fn rec(run: &str, secs: u64, event: Event) -> Record {
+        Record {
+            v: 1,
+            run: run.into(),
+            time: rfc3339(secs),
+            command: "reconcile".into(),
+            dry_run: false,
+            event,
+        }
+    }
+
+    /// A correction of one field, its result, and a later sighting of `seen` there by
+    /// `manager`; the field masked or not.
+    fn history(masked: bool, before: &str, seen: &str, manager: &str, later: u64) -> Vec<Record> {
+        let field = FieldRecord {
+            path: "/data/KEY".into(),
+            before: json!(null),
+            before_hash: before.into(),
+            after_hash: "x".into(),
+            masked,
+        };
+        vec![
+            rec(
+                "a",
+                100,
+                Event::Intent {
+                    id: "a-1".into(),
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    resource: "k".into(),
+                    action: "correct".into(),
+                    operation: "server-side apply".into(),
+                    trigger: "policy".into(),
+                    class: Some(Class::Safe),
+                    rules: vec!["p.r".into()],
+                    fields: vec![field],
+                },
+            ),
+            rec(
+                "a",
+                101,
+                Event::Result {
+                    id: "a-1".into(),
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    outcome: ActionResult::Done,
+                    confirmed: Some(true),
+                    message: String::new(),
+                },
+            ),
+            rec(
+                "b",
+                100 + later,
+                Event::DriftSeen {
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    resource: "k".into(),
+                    display: "k".into(),
+                    kind: crate::model::DriftKind::Modified,
+                    changes: vec![ChangeRecord {
+                        path: "/data/KEY".into(),
+                        op: ChangeOp::Changed,
+                        desired: json!("(masked)"),
+                        live: json!("(masked)"),
+                        masked,
+                        live_hash: seen.into(),
+                        attribution: Some(Attribution {
+                            manager: manager.into(),
+                            operation: "Update".into(),
+                            time: None,
+                            subresource: None,
+                        }),
+                    }],
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn reverts_need_the_old_value_another_manager_and_the_horizon() {
+        let d1 = "hmac-sha256:01";
+        let found = reverts(&history(true, d1, d1, "kubectl", 60));
+        assert_eq!(found.len(), 1, "a masked value compared by its digest");
+        assert_eq!(found[0].manager.as_deref(), Some("kubectl"));
+        assert!(reverts(&history(true, d1, "hmac-sha256:02", "kubectl", 60)).is_empty());
+        assert!(
+            reverts(&history(true, "plain", "plain", "kubectl", 60)).is_empty(),
+            "a masked value without a digest is never compared"
+        );
+        assert!(reverts(&history(false, "h", "h", "driftwarden", 60)).is_empty());
+        assert!(
+            reverts(&history(
+                false,
+                "h",
+                "h",
+                "kubectl",
+                REVERT_HORIZON_SECS + 1
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            reverts(&history(false, "h", "h", "kubectl", REVERT_HORIZON_SECS)).len(),
+            1
+        );
+    }
 
     #[test]
     fn since_units() {

@@ -674,6 +674,7 @@ impl KubeTarget<'_> {
             .decide_and_act(
                 &mut compared.drifts,
                 partial,
+                (&subset, &live),
                 &desired_raw,
                 Some(&only),
                 related,
@@ -697,11 +698,14 @@ impl KubeTarget<'_> {
     }
 
     /// The classify, decide and act stages over some drifts; a replica that does not lead
-    /// decides only. Returns the errors the actuators reported.
+    /// decides only. Returns the errors the actuators reported. `view`: the desired and live
+    /// objects the drifts come from (the audit log's digests of masked values).
+    #[allow(clippy::too_many_arguments)]
     async fn decide_and_act(
         &mut self,
         drifts: &mut [Drift],
         partial: bool,
+        view: (&DesiredSet, &[RawObject]),
         desired_raw: &act::DesiredObjects,
         only: Option<&HashSet<String>>,
         related: policy::Related,
@@ -743,6 +747,10 @@ impl KubeTarget<'_> {
             return Vec::new();
         }
         self.sh.prs.begin_pass();
+        self.sh.audit.note_live(
+            drifts,
+            &run::live_by_key(&self.t.cluster, &self.t.namespace, view.0, view.1),
+        );
         let mut actx = run::act_context(
             self.t,
             mode,
@@ -863,7 +871,14 @@ impl KubeTarget<'_> {
             "watch: full cycle compared"
         );
         let acted = self
-            .decide_and_act(&mut compared.drifts, partial, &desired_raw, None, related)
+            .decide_and_act(
+                &mut compared.drifts,
+                partial,
+                (&desired, &read.objects),
+                &desired_raw,
+                None,
+                related,
+            )
             .await;
         errors.extend(acted);
         self.drifts = compared

@@ -205,7 +205,7 @@ pub enum Chunk {
 
 impl RawStream {
     /// Sends a GET and reads the answer's head (and nothing more: a stream's head comes before
-    /// any event).
+    /// any event); status 0 when the connection closes unanswered.
     pub async fn open(addr: &str, token: Option<&str>, target: &str) -> RawStream {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = request_head(addr, token, "GET", target, None, "");
@@ -220,7 +220,12 @@ impl RawStream {
             }
             head.push_str(&line);
         }
-        let (status, headers) = common::response_head(&head);
+        // A connection closed without an answer: status 0.
+        let (status, headers) = if head.is_empty() {
+            (0, Vec::new())
+        } else {
+            common::response_head(&head)
+        };
         RawStream {
             status,
             headers,

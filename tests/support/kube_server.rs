@@ -34,6 +34,8 @@
 //!   `coordination.k8s.io/v1` Leases (in discovery) with the real server's rules and no lease
 //!   logic: a PUT must carry `metadata.resourceVersion` (422), a PUT of a missing Lease creates
 //!   it, `acquireTime`/`renewTime` need exactly six fractional digits (400);
+//! - the `scale` subresource of Deployments, StatefulSets and ReplicaSets (GET, PATCH, PUT), as
+//!   `kubectl scale` writes it;
 //! - WATCH (`?watch=true|1`, legacy `/watch/` paths) as a real server streams it: see
 //!   kube_watch.rs (resume from an event history, bookmarks, 410 `ERROR` events, selectors,
 //!   WatchList), with test controls to cut, expire and count streams;
@@ -206,8 +208,11 @@ pub struct KubeServer {
 }
 
 impl Drop for KubeServer {
+    /// Stops accepting connections, cuts the open watches and drops every request still made on
+    /// an open connection: the server is gone.
     fn drop(&mut self) {
         self.accept.abort();
+        self.go_away();
     }
 }
 
@@ -402,6 +407,21 @@ impl KubeServer {
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state().log.clone()
+    }
+
+    /// The cluster goes away: open watches are cut and every request's connection is closed
+    /// without an answer (new connections are still accepted, so the address stays the
+    /// server's), until [`KubeServer::come_back`]. Nothing stored is lost.
+    pub fn go_away(&self) {
+        let mut st = self.state();
+        st.gone = true;
+        st.watch.drop_all();
+    }
+
+    /// The cluster is back after [`KubeServer::go_away`]: requests are answered again (the
+    /// watch history is intact, so clients resume where they were).
+    pub fn come_back(&self) {
+        self.state().gone = false;
     }
 
     // ---- simulated controllers ----
@@ -1118,6 +1138,8 @@ struct State {
     log: Vec<LoggedRequest>,
     faults: Vec<Fault>,
     watch: watch::Hub,
+    /// Set by [`KubeServer::go_away`]: every request's connection is closed unanswered.
+    gone: bool,
     /// Simulated controllers (kube_rollout.rs): which workloads roll out how.
     rollout_rules: Vec<rollout::RolloutRule>,
     /// The state itself, for the simulated controllers' delayed writes.
@@ -1141,6 +1163,7 @@ impl State {
             log: Vec::new(),
             faults: Vec::new(),
             watch: watch::Hub::new(1000),
+            gone: false,
             rollout_rules: Vec::new(),
             me: std::sync::Weak::new(),
         }
@@ -2149,6 +2172,9 @@ async fn handle(
         status: 0,
         at: std::time::Instant::now(),
     };
+    if shared.lock().unwrap_or_else(|e| e.into_inner()).gone {
+        return Err(std::io::Error::other("the test server went away"));
+    }
     let fault = {
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
         let pairs = query_pairs(&query);
@@ -2527,6 +2553,9 @@ fn route(
             _ => {}
         }
     }
+    if let Some(answer) = scale_subresource(st, method, &segs, q, user_agent, body) {
+        return answer;
+    }
     let Some(p) = parse_res_path(path) else {
         return not_found_path();
     };
@@ -2745,6 +2774,111 @@ fn request_manager(field_manager: &Option<String>, user_agent: Option<&str>) -> 
             .unwrap_or("")
             .to_string()
     })
+}
+
+/// The `scale` subresource of Deployments, StatefulSets and ReplicaSets
+/// (`/apis/apps/v1/namespaces/<ns>/<plural>/<name>/scale`), as `kubectl scale` uses it: GET,
+/// and PATCH with a merge patch of `spec.replicas` or PUT of a `Scale`, each an Update whose
+/// managedFields entry has `subresource: scale` and no `time` (watch-deployments-200). `None`
+/// for any other path.
+fn scale_subresource(
+    st: &mut State,
+    method: &Method,
+    segs: &[&str],
+    q: &[(String, String)],
+    user_agent: Option<&str>,
+    body: &[u8],
+) -> Option<(StatusCode, Value)> {
+    let [
+        "apis",
+        "apps",
+        "v1",
+        "namespaces",
+        ns,
+        plural,
+        name,
+        "scale",
+    ] = segs
+    else {
+        return None;
+    };
+    if !matches!(*plural, "deployments" | "statefulsets" | "replicasets") {
+        return None;
+    }
+    let rt = st.resource("apps/v1", plural)?;
+    let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let scale_of = |obj: &Value| {
+        let selector = obj["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let meta = &obj["metadata"];
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+            "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector}})
+    };
+    let Some(current) = st.get_stored(&rt, Some(ns), name).cloned() else {
+        return Some((
+            StatusCode::NOT_FOUND,
+            not_found_body(&rt.group, &rt.plural, name),
+        ));
+    };
+    let patch = match *method {
+        Method::GET => return Some((StatusCode::OK, scale_of(&current))),
+        Method::PATCH | Method::PUT => match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(status_body(
+                    400,
+                    "BadRequest",
+                    &format!("error decoding patch: {e}"),
+                    None,
+                ));
+            }
+        },
+        _ => {
+            return Some(status_body(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                None,
+            ));
+        }
+    };
+    let Some(replicas) = patch["spec"]["replicas"].as_i64() else {
+        return Some((StatusCode::OK, scale_of(&current)));
+    };
+    let mut update = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
+        update["metadata"] = json!({"resourceVersion": rv});
+    }
+    let manager = request_manager(&param("fieldManager"), user_agent);
+    let target = Target {
+        rt: &rt,
+        gv: "apps/v1",
+        ns: Some(ns),
+        name,
+    };
+    let how = UpdateOptions {
+        patch: UpdatePatch::Merge,
+        manager: &manager,
+        subresource: Some("scale"),
+        dry_run: param("dryRun").as_deref() == Some("All"),
+        validation: FieldValidation::Ignore,
+    };
+    Some(
+        match st.patch_update(&target, &update, &how, &mut Vec::new()) {
+            Ok((code, obj)) => (code, scale_of(&obj)),
+            Err(status) => (status_code(&status), status),
+        },
+    )
 }
 
 fn status_code(status: &Value) -> StatusCode {
