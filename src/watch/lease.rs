@@ -259,6 +259,16 @@ impl Leadership {
         }
     }
 
+    /// The instant this replica stops acting unless a renewal succeeds first (its last
+    /// successful renew's send time plus the renew deadline); `None` when it is not leading, or
+    /// leads without election.
+    pub fn deadline(&self) -> Option<Instant> {
+        match *self.term.lock().unwrap_or_else(|e| e.into_inner()) {
+            Term::Until(t) => Some(t),
+            Term::NotLeading | Term::Forever => None,
+        }
+    }
+
     /// Whether [`check`](Leadership::check) passes.
     pub fn is_leader_now(&self) -> bool {
         self.check().is_ok()
