@@ -406,7 +406,7 @@ impl Walk<'_> {
                 collection,
                 ..
             } => {
-                for k in key {
+                if let Some(k) = key {
                     self.dynamic_terms(k, &mut dynamic);
                 }
                 self.dynamic_terms(value, &mut dynamic);
