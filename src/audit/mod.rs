@@ -858,6 +858,7 @@ impl AuditLog {
         if st.stopped.insert(target.to_string()) {
             st.figures.corrections_stopped.push(target.to_string());
             warn!(target, failures = n, "corrections stopped for the run");
+            // A failed write breaks the log: the next intent fails and nothing more is sent.
             let _ = self.write_locked(
                 &mut st,
                 vec![Event::CorrectionsStopped {
@@ -945,6 +946,8 @@ impl AuditLog {
             if st.tripped.insert(key.clone()) {
                 info!(target = %d.target, rule, reverts = n, "revert breaker open");
                 st.figures.breakers_tripped.push(key);
+                // A failed write breaks the log: the next intent fails and nothing more is
+                // sent.
                 let _ = self.write_locked(
                     &mut st,
                     vec![Event::BreakerTripped {
