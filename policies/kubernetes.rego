@@ -72,12 +72,15 @@ findings contains {
 	not within_limits(change)
 }
 
-# replicas_under_hpa: an autoscaler owns the replica count; Git should stop pinning it.
+# replicas_under_hpa: an autoscaler owns the replica count; Git should stop pinning it. The
+# pull request removes `replicas` from the manifest (remedy unpin) instead of writing the
+# autoscaler's count of the moment into Git.
 findings contains {
 	"class": "risky",
 	"reason": "a HorizontalPodAutoscaler manages the replica count; Git should not pin it",
 	"rule": "replicas_under_hpa",
 	"path": change.path,
+	"remedy": "unpin",
 } if {
 	some change in replica_change
 	data.driftwarden.lib.hpa_managed

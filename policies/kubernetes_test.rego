@@ -18,6 +18,25 @@ test_replicas_under_hpa_is_risky if {
 	t.has(findings, "risky", "replicas_under_hpa")
 }
 
+# The remedy agrees with the reason: Git should stop pinning the count, so the pull request
+# removes `replicas` rather than writing the autoscaler's count of the moment into Git.
+test_replicas_under_hpa_unpins_the_field if {
+	inp := object.union(replicas(2, 5), {"related": {"hpa_targets": ["Deployment/shop/web"]}})
+	findings := kubernetes.classify with input as inp
+	some f in findings
+	f.rule == "replicas_under_hpa"
+	f.remedy == "unpin"
+	f.path == "/spec/replicas"
+}
+
+# Without an autoscaler the hand scale is restored or adopted as usual: no remedy is set.
+test_replicas_without_hpa_sets_no_remedy if {
+	findings := kubernetes.classify with input as replicas(2, 5)
+	every f in findings {
+		not f.remedy
+	}
+}
+
 test_replicas_scaled_to_zero_is_risky if {
 	findings := kubernetes.classify with input as replicas(3, 0)
 	t.rules(findings) == {"replicas_beyond_limits"}

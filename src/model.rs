@@ -276,6 +276,31 @@ impl fmt::Display for Class {
     }
 }
 
+/// What a pull request does with one drifted field (a finding's `remedy`, docs/policy.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Remedy {
+    /// Write the live value into Git (the default).
+    #[default]
+    Adopt,
+    /// Remove the field from Git: something else owns it live (an autoscaler's replica count).
+    Unpin,
+    /// Keep Git's value: live should be restored, nothing in Git changes.
+    Revert,
+}
+
+impl fmt::Display for Remedy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Remedy::Adopt => "adopt",
+            Remedy::Unpin => "unpin",
+            Remedy::Revert => "revert",
+        })
+    }
+}
+
 /// What the policies concluded about one drift.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -283,6 +308,16 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     /// The rules that fired, as `package.rule` names.
     pub rules: Vec<String>,
+    /// The remedy of each change (by its path) that is not [`Remedy::Adopt`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remedies: BTreeMap<String, Remedy>,
+}
+
+impl Verdict {
+    /// What a pull request does with the change at `path`.
+    pub fn remedy(&self, path: &str) -> Remedy {
+        self.remedies.get(path).copied().unwrap_or_default()
+    }
 }
 
 /// The operating mode of a target (ARCHITECTURE.md, promise 4: trust is graduated).

@@ -1668,6 +1668,7 @@ fn sarif_of_a_partial_report_with_masked_values_is_valid() {
             class: Class::Forbidden,
             reasons: vec!["secret values are never adopted into Git".into()],
             rules: vec!["kubernetes.secret_changed".into()],
+            remedies: Default::default(),
         }),
         action: Some(ActionRecord {
             action: Action::Issue,

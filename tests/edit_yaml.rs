@@ -7,9 +7,10 @@ mod common;
 
 use common::{field_change as change, root};
 use driftwarden::act::edit_yaml::{
-    DocRef, EditError, adopt_changes, adopted_manifest, remove_document, remove_value, set_value,
+    DocRef, EditError, adopt_changes, adopted_manifest, apply_remedies, remove_document,
+    remove_value, set_value,
 };
-use driftwarden::model::ChangeOp;
+use driftwarden::model::{ChangeOp, Remedy};
 use serde_json::{Value, json};
 
 fn demo(file: &str) -> String {
@@ -81,6 +82,94 @@ fn demo_deployment_adoption_touches_exactly_two_lines() {
             ("/spec/template/spec/containers/0/image".to_string(), 32)
         ]
     );
+}
+
+#[test]
+fn remedies_unpin_removes_the_field_and_revert_leaves_git_alone() {
+    let text = demo("bookstore/web.yaml");
+    let live: Value = json!({
+        "spec": {"replicas": 6, "template": {"spec": {"containers": [
+            {"name": "web", "image": "ghcr.io/example/bookstore-web:2.4.2-hotfix1"},
+            {"name": "metrics-exporter", "image": "ghcr.io/example/puma-exporter:0.9.3"}
+        ]}}}
+    });
+    let replicas = change("/spec/replicas", ChangeOp::Changed, json!(3), json!(6));
+    let image = change(
+        "/spec/template/spec/containers/0/image",
+        ChangeOp::Changed,
+        json!("ghcr.io/example/bookstore-web:2.4.1"),
+        json!("ghcr.io/example/bookstore-web:2.4.2-hotfix1"),
+    );
+    let dep = doc("Deployment", "bookstore-web");
+    let changes = [replicas.clone(), image.clone()];
+
+    // unpin the replicas, adopt the image: one line gone, one line changed, nothing else.
+    let out = apply_remedies(&text, &dep, &changes, Some(&live), |c| {
+        if c.path == "/spec/replicas" {
+            Remedy::Unpin
+        } else {
+            Remedy::Adopt
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        out.text,
+        text.replacen("  replicas: 3\n", "", 1).replacen(
+            "bookstore-web:2.4.1",
+            "bookstore-web:2.4.2-hotfix1",
+            1
+        )
+    );
+    assert_eq!(
+        out.touched,
+        vec![
+            ("/spec/replicas".to_string(), 17),
+            ("/spec/template/spec/containers/0/image".to_string(), 32)
+        ]
+    );
+
+    // revert the image: Git keeps its value; only the replicas line goes.
+    let out = apply_remedies(&text, &dep, &changes, Some(&live), |c| {
+        if c.path == "/spec/replicas" {
+            Remedy::Unpin
+        } else {
+            Remedy::Revert
+        }
+    })
+    .unwrap();
+    assert_eq!(out.text, text.replacen("  replicas: 3\n", "", 1));
+    assert_eq!(out.touched, vec![("/spec/replicas".to_string(), 17)]);
+
+    // Unpinning a whole mapping removes its lines; a file that already dropped the field is
+    // unpinned already (no edit); a file holding another value than the drift's is stale.
+    let resources = change(
+        "/spec/template/spec/containers/1/resources/limits",
+        ChangeOp::Changed,
+        json!({"cpu": "100m", "memory": "64Mi"}),
+        json!({"cpu": "200m", "memory": "64Mi"}),
+    );
+    let out = apply_remedies(&text, &dep, &[resources], Some(&live), |_| Remedy::Unpin).unwrap();
+    assert_eq!(
+        out.text,
+        text.replacen(
+            "            limits:\n              cpu: 100m\n              memory: 64Mi\n",
+            "",
+            1
+        )
+    );
+    let unpinned = text.replacen("  replicas: 3\n", "", 1);
+    let out = apply_remedies(
+        &unpinned,
+        &dep,
+        std::slice::from_ref(&replicas),
+        Some(&live),
+        |_| Remedy::Unpin,
+    )
+    .unwrap();
+    assert_eq!(out.text, unpinned);
+    let other = text.replacen("  replicas: 3\n", "  replicas: 4\n", 1);
+    let e = apply_remedies(&other, &dep, &[replicas], Some(&live), |_| Remedy::Unpin).unwrap_err();
+    assert!(matches!(e, EditError::Stale(_)), "{e}");
 }
 
 #[test]

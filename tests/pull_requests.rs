@@ -27,7 +27,7 @@ use common::{bare_repo_of, copy_dir, git_text, response_head, root};
 use driftwarden::config;
 use driftwarden::forge::github::{GitHub, GitHubSettings};
 use driftwarden::forge::{Forge, ForgeError, NewPull, Status, StatusState};
-use driftwarden::model::{Action, ActionResult, Drift, Report};
+use driftwarden::model::{Action, ActionResult, Drift, Remedy, Report};
 use driftwarden::run::{self, Command, RunOptions};
 use github_server::{Fault, GitHubServer, REPO_ID};
 
@@ -372,7 +372,7 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
     );
     for want in [
         "## Risky drift: `Deployment shop/bookstore-web`",
-        "`bookstore/web.yaml` line 17: `/spec/replicas`",
+        "`bookstore/web.yaml` line 17: `/spec/replicas` removed, so Git no longer pins it (remedy `unpin`",
         "`bookstore/web.yaml` line 32: `/spec/template/spec/containers/0/image`",
         "- **Class:** risky: a HorizontalPodAutoscaler manages the replica count; Git should not pin it; container image changed",
         "- **Rules:** `kubernetes.replicas_under_hpa`, `kubernetes.image`",
@@ -412,22 +412,14 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
         "bookstore/web.yaml",
     );
-    let changed: Vec<(&str, &str)> = before
-        .lines()
-        .zip(after.lines())
-        .filter(|(a, b)| a != b)
-        .collect();
+    // The HPA owns the replica count: `replicas` is removed (remedy unpin), the image adopted.
     assert_eq!(
-        changed,
-        vec![
-            ("  replicas: 3", "  replicas: 6"),
-            (
-                "          image: ghcr.io/example/bookstore-web:2.4.1",
-                "          image: ghcr.io/example/bookstore-web:2.4.2-hotfix1"
-            )
-        ]
+        after,
+        before
+            .replace("  replicas: 3\n", "")
+            .replace("bookstore-web:2.4.1", "bookstore-web:2.4.2-hotfix1")
     );
-    assert_eq!(before.lines().count(), after.lines().count());
+    assert_eq!(before.lines().count(), after.lines().count() + 1);
     let adopted = w.file_at(
         &format!("driftwarden/demo/{FP_HOTFIX}"),
         "adopted/shop/configmap-bookstore-hotfix-flags.yaml",
@@ -507,11 +499,12 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
         .collect();
     assert_eq!(tips, tips2);
 
-    // The drift changes (scaled again): its pull request and branch are updated, nothing else.
+    // The drift changes (another hotfix image): its pull request and branch are updated,
+    // nothing else.
     w.edit_live(
         "shop-workloads.yaml",
-        "\n    replicas: 6\n",
-        "\n    replicas: 8\n",
+        "bookstore-web:2.4.2-hotfix1",
+        "bookstore-web:2.4.2-hotfix2",
     );
     let mark = w.server.log().len();
     let report = w.run();
@@ -527,13 +520,17 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
             .2
             .contains("updated pull request")
     );
-    assert!(dep.body.contains("+/spec/replicas: 8"));
+    assert!(dep.body.contains(
+        "+/spec/template/spec/containers/0/image: ghcr.io/example/bookstore-web:2.4.2-hotfix2"
+    ));
+    let web = w.file_at(
+        &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
+        "bookstore/web.yaml",
+    );
     assert!(
-        w.file_at(
-            &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
-            "bookstore/web.yaml"
-        )
-        .contains("\n  replicas: 8\n")
+        web.contains("image: ghcr.io/example/bookstore-web:2.4.2-hotfix2\n")
+            && !web.contains("replicas:"),
+        "{web}"
     );
     assert_ne!(w.tip(&format!("driftwarden/demo/{FP_DEPLOYMENT}")), tips[0]);
     assert_eq!(w.tip(&format!("driftwarden/demo/{FP_CONFIGMAP}")), tips[1]);
@@ -575,6 +572,78 @@ fn demo_drift_opens_one_pull_request_per_fingerprint_then_stays_quiet() {
 
     assert_no_canary(&w.forge_text(), "the forge");
     assert_no_live_canary(&w.git_text(), "the remote's commits");
+}
+
+/// The remedy agrees with the reason: a Deployment an HPA scales, scaled by hand. The verdict says
+/// Git should not pin the count, so the pull request removes the `replicas` line (remedy `unpin`)
+/// and touches nothing else, and its body says so.
+#[test]
+fn the_hpa_drifts_pull_request_removes_the_replicas_line_and_nothing_else() {
+    let w = World::demo("");
+    // Only the hand scale remains on the Deployment: the hotfix image is undone live.
+    w.edit_live(
+        "shop-workloads.yaml",
+        "image: ghcr.io/example/bookstore-web:2.4.2-hotfix1",
+        "image: ghcr.io/example/bookstore-web:2.4.1",
+    );
+    let report = w.run();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let d = report
+        .drifts
+        .iter()
+        .find(|d| d.fingerprint == FP_DEPLOYMENT)
+        .unwrap();
+    let paths: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/spec/replicas"]);
+    let verdict = d.verdict.as_ref().unwrap();
+    assert_eq!(verdict.rules, ["kubernetes.replicas_under_hpa"]);
+    assert_eq!(verdict.remedy("/spec/replicas"), Remedy::Unpin);
+    let (a, res, detail) = action(&report, FP_DEPLOYMENT);
+    assert_eq!(
+        (a, res),
+        (Action::PullRequest, ActionResult::Done),
+        "{detail}"
+    );
+
+    let before =
+        std::fs::read_to_string(root().join("fixtures/demo/desired/bookstore/web.yaml")).unwrap();
+    let after = w.file_at(
+        &format!("driftwarden/demo/{FP_DEPLOYMENT}"),
+        "bookstore/web.yaml",
+    );
+    // Exactly one line gone, every other byte (comments included) the same, and the live
+    // count (6) nowhere.
+    let removed = "  replicas: 3\n";
+    assert_eq!(before.matches(removed).count(), 1);
+    assert_eq!(after, before.replacen(removed, "", 1));
+    assert!(!after.contains("replicas: 6"));
+    // The other files of the commit are untouched: only bookstore/web.yaml changed.
+    let repo = w.repo();
+    let tip = repo
+        .find_commit(w.tip(&format!("driftwarden/demo/{FP_DEPLOYMENT}")).unwrap())
+        .unwrap();
+    let parent = tip.parent(0).unwrap();
+    let diff = repo
+        .diff_tree_to_tree(
+            Some(&parent.tree().unwrap()),
+            Some(&tip.tree().unwrap()),
+            None,
+        )
+        .unwrap();
+    let files: Vec<String> = diff
+        .deltas()
+        .map(|d| d.new_file().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(files, ["bookstore/web.yaml"]);
+
+    let pr = w.item_for(FP_DEPLOYMENT);
+    for want in [
+        "a field Git should not pin is **removed** from the manifest (remedy `unpin`)",
+        "- `bookstore/web.yaml` line 17: `/spec/replicas` removed, so Git no longer pins it (remedy `unpin`; the live value is not written to Git)",
+        "a HorizontalPodAutoscaler manages the replica count; Git should not pin it",
+    ] {
+        assert!(pr.body.contains(want), "missing {want:?} in\n{}", pr.body);
+    }
 }
 
 #[test]
@@ -1022,7 +1091,8 @@ fn the_local_forge_writes_the_demos_pull_requests_idempotently() {
     let dep_patch =
         std::fs::read_to_string(prs.join(format!("demo/{FP_DEPLOYMENT}.patch"))).unwrap();
     assert!(
-        dep_patch.contains("-  replicas: 3\n+  replicas: 6\n"),
+        dep_patch.contains(" spec:\n-  replicas: 3\n   selector:\n")
+            && !dep_patch.contains("+  replicas"),
         "{dep_patch}"
     );
     let issue = std::fs::read_to_string(prs.join(format!("demo/{FP_SECRET}.md"))).unwrap();
@@ -1161,6 +1231,7 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
         class: Class::Risky,
         reasons: vec![format!("{rule} changed")],
         rules: vec![format!("aws.{rule}")],
+        remedies: Default::default(),
     };
     let tf = |address: &str,
               path: &str,

@@ -48,6 +48,7 @@ fn verdict(class: Class, reasons: &[&str], rules: &[&str]) -> Option<Verdict> {
         class,
         reasons: reasons.iter().map(|s| s.to_string()).collect(),
         rules: rules.iter().map(|s| s.to_string()).collect(),
+        remedies: Default::default(),
     })
 }
 

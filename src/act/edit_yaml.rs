@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::diff::keys::{self, ListKind, ListSite};
 use crate::diff::managed::{self, Ownership};
 use crate::diff::normalize::scalar_equal;
-use crate::model::{ChangeOp, FieldChange, contains_mask, pointer_segments};
+use crate::model::{ChangeOp, FieldChange, Remedy, contains_mask, pointer_segments};
 use crate::yaml;
 
 /// Why an adoption edit was not made.
@@ -1436,6 +1436,36 @@ pub fn adopt_changes(
     changes: &[FieldChange],
     live_object: Option<&Value>,
 ) -> Result<Edited> {
+    apply_remedies(text, doc, changes, live_object, |_| Remedy::Adopt)
+}
+
+/// [`adopt_changes`] with a remedy per change (policy's, [`crate::model::Verdict::remedy`]):
+/// [`Remedy::Adopt`] writes the live value as `adopt_changes` does; [`Remedy::Unpin`] removes
+/// the field from Git (its key line, and the lines of its value), so Git stops declaring it;
+/// [`Remedy::Revert`] leaves Git's value as it is. A field Git no longer declares is already
+/// unpinned.
+pub fn apply_remedies(
+    text: &str,
+    doc: &DocRef<'_>,
+    changes: &[FieldChange],
+    live_object: Option<&Value>,
+    remedy_of: impl Fn(&FieldChange) -> Remedy,
+) -> Result<Edited> {
+    // Which edit each change gets: a remedy other than adopt turns it into a removal (unpin) or
+    // no edit at all (revert; unpinning a field Git never declared).
+    let removes = |c: &FieldChange| match remedy_of(c) {
+        Remedy::Adopt => c.op == ChangeOp::MissingLive,
+        Remedy::Unpin => c.op != ChangeOp::ExtraLive,
+        Remedy::Revert => false,
+    };
+    let changes: Vec<&FieldChange> = changes
+        .iter()
+        .filter(|c| match remedy_of(c) {
+            Remedy::Adopt => true,
+            Remedy::Unpin => c.op != ChangeOp::ExtraLive,
+            Remedy::Revert => false,
+        })
+        .collect();
     if let Some(c) = changes.iter().find(|c| c.masked) {
         return Err(no_edit(format!(
             "`{}` holds a secret value, which is never written to Git",
@@ -1446,10 +1476,10 @@ pub fn adopt_changes(
     let mut current = text.to_string();
     let mut touched = Vec::new();
     // Removals last and from the end, so earlier list indices stay valid.
-    let mut order: Vec<&FieldChange> = changes.iter().collect();
+    let mut order: Vec<&FieldChange> = changes;
     order.sort_by(|a, b| {
-        let ra = a.op == ChangeOp::MissingLive;
-        let rb = b.op == ChangeOp::MissingLive;
+        let ra = removes(a);
+        let rb = removes(b);
         ra.cmp(&rb).then_with(|| {
             if ra && rb {
                 b.path.cmp(&a.path)
@@ -1478,7 +1508,30 @@ pub fn adopt_changes(
         };
         let r = resolve(&current, d, &segs, Some(&live), probe)?;
         check_shared(d, &r.chain, &change.path)?;
+        let unpin = change.op == ChangeOp::Changed && remedy_of(change) == Remedy::Unpin;
         let (splice, exp_path, exp_value): (Splice, Vec<String>, Option<Value>) = match change.op {
+            // Git no longer declares the field: it is unpinned already.
+            ChangeOp::Changed if unpin && !r.rest.is_empty() => continue,
+            ChangeOp::Changed if unpin => {
+                let have = r
+                    .chain
+                    .last()
+                    .map(|s| s.ynode.to_json())
+                    .unwrap_or_default();
+                if !loosely_equal(&have, &change.desired) {
+                    return Err(EditError::Stale(format!(
+                        "`{}` is {} in Git, the drift expected {}",
+                        change.path,
+                        short(&have),
+                        short(&change.desired)
+                    )));
+                }
+                (
+                    splice_remove(&current, &r.chain)?,
+                    r.desired_path.clone(),
+                    None,
+                )
+            }
             ChangeOp::Changed | ChangeOp::ExtraLive if r.rest.is_empty() => {
                 let have = r
                     .chain

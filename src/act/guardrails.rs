@@ -532,6 +532,7 @@ mod tests {
                 class: Class::Safe,
                 reasons: vec!["routine".into()],
                 rules: vec!["routine".into()],
+                remedies: Default::default(),
             }),
             action: None,
             desired_object: None,

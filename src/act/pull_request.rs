@@ -53,8 +53,8 @@ use crate::forge::github::{GitHub, GitHubSettings};
 use crate::forge::local::LocalForge;
 use crate::forge::{Forge, ForgeError, Item, ItemKind, NewIssue, NewPull, truncate_body};
 use crate::model::{
-    Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, Mode, ResourceId,
-    SourceError, pointer_segments,
+    Action, ActionRecord, ActionResult, ChangeOp, Class, Drift, DriftKind, Mode, Remedy,
+    ResourceId, SourceError, pointer_segments,
 };
 use crate::report::RenderOptions;
 use crate::report::markdown;
@@ -632,7 +632,23 @@ fn plan_kubernetes(
                     Err(e) => yaml_plan(e),
                 });
             }
-            match edit_yaml::adopt_changes(&text, &doc, &d.changes, d.live_object.as_ref()) {
+            // The remedy policy gave each change (docs/policy.md): adopt the live value, unpin
+            // (remove the field from Git), or revert (Git keeps its value).
+            let remedy = |path: &str| {
+                d.verdict
+                    .as_ref()
+                    .map(|v| v.remedy(path))
+                    .unwrap_or_default()
+            };
+            if !d.changes.is_empty() && d.changes.iter().all(|c| remedy(&c.path) == Remedy::Revert)
+            {
+                return Ok(Plan::Issue {
+                    reason: "policy's remedy is to restore Git's value live (remedy `revert`), so Git keeps what it has".into(),
+                });
+            }
+            match edit_yaml::apply_remedies(&text, &doc, &d.changes, d.live_object.as_ref(), |c| {
+                remedy(&c.path)
+            }) {
                 Ok(edited) if edited.text == text => Ok(Plan::Stale {
                     reason: format!(
                         "`{}` on the base branch already holds the live values",
@@ -643,7 +659,19 @@ fn plan_kubernetes(
                     summary: edited
                         .touched
                         .iter()
-                        .map(|(p, line)| format!("`{}` line {line}: `{p}`", prov.file))
+                        .map(|(p, line)| match remedy(p) {
+                            Remedy::Unpin => format!(
+                                "`{}` line {line}: `{p}` removed, so Git no longer pins it (remedy `unpin`; the live value is not written to Git)",
+                                prov.file
+                            ),
+                            _ => format!("`{}` line {line}: `{p}`", prov.file),
+                        })
+                        .chain(d.changes.iter().filter(|c| remedy(&c.path) == Remedy::Revert).map(|c| {
+                            format!(
+                                "`{}`: `{}` left as Git has it (remedy `revert`: live should be restored)",
+                                prov.file, c.path
+                            )
+                        }))
                         .collect(),
                     changes: vec![FileChange::Write {
                         path: prov.file.clone(),
@@ -885,6 +913,12 @@ fn render_body(
         Plan::Pull { summary, .. } => {
             if class == Class::Forbidden {
                 out.push("This drift is **forbidden** by policy: it is never adopted into Git silently. This draft pull request shows what adopting it would take; a person decides.".to_string());
+            } else if d
+                .verdict
+                .as_ref()
+                .is_some_and(|v| d.changes.iter().any(|c| v.remedy(&c.path) != Remedy::Adopt))
+            {
+                out.push("This pull request changes Git as policy's remedy for each field says, changing only the drifted lines: a field Git should not pin is **removed** from the manifest (remedy `unpin`), the others **adopt the live state**:".to_string());
             } else {
                 out.push("This pull request **adopts the live state into Git**, changing only the drifted lines:".to_string());
             }

@@ -12,6 +12,9 @@
 //! 4. The drift's class is the most severe of all findings and of its changes' classes; its
 //!    reasons and rules are those of the findings at that class. No finding at all: `risky`,
 //!    [`DEFAULT_REASON`], [`DEFAULT_RULE`].
+//! 5. A finding may carry a `remedy` (`adopt`, `unpin`, `revert`): what a pull request does with
+//!    the changes it applies to. A change's remedy comes from the findings at its class that set
+//!    one, the most conservative winning (`revert` over `unpin` over `adopt`); none: `adopt`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use serde_json::{Map, Value, json};
 use super::input::{InputBuilder, KeyCache, RunContext, to_rego};
 use super::loader::{self, Loaded, ModuleInfo};
 use super::{DEFAULT_REASON, DEFAULT_RULE, PolicyError, Result};
-use crate::model::{Class, Drift, Mode, Verdict};
+use crate::model::{Class, Drift, Mode, Remedy, Verdict};
 
 /// The generated package that gathers every package's findings in one evaluation.
 pub const AGGREGATE_PACKAGE: &str = "driftwarden_engine";
@@ -144,6 +147,8 @@ struct Finding {
     reason: String,
     rule: String,
     path: Option<String>,
+    /// What a pull request does with the changes it applies to; `None`: not said (adopt).
+    remedy: Option<Remedy>,
 }
 
 impl PolicyEngine {
@@ -759,7 +764,7 @@ fn parse_class(v: Option<&Value>) -> std::result::Result<Class, String> {
     }
 }
 
-/// Checks one finding: `{"class", "reason", "rule"?, "path"?}` and nothing else.
+/// Checks one finding: `{"class", "reason", "rule"?, "path"?, "remedy"?}` and nothing else.
 fn parse_finding(item: &Value, short: &str, rule: &str, files: &str) -> Result<Finding> {
     let bad = |problem: String| malformed("finding", rule, files, &problem, item);
     let Value::Object(obj) = item else {
@@ -769,10 +774,11 @@ fn parse_finding(item: &Value, short: &str, rule: &str, files: &str) -> Result<F
     };
     if let Some(k) = obj
         .keys()
-        .find(|k| !matches!(k.as_str(), "class" | "reason" | "rule" | "path"))
+        .find(|k| !matches!(k.as_str(), "class" | "reason" | "rule" | "path" | "remedy"))
     {
         return Err(bad(format!(
-            "unknown key `{k}` (a finding has `class`, `reason` and optionally `rule` and `path`)"
+            "unknown key `{k}` (a finding has `class`, `reason` and optionally `rule`, `path` \
+             and `remedy`)"
         )));
     }
     let class = parse_class(obj.get("class")).map_err(bad)?;
@@ -796,11 +802,26 @@ fn parse_finding(item: &Value, short: &str, rule: &str, files: &str) -> Result<F
             ));
         }
     };
+    let remedy = match obj.get("remedy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) => Some(match r.as_str() {
+            "adopt" => Remedy::Adopt,
+            "unpin" => Remedy::Unpin,
+            "revert" => Remedy::Revert,
+            other => {
+                return Err(bad(format!(
+                    "`remedy` is \"{other}\", expected one of \"adopt\", \"unpin\", \"revert\""
+                )));
+            }
+        }),
+        Some(other) => return Err(bad(format!("`remedy` must be a string, not {other}"))),
+    };
     Ok(Finding {
         class,
         reason,
         rule: name,
         path,
+        remedy,
     })
 }
 
@@ -854,6 +875,7 @@ fn parse_verdict(value: &Value, files: &str) -> Result<Vec<Finding>> {
             reason,
             rule: rules.get(i).or(rules.last()).cloned().unwrap_or_default(),
             path: None,
+            remedy: None,
         })
         .collect())
 }
@@ -896,12 +918,23 @@ fn never_safe(a: &mut Assessment, detail: &str) {
 fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
     let mut change_classes = Vec::with_capacity(paths.len());
     let mut unclassified: Vec<&str> = Vec::new();
+    let mut remedies = std::collections::BTreeMap::new();
     for path in paths {
-        let class = findings
-            .iter()
-            .filter(|f| f.path.as_deref().is_none_or(|p| applies(p, path)))
-            .map(|f| f.class)
-            .max();
+        let applying = || {
+            findings
+                .iter()
+                .filter(|f| f.path.as_deref().is_none_or(|p| applies(p, path)))
+        };
+        let class = applying().map(|f| f.class).max();
+        // The remedy: said by a finding at the change's class; the most conservative wins.
+        let remedy = applying()
+            .filter(|f| Some(f.class) == class)
+            .filter_map(|f| f.remedy)
+            .max()
+            .unwrap_or_default();
+        if remedy != Remedy::Adopt {
+            remedies.insert((*path).to_string(), remedy);
+        }
         match class {
             Some(c) => change_classes.push(c),
             None => {
@@ -957,6 +990,7 @@ fn aggregate(findings: &[Finding], paths: &[&str]) -> Assessment {
             class,
             reasons,
             rules,
+            remedies,
         },
         change_classes,
     }
@@ -977,8 +1011,8 @@ fn change_paths(input: &Value) -> Vec<String> {
 /// `policy eval`: loads the policies and evaluates one input file (JSON or YAML).
 ///
 /// - When some package classifies drift, the input is a policy input document (schema v1) and
-///   the answer is the verdict with each change's class:
-///   `{"class", "reasons", "rules", "changes": [{"path", "class"}]}`.
+///   the answer is the verdict with each change's class and remedy:
+///   `{"class", "reasons", "rules", "changes": [{"path", "class", "remedy"}]}`.
 /// - Otherwise, when packages declare conftest rules (`deny`, `violation`, `warn`), the input is
 ///   any document (a manifest, a plan) and the answer is, per package,
 ///   `{"main": {"deny": [...], "warn": [...]}}`. A multi-document YAML file is evaluated document
@@ -1005,7 +1039,10 @@ pub fn eval_file(input_path: &Path, cfg: &PolicyConfig) -> Result<Value> {
         let changes: Vec<Value> = change_paths(input)
             .into_iter()
             .zip(a.change_classes)
-            .map(|(path, class)| json!({"path": path, "class": class}))
+            .map(|(path, class)| {
+                let remedy = a.verdict.remedy(&path);
+                json!({"path": path, "class": class, "remedy": remedy})
+            })
             .collect();
         return Ok(json!({
             "class": a.verdict.class,
@@ -1088,7 +1125,65 @@ mod tests {
             reason: format!("because {rule}"),
             rule: rule.into(),
             path: path.map(str::to_string),
+            remedy: None,
         }
+    }
+
+    fn with_remedy(mut f: Finding, remedy: Remedy) -> Finding {
+        f.remedy = Some(remedy);
+        f
+    }
+
+    #[test]
+    fn a_change_takes_the_remedy_of_the_findings_at_its_class() {
+        // The HPA case: the replicas finding says unpin, the image keeps the default (adopt),
+        // and only the non-default remedy is recorded.
+        let f = [
+            with_remedy(
+                finding(Class::Risky, "k.replicas_under_hpa", Some("/spec/replicas")),
+                Remedy::Unpin,
+            ),
+            finding(
+                Class::Risky,
+                "k.image",
+                Some("/spec/template/spec/containers/0/image"),
+            ),
+        ];
+        let paths = ["/spec/replicas", "/spec/template/spec/containers/0/image"];
+        let a = aggregate(&f, &paths);
+        assert_eq!(a.verdict.remedy("/spec/replicas"), Remedy::Unpin);
+        assert_eq!(a.verdict.remedy(paths[1]), Remedy::Adopt);
+        assert_eq!(
+            a.verdict.remedies.into_iter().collect::<Vec<_>>(),
+            vec![("/spec/replicas".to_string(), Remedy::Unpin)]
+        );
+
+        // A more severe finding without a remedy decides: its class's findings say nothing, so
+        // the change is adopted; a drift-wide finding's remedy applies to every change.
+        let f = [
+            with_remedy(
+                finding(Class::Risky, "k.replicas_under_hpa", Some("/spec/replicas")),
+                Remedy::Unpin,
+            ),
+            finding(Class::Forbidden, "org.freeze", None),
+        ];
+        assert_eq!(
+            aggregate(&f, &["/spec/replicas"])
+                .verdict
+                .remedy("/spec/replicas"),
+            Remedy::Adopt
+        );
+        let f = [
+            with_remedy(
+                finding(Class::Risky, "k.replicas_under_hpa", Some("/spec/replicas")),
+                Remedy::Unpin,
+            ),
+            with_remedy(finding(Class::Risky, "org.restore", None), Remedy::Revert),
+        ];
+        let a = aggregate(&f, &["/spec/replicas", "/data/x"]);
+        // Disagreeing findings at one class: the most conservative (revert) wins.
+        assert_eq!(a.verdict.remedy("/spec/replicas"), Remedy::Revert);
+        assert_eq!(a.verdict.remedy("/data/x"), Remedy::Revert);
     }
 
     #[test]
@@ -1185,11 +1280,23 @@ mod tests {
         let ok = json!({"class": "safe", "reason": "r", "rule": "x", "path": "/a"});
         let f = parse_finding(&ok, "pkg", "data.driftwarden.pkg.classify", "f.rego").unwrap();
         assert_eq!(f.rule, "pkg.x");
+        assert_eq!(f.remedy, None);
+        for (text, remedy) in [
+            ("adopt", Remedy::Adopt),
+            ("unpin", Remedy::Unpin),
+            ("revert", Remedy::Revert),
+        ] {
+            let item = json!({"class": "risky", "reason": "r", "remedy": text});
+            let f = parse_finding(&item, "pkg", "data.driftwarden.pkg.classify", "f.rego").unwrap();
+            assert_eq!(f.remedy, Some(remedy));
+        }
         for bad in [
             json!({"class": "maybe", "reason": "r"}),
             json!({"class": "safe"}),
             json!({"class": "safe", "reason": "r", "reasons": []}),
             json!({"class": "safe", "reason": "r", "path": "spec"}),
+            json!({"class": "safe", "reason": "r", "remedy": "delete"}),
+            json!({"class": "safe", "reason": "r", "remedy": true}),
             json!("safe"),
         ] {
             let e = parse_finding(&bad, "pkg", "data.driftwarden.pkg.classify", "f.rego")
