@@ -898,6 +898,7 @@ mod tests {
                 class: Class::Safe,
                 reasons: vec![],
                 rules: vec!["kubernetes.configmap_data".into()],
+                remedies: Default::default(),
             }),
             action: Some(ActionRecord {
                 action,
