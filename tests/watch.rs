@@ -1,6 +1,7 @@
 //! `driftwarden watch` against the Kubernetes API server on loopback
 //! (tests/support/kube_server.rs), over real sockets: watch streams, hand edits by other field
-//! managers, deletions, a 410 in the middle of a stream, a dropped connection; and the binary's exit codes for a bad `watch:` section and an unreachable
+//! managers, deletions, a 410 in the middle of a stream, a dropped connection, two replicas
+//! and a Lease; and the binary's exit codes for a bad `watch:` section and an unreachable
 //! cluster.
 //!
 //! Nothing here measures time: every wait is for an event (a status change, a watch opening)
@@ -18,7 +19,7 @@ use std::time::Duration;
 use common::{commit_files, write};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, DriftKind, Mode};
-use driftwarden::watch::{Status, Watch, WatchOptions};
+use driftwarden::watch::{Role, Status, Watch, WatchOptions};
 use kube_server::{KubeServer, LoggedRequest};
 use serde_json::{Value, json};
 
@@ -541,6 +542,79 @@ async fn a_dropped_connection_resumes() {
                 .count();
             assert_eq!(lists, 0, "no relist after a dropped connection");
             w.stop().await;
+        })
+        .await;
+}
+
+/// Two replicas with leader election: while the first holds the Lease, the second sees the
+/// drift and decides, but writes nothing; once the first stops (releasing the Lease), the
+/// second takes over and corrects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_never_writes_while_the_first_holds_the_lease() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let lease = "  leader_election: {name: dw, namespace: shop, lease_duration: 3s, renew_deadline: 2s, retry_period: 500ms}\n";
+            // The first replica holds the Lease but only observes: any write to the
+            // Deployment could only come from the second.
+            let first = start(&env.config("first", lease), &env, Some(Mode::Observe)).await;
+            until(&first.status, "the first replica leads", || {
+                first.status.role() == Role::Leader
+            })
+            .await;
+            let second = start(&env.config("second", lease), &env, None).await;
+            until(&second.status, "the second replica follows", || {
+                second.status.role() == Role::Follower
+            })
+            .await;
+            synced(&env, &second.status).await;
+            env.server.clear_requests();
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 6}}),
+            );
+            until(&second.status, "the follower decided a correction", || {
+                second.status.report("shop").is_some_and(|r| {
+                    r.drifts.iter().any(|d| {
+                        d.resource.display == "Deployment shop/web"
+                            && d.action.as_ref().is_some_and(|a| {
+                                a.action == Action::Correct && a.result == ActionResult::Planned
+                            })
+                    })
+                })
+            })
+            .await;
+            assert!(
+                writes(&env.server.requests()).is_empty(),
+                "{:?}",
+                writes(&env.server.requests())
+            );
+            assert_eq!(env.deployment("web")["spec"]["replicas"], 6);
+
+            // The first stops and releases the Lease; the second takes over and corrects at
+            // its next full cycle or event.
+            first.stop().await;
+            until(&second.status, "the second replica leads", || {
+                second.status.role() == Role::Leader
+            })
+            .await;
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 5}}),
+            );
+            until(&second.status, "web corrected by the new leader", || {
+                env.deployment("web")["spec"]["replicas"] == 2
+            })
+            .await;
+            second.stop().await;
         })
         .await;
 }
