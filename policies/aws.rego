@@ -42,7 +42,8 @@ findings contains {
 } if {
 	some change in tag_change
 	some key in changed_tags(change)
-	not lib.matches_any(key, lib.param("protected_tags", ["*"]))
+	protected := lib.param("protected_tags", ["*"])
+	not lib.matches_any(key, protected)
 }
 
 # protected_tag: tags other systems act on (cluster discovery, autoscalers); a person decides.
@@ -165,7 +166,8 @@ format_protocol(p) := format_int(p, 10) if is_number(p)
 
 # A rule open to the world is acceptable only for one allowed port of one protocol.
 ports_allowed(rule) if {
-	not rule.protocol in {"-1", "all"}
+	protocol := rule.protocol
+	not protocol in {"-1", "all"}
 	rule.from == rule.to
 	rule.from in allowed_ports
 }
@@ -173,12 +175,14 @@ ports_allowed(rule) if {
 describe_ports(rule) := "all traffic" if rule.protocol in {"-1", "all"}
 
 describe_ports(rule) := sprintf("port %v/%s", [rule.from, rule.protocol]) if {
-	not rule.protocol in {"-1", "all"}
+	protocol := rule.protocol
+	not protocol in {"-1", "all"}
 	rule.from == rule.to
 }
 
 describe_ports(rule) := sprintf("ports %v-%v/%s", [rule.from, rule.to, rule.protocol]) if {
-	not rule.protocol in {"-1", "all"}
+	protocol := rule.protocol
+	not protocol in {"-1", "all"}
 	rule.from != rule.to
 }
 

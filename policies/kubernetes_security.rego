@@ -79,8 +79,9 @@ capabilities_added(n) := listed_added(n) | entry_added(n)
 
 listed_added(n) := {c |
 	some [p, list] in add_lists(n)
+	desired := desired_capabilities(n, p)
 	some c in list
-	not c in desired_capabilities(n, p)
+	not c in desired
 }
 
 desired_capabilities(n, p) := {c |
@@ -127,7 +128,7 @@ ancestor_add_lists(n) := {pair |
 	may_hold_add_list(n)
 	some t in add_list_templates
 	count(n.segs) <= count(t)
-	count({k | some k, seg in n.segs; not template_matches(t[k], seg)}) == 0
+	count({k | some k, seg in n.segs; pattern := t[k]; not template_matches(pattern, seg)}) == 0
 	rest := array.slice(t, count(n.segs), count(t))
 	some pair in lists_at(n.value, rest)
 }

@@ -967,4 +967,27 @@ mod tests {
             "package p\nf(x) if x == 1\nt if { x := 2; not f(x) }\n"
         );
     }
+
+    /// The default library is written so that regorus reads it as OPA does with no rewrite:
+    /// the text regorus evaluates is the text in the repository (and costs nothing extra), and
+    /// every `sprintf` is checkable, so it runs compiled.
+    #[test]
+    fn the_default_library_needs_no_rewrite() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.ends_with(".rego") || name.ends_with("_test.rego") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = prepare(&name, &text, false, &BTreeMap::new());
+            assert!(p.refusals.is_empty(), "{name}: {:?}", p.refusals);
+            assert_eq!(p.interpreter_only, None, "{name}");
+            assert!(p.text == text, "{name} was rewritten");
+            checked += 1;
+        }
+        assert!(checked >= 5, "{checked} files");
+    }
 }
