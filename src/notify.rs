@@ -189,10 +189,24 @@ pub struct EventDrift {
 
 /// The events one target's acted-on drifts give: corrections done, failed or rolled back,
 /// escalations, pull requests and issues opened, breakers tripped.
+/// A breaker gives one `breaker_tripped` per reason (one rule on one target, or the target's
+/// consecutive failures), about the first drift it held back.
 pub fn target_events(target: &str, drifts: &[Drift], origin: &Origin) -> Vec<Event> {
     let mut out = Vec::new();
+    let mut breakers = BTreeSet::new();
     for d in drifts.iter().filter(|d| d.target == target) {
         for kind in drift_event_kinds(d) {
+            if kind == EventKind::BreakerTripped {
+                let detail = d.action.as_ref().and_then(|a| a.detail.as_deref());
+                let reason = detail
+                    .unwrap_or_default()
+                    .split("; ")
+                    .next()
+                    .unwrap_or_default();
+                if !breakers.insert(reason.to_string()) {
+                    continue;
+                }
+            }
             out.push(drift_event(kind, d, origin));
         }
     }
@@ -246,11 +260,17 @@ fn opened(detail: &str) -> bool {
     .any(|p| detail.contains(p))
 }
 
-/// A detail that says a breaker stopped the correction (the breaker's escalation reason names
-/// it).
+/// A detail that says a breaker stopped the correction: the revert breaker's escalation reason
+/// ([`crate::audit::breaker_reason`]) or the stop after consecutive failures
+/// ([`crate::audit::AuditLog::corrections_stopped`]).
 fn is_breaker(detail: &str) -> bool {
-    detail.contains("breaker")
+    detail.contains(BREAKER_REVERTS) || detail.contains(BREAKER_FAILURES)
 }
+
+/// What [`crate::audit::breaker_reason`] ends with.
+const BREAKER_REVERTS: &str = "someone keeps changing this on purpose";
+/// What the consecutive-failures stop names.
+const BREAKER_FAILURES: &str = "(trust.max_consecutive_failures:";
 
 /// The last `http(s)://…` word of a detail: the item's address.
 fn item_url(detail: &str) -> Option<String> {
@@ -581,12 +601,42 @@ pub fn mask_text(text: &str, url: &str, token: Option<&str>) -> String {
 }
 
 /// What one [`Notifier::send`] achieved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Notifications a receiver accepted (2xx).
     pub sent: usize,
     /// Notifications given up on (retries exhausted, refused, or the deadline passed).
     pub failed: usize,
+    /// Each notification's outcome, for the audit log.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// How one notification (one receiver, one event) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub receiver: String,
+    pub event: EventKind,
+    pub sent: bool,
+    pub attempts: u32,
+    /// Why it failed, the URL and token masked.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    /// The audit record of this outcome (docs/audit.md, `notification`).
+    pub fn audit_event(&self) -> crate::audit::Event {
+        crate::audit::Event::Notification {
+            receiver: self.receiver.clone(),
+            event: self.event.name().to_string(),
+            outcome: if self.sent {
+                ActionResult::Done
+            } else {
+                ActionResult::Failed
+            },
+            attempts: self.attempts,
+            message: self.message.clone(),
+        }
+    }
 }
 
 /// Sends events to the configured receivers. Cheap to share: [`Notifier::send`] takes an `Arc`.
@@ -735,11 +785,25 @@ impl Notifier {
                     delivery.sent += 1;
                     crate::metrics::record_notification(&r.name, kind.name(), "sent");
                     debug!(receiver = %r.name, event = kind.name(), attempts, "notification sent");
+                    delivery.outcomes.push(Outcome {
+                        receiver: r.name.clone(),
+                        event: kind,
+                        sent: true,
+                        attempts,
+                        message: None,
+                    });
                 }
                 Err((why, attempts)) => {
                     delivery.failed += 1;
                     crate::metrics::record_notification(&r.name, kind.name(), "failed");
                     let why = mask_text(&why, r.url.expose(), r.token.as_ref().map(Secret::expose));
+                    delivery.outcomes.push(Outcome {
+                        receiver: r.name.clone(),
+                        event: kind,
+                        sent: false,
+                        attempts,
+                        message: Some(why.clone()),
+                    });
                     warn!(
                         receiver = %r.name,
                         event = kind.name(),
@@ -1020,6 +1084,26 @@ mod tests {
                 b >= (BASE_BACKOFF.saturating_mul(1 << (attempt - 1).min(16))).min(MAX_BACKOFF) / 2
             );
         }
+    }
+
+    #[test]
+    fn breakers_are_recognised_by_their_reasons() {
+        let reason = crate::audit::breaker_reason("kubernetes.replicas", 2, 24);
+        let mut d = drift(
+            "ConfigMap",
+            Action::PullRequest,
+            ActionResult::Done,
+            &reason,
+        );
+        assert!(drift_event_kinds(&d).contains(&EventKind::BreakerTripped));
+        d.action = Some(ActionRecord {
+            action: Action::Skip {
+                why: "consecutive failures".into(),
+            },
+            result: ActionResult::Skipped,
+            detail: Some("3 consecutive corrections failed on target `t` (trust.max_consecutive_failures: 3): no more corrections there this run".into()),
+        });
+        assert_eq!(drift_event_kinds(&d), [EventKind::BreakerTripped]);
     }
 
     #[test]

@@ -278,14 +278,29 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
         }),
         _ => None,
     };
-    let result = pipeline(cfg, opts, &mut notes).await;
+    // The audit log (reconcile only: `diff` acts on nothing), opened when the first target is
+    // about to act, so that bad input stopping the run leaves no trace; intents an earlier run
+    // left without a result are reported then.
+    let audit = std::sync::OnceLock::new();
+    let result = pipeline(cfg, opts, &mut notes, &audit).await;
     if let Some(mut n) = notes {
         let events = match &result {
             Ok(report) => crate::notify::run_events(report, &n.origin),
             Err(e) => vec![crate::notify::failure_event(&error_chain(e), &n.origin)],
         };
         n.sends.spawn(Arc::clone(&n.notifier).send(events));
-        while n.sends.join_next().await.is_some() {}
+        let mut records = Vec::new();
+        while let Some(joined) = n.sends.join_next().await {
+            if let Ok(delivery) = joined {
+                records.extend(delivery.outcomes.iter().map(|o| o.audit_event()));
+            }
+        }
+        // Notifications are a side channel: a record that cannot be written is logged only.
+        if let Some(log) = audit.get() {
+            if let Err(e) = log.write(records) {
+                warn!(error = %error_chain(&e), "the notifications could not be recorded in the audit log");
+            }
+        }
     }
     result
 }
@@ -312,6 +327,7 @@ async fn pipeline(
     cfg: &Config,
     opts: &RunOptions,
     notes: &mut Option<Notifications>,
+    audit: &std::sync::OnceLock<crate::audit::AuditLog>,
 ) -> Result<Report, Error> {
     let mut targets: Vec<Target> = cfg
         .targets
@@ -349,10 +365,6 @@ async fn pipeline(
     let engine = load_policies(&cfg.policies, false)?;
     // The pull-request session of this run: the forge opens on first use only.
     let prs = act::pull_request::Session::new(cfg.pull_requests.as_ref(), &cfg.state_dir);
-    // The audit log (reconcile only: `diff` acts on nothing), opened when the first target is
-    // about to act, so that bad input stopping the run leaves no trace; intents an earlier run
-    // left without a result are reported then.
-    let audit = std::sync::OnceLock::new();
 
     let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut handles = Vec::new();
@@ -396,7 +408,7 @@ async fn pipeline(
                 mode,
                 opts,
                 cfg,
-                (&prs, &audit, &targets),
+                (&prs, audit, &targets),
             )
             .await?;
             checked += c;
@@ -475,7 +487,7 @@ async fn pipeline(
             related,
         )?;
         if opts.command == Command::Reconcile {
-            let audit = audit_for(&audit, cfg, opts, &targets, &mut errors);
+            let audit = audit_for(audit, cfg, opts, &targets, &mut errors);
             // Masked values are compared in the audit log by keyed digests of the raw live
             // values.
             audit.note_live(

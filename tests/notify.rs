@@ -459,8 +459,32 @@ async fn every_event_reaches_its_receivers_and_bad_receivers_hold_nothing_back()
         assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
     }
 
+    // Every notification's outcome is in the audit log, by receiver name (never its URL).
+    let audit = audit_records(&env);
+    let notes: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["type"] == "notification")
+        .collect();
+    assert_eq!(
+        notes.len(),
+        ok.len() + 3 + 1 + per_event.len(),
+        "{notes:#?}"
+    );
+    assert!(notes.iter().any(|r| r["receiver"] == "dead"
+        && r["event"] == "run_summary"
+        && r["outcome"] == "failed"
+        && r["attempts"] == 3));
+    assert!(notes.iter().any(|r| r["receiver"] == "flaky"
+        && r["outcome"] == "failed"
+        && r["message"].as_str().unwrap().contains("HTTP 500")));
+    assert!(notes.iter().any(|r| r["receiver"] == "everything"
+        && r["event"] == "escalation"
+        && r["outcome"] == "done"
+        && r["attempts"] == 1));
+    let audit_text = serde_json::to_string(&audit).unwrap();
+
     // The canaries: the URLs and the token are in no output; the Secret's values in no body.
-    for text in [&stdout, &stderr, &metrics] {
+    for text in [&stdout, &stderr, &metrics, &audit_text] {
         assert!(!text.contains(URL_CANARY), "URL leaked");
         assert!(!text.contains(TOKEN_CANARY), "token leaked");
     }
@@ -473,6 +497,72 @@ async fn every_event_reaches_its_receivers_and_bad_receivers_hold_nothing_back()
             );
         }
     }
+}
+
+/// Every audit record under the test's state directory.
+fn audit_records(env: &Env) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(env.path("state/audit")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    out
+}
+
+/// A breaker tripping is told: a correction reverted by hand (`trust.max_reverts: 1`) stops the
+/// rule on the target, and the next run's escalation gives `breaker_tripped` with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_breaker_is_notified() {
+    let env = Env::new().await;
+    let rx = Receiver::start();
+    let cfg = env.config(
+        "trust: {max_reverts: 1}\nnotify:\n  receivers:\n    - {name: breakers, url_env: HOOK_ALL, events: [breaker_tripped]}\n",
+    );
+    let vars = vec![("HOOK_ALL", rx.url("/ok/breakers"))];
+    let (code, stdout, _) = reconcile(&env, &cfg, &vars).await;
+    assert_eq!(code, 1);
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        outcome(drift(&report, "ConfigMap alpha/settings")),
+        (Action::Correct, ActionResult::Done)
+    );
+    assert!(rx.all().is_empty(), "no breaker yet");
+    // Someone sets the value back by hand: the correction is reverted.
+    env.server.merge_patch_as(
+        "kubectl-edit",
+        "v1",
+        "ConfigMap",
+        Some("alpha"),
+        "settings",
+        json!({"data": {"LOG_LEVEL": "debug"}}),
+    );
+    let (code, stdout, _) = reconcile(&env, &cfg, &vars).await;
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    let actions: Vec<String> = report
+        .drifts
+        .iter()
+        .map(|d| format!("{}: {:?}", d.resource.display, d.action))
+        .collect();
+    // The rule's corrections on the target are held back (the Deployment's too): no failed
+    // correction this time, drift left.
+    assert_eq!(code, 2, "{actions:#?}");
+    let (action, _) = outcome(drift(&report, "ConfigMap alpha/settings"));
+    assert_eq!(action, Action::PullRequest);
+    let got = rx.received("/ok/breakers");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let b = got[0].json();
+    assert_eq!(b["event"], "breaker_tripped");
+    // One notification for the one rule tripped, about the first drift it held back.
+    assert_eq!(b["target"], "alpha");
+    let detail = b["drift"]["detail"].as_str().unwrap();
+    assert!(
+        detail
+            .starts_with("auto-corrections of `notify_test.routine` were reverted 1 time in 24 h"),
+        "{detail}"
+    );
 }
 
 /// The `/hang/` requests, once the client has closed each (it does at its timeout, or at the
