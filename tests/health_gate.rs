@@ -135,7 +135,11 @@ impl Env {
         let mut out = Vec::new();
         let dir = self.path("state/audit");
         for e in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "jsonl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
             out.extend(
                 text.lines()
                     .map(|l| serde_json::from_str::<Value>(l).unwrap()),

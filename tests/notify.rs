@@ -503,7 +503,11 @@ async fn every_event_reaches_its_receivers_and_bad_receivers_hold_nothing_back()
 fn audit_records(env: &Env) -> Vec<Value> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(env.path("state/audit")).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
         out.extend(
             text.lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap()),
