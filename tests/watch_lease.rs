@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use driftwarden::live::kube_verbs::{KUBE_LEASE_VERBS, rbac_request_verbs};
 use driftwarden::watch::lease::{Elector, Leadership, LeaseSettings, NotLeader, Role};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -179,6 +180,20 @@ async fn two_electors_one_leader_renewing_with_compare_and_swap_then_a_release()
         assert_eq!(frac.len(), "000000Z".len(), "{renew}");
     }
     assert!(writes.iter().all(|w| w.status != 400 && w.status != 422));
+    // Every Lease request is one the deploy manifests' RBAC grants (KUBE_LEASE_VERBS).
+    for r in server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with(LEASE_PATH))
+    {
+        let verbs = rbac_request_verbs(&r.method, r.is_collection(), &r.query, r.status);
+        assert!(
+            !verbs.is_empty() && verbs.iter().all(|v| KUBE_LEASE_VERBS.contains(v)),
+            "{} {} -> {verbs:?}",
+            r.method,
+            r.path
+        );
+    }
 
     // The leader shuts down: it stops acting, then releases the Lease.
     leader.shutdown().await;
