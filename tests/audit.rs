@@ -498,7 +498,7 @@ async fn every_action_is_audited_and_no_secret_reaches_the_log() {
         masked.live_hash,
         audit::value_hash(&json!(b64(CANARY_LIVE)))
     );
-    let key = env.audit_dir().join(audit::SECRET_KEY_FILE);
+    let key = env.path("state").join(audit::SECRET_KEY_FILE);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -505,14 +505,15 @@ struct State {
     digests: HashMap<(String, String, String), String>,
 }
 
-/// The file in the audit directory holding the key of the masked values' digests: 32 random
-/// bytes, hex, readable by the owner only. Deleting it makes earlier digests incomparable.
-pub const SECRET_KEY_FILE: &str = ".digest-key";
+/// The file in `state_dir` holding the key of the masked values' digests: 32 random bytes, hex,
+/// readable by the owner only. Deleting it makes earlier digests incomparable. Kept beside the
+/// audit directory, which holds day files only.
+pub const SECRET_KEY_FILE: &str = "audit-digest.key";
 
 /// How a digest of a masked value starts, to tell it from a plain SHA-256.
 pub const DIGEST_PREFIX: &str = "hmac-sha256:";
 
-/// Reads the digest key in `dir`, making it on first use.
+/// Reads the digest key in `dir` (the state directory), making it on first use.
 fn digest_key(dir: &Path) -> std::io::Result<Vec<u8>> {
     let path = dir.join(SECRET_KEY_FILE);
     match std::fs::read_to_string(&path) {
@@ -590,7 +591,7 @@ impl AuditLog {
         match opened {
             Ok(history) => {
                 st.history = history;
-                match digest_key(&dir) {
+                match std::fs::create_dir_all(state_dir).and_then(|()| digest_key(state_dir)) {
                     Ok(k) => st.key = Some(k),
                     Err(e) => {
                         warn!(dir = %dir.display(), error = %e, "no key for the digests of masked values; their reverts are not detected")
