@@ -723,6 +723,41 @@ async fn a_missing_or_malformed_variable_is_invalid_input() {
     assert!(!env.server.requests().iter().any(|r| r.method == "PATCH"));
 }
 
+/// A run that fails before it has a report still tells the receivers that want `run_failed`,
+/// with the error, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_early_is_notified() {
+    let env = Env::new().await;
+    let rx = Receiver::start();
+    let cfg = env.config(
+        "notify:\n  receivers:\n    - {name: oncall, url_env: HOOK_ALL, events: [run_failed, run_summary]}\n",
+    );
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"));
+    let out = cmd
+        .args(["reconcile", "--config"])
+        .arg(&cfg)
+        .args(["--target", "nope"])
+        .env("HOOK_ALL", rx.url("/ok/oncall"))
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let got = rx.received("/ok/oncall");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let b = got[0].json();
+    assert_eq!(b["event"], "run_failed");
+    assert!(b.get("summary").is_none());
+    assert_eq!(b["errors"][0]["side"], "run");
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no target named nope"),
+        "{b}"
+    );
+}
+
 /// `notify` is validated with the rest of the config: every problem with its line.
 #[test]
 fn notify_config_is_validated() {
