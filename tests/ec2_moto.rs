@@ -1440,3 +1440,126 @@ fn vpc_dns_attributes_and_launch_template_contents_drift() {
         }
     }
 }
+
+/// Security group rules whose group no state holds (another stack's group): each standalone
+/// rule is compared with the live rules of its group and counted as checked. In place → in
+/// sync; a rule revoked by hand → Missing; a description changed → Modified; a group that does
+/// not exist → Missing.
+#[test]
+fn standalone_rules_on_a_group_no_state_holds_are_compared() {
+    let Some(ep) = moto::endpoint() else { return };
+    let region = "ap-southeast-2";
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let c = moto::client(&ep, region);
+    let sg = rt.block_on(async {
+        let (vpc, _) = default_subnet(&c, "ap-southeast-2a").await;
+        // The group belongs to another stack: this state holds only rules on it.
+        let sg = create_sg(&c, "shared", &vpc).await;
+        authorize(
+            &c,
+            &sg,
+            &[
+                tcp(443, "10.0.0.0/8", Some("https from the vpc")),
+                tcp(22, "10.1.0.0/16", Some("ssh from the bastion")),
+            ],
+        )
+        .await;
+        sg
+    });
+    let rule_https = json!({
+        "id": format!("sgrule-1111111111"), "type": "ingress", "security_group_id": sg,
+        "protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["10.0.0.0/8"],
+        "ipv6_cidr_blocks": [], "prefix_list_ids": [], "self": false,
+        "source_security_group_id": null, "description": "https from the vpc",
+        "security_group_rule_id": "sgr-0a1b2c3d4e5f60001", "timeouts": null
+    });
+    let rule_ssh = json!({
+        "id": "sgr-0a1b2c3d4e5f60002",
+        "arn": format!("arn:aws:ec2:{region}:{ACCOUNT}:security-group-rule/sgr-0a1b2c3d4e5f60002"),
+        "security_group_id": sg, "security_group_rule_id": "sgr-0a1b2c3d4e5f60002",
+        "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ipv4": "10.1.0.0/16",
+        "cidr_ipv6": null, "prefix_list_id": null, "referenced_security_group_id": null,
+        "description": "ssh from the bastion", "tags": null, "tags_all": {}
+    });
+    let state = |https: Value, extra: Vec<Value>| {
+        let mut r = vec![
+            resource(
+                None,
+                "aws_security_group_rule",
+                "https",
+                None,
+                vec![instance(2, None, https)],
+            ),
+            resource(
+                None,
+                "aws_vpc_security_group_ingress_rule",
+                "ssh",
+                None,
+                vec![instance(0, None, rule_ssh.clone())],
+            ),
+        ];
+        r.extend(extra);
+        write_state(dir.path(), r);
+    };
+    write_config(
+        dir.path(),
+        &ep,
+        region,
+        &PathBuf::from(ROOT).join("policies"),
+        "\n        unmanaged: false",
+    );
+
+    // Both rules in place: in sync, and both counted as checked.
+    state(rule_https.clone(), vec![]);
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 0);
+    assert_eq!(report["summary"]["resources_checked"], 2, "{report:#}");
+    assert_eq!(report["summary"]["in_sync"], 2, "{report:#}");
+
+    // The state's description differs from live's: Modified, at the rule's description.
+    let mut renamed = rule_https.clone();
+    renamed["description"] = json!("https from the office");
+    state(renamed, vec![]);
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
+    let d = drift_by(&report, "aws_security_group_rule.https");
+    assert_eq!(d["kind"], "Modified", "{d:#}");
+    assert_eq!(paths(d), ["/ingress/0/description"]);
+    assert_eq!(d["changes"][0]["desired"], "https from the office");
+    assert_eq!(d["changes"][0]["live"], "https from the vpc");
+
+    // The ssh rule revoked by hand from the live group: Missing; the https rule still in sync.
+    rt.block_on(async {
+        c.revoke_security_group_ingress()
+            .group_id(&sg)
+            .set_ip_permissions(Some(vec![tcp(22, "10.1.0.0/16", None)]))
+            .send()
+            .await
+            .unwrap();
+    });
+    state(rule_https.clone(), vec![]);
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
+    assert_eq!(report["summary"]["resources_checked"], 2, "{report:#}");
+    assert_eq!(report["summary"]["in_sync"], 1, "{report:#}");
+    let d = drift_by(&report, "aws_vpc_security_group_ingress_rule.ssh");
+    assert_eq!(d["kind"], "Missing", "{d:#}");
+
+    // A rule on a group that does not exist live: Missing, counted as checked.
+    let mut orphan = rule_https.clone();
+    orphan["security_group_id"] = json!("sg-0123456789abcdef0");
+    state(
+        rule_https.clone(),
+        vec![resource(
+            None,
+            "aws_security_group_rule",
+            "orphan",
+            None,
+            vec![instance(2, None, orphan)],
+        )],
+    );
+    let report = json_report(dir.path(), &["diff", "-c", "driftwarden.yaml"], 2);
+    assert_eq!(report["summary"]["resources_checked"], 3, "{report:#}");
+    assert_eq!(
+        drift_by(&report, "aws_security_group_rule.orphan")["kind"],
+        "Missing"
+    );
+}

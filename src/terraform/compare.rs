@@ -13,7 +13,11 @@
 //!   compare as sets; security group rules are exploded to one source per rule first, so the
 //!   provider's grouping of CIDRs into one block never matters, and standalone
 //!   `aws_security_group_rule` / `aws_vpc_security_group_{ingress,egress}_rule` resources add
-//!   their rules to their group's desired set;
+//!   their rules to their group's desired set when a state holds the group; a rule whose group
+//!   no state holds (another stack's group, a default group) is compared on its own against the
+//!   live rules of its group ([`foreign_group_rule`]): Missing when the group or the rule is gone
+//!   live, Modified when a rule with the same protocol, ports and source differs (its
+//!   description), and counted as checked either way;
 //! - desired tags are the provider's `default_tags` (from the config) under the state's
 //!   `tags_all` under its `tags`; live `aws:` tags are AWS's and never compared;
 //! - a VPC's `enable_dns_support` / `enable_dns_hostnames` that the state holds as null (an old
@@ -314,6 +318,61 @@ pub fn compare(
         ));
     }
 
+    // Standalone rules whose group no state holds: each against the live rules of its group.
+    for src in states {
+        for inst in &src.state.instances {
+            let Some((group, ingress, rules)) = rule_of(inst) else {
+                continue;
+            };
+            if managed.contains(&(ResourceKind::SecurityGroup, group.to_string())) {
+                continue;
+            }
+            let type_id = format!("{}.{}", inst.resource_type, inst.id().unwrap_or_default());
+            if opts.ignore.ignores(&[&type_id, &inst.address]) {
+                out.ignored += 1;
+                continue;
+            }
+            let region = region_of(inst);
+            if let Some(r) = &region {
+                if !live.regions.iter().any(|x| x == r) {
+                    out.notes.push(format!(
+                        "{}: in region {r}, which this target does not read",
+                        inst.address
+                    ));
+                    continue;
+                }
+            }
+            let kind = ResourceKind::SecurityGroup;
+            let found = index.get(&(kind, group)).and_then(|v| {
+                v.iter()
+                    .find(|x| region.as_ref().is_none_or(|r| &x.region == r))
+            });
+            let complete = match (&found, &region) {
+                (Some(l), _) => live.complete(&l.region, kind),
+                (None, Some(r)) => live.complete(r, kind),
+                (None, None) => live.regions.iter().all(|r| live.complete(r, kind)),
+            };
+            if found.is_none() && !complete {
+                out.notes.push(format!(
+                    "{}: not checked, the {} read failed",
+                    inst.address,
+                    kind.describe_call()
+                ));
+                continue;
+            }
+            out.checked += 1;
+            let rule = StandaloneRule {
+                inst,
+                group,
+                ingress,
+                rules: &rules,
+            };
+            if let Some(d) = foreign_group_rule(src, &rule, found.copied(), opts) {
+                out.drifts.push(d);
+            }
+        }
+    }
+
     if opts.unmanaged {
         for r in &live.resources {
             if r.aws_managed || managed.contains(&(r.kind, r.id.clone())) {
@@ -379,38 +438,42 @@ pub fn region_of(inst: &StateInstance) -> Option<String> {
         .map(|z| z[..z.len() - 1].to_string())
 }
 
+/// A standalone rule resource: its group id, whether it is an ingress rule, and its rules
+/// exploded to one source each (the live reader's shape). `None` for other types.
+fn rule_of(inst: &StateInstance) -> Option<(&str, bool, Vec<Value>)> {
+    let a = inst.raw_attributes();
+    let group = a.get("security_group_id").and_then(Value::as_str)?;
+    match inst.resource_type.as_str() {
+        "aws_security_group_rule" => {
+            let ingress = a.get("type").and_then(Value::as_str) == Some("ingress");
+            let mut block = a.clone();
+            if let Some(m) = block.as_object_mut() {
+                if let Some(src_sg) = a.get("source_security_group_id").and_then(Value::as_str) {
+                    if !src_sg.is_empty() {
+                        m.insert(
+                            "security_groups".into(),
+                            Value::Array(vec![Value::String(src_sg.into())]),
+                        );
+                    }
+                }
+            }
+            Some((group, ingress, explode_block(&block, group)))
+        }
+        "aws_vpc_security_group_ingress_rule" | "aws_vpc_security_group_egress_rule" => {
+            let ingress = inst.resource_type.ends_with("ingress_rule");
+            Some((group, ingress, explode_vpc_rule(a, group)))
+        }
+        _ => None,
+    }
+}
+
 /// Rules of standalone rule resources, per group id: (ingress, egress).
 fn standalone_rules(states: &[StateSource]) -> HashMap<String, (Vec<Value>, Vec<Value>)> {
     let mut out: HashMap<String, (Vec<Value>, Vec<Value>)> = HashMap::new();
     for src in states {
         for inst in &src.state.instances {
-            let a = inst.raw_attributes();
-            let Some(group) = a.get("security_group_id").and_then(Value::as_str) else {
+            let Some((group, ingress, rules)) = rule_of(inst) else {
                 continue;
-            };
-            let (ingress, rules) = match inst.resource_type.as_str() {
-                "aws_security_group_rule" => {
-                    let ingress = a.get("type").and_then(Value::as_str) == Some("ingress");
-                    let mut block = a.clone();
-                    if let Some(m) = block.as_object_mut() {
-                        if let Some(src_sg) =
-                            a.get("source_security_group_id").and_then(Value::as_str)
-                        {
-                            if !src_sg.is_empty() {
-                                m.insert(
-                                    "security_groups".into(),
-                                    Value::Array(vec![Value::String(src_sg.into())]),
-                                );
-                            }
-                        }
-                    }
-                    (ingress, explode_block(&block, group))
-                }
-                "aws_vpc_security_group_ingress_rule" | "aws_vpc_security_group_egress_rule" => {
-                    let ingress = inst.resource_type.ends_with("ingress_rule");
-                    (ingress, explode_vpc_rule(a, group))
-                }
-                _ => continue,
             };
             let e = out.entry(group.to_string()).or_default();
             if ingress {
@@ -836,6 +899,94 @@ fn modified(
         desired_object: Some(Value::Object(desired)),
         live_object: Some(Value::Object(live)),
     })
+}
+
+/// A standalone rule resource whose group no state holds.
+struct StandaloneRule<'a> {
+    inst: &'a StateInstance,
+    group: &'a str,
+    ingress: bool,
+    /// Exploded to one source each.
+    rules: &'a [Value],
+}
+
+/// A rule's identity: everything but its description.
+fn rule_identity(r: &Value) -> Value {
+    let mut r = r.clone();
+    if let Some(m) = r.as_object_mut() {
+        m.remove("description");
+    }
+    r
+}
+
+/// Compares a standalone rule with the live rules of its group (`None`: the group is gone).
+/// Missing when the group or one of the rule's sources is gone live; Modified (one change per
+/// source, at `/ingress/<i>` or `/egress/<i>`) when a live rule with the same protocol, ports
+/// and source differs.
+fn foreign_group_rule(
+    src: &StateSource,
+    rule: &StandaloneRule<'_>,
+    group: Option<&Ec2Resource>,
+    opts: &CompareOptions,
+) -> Option<Drift> {
+    let direction = if rule.ingress { "ingress" } else { "egress" };
+    let mut desired = Map::new();
+    desired.insert("security_group_id".into(), Value::String(rule.group.into()));
+    desired.insert(direction.into(), Value::Array(rule.rules.to_vec()));
+    let id = tf_id(rule.inst, opts);
+    let drift = |kind, changes, live: Option<Map<String, Value>>| Drift {
+        fingerprint: fingerprint(&opts.target, &id),
+        target: opts.target.clone(),
+        resource: ResourceRef::from(id.clone()),
+        kind,
+        changes,
+        provenance: Some(provenance(src, rule.inst)),
+        verdict: None,
+        action: None,
+        desired_object: Some(Value::Object(desired.clone())),
+        live_object: live.map(Value::Object),
+    };
+    let Some(g) = group else {
+        return Some(drift(DriftKind::Missing, Vec::new(), None));
+    };
+    let live_rules: Vec<Value> = g
+        .attributes
+        .get(direction)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut changes = Vec::new();
+    let mut gone = false;
+    for (i, want) in rule.rules.iter().enumerate() {
+        if live_rules.contains(want) {
+            continue;
+        }
+        let same = rule_identity(want);
+        match live_rules.iter().find(|l| rule_identity(l) == same) {
+            Some(l) => changes.push(FieldChange {
+                path: format!("/{direction}/{i}/description"),
+                op: ChangeOp::Changed,
+                desired: want.get("description").cloned().unwrap_or(Value::Null),
+                live: l.get("description").cloned().unwrap_or(Value::Null),
+                masked: false,
+                attribution: None,
+                class: None,
+            }),
+            None => gone = true,
+        }
+    }
+    let mut live = Map::new();
+    live.insert("security_group_id".into(), Value::String(g.id.clone()));
+    live.insert("region".into(), Value::String(g.region.clone()));
+    live.insert(direction.into(), Value::Array(live_rules));
+    if gone {
+        // The rule is gone from its group: there is nothing live to compare it with.
+        return Some(drift(DriftKind::Missing, Vec::new(), None));
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    Some(drift(DriftKind::Modified, changes, Some(live)))
 }
 
 fn missing(
