@@ -619,6 +619,135 @@ async fn a_second_replica_never_writes_while_the_first_holds_the_lease() {
         .await;
 }
 
+/// A new commit on the desired ref is found by the Git poll: the desired state is read again
+/// and the whole target reconciled (the new replica count applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_commit_found_by_the_git_poll_is_reconciled() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", "  git_poll_interval: 1s\n"), &env, None).await;
+            synced(&env, &w.status).await;
+            commit_replicas(&env, "web", 4);
+            until(&w.status, "web follows the new commit", || {
+                env.deployment("web")["spec"]["replicas"] == 4
+            })
+            .await;
+            w.stop().await;
+        })
+        .await;
+}
+
+/// A trigger (what a signed push to the webhook sends) re-reads the desired state at once,
+/// long before the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_rereads_the_desired_state_at_once() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let cfg = config::load(&env.config("one", "  git_poll_interval: 24h\n")).unwrap();
+            let opts = WatchOptions {
+                cache_dir: env.path("cache"),
+                ..WatchOptions::default()
+            };
+            let watch = Watch::prepare(cfg, opts).await.unwrap();
+            let status = watch.status();
+            let triggers = watch.triggers();
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let done = tokio::task::spawn_local(watch.run(stop_rx));
+            synced(&env, &status).await;
+            commit_replicas(&env, "api", 1);
+            triggers
+                .send(driftwarden::watch::Trigger::Target("shop".into()))
+                .await
+                .unwrap();
+            until(&status, "api follows the pushed commit", || {
+                env.deployment("api")["spec"]["replicas"] == 1
+            })
+            .await;
+            let _ = stop.send(true);
+            done.await.unwrap().unwrap();
+        })
+        .await;
+}
+
+/// Commits a new replica count for a Deployment to the `gitops` repository.
+fn commit_replicas(env: &Env, name: &str, replicas: i64) {
+    let repo = git2::Repository::open(env.path("gitops")).unwrap();
+    let path = format!("apps/shop/deployment-{name}.json");
+    let text = yaml_of(&deployment(name, replicas));
+    commit_files(&repo, &[(path.as_str(), text.as_str())], "scale");
+}
+
+/// Past `max_corrections_per_window`, corrections stop for the target and the reason is
+/// reported; the edit stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_window_corrections_stop_and_say_why() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(
+                &env.config("one", "  max_corrections_per_window: 1\n  window: 1h\n"),
+                &env,
+                None,
+            )
+            .await;
+            synced(&env, &w.status).await;
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 8}}),
+            );
+            until(&w.status, "web corrected", || {
+                env.deployment("web")["spec"]["replicas"] == 2
+            })
+            .await;
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "api",
+                json!({"spec": {"replicas": 8}}),
+            );
+            until(&w.status, "corrections stopped for the target", || {
+                w.status
+                    .target("shop")
+                    .is_some_and(|t| t.corrections_stopped.is_some())
+            })
+            .await;
+            let why = w
+                .status
+                .target("shop")
+                .unwrap()
+                .corrections_stopped
+                .unwrap();
+            assert!(
+                why.contains("1 made in the last 60m, 1 more needed, at most 1 allowed"),
+                "{why}"
+            );
+            let report = w.status.report("shop").unwrap();
+            let api = report
+                .drifts
+                .iter()
+                .find(|d| d.resource.display == "Deployment shop/api")
+                .unwrap();
+            let a = api.action.as_ref().unwrap();
+            assert_eq!(a.result, ActionResult::Skipped);
+            assert_eq!(env.deployment("api")["spec"]["replicas"], 8);
+            assert!(
+                w.status
+                    .render_metrics()
+                    .contains("driftwarden_corrections_stopped{target=\"shop\"} 1")
+            );
+            w.stop().await;
+        })
+        .await;
+}
+
 /// An invalid `watch:` section stops the binary before anything starts: exit 3 with the file
 /// and line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
