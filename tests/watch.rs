@@ -748,6 +748,76 @@ async fn past_the_window_corrections_stop_and_say_why() {
         .await;
 }
 
+/// SIGTERM: the binary finishes the work in flight, stops its endpoints and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_binary_with_exit_0() {
+    let env = Env::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = env.config("term", "").display().to_string();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .args(["watch", "--config", &cfg, "--log-level", "driftwarden=info"])
+        .env("XDG_CACHE_HOME", env.path("cache"))
+        .env_remove("DRIFTWARDEN_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Ready: the first sync is done and the streams are open.
+    env.server
+        .wait_for_watches("/apis/apps/v1/namespaces/shop/deployments", 1, LIMIT)
+        .await;
+    let ready = async {
+        loop {
+            if readyz(port).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, ready)
+        .await
+        .expect("/readyz answers 200");
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .expect("the process ends")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("signal received"), "{stderr}");
+    assert!(!stderr.contains("did not finish"), "{stderr}");
+}
+
+/// Whether `GET /readyz` answers 200.
+async fn readyz(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
 /// An invalid `watch:` section stops the binary before anything starts: exit 3 with the file
 /// and line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
