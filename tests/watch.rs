@@ -762,7 +762,7 @@ async fn sigterm_stops_the_binary_with_exit_0() {
         .unwrap()
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
         .args(["watch", "--config", &cfg, "--log-level", "driftwarden=info"])
         .env("XDG_CACHE_HOME", env.path("cache"))
         .env_remove("DRIFTWARDEN_LOG")
