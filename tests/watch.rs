@@ -748,6 +748,63 @@ async fn past_the_window_corrections_stop_and_say_why() {
         .await;
 }
 
+/// With tracking by label, a new tracked object is Unmanaged at once (the label-selected watch
+/// across namespaces), and is no longer once its tracking label is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_objects_are_unmanaged_until_their_label_goes() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let cfg = env.config("one", "").display().to_string();
+            let text = std::fs::read_to_string(&cfg).unwrap().replace(
+                "    guardrails:",
+                "    tracking: {label: app.kubernetes.io/managed-by=driftwarden}\n    guardrails:",
+            );
+            std::fs::write(&cfg, text).unwrap();
+            let w = start(Path::new(&cfg), &env, None).await;
+            synced(&env, &w.status).await;
+            env.server
+                .wait_for_watches("/api/v1/configmaps?", 1, LIMIT)
+                .await;
+            let unmanaged = || {
+                w.status.report("shop").is_some_and(|r| {
+                    r.drifts.iter().any(|d| {
+                        d.resource.display == "ConfigMap shop/stray"
+                            && d.kind == DriftKind::Unmanaged
+                    })
+                })
+            };
+            env.server.apply_as(
+                "kubectl",
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": "stray",
+                        "namespace": "shop",
+                        "labels": {"app.kubernetes.io/managed-by": "driftwarden"}
+                    },
+                    "data": {"x": "1"}
+                }),
+            );
+            until(&w.status, "stray reported Unmanaged", unmanaged).await;
+            env.server.merge_patch_as(
+                "kubectl-label",
+                "v1",
+                "ConfigMap",
+                Some("shop"),
+                "stray",
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}}),
+            );
+            until(&w.status, "stray no longer Unmanaged", || {
+                w.status.report("shop").is_some() && !unmanaged()
+            })
+            .await;
+            w.stop().await;
+        })
+        .await;
+}
+
 /// SIGTERM: the binary finishes the work in flight, stops its endpoints and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_binary_with_exit_0() {
