@@ -62,6 +62,8 @@ pub struct Config {
     pub output: OutputSettings,
     /// Where run history (remediation counts) is kept.
     pub state_dir: PathBuf,
+    /// How long a run waits for another run's lock on `state_dir` (`state_lock_timeout`).
+    pub state_lock_timeout: Duration,
     pub targets: Vec<Target>,
     /// Where pull requests and issues go (`pull_requests`); none: actions stay planned.
     pub pull_requests: Option<PullRequestSettings>,
@@ -683,6 +685,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             show_diff: true,
         },
         state_dir: PathBuf::from(".driftwarden"),
+        state_lock_timeout: Duration::from_secs(60),
         targets: Vec::new(),
         pull_requests: None,
         watch: WatchSettings::default(),
@@ -702,6 +705,7 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "output",
             "ignore",
             "state_dir",
+            "state_lock_timeout",
             "targets",
             "pull_requests",
             "watch",
@@ -721,6 +725,16 @@ fn walk_root(w: &mut Walker, root: &Node, name: &str, base: &Path) -> Config {
             "state_dir" => {
                 if let Some(p) = w.string(v, "state_dir") {
                     cfg.state_dir = resolve(base, &p);
+                }
+            }
+            "state_lock_timeout" => {
+                if let Some(d) = w.duration(
+                    v,
+                    "state_lock_timeout",
+                    Duration::ZERO,
+                    Duration::from_secs(24 * 3600),
+                ) {
+                    cfg.state_lock_timeout = d;
                 }
             }
             "targets" => targets_node = Some(v),

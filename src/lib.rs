@@ -22,6 +22,7 @@ pub mod pr_check;
 pub mod report;
 pub mod run;
 pub mod shard;
+pub mod statelock;
 pub mod terraform;
 pub mod version;
 pub mod watch;

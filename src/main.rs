@@ -555,6 +555,13 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     cfg.map_err(|e| run::Error::from(e).into())
 }
 
+/// The state directory's lock for `command` (src/statelock.rs): held until the returned guard
+/// is dropped; another run holding it past `state_lock_timeout` is exit 1.
+fn lock_state(cfg: &Config, command: &str) -> Result<driftwarden::statelock::StateLock, Failure> {
+    driftwarden::statelock::acquire(&cfg.state_dir, cfg.state_lock_timeout, command)
+        .map_err(|e| Failure::from(anyhow::Error::from(e)))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -609,6 +616,7 @@ fn cmd_diff(a: DiffArgs) -> Result<u8, Failure> {
         let mut cfg = load_config(a.config.as_ref())?;
         cfg.policies.strict_builtins |= a.strict_builtins;
         let opts = run_options(RunCommand::Diff, a.targets, a.strict, a.shard)?;
+        let _lock = lock_state(&cfg, "diff")?;
         let report = runtime()?.block_on(run::run(&cfg, &opts))?;
         (report, Some(cfg.output))
     };
@@ -622,6 +630,7 @@ fn cmd_reconcile(a: ReconcileArgs) -> Result<u8, Failure> {
     let mut opts = run_options(RunCommand::Reconcile, a.targets, a.strict, a.shard)?;
     opts.dry_run = a.dry_run;
     opts.mode = a.mode.map(mode_of);
+    let _lock = lock_state(&cfg, "reconcile")?;
     let report = runtime()?.block_on(run::run(&cfg, &opts))?;
     emit(&report, &a.out, Some(&cfg.output))?;
     Ok(run::report_exit_code(&report))
@@ -641,6 +650,12 @@ fn mode_of(m: ModeArg) -> Mode {
 fn cmd_watch(a: WatchArgs) -> Result<u8, Failure> {
     use driftwarden::watch::{Watch, WatchOptions};
     let cfg = load_config(Some(&a.config))?;
+    // With leader election the replicas share the state directory and the Lease decides which
+    // one acts; alone, watch holds the state lock for its whole life.
+    let _lock = match cfg.watch.leader_election {
+        Some(_) => None,
+        None => Some(lock_state(&cfg, "watch")?),
+    };
     let opts = WatchOptions {
         targets: a.targets,
         mode: a.mode.map(mode_of),
@@ -748,6 +763,7 @@ fn cmd_trust_reset(config: Option<&PathBuf>, target: &str, rule: &str) -> Result
             run::Error::Usage(format!("no target named {target} in {}", cfg.source)).into(),
         );
     }
+    let _lock = lock_state(&cfg, "trust reset")?;
     let record = audit::append_one(
         &cfg.audit,
         &cfg.state_dir,

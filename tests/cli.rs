@@ -456,7 +456,10 @@ fn policy_errors_stop_diff_with_exit_3_naming_the_file_and_line() {
         assert!(stdout(&out).is_empty(), "{what}: a report on bad policy");
         assert!(!json.exists(), "{what}: a JSON report was written");
         assert!(!metrics.exists(), "{what}: metrics were written");
-        assert!(!dir.path().join("state").exists(), "{what}: state written");
+        assert!(
+            nothing_but_the_lock(&dir.path().join("state")),
+            "{what}: state written"
+        );
 
         // The same setup with the policy fixed classifies the drift: the error was the policy.
         write(
@@ -554,7 +557,7 @@ fn a_rule_failing_at_run_time_stops_autocorrect_before_anything_is_corrected() {
     // Nothing acted on: no report, no files, no remediation history, the live state as it was.
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
     assert!(!json.exists() && !metrics.exists());
-    assert!(!dir.path().join("state").exists());
+    assert!(nothing_but_the_lock(&dir.path().join("state")));
     assert_eq!(std::fs::read_to_string(&live).unwrap(), live_text);
 
     // In recommend mode nothing is written, so the program's answer stands (docs/policy.md,
@@ -862,5 +865,19 @@ classify contains {
         ] {
             assert!(!text.contains(canary), "{name} leaks {canary}");
         }
+    }
+}
+
+/// The state directory holds nothing, or only the released run lock (src/statelock.rs, taken
+/// before anything is read).
+fn nothing_but_the_lock(state: &std::path::Path) -> bool {
+    match std::fs::read_dir(state) {
+        Err(_) => true,
+        Ok(entries) => entries.map(|e| e.unwrap().file_name()).all(|n| {
+            n == "lock"
+                && std::fs::read_to_string(state.join("lock"))
+                    .unwrap()
+                    .is_empty()
+        }),
     }
 }

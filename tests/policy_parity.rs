@@ -583,5 +583,11 @@ async fn a_run_with_a_refused_construct_stops_before_reading_anything() {
     assert!(stderr.contains("p.rego:6:17"), "{stderr}");
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(server.requests().is_empty(), "{:?}", server.requests());
-    assert!(!dir.path().join("state").exists());
+    // Nothing under the state directory but the released run lock (src/statelock.rs).
+    let state = dir.path().join("state");
+    if let Ok(entries) = std::fs::read_dir(&state) {
+        let names: Vec<_> = entries.map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("lock")]);
+        assert_eq!(std::fs::read_to_string(state.join("lock")).unwrap(), "");
+    }
 }

@@ -138,8 +138,8 @@ impl History {
         r.times.push(now);
     }
 
-    /// Writes the history (entries older than an hour dropped), atomically: a temp file in the
-    /// same directory, then a rename.
+    /// Writes the history (entries older than an hour dropped), atomically and durably: a temp
+    /// file in the same directory, fsynced, then a rename (statelock::write_atomic).
     pub fn save(&mut self, state_dir: &Path, now: u64) -> Result<(), HistoryError> {
         self.version = 1;
         for r in self.remediations.values_mut() {
@@ -156,9 +156,7 @@ impl History {
             path: path.display().to_string(),
             source: e,
         })?;
-        let tmp = state_dir.join(format!(".{HISTORY_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, text).map_err(write_err)?;
-        std::fs::rename(&tmp, &path).map_err(write_err)
+        crate::statelock::write_atomic(&path, text.as_bytes()).map_err(write_err)
     }
 }
 

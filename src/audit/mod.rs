@@ -542,16 +542,9 @@ fn digest_key(dir: &Path) -> std::io::Result<Vec<u8>> {
     let mut key = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(&path) {
-        Ok(mut f) => {
-            f.write_all(hex.as_bytes())?;
-            f.sync_data()?;
-            Ok(key.to_vec())
-        }
+    // Complete on disk before the name appears: a crash never leaves a partial key.
+    match crate::statelock::create_atomic(&path, hex.as_bytes(), 0o600) {
+        Ok(()) => Ok(key.to_vec()),
         // Another process made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => digest_key(dir),
         Err(e) => Err(e),

@@ -163,7 +163,8 @@ fn io(path: &Path, e: std::io::Error) -> ForgeError {
     }
 }
 
-/// Writes `bytes` to `path` unless it already holds them; atomically (temp file and rename).
+/// Writes `bytes` to `path` unless it already holds them; atomically and durably (fsynced temp
+/// file and rename, statelock::write_atomic).
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
     if std::fs::read(path).ok().as_deref() == Some(bytes) {
         return Ok(false);
@@ -171,13 +172,7 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
     }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    crate::statelock::write_atomic(path, bytes).map_err(|e| io(path, e))?;
     Ok(true)
 }
 
