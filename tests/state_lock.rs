@@ -145,3 +145,23 @@ fn a_lock_left_by_a_dead_process_is_taken_over() {
         "the stale record is replaced, then emptied at the end"
     );
 }
+
+/// A state directory that cannot be written (here: its parent is a regular file, which stops
+/// root too, unlike permissions; a full disk fails the same first write): exit 1 naming the
+/// path, no report, nothing done.
+#[test]
+fn a_state_directory_that_cannot_be_written_stops_the_run_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "0s");
+    write(dir.path(), "blocker", "a file, not a directory");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("state_dir: state", "state_dir: blocker/state");
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(bin().args(["reconcile", "--config"]).arg(&cfg));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cannot open the state lock"), "{err}");
+    assert!(err.contains("blocker/state/lock"), "{err}");
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}
