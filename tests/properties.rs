@@ -1,6 +1,10 @@
 //! Laws checked on generated input (proptest): the diff of an object against itself finds no
 //! drift; masking is idempotent and leaves no secret value behind.
 
+#[path = "support/common.rs"]
+#[allow(dead_code)]
+mod common;
+
 use driftwarden::diff::mask::{mask_object, mask_secret};
 use driftwarden::diff::{DiffOptions, diff_object};
 use driftwarden::model::ResourceId;
@@ -162,5 +166,74 @@ proptest! {
     #[test]
     fn masking_leaves_other_objects_alone(obj in object()) {
         prop_assert_eq!(mask_object(&obj), obj);
+    }
+}
+
+mod report_laws {
+    use crate::common;
+    use std::collections::BTreeMap;
+
+    use driftwarden::model::{DriftKind, Report};
+    use driftwarden::report::merge::merge;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A shard's report: drifts of targets named after the shard, so shards never overlap.
+    fn shard(i: usize) -> impl Strategy<Value = Report> {
+        (
+            prop::collection::vec(
+                ("[a-z]{1,6}", "[a-z]{1,6}", "[ -~]{0,8}", "[ -~]{0,8}"),
+                0..4,
+            ),
+            0usize..50,
+        )
+            .prop_map(move |(items, extra)| {
+                let mut seen = std::collections::BTreeSet::new();
+                let drifts: Vec<_> = items
+                    .into_iter()
+                    .filter(|(ns, n, _, _)| seen.insert((ns.clone(), n.clone())))
+                    .map(|(ns, n, d, l)| {
+                        common::target_drift(
+                            &format!("shard{i}"),
+                            common::k8s_id("", "ConfigMap", Some(&ns), &n),
+                            DriftKind::Modified,
+                            vec![common::change("/data/k", json!(d), json!(l))],
+                        )
+                    })
+                    .collect();
+                let checked = drifts.len() + extra;
+                Report::new("diff", 1, checked, BTreeMap::new(), drifts, Vec::new())
+            })
+    }
+
+    fn m(parts: &[&Report]) -> Report {
+        merge(
+            parts
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("r{i}"), (*r).clone()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_report_survives_a_json_round_trip(r in shard(0)) {
+            let text = serde_json::to_string(&r).unwrap();
+            let back: Report = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, r);
+        }
+
+        #[test]
+        fn merge_is_associative_and_order_independent(a in shard(0), b in shard(1), c in shard(2)) {
+            let all = m(&[&a, &b, &c]);
+            prop_assert_eq!(&m(&[&m(&[&a, &b]), &c]), &all);
+            prop_assert_eq!(&m(&[&a, &m(&[&b, &c])]), &all);
+            prop_assert_eq!(&m(&[&c, &a, &b]), &all);
+            prop_assert_eq!(&m(&[&b, &c, &a]), &all);
+        }
     }
 }
