@@ -2,7 +2,6 @@
 //! drift; masking is idempotent and leaves no secret value behind.
 
 #[path = "support/common.rs"]
-#[allow(dead_code)]
 mod common;
 
 use driftwarden::diff::mask::{mask_object, mask_secret};
