@@ -546,6 +546,89 @@ async fn a_dropped_connection_resumes() {
         .await;
 }
 
+/// The cluster goes away after the first sync: the streams are retried, `/readyz` and the
+/// metrics say the target is not fully observed, and nothing is written or reported Missing
+/// from that partial view. Once it is back, the streams resume and the hand edit made while it
+/// was away is corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_goes_away_is_retried_and_never_acted_on_from_a_partial_view() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            let w = start(&env.config("one", ""), &env, None).await;
+            synced(&env, &w.status).await;
+            assert!(w.status.readiness().ready, "ready after the first sync");
+            env.server.clear_requests();
+            env.server.go_away();
+            until(
+                &w.status,
+                "the target reported degraded and not ready",
+                || {
+                    !w.status.readiness().ready
+                        && w.status
+                            .target("shop")
+                            .is_some_and(|t| t.degraded.is_some())
+                },
+            )
+            .await;
+            assert_eq!(
+                metric(&w.status, "driftwarden_target_ready{target=\"shop\"}"),
+                0.0,
+                "the metrics say the target is not ready"
+            );
+            // A hand edit while the cluster cannot be reached: it is seen only once it is back.
+            env.server.merge_patch_as(
+                "kubectl-edit",
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "web",
+                json!({"spec": {"replicas": 5}}),
+            );
+            // The streams are retried while the cluster is away.
+            until(&w.status, "the streams retried", || {
+                metric(
+                    &w.status,
+                    "driftwarden_watch_restarts_total{target=\"shop\",kind=\"Deployment\"}",
+                ) >= 1.0
+            })
+            .await;
+            assert!(
+                writes(&env.server.requests()).is_empty(),
+                "nothing is written while the cluster is away"
+            );
+            let missing = w.status.report("shop").map_or(0, |r| {
+                r.drifts
+                    .iter()
+                    .filter(|d| d.kind == DriftKind::Missing)
+                    .count()
+            });
+            assert_eq!(missing, 0, "nothing is Missing from a partial view");
+            env.server.come_back();
+            until(&w.status, "web corrected once the cluster is back", || {
+                env.deployment("web")["spec"]["replicas"] == 2
+            })
+            .await;
+            until(&w.status, "ready again", || w.status.readiness().ready).await;
+            let reqs = env.server.requests();
+            assert!(
+                writes(&reqs)
+                    .iter()
+                    .all(|w| w.ends_with("/namespaces/shop/deployments/web")),
+                "only the edited object is written: {:?}",
+                writes(&reqs)
+            );
+            assert!(
+                env.server
+                    .object("apps/v1", "Deployment", Some("shop"), "api")
+                    .is_some(),
+                "nothing was pruned or deleted"
+            );
+            w.stop().await;
+        })
+        .await;
+}
+
 /// Two replicas with leader election: while the first holds the Lease, the second sees the
 /// drift and decides, but writes nothing; once the first stops (releasing the Lease), the
 /// second takes over and corrects.
