@@ -388,10 +388,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         let id = match ctx.audit.intent(d, "correct", &done.join("; ")) {
             Ok(id) => id,
             Err(e) => {
-                let msg = format!(
-                    "not corrected: the audit log cannot be written ({}); nothing is acted on without a record",
-                    crate::errors::error_chain(&e)
-                );
+                let msg = format!("not corrected: {}", e.refusal());
                 errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
                 record(d, ActionResult::Failed, msg);
                 continue;

@@ -139,10 +139,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         let id = match ctx.audit.intent(d, action, operation) {
             Ok(id) => id,
             Err(e) => {
-                let msg = format!(
-                    "not corrected: the audit log cannot be written ({}); nothing is acted on without a record",
-                    error_chain(&e)
-                );
+                let msg = format!("not corrected: {}", e.refusal());
                 fail(d, &msg);
                 errors.push(super::guardrails::source_error(
                     ctx,
@@ -350,8 +347,8 @@ async fn roll_back(
         Ok(rid) => rid,
         Err(e) => {
             let detail = format!(
-                "health gate: {why} ({evidence}); not rolled back: the audit log cannot be written ({}), and nothing is acted on without a record",
-                error_chain(&e)
+                "health gate: {why} ({evidence}); not rolled back: {}",
+                e.refusal()
             );
             record(d, ActionResult::Failed, detail.clone());
             return Some(source_error(

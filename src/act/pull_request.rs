@@ -1244,10 +1244,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         let id = match ctx.audit.intent(d, kind, "forge") {
             Ok(id) => id,
             Err(e) => {
-                let msg = format!(
-                    "not proposed: the audit log cannot be written ({}); nothing is acted on without a record",
-                    error_chain(&e)
-                );
+                let msg = format!("not proposed: {}", e.refusal());
                 set_result(d, ActionResult::Failed, msg.clone());
                 errors.push(source_error(ctx, format!("{}: {msg}", d.resource.display)));
                 continue;

@@ -67,6 +67,34 @@ pub enum AuditError {
     Encode(#[source] serde_json::Error),
     #[error("the audit log is unavailable for the rest of this run: {0}")]
     Broken(String),
+    /// The process may not write right now (`watch` with leader election: this replica does
+    /// not hold the Lease at this instant). Nothing was recorded; the action must not be sent.
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+impl AuditError {
+    /// Why an action whose intent failed is not taken, for its report line.
+    pub fn refusal(&self) -> String {
+        match self {
+            AuditError::NotAllowed(why) => why.clone(),
+            e => format!(
+                "the audit log cannot be written ({}); nothing is acted on without a record",
+                crate::errors::error_chain(e)
+            ),
+        }
+    }
+}
+
+/// Asked right before every intent is recorded, that is right before every write any
+/// actuator sends: `Err(why)` refuses it. `watch` sets one from its leadership.
+#[derive(Clone)]
+pub struct WriteGate(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGate")
+    }
 }
 
 /// One line of the log.
@@ -481,6 +509,8 @@ pub struct AuditLog {
     opts: OpenOptions,
     trust: TrustSettings,
     state: Mutex<State>,
+    /// Checked before every intent ([`AuditLog::set_write_gate`]).
+    gate: Mutex<Option<WriteGate>>,
 }
 
 #[derive(Debug, Default)]
@@ -568,6 +598,7 @@ impl AuditLog {
             opts,
             trust: trust.clone(),
             state: Mutex::new(State::default()),
+            gate: Mutex::new(None),
         };
         let opened = std::fs::create_dir_all(&dir)
             .map_err(|e| AuditError::Dir {
@@ -737,9 +768,19 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Every later [`AuditLog::intent`] first asks `gate`, and refuses (records nothing, sends
+    /// nothing) when it says no.
+    pub fn set_write_gate(&self, gate: WriteGate) {
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = Some(gate);
+    }
+
     /// Records an action about to be sent for `d` and returns its id. When this fails the
     /// action must not be sent. `operation` says how (`server-side apply`, `CreateTags`).
     pub fn intent(&self, d: &Drift, action: &str, operation: &str) -> Result<String, AuditError> {
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(gate) = gate {
+            (gate.0)().map_err(AuditError::NotAllowed)?;
+        }
         let mut st = self.lock();
         st.seq += 1;
         let id = format!("{}-{}", self.run_id, st.seq);
@@ -1221,6 +1262,56 @@ pub fn is_own_manager(a: Option<&Attribution>) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_write_gate_that_says_no_refuses_the_intent_and_records_nothing() {
+        use crate::model::{ResourceId, ResourceRef};
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(
+            &AuditSettings::default(),
+            &TrustSettings::default(),
+            dir.path(),
+            OpenOptions::default(),
+        );
+        let id = ResourceId::Kubernetes {
+            cluster: "c".into(),
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("shop".into()),
+            name: "app".into(),
+        };
+        let d = Drift {
+            fingerprint: "f".into(),
+            target: "t".into(),
+            resource: ResourceRef::from(id),
+            kind: crate::model::DriftKind::Modified,
+            changes: Vec::new(),
+            provenance: None,
+            verdict: None,
+            action: None,
+            desired_object: None,
+            live_object: None,
+        };
+        assert!(log.intent(&d, "correct", "server-side apply").is_ok());
+        let before = log.lock().history.len();
+        let allowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = std::sync::Arc::clone(&allowed);
+        log.set_write_gate(WriteGate(std::sync::Arc::new(move || {
+            if a.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("this replica does not hold the leader Lease".to_string())
+            }
+        })));
+        let e = log.intent(&d, "correct", "server-side apply").unwrap_err();
+        assert!(matches!(e, AuditError::NotAllowed(_)));
+        assert_eq!(e.refusal(), "this replica does not hold the leader Lease");
+        assert_eq!(log.lock().history.len(), before, "nothing recorded");
+        allowed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(log.intent(&d, "correct", "server-side apply").is_ok());
+        assert_eq!(log.lock().history.len(), before + 1);
+    }
 
     #[test]
     fn times_round_trip() {

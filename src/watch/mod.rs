@@ -303,6 +303,12 @@ impl Watch {
         // One audit log for the process's life: every action of every pass is recorded there
         // (an action whose intent cannot be recorded is not taken).
         let audit = run::open_audit_log(&cfg, "watch", false, opts.audit_stdout, &targets);
+        // Every write of every actuator records its intent first: checking the Lease there
+        // means no request is sent on a stale belief of leadership, however long a pass runs.
+        let gate_leadership = leadership.clone();
+        audit.set_write_gate(crate::audit::WriteGate(std::sync::Arc::new(move || {
+            gate_leadership.check().map_err(|e| e.to_string())
+        })));
         for e in audit.report_unfinished() {
             warn!(target = %e.target, error = %e.message, "audit: an earlier run left an action without its result");
         }
