@@ -241,6 +241,13 @@ async fn synced(env: &Env, status: &Status) {
         .await;
 }
 
+/// Starts `watch` on the plain config and waits for its first sync.
+async fn start_synced(env: &Env) -> Running {
+    let w = start(&env.config("one", ""), env, None).await;
+    synced(env, &w.status).await;
+    w
+}
+
 fn metric(status: &Status, line_prefix: &str) -> f64 {
     status
         .render_metrics()
@@ -269,8 +276,7 @@ async fn a_safe_hand_edit_is_corrected_and_confirmed() {
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             env.server.clear_requests();
 
             env.server.merge_patch_as(
@@ -337,8 +343,7 @@ async fn a_risky_hand_edit_becomes_one_pull_request() {
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             let prs = env.path("prs");
             let pr_files = || -> Vec<String> {
                 let mut v: Vec<String> = walk(&prs)
@@ -429,8 +434,7 @@ async fn a_deleted_object_is_reported_missing() {
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             env.server
                 .delete_object("apps/v1", "Deployment", Some("shop"), "api");
             until(&w.status, "api reported Missing", || {
@@ -461,8 +465,7 @@ async fn a_410_mid_stream_relists_and_misses_nothing() {
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             let relists = metric(
                 &w.status,
                 "driftwarden_watch_events_total{kind=\"Deployment\",type=\"RELIST\"}",
@@ -504,8 +507,7 @@ async fn a_dropped_connection_resumes() {
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             env.server.clear_requests();
             env.server.drop_watches();
             env.server.merge_patch_as(
@@ -555,8 +557,7 @@ async fn a_cluster_that_goes_away_is_retried_and_never_acted_on_from_a_partial_v
     local()
         .run_until(async {
             let env = Env::new().await;
-            let w = start(&env.config("one", ""), &env, None).await;
-            synced(&env, &w.status).await;
+            let w = start_synced(&env).await;
             assert!(w.status.readiness().ready, "ready after the first sync");
             env.server.clear_requests();
             env.server.go_away();
