@@ -2221,6 +2221,11 @@ pub enum ForgeKind {
     GitHub,
 }
 
+/// `pull_requests.max_proposal_percent` when unset (and without a `pull_requests` section).
+pub const DEFAULT_MAX_PROPOSAL_PERCENT: f64 = 25.0;
+/// `pull_requests.min_mass_drift` when unset (and without a `pull_requests` section).
+pub const DEFAULT_MIN_MASS_DRIFT: usize = 10;
+
 /// Pull requests and issues (docs/config.md, `pull_requests`).
 #[derive(Debug, Clone)]
 pub struct PullRequestSettings {
@@ -2254,6 +2259,13 @@ pub struct PullRequestSettings {
     pub write_interval_ms: u64,
     /// The longest rate-limit wait a run accepts before giving up on the forge.
     pub max_rate_limit_wait_secs: u64,
+    /// Mass drift (src/act/mass_drift.rs): more than this share (percent) of a target's
+    /// resources drifted in one run, and at least `min_mass_drift` of them, makes one issue for
+    /// the target instead of an item per drift. `100` turns mass-drift detection off.
+    pub max_proposal_percent: f64,
+    /// The fewest drifts that make a mass drift by share (a small target with one drift is not
+    /// caught by `max_proposal_percent` alone).
+    pub min_mass_drift: usize,
     /// Config line, for messages.
     pub line: usize,
 }
@@ -2277,6 +2289,8 @@ impl PullRequestSettings {
             report_url: None,
             write_interval_ms: 1000,
             max_rate_limit_wait_secs: 900,
+            max_proposal_percent: DEFAULT_MAX_PROPOSAL_PERCENT,
+            min_mass_drift: DEFAULT_MIN_MASS_DRIFT,
             line: 0,
         }
     }
@@ -2323,6 +2337,8 @@ fn walk_pull_requests(w: &mut Walker, n: &Node, base: &Path) -> Option<PullReque
             "report_url",
             "write_interval_ms",
             "max_rate_limit_wait_secs",
+            "max_proposal_percent",
+            "min_mass_drift",
         ],
     ) {
         let field = format!("{what}.{k}");
@@ -2423,6 +2439,19 @@ fn walk_pull_requests(w: &mut Walker, n: &Node, base: &Path) -> Option<PullReque
             "max_rate_limit_wait_secs" => {
                 if let Some(x) = whole(w) {
                     out.max_rate_limit_wait_secs = x;
+                }
+            }
+            "max_proposal_percent" => match &v.kind {
+                NodeKind::Scalar(Value::Number(x))
+                    if x.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) =>
+                {
+                    out.max_proposal_percent = x.as_f64().unwrap_or(DEFAULT_MAX_PROPOSAL_PERCENT)
+                }
+                _ => w.err(v, format!("{field}: expected a number from 0 to 100")),
+            },
+            "min_mass_drift" => {
+                if let Some(x) = whole(w) {
+                    out.min_mass_drift = x as usize;
                 }
             }
             _ => {}

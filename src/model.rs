@@ -460,10 +460,45 @@ pub struct Summary {
     pub compliance_score: f64,
     /// True when some source failed to load: nothing was deleted for those targets.
     pub partial: bool,
+    /// Targets in mass drift this run (src/act/mass_drift.rs): one issue each instead of a pull
+    /// request or issue per drift, and no correction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mass_drift: Vec<MassDrift>,
     /// The run's own audit figures (`reconcile` and `watch`): corrections attempted, confirmed,
     /// failed, reverts detected, breakers (docs/report-schema.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<crate::audit::RunFigures>,
+}
+
+/// A target in mass drift: more of its resources drifted in one run than
+/// `pull_requests.max_proposal_percent` allows (and at least `min_mass_drift`), or live holds
+/// none of them. Its drifts get one issue for the target instead of an item each, and nothing is
+/// corrected (docs/pull-requests.md, "Mass drift").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MassDrift {
+    pub target: String,
+    /// The target's drifts this run.
+    pub drifted: usize,
+    /// The target's resources compared.
+    pub checked: usize,
+    /// `drifted * 100 / checked`, one decimal.
+    pub percent: f64,
+    /// Which rule found it: `share` (over `max_proposal_percent`, at least `min_mass_drift`)
+    /// or `live empty` (every resource Missing).
+    pub rule: String,
+    /// Drifts per drift kind (`Missing`, `Modified`, `Unmanaged`; zero ones left out).
+    pub by_drift_kind: BTreeMap<String, usize>,
+    /// Drifts per resource kind (`Deployment`, `ConfigMap`, `aws_instance`).
+    pub by_resource_kind: BTreeMap<String, usize>,
+    /// The likely causes, most likely first, as the issue lists them.
+    pub causes: Vec<String>,
+    /// The target's mass-drift issue (its URL, or `#N` without one); absent when none was
+    /// written (observe mode, `--dry-run`, no `pull_requests`, a forge failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
+    /// What became of the issue this run (`opened issue #3`, `issue #3 is up to date`,
+    /// `planned: ...`).
+    pub detail: String,
 }
 
 /// Everything a run found and did. The JSON report is this struct.

@@ -523,6 +523,7 @@ async fn pipeline(
     if let Some(audit) = audit.get() {
         report.summary.trust = Some(audit.figures());
     }
+    report.summary.mass_drift = prs.mass_drift();
     Ok(report)
 }
 

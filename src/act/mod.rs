@@ -5,7 +5,9 @@
 //! ([`pull_request::prepare`]), the Kubernetes corrector ([`correct_kube`]: server-side apply,
 //! prune, re-read to confirm, 409 → escalation), the EC2 corrector ([`correct_ec2`]), and the
 //! pull requests and issues for what is left ([`pull_request::run`], with the adoption edits of
-//! [`edit_yaml`] and [`edit_hcl`]). Every corrector passes [`guardrails`] first. A drift whose
+//! [`edit_yaml`] and [`edit_hcl`]). Before all of them, [`mass_drift`] holds back every action
+//! of a target where too much drifted at once and writes one issue for it instead. Every
+//! corrector passes [`guardrails`] first. A drift whose
 //! action nothing carries out (observe mode, no `pull_requests` configured, a dry run) stays
 //! `planned` in the report.
 
@@ -15,6 +17,7 @@ pub mod edit_hcl;
 pub mod edit_yaml;
 pub mod guardrails;
 pub mod health;
+pub mod mass_drift;
 pub mod pull_request;
 
 use std::collections::HashMap;
@@ -80,10 +83,18 @@ impl std::fmt::Debug for DesiredObjects {
 /// stays `planned`.
 pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError> {
     let mut errors = Vec::new();
+    // --- Mass drift (src/act/mass_drift.rs): too much of the target drifted at once. Every
+    // pull request, issue and correction still planned is held back; one issue for the target
+    // is written after the correctors, and neither the revert loop nor the closing of resolved
+    // items runs for it. ---
+    let mass = mass_drift::hold(ctx, drifts);
+    // --- end mass drift ---
     // --- Pull requests, part 1 (src/act/pull_request.rs): the revert loop. A drift whose pull
     // request or issue was closed with `drift/revert` is decided `Correct` here, before the
     // correctors run. ---
-    errors.extend(pull_request::prepare(ctx, drifts).await);
+    if mass.is_none() {
+        errors.extend(pull_request::prepare(ctx, drifts).await);
+    }
     // --- end pull requests, part 1 ---
     // Kubernetes corrections (server-side apply, prune) first: a conflict it escalates becomes
     // a planned pull request or issue for the actuators after it.
@@ -98,8 +109,13 @@ pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     // --- Pull requests, part 2 (src/act/pull_request.rs): open, update or leave a pull request
     // or issue for every drift still planned as one, then close the items of drifts that are
     // gone (after a complete read only). ---
-    errors.extend(pull_request::run(ctx, drifts).await);
+    if mass.is_none() {
+        errors.extend(pull_request::run(ctx, drifts).await);
+    }
     // --- end pull requests, part 2 ---
+    // --- Mass drift: the target's issue opened or updated, or closed once it is over. ---
+    errors.extend(mass_drift::run(ctx, mass, drifts).await);
+    // --- end mass drift ---
     escalations.restore(drifts);
     // A correction the health gate rolled back is reported as such, after its escalation's
     // outcome (src/act/health.rs).

@@ -145,6 +145,8 @@ pub struct Session {
     new_items: AtomicUsize,
     /// Fingerprint → the closed item that asked for a revert.
     reverts: Mutex<HashMap<String, (u64, ItemKind)>>,
+    /// The targets found in mass drift, for the report (src/act/mass_drift.rs).
+    mass: Mutex<Vec<crate::model::MassDrift>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -164,6 +166,7 @@ impl Session {
             state_dir: state_dir.to_path_buf(),
             forge: tokio::sync::OnceCell::new(),
             new_items: AtomicUsize::new(0),
+            mass: Mutex::new(Vec::new()),
             reverts: Mutex::new(HashMap::new()),
         }
     }
@@ -178,7 +181,7 @@ impl Session {
         self.settings.as_ref()
     }
 
-    async fn forge(&self) -> Result<&Forge, String> {
+    pub(crate) async fn forge(&self) -> Result<&Forge, String> {
         let Some(s) = &self.settings else {
             return Err("pull requests are not configured".into());
         };
@@ -222,6 +225,38 @@ impl Session {
         if let Ok(mut r) = self.reverts.lock() {
             r.clear();
         }
+    }
+
+    /// Notes a target found in mass drift (the last note of a target wins: `watch` passes).
+    pub(crate) fn note_mass_drift(&self, m: crate::model::MassDrift) {
+        if let Ok(mut v) = self.mass.lock() {
+            v.retain(|x| x.target != m.target);
+            v.push(m);
+        }
+    }
+
+    /// The mass drift last noted for `target` (by the last pass over the whole target, in
+    /// `watch`), if any.
+    pub(crate) fn mass_drift_of(&self, target: &str) -> Option<crate::model::MassDrift> {
+        self.mass
+            .lock()
+            .ok()
+            .and_then(|v| v.iter().find(|m| m.target == target).cloned())
+    }
+
+    /// Forgets `target`'s mass drift: a pass over the whole target found none.
+    pub(crate) fn clear_mass_drift(&self, target: &str) {
+        if let Ok(mut v) = self.mass.lock() {
+            v.retain(|m| m.target != target);
+        }
+    }
+
+    /// The targets this run found in mass drift, by target name, for the report's
+    /// `summary.mass_drift`.
+    pub fn mass_drift(&self) -> Vec<crate::model::MassDrift> {
+        let mut v = self.mass.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_by(|a, b| a.target.cmp(&b.target));
+        v
     }
 
     /// How many new pull requests and issues this run opened so far.
@@ -308,7 +343,7 @@ fn source_error(ctx: &ActContext<'_>, message: String) -> SourceError {
     }
 }
 
-fn session<'a>(ctx: &ActContext<'a>) -> Option<&'a Session> {
+pub(crate) fn session<'a>(ctx: &ActContext<'a>) -> Option<&'a Session> {
     ctx.pull_requests.filter(|s| s.settings.is_some())
 }
 
@@ -794,7 +829,7 @@ fn plan_ec2(target: &Target, d: &Drift, resource_type: &str, id: &str) -> Result
 // ---------------------------------------------------------------------------------------------
 
 /// Inline code with a fence longer than any backtick run inside, on one line.
-fn code(s: &str) -> String {
+pub(crate) fn code(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -818,7 +853,7 @@ fn code(s: &str) -> String {
 }
 
 /// A title: one line, no control characters, at most 200 characters.
-fn title_text(s: &str) -> String {
+pub(crate) fn title_text(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
@@ -848,7 +883,7 @@ fn issue_title(d: &Drift) -> String {
 }
 
 /// Where the full report is, for truncated bodies.
-fn report_pointer(s: Option<&PullRequestSettings>, target: &str) -> String {
+pub(crate) fn report_pointer(s: Option<&PullRequestSettings>, target: &str) -> String {
     if let Some(url) = s.and_then(|s| s.report_url.as_deref()) {
         return format!("The full report: {url}");
     }

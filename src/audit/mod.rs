@@ -878,6 +878,61 @@ impl AuditLog {
         res
     }
 
+    /// Records a forge write for a whole target about to be sent (the mass-drift issue,
+    /// src/act/mass_drift.rs) and returns its id: [`AuditLog::intent`] without a drift, the
+    /// write gate asked first. `subject` stands in the `fingerprint` field (`mass-drift`), the
+    /// target in `resource`.
+    pub fn target_intent(
+        &self,
+        target: &str,
+        subject: &str,
+        action: &str,
+        operation: &str,
+    ) -> Result<String, AuditError> {
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(gate) = gate {
+            (gate.0)().map_err(AuditError::NotAllowed)?;
+        }
+        let mut st = self.lock();
+        st.seq += 1;
+        let id = format!("{}-{}", self.run_id, st.seq);
+        self.write_locked(
+            &mut st,
+            vec![Event::Intent {
+                id: id.clone(),
+                target: target.to_string(),
+                fingerprint: subject.to_string(),
+                resource: target.to_string(),
+                action: action.to_string(),
+                operation: operation.to_string(),
+                trigger: "mass_drift".to_string(),
+                class: None,
+                rules: Vec::new(),
+                fields: Vec::new(),
+            }],
+        )?;
+        Ok(id)
+    }
+
+    /// How a [`AuditLog::target_intent`] went.
+    pub fn target_result(
+        &self,
+        id: &str,
+        target: &str,
+        subject: &str,
+        outcome: ActionResult,
+        message: String,
+    ) -> Result<(), AuditError> {
+        self.write(vec![Event::Result {
+            id: id.to_string(),
+            target: target.to_string(),
+            fingerprint: subject.to_string(),
+            outcome,
+            confirmed: None,
+            message,
+        }])
+    }
+
     /// Why corrections on `target` stop for the rest of the run (consecutive failures), when
     /// they do. The first time, the stop is recorded.
     pub fn corrections_stopped(&self, target: &str) -> Option<String> {

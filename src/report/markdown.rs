@@ -11,8 +11,8 @@ use crate::model::{ChangeOp, Drift, DriftKind, FieldChange, Report};
 use super::RenderOptions;
 use super::render::{
     action_text, actions_text, attribution_lines, by_class_parts, by_kind_text, class_name,
-    display_path, drift_diff, ignored_text, kind_label, one_line, provenance_text, score_text,
-    short_value,
+    display_path, drift_diff, ignored_text, kind_label, mass_drift_lines, one_line,
+    provenance_text, score_text, short_value,
 };
 
 /// Renders the Markdown report.
@@ -46,6 +46,16 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
                 md_text(&e.side),
                 md_text(&e.message)
             ));
+        }
+        out.push(String::new());
+    }
+
+    let mass = mass_drift_lines(s);
+    if !mass.is_empty() {
+        out.push("> [!CAUTION]".to_string());
+        out.push("> **Mass drift**: too much of these targets drifted at once to propose each drift; one issue per target instead.".to_string());
+        for line in mass {
+            out.push(format!("> - {}", md_text(&line)));
         }
         out.push(String::new());
     }

@@ -56,6 +56,7 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
     let mut errors = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut trust: Option<crate::audit::RunFigures> = None;
+    let mut mass: Vec<crate::model::MassDrift> = Vec::new();
     for (name, r) in reports {
         if r.schema_version != REPORT_SCHEMA_VERSION {
             return Err(MergeError::SchemaVersion {
@@ -76,6 +77,7 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
         if let Some(t) = &r.summary.trust {
             trust.get_or_insert_with(Default::default).add(t);
         }
+        mass.extend(r.summary.mass_drift.iter().cloned());
         for (k, v) in r.summary.ignored_fields {
             *ignored.entry(k).or_default() += v;
         }
@@ -98,6 +100,8 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
     });
     let mut merged = Report::new(&command, targets, checked, ignored, drifts, errors);
     merged.summary.trust = trust;
+    mass.sort_by(|a, b| a.target.cmp(&b.target));
+    merged.summary.mass_drift = mass;
     Ok(merged)
 }
 

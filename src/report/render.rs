@@ -497,6 +497,35 @@ pub(crate) fn ignored_text(s: &Summary) -> String {
 
 /// Actions by result, grouped by action: `pull request 2 planned; correct 1 done, 1 failed`.
 /// The run's audit figures in one line (`summary.trust`), when the run has them.
+/// One line per target in mass drift (`summary.mass_drift`): what drifted, that its actions were
+/// held back, where its issue is, the most likely cause. Plain text (one line each).
+pub(crate) fn mass_drift_lines(s: &Summary) -> Vec<String> {
+    s.mass_drift
+        .iter()
+        .map(|m| {
+            let kinds = m
+                .by_drift_kind
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let issue = match &m.issue {
+                Some(i) => format!("{i} ({})", m.detail),
+                None => m.detail.clone(),
+            };
+            let cause = m
+                .causes
+                .first()
+                .map(|c| format!("; most likely: {}", c.replace(['*', '`'], "")))
+                .unwrap_or_default();
+            one_line(&format!(
+                "{}: {} of {} resources drifted ({}%: {kinds}); no pull request, issue or correction per drift; one issue for the target: {issue}{cause}",
+                m.target, m.drifted, m.checked, m.percent
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn trust_text(s: &Summary) -> Option<String> {
     let t = s.trust.as_ref()?;
     let mut parts = vec![format!(

@@ -10,7 +10,8 @@ use crate::model::{Drift, DriftKind, Report};
 use super::RenderOptions;
 use super::render::{
     LineTag, action_text, actions_text, attribution_lines, by_class_parts, by_kind_text,
-    class_name, drift_diff, ignored_text, kind_label, one_line, provenance_text, score_text,
+    class_name, drift_diff, ignored_text, kind_label, mass_drift_lines, one_line, provenance_text,
+    score_text,
 };
 
 /// Width of the labels in the summary and the drift blocks.
@@ -84,6 +85,14 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
     let mut out = Vec::<String>::new();
     summary(&mut out, report, &p);
     partial_read(&mut out, report, &p);
+    let mass = mass_drift_lines(&report.summary);
+    if !mass.is_empty() {
+        out.push(String::new());
+        out.push(p.paint(Style::BoldRed, "MASS DRIFT:"));
+        for line in mass {
+            out.push(format!("  {line}"));
+        }
+    }
     if report.drifts.is_empty() {
         out.push(String::new());
         out.push(p.paint(
