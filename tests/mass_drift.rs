@@ -6,8 +6,10 @@
 //! issue and no pull request, branch or correction; the report (JSON, table) and the audit log
 //! say so; a second run still in mass drift updates that same issue, and a third with no outside
 //! change writes nothing; once the objects exist the issue is closed with a comment saying why.
-//! A small target whose drifts are over the share but under `min_mass_drift` gets its pull
-//! requests as before. The two settings are validated with their lines (exit 3).
+//! An issue a person closed is not reopened for the same counts. A `watch`-style pass over one
+//! object is held back while the last full pass found mass drift. A small target whose drifts
+//! are over the share but under `min_mass_drift` gets its pull requests as before. The two
+//! settings are validated with their lines (exit 3).
 
 #[path = "support/common.rs"]
 mod common;
@@ -583,4 +585,39 @@ fn a_watch_pass_over_some_objects_is_held_back_while_the_target_is_in_mass_drift
         (items[1].0.as_str(), items[1].1.as_str()),
         ("pull_request", "open")
     );
+}
+
+#[test]
+fn an_issue_a_person_closed_is_not_reopened_for_the_same_counts() {
+    let w = World::new(12, true);
+    let server = w.server();
+    w.run();
+    assert_eq!(server.items().len(), 1);
+    // A person closes the issue while the mass drift lasts.
+    server.close_with_labels(1, &[]);
+    let before = server.log().len();
+    let r = w.run();
+    assert!(
+        server.writes_since(before).is_empty(),
+        "{:?}",
+        server.writes_since(before)
+    );
+    assert_eq!(server.items().len(), 1);
+    assert_all_held(&r, "see issue #1");
+    assert!(
+        r.summary.mass_drift[0].detail.starts_with(
+            "issue #1 about this same mass drift was closed by a person; not reopened"
+        ),
+        "{:?}",
+        r.summary.mass_drift
+    );
+    // Other counts: a new issue, and still no pull request.
+    w.set_live(&[3]);
+    let r = w.run();
+    let items = server.items();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items.iter().all(|i| !i.is_pr));
+    assert_eq!(items[1].state, "open");
+    assert!(items[1].body.contains("11 of 12 resources drifted"));
+    assert_all_held(&r, "see issue #2");
 }

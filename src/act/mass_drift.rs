@@ -37,6 +37,17 @@ use crate::model::{
     Action, ActionResult, Drift, DriftKind, MassDrift, Mode, ResourceId, SourceError,
 };
 
+/// Why a write of the mass-drift issue did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The forge refused or could not be reached.
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    /// The audit log could not record the intent, so nothing was sent.
+    #[error("not written: {0}")]
+    NotRecorded(String),
+}
+
 /// The guardrail (a `skip`'s why) of every action mass drift holds back.
 pub const GUARDRAIL: &str = "mass drift";
 /// The label of the mass-drift issue, beside `drift`.
@@ -456,7 +467,7 @@ pub async fn run(
             return errors;
         }
     };
-    match write_issue(ctx, forge, &mass, limits, settings).await {
+    match write_issue(ctx, forge, &mass, limits, settings, &mut errors).await {
         Ok((issue, detail)) => {
             mass.issue = issue;
             mass.detail = detail;
@@ -508,7 +519,12 @@ async fn open_issues(forge: &Forge, target: &str) -> Result<Vec<Item>, ForgeErro
 
 /// An audited forge write for the target: intent, the write, result. An intent that cannot be
 /// recorded means the write is not sent.
-async fn audited<F, T>(ctx: &ActContext<'_>, what: &str, write: F) -> Result<T, ForgeError>
+async fn audited<F, T>(
+    ctx: &ActContext<'_>,
+    what: &str,
+    write: F,
+    errors: &mut Vec<SourceError>,
+) -> Result<T, Error>
 where
     F: std::future::Future<Output = Result<T, ForgeError>>,
 {
@@ -516,7 +532,7 @@ where
     let id = ctx
         .audit
         .target_intent(target, AUDIT_SUBJECT, AUDIT_ACTION, "forge")
-        .map_err(|e| ForgeError::Config(format!("not written: {}", e.refusal())))?;
+        .map_err(|e| Error::NotRecorded(e.refusal()))?;
     let res = write.await;
     let (outcome, message) = match &res {
         Ok(_) => (ActionResult::Done, what.to_string()),
@@ -526,9 +542,15 @@ where
         .audit
         .target_result(&id, target, AUDIT_SUBJECT, outcome, message)
     {
-        warn!(target = %target, error = %error_chain(&e), "the result of the mass drift issue could not be recorded");
+        errors.push(source_error(
+            ctx,
+            format!(
+                "mass drift issue: the result of the forge write could not be recorded: {}",
+                error_chain(&e)
+            ),
+        ));
     }
-    res
+    Ok(res?)
 }
 
 /// Opens or updates the target's issue. Returns where it is (`None`: not written, a person
@@ -539,7 +561,8 @@ async fn write_issue(
     mass: &MassDrift,
     limits: Limits,
     settings: Option<&PullRequestSettings>,
-) -> Result<(Option<String>, String), ForgeError> {
+    errors: &mut Vec<SourceError>,
+) -> Result<(Option<String>, String), Error> {
     let target = &ctx.target.name;
     let body = render_body(mass, limits, settings);
     let title = title(mass);
@@ -563,6 +586,7 @@ async fn write_issue(
             ctx,
             &format!("updated issue #{}", issue.number),
             forge.update(issue, &title, &body),
+            errors,
         )
         .await?;
         info!(target = %target, number = issue.number, "mass drift issue updated");
@@ -596,6 +620,7 @@ async fn write_issue(
             labels,
             slug: Some(format!("{target}/{AUDIT_SUBJECT}")),
         }),
+        errors,
     )
     .await?;
     info!(target = %target, number = item.number, "mass drift issue opened");
@@ -658,13 +683,14 @@ async fn close_ended(
         format!("Closing: the mass drift is over. This run compared the whole target and {now}.");
     let mut errors = Vec::new();
     for issue in &open {
-        let res = audited(ctx, &format!("closed issue #{}", issue.number), async {
+        let write = async {
             forge.comment(issue.number, &text).await?;
             forge
                 .close(issue, Some(&mark_closed(&issue.body, "ended")))
                 .await
-        })
-        .await;
+        };
+        let what = format!("closed issue #{}", issue.number);
+        let res = audited(ctx, &what, write, &mut errors).await;
         match res {
             Ok(()) => {
                 info!(target = %target, number = issue.number, "mass drift over: issue closed")
@@ -745,6 +771,94 @@ mod tests {
         // Not when some resource is still there, nor for a single object.
         assert_eq!(assess("t", LIMITS, 4, &three), None);
         assert_eq!(assess("t", LIMITS, 1, &three[..1]), None);
+    }
+
+    #[test]
+    fn hold_skips_corrections_and_proposals_but_leaves_reports() {
+        use crate::act::DesiredObjects;
+        use crate::model::ActionRecord;
+        let cfg = crate::config::parse(
+            "version: 1\ntargets:\n  - name: t\n    mode: autocorrect\n    desired: {dir: d}\n    live: {snapshot: s}\n",
+            "t.yaml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let audit = crate::audit::AuditLog::open(
+            &crate::config::AuditSettings {
+                retention_days: 90,
+                dir: Some(dir.path().to_path_buf()),
+            },
+            &crate::config::TrustSettings::default(),
+            dir.path(),
+            crate::audit::OpenOptions::default(),
+        );
+        let desired = DesiredObjects::default();
+        let ctx = ActContext {
+            target: &cfg.targets[0],
+            mode: Mode::Autocorrect,
+            partial: false,
+            dry_run: false,
+            state_dir: dir.path(),
+            desired: &desired,
+            checked: 20,
+            pull_requests: None,
+            audit: &audit,
+            only: None,
+        };
+        let planned = |action: Action| {
+            Some(ActionRecord {
+                action,
+                result: ActionResult::Planned,
+                detail: None,
+            })
+        };
+        let mut drifts: Vec<Drift> = (0..12)
+            .map(|i| {
+                let mut d = drift(i, DriftKind::Modified);
+                d.action = planned(match i % 3 {
+                    0 => Action::Correct,
+                    1 => Action::PullRequest,
+                    _ => Action::Report,
+                });
+                d
+            })
+            .collect();
+        // 12 of 20: mass drift.
+        let m = hold(&ctx, &mut drifts).unwrap();
+        assert_eq!((m.drifted, m.checked), (12, 20));
+        for (i, d) in drifts.iter().enumerate() {
+            let a = d.action.as_ref().unwrap();
+            if i % 3 == 2 {
+                assert_eq!(a.action, Action::Report, "a report stays a report");
+                continue;
+            }
+            assert_eq!(
+                (&a.action, &a.result),
+                (
+                    &Action::Skip {
+                        why: GUARDRAIL.into()
+                    },
+                    &ActionResult::Skipped
+                )
+            );
+            assert!(
+                a.detail.as_deref().unwrap().starts_with(
+                    "held back: mass drift on target t: 12 of 20 resources drifted (60%; the limit is more than 25% of the resources, at least 10 drifts"
+                ),
+                "{a:?}"
+            );
+        }
+        // Under the limit nothing is touched.
+        let mut few: Vec<Drift> = drifts[..9].to_vec();
+        for d in &mut few {
+            d.action = planned(Action::Correct);
+        }
+        assert_eq!(hold(&ctx, &mut few), None);
+        assert!(
+            few.iter()
+                .all(|d| d.action.as_ref().unwrap().action == Action::Correct)
+        );
     }
 
     #[test]
