@@ -1,6 +1,11 @@
 //! Reads live objects from a directory of `kubectl get -o yaml|json` output: single objects,
 //! `kind: List` and the API's typed lists (`ConfigMapList`, whose items carry no `kind`).
 //! This is the embedded default for the offline demo and for many tests.
+//!
+//! Objects are handed over one at a time ([`for_each_snapshot_object`]), so a caller that
+//! compares each as it arrives holds one object at a time, not the snapshot. JSON files are
+//! read by [`super::json`] (no positions, items streamed); YAML files by the positioned reader,
+//! one file at a time.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +39,19 @@ impl LiveError {
 /// Loads every object under `dir` (recursively, `.yaml`, `.yml` and `.json` files, sorted).
 /// A single file is accepted too.
 pub fn load_snapshot(dir: &Path) -> Result<Vec<RawObject>, LiveError> {
+    let mut out = Vec::new();
+    for_each_snapshot_object(dir, &mut |o| out.push(o))?;
+    Ok(out)
+}
+
+/// [`load_snapshot`] one object at a time, in the same order: files sorted by path, objects in
+/// file order. On an error, the objects already handed over are the caller's to drop.
+pub fn for_each_snapshot_object(
+    dir: &Path,
+    sink: &mut dyn FnMut(RawObject),
+) -> Result<(), LiveError> {
     if dir.is_file() {
-        return read_one(dir, dir.parent().unwrap_or(Path::new(".")));
+        return read_one(dir, dir.parent().unwrap_or(Path::new(".")), sink);
     }
     if !dir.is_dir() {
         return Err(LiveError::NotFound(dir.display().to_string()));
@@ -43,14 +59,13 @@ pub fn load_snapshot(dir: &Path) -> Result<Vec<RawObject>, LiveError> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
     files.sort();
-    let mut out = Vec::new();
     for f in files {
-        out.extend(read_one(&f, dir)?);
+        read_one(&f, dir, sink)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_one(path: &Path, root: &Path) -> Result<Vec<RawObject>, LiveError> {
+fn read_one(path: &Path, root: &Path, sink: &mut dyn FnMut(RawObject)) -> Result<(), LiveError> {
     let bytes = std::fs::read(path).map_err(|e| LiveError::Io {
         path: path.display().to_string(),
         source: e,
@@ -64,7 +79,14 @@ fn read_one(path: &Path, root: &Path) -> Result<Vec<RawObject>, LiveError> {
     } else {
         shown
     };
-    Ok(manifests::parse_file(&shown, &bytes, true)?)
+    if shown.ends_with(".json") {
+        super::json::for_each_object(&shown, &bytes, sink)?;
+    } else {
+        for o in manifests::parse_file(&shown, &bytes, true)? {
+            sink(o);
+        }
+    }
+    Ok(())
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LiveError> {
