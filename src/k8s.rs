@@ -113,6 +113,16 @@ impl Scopes {
         }
     }
 
+    /// Whether the scope of this kind is known: built in, or learned from a CRD or a live
+    /// object. [`Scopes::is_namespaced`] guesses for the others.
+    pub fn knows(&self, group: &str, kind: &str) -> bool {
+        CLUSTER_SCOPED.contains(&(group, kind))
+            || NAMESPACED.contains(&(group, kind))
+            || self
+                .learned
+                .contains_key(&(group.to_string(), kind.to_string()))
+    }
+
     /// Whether objects of this kind live in a namespace. Unknown kinds count as namespaced
     /// (like kubectl, which sends them to the default namespace).
     pub fn is_namespaced(&self, group: &str, kind: &str) -> bool {

@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 pub mod act;
 pub mod audit;
+pub mod compare;
 pub mod config;
 pub mod desired;
 pub mod diff;

@@ -9,13 +9,14 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::act;
+use crate::compare::{self, Compare, CompareError};
 use crate::config::{Config, LiveSource, Target};
 use crate::desired::{self, DesiredError, RawObject};
-use crate::diff::{self, DesiredObject, DiffOptions, LiveObject};
+use crate::diff::DiffOptions;
 use crate::errors::error_chain;
 use crate::k8s::{self, Scopes};
 use crate::live::{self, LiveError};
-use crate::model::{Drift, Mode, Provenance, Report, SourceError};
+use crate::model::{Drift, Mode, Report, SourceError};
 use crate::policy::{self, PolicyConfig, PolicyDir, PolicyEngine, RunContext};
 
 /// Every way a run can fail before it has a report.
@@ -161,10 +162,13 @@ pub struct LiveRead {
     pub errors: Vec<String>,
     /// Kubernetes scopes whose LIST failed: desired objects there are not reported Missing.
     pub unread: Vec<live::kube::UnreadScope>,
+    /// The target already compared while its live objects were read (snapshots: each object
+    /// compared as it is parsed, `objects` left empty).
+    pub compared: Option<Result<compare::Finished, CompareError>>,
 }
 
 /// Loads one target's desired and live state. Blocking sources run on the blocking pool.
-async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
+async fn load_target(t: Target, cache_dir: PathBuf, strict: bool) -> Result<Loaded, Error> {
     if let Some(tf) = &t.terraform {
         let read = crate::terraform::read_target(&t, tf, &cache_dir).await;
         return Ok(Loaded {
@@ -178,20 +182,32 @@ async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
         });
     }
     let t2 = t.clone();
-    let desired = tokio::task::spawn_blocking(move || desired::load(&t2.desired, &cache_dir))
+    let mut desired = tokio::task::spawn_blocking(move || desired::load(&t2.desired, &cache_dir))
         .await
         .map_err(|e| Error::Join(e.to_string()))?;
     let live = match &t.live {
-        LiveSource::Snapshot(dir) => {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || live::load_snapshot(&dir))
-                .await
-                .map_err(|e| Error::Join(e.to_string()))?
-                .map(|objects| LiveRead {
-                    objects,
-                    ..LiveRead::default()
+        // Each live object is compared as it is parsed, and dropped unless it drifted.
+        LiveSource::Snapshot(dir) => match desired {
+            Ok(mut set) => {
+                let dir = dir.clone();
+                let t3 = t.clone();
+                let (set, live) = tokio::task::spawn_blocking(move || {
+                    let dopts = diff_options(&t3, strict);
+                    let mut c = Compare::new(compare_at(&t3), &mut set, &dopts);
+                    let read = live::for_each_snapshot_object(&dir, &mut |o| c.live(o));
+                    let live = read.map(|()| LiveRead {
+                        compared: Some(c.finish()),
+                        ..LiveRead::default()
+                    });
+                    (set, live)
                 })
-        }
+                .await
+                .map_err(|e| Error::Join(e.to_string()))?;
+                desired = Ok(set);
+                live
+            }
+            Err(_) => Ok(LiveRead::default()),
+        },
         // A cluster is read for the kinds and namespaces desired names; without a desired set
         // the target is skipped anyway.
         LiveSource::Kubernetes(src) => match &desired {
@@ -210,6 +226,7 @@ async fn load_target(t: Target, cache_dir: PathBuf) -> Result<Loaded, Error> {
                         objects: r.objects,
                         errors: r.errors,
                         unread: r.unread,
+                        compared: None,
                     })
                     .map_err(|e| LiveError::Kube(Box::new(e)))
             }
@@ -371,10 +388,11 @@ async fn pipeline(
     for t in targets.iter().cloned() {
         let sem = Arc::clone(&sem);
         let cache = opts.cache_dir.clone();
+        let strict = t.strict || opts.strict;
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let name = t.name.clone();
-            (name, load_target(t, cache).await)
+            (name, load_target(t, cache, strict).await)
         }));
     }
     let total = handles.len();
@@ -433,7 +451,7 @@ async fn pipeline(
         else {
             continue;
         };
-        let Some(live_read) = side_read(
+        let Some(mut live_read) = side_read(
             t,
             "live",
             l.live,
@@ -444,23 +462,31 @@ async fn pipeline(
         else {
             continue;
         };
-        let live_objects = &live_read.objects;
         let partial = !live_read.errors.is_empty();
         for e in &live_read.errors {
             errors.push(source_error(t, "live", e.clone()));
         }
-        let mut outcome = diff_stage(
-            t,
-            &desired_set,
-            live_objects,
-            &live_read.unread,
-            t.strict || opts.strict,
-        )?;
+        let strict = t.strict || opts.strict;
+        let finished = match live_read.compared.take() {
+            Some(f) => f,
+            // A cluster's objects, read whole: compared one by one, each dropped once compared.
+            None => {
+                let mut desired_set = desired_set;
+                let dopts = diff_options(t, strict);
+                let mut c = Compare::new(compare_at(t), &mut desired_set, &dopts);
+                for o in std::mem::take(&mut live_read.objects) {
+                    c.live(o);
+                }
+                c.finish()
+            }
+        }
+        .map_err(duplicate_error)?;
+        let mut outcome = settle_unread(t, finished.outcome, &live_read.unread);
         errors.append(&mut outcome.errors);
         info!(
             target = %t.name,
-            desired = desired_set.objects.len(),
-            live = live_objects.len(),
+            desired = finished.desired_count,
+            live = finished.live_count,
             drifted = outcome.drifts.len(),
             "target compared"
         );
@@ -471,30 +497,20 @@ async fn pipeline(
         }
         let mode = opts.mode.unwrap_or(t.mode);
         let mut target_drifts = outcome.drifts;
-        let related = policy::Related::from_objects(
-            desired_set
-                .objects
-                .iter()
-                .map(|o| &o.value)
-                .chain(live_objects.iter().map(|o| &o.value)),
-        );
         classify_stage(
             engine.as_ref(),
             &t.name,
             &mut target_drifts,
             mode,
             opts.command,
-            related,
+            finished.related,
         )?;
         if opts.command == Command::Reconcile {
             let audit = audit_for(audit, cfg, opts, &targets, &mut errors);
             // Masked values are compared in the audit log by keyed digests of the raw live
             // values.
-            audit.note_live(
-                &target_drifts,
-                &live_by_key(&t.cluster, &t.namespace, &desired_set, live_objects),
-            );
-            let desired_raw = desired_objects(t, &desired_set, live_objects);
+            audit.note_live(&target_drifts, &finished.live);
+            let desired_raw = act::DesiredObjects(finished.desired);
             let actx = act_context(
                 t,
                 mode,
@@ -829,19 +845,52 @@ pub fn diff_stage(
     unread: &[live::kube::UnreadScope],
     strict: bool,
 ) -> Result<Compared, Error> {
+    let dopts = diff_options(t, strict);
+    let finished = compare::compare_all(compare_at(t), desired_set, live_objects, &dopts)
+        .map_err(duplicate_error)?;
+    Ok(settle_unread(t, finished.outcome, unread))
+}
+
+/// A target's diff options: its ignore rules, tracking and strictness.
+fn diff_options(t: &Target, strict: bool) -> DiffOptions {
     let mut dopts = DiffOptions::new(&t.name);
     dopts.ignore = t.ignore.clone();
     dopts.tracking = t.tracking.clone();
     dopts.unmanaged_namespaces = t.unmanaged_namespaces.clone();
     dopts.strict = strict;
-    let mut outcome = diff_sets(
-        &t.name,
-        &t.cluster,
-        &t.namespace,
-        desired_set,
-        live_objects,
-        &dopts,
-    )?;
+    dopts
+}
+
+fn compare_at(t: &Target) -> compare::Where<'_> {
+    compare::Where {
+        target: &t.name,
+        cluster: &t.cluster,
+        default_namespace: &t.namespace,
+    }
+}
+
+fn duplicate_error(e: CompareError) -> Error {
+    let CompareError::Duplicate {
+        target,
+        id,
+        first,
+        second,
+    } = e;
+    Error::Duplicate {
+        target,
+        id,
+        first,
+        second,
+    }
+}
+
+/// The `Missing` drifts of unread scopes dropped (their absence was never observed), with a
+/// report error saying so.
+fn settle_unread(
+    t: &Target,
+    mut outcome: crate::diff::DiffOutcome,
+    unread: &[live::kube::UnreadScope],
+) -> Compared {
     let mut errors = Vec::new();
     // A scope whose LIST (or watch) failed was never observed: its objects are not Missing.
     let unobserved = live::kube::drop_unread_missing(&mut outcome.drifts, unread);
@@ -857,12 +906,12 @@ pub fn diff_stage(
             ),
         ));
     }
-    Ok(Compared {
+    Compared {
         drifts: outcome.drifts,
         checked: outcome.checked,
         ignored: outcome.ignored,
         errors,
-    })
+    }
 }
 
 /// The classify stage of one target: every drift's verdict from the policies (`related`: facts
@@ -975,52 +1024,6 @@ fn classify(
 /// Below this many drifts a target is classified on one thread: starting threads costs more.
 const PARALLEL_CLASSIFY_MIN: usize = 256;
 
-/// Diffs one desired set against live objects: ids, scopes, duplicate detection, provenance.
-pub fn diff_sets(
-    target: &str,
-    cluster: &str,
-    default_namespace: &str,
-    desired_set: &desired::DesiredSet,
-    live_objects: &[RawObject],
-    dopts: &DiffOptions,
-) -> Result<diff::DiffOutcome, Error> {
-    let mut scopes = Scopes::default();
-    scopes.learn(desired_set.objects.iter().map(|o| &o.value), false);
-    scopes.learn(live_objects.iter().map(|o| &o.value), true);
-    let mut seen: HashMap<String, String> = HashMap::new();
-    let mut desired_objs = Vec::with_capacity(desired_set.objects.len());
-    for raw in &desired_set.objects {
-        let id = k8s::resource_id(cluster, &raw.value, default_namespace, &scopes);
-        let here = format!("{}:{}", raw.file, raw.line);
-        if let Some(first) = seen.insert(id.key(), here.clone()) {
-            return Err(Error::Duplicate {
-                target: target.to_string(),
-                id: id.display(),
-                first,
-                second: here,
-            });
-        }
-        desired_objs.push(DesiredObject {
-            id,
-            object: raw.value.clone(),
-            provenance: Some(Provenance {
-                source: desired_set.source.clone(),
-                file: raw.file.clone(),
-                line: raw.line,
-                commit: desired_set.commit.clone(),
-            }),
-        });
-    }
-    let live_objs: Vec<LiveObject> = live_objects
-        .iter()
-        .map(|raw| LiveObject {
-            id: k8s::resource_id(cluster, &raw.value, default_namespace, &scopes),
-            object: raw.value.clone(),
-        })
-        .collect();
-    Ok(diff::diff_target(&desired_objs, &live_objs, dopts))
-}
-
 /// The desired objects as Git has them (secret values unmasked), by resource key, for the
 /// actuators that apply them. Never logged or reported.
 fn desired_by_key(
@@ -1124,7 +1127,17 @@ pub fn diff_paths(
             source: e,
         })?
     };
-    let live_objects = live::load_snapshot(live_path).map_err(|e| Error::Live {
+    let mut dopts = DiffOptions::new(target);
+    dopts.strict = strict;
+    let at = compare::Where {
+        target,
+        cluster: target,
+        default_namespace: namespace,
+    };
+    // Each live object is compared as it is parsed, and dropped unless it drifted.
+    let mut desired_set = desired_set;
+    let mut c = Compare::new(at, &mut desired_set, &dopts);
+    live::for_each_snapshot_object(live_path, &mut |o| c.live(o)).map_err(|e| Error::Live {
         target: target.into(),
         source: e,
     })?;
@@ -1132,30 +1145,15 @@ pub fn diff_paths(
         Some(p) => load_policies(p, true)?,
         None => None,
     };
-    let mut dopts = DiffOptions::new(target);
-    dopts.strict = strict;
-    let outcome = diff_sets(
-        target,
-        target,
-        namespace,
-        &desired_set,
-        &live_objects,
-        &dopts,
-    )?;
+    let finished = c.finish().map_err(duplicate_error)?;
+    let outcome = finished.outcome;
     let mut drifts = outcome.drifts;
-    let related = policy::Related::from_objects(
-        desired_set
-            .objects
-            .iter()
-            .map(|o| &o.value)
-            .chain(live_objects.iter().map(|o| &o.value)),
-    );
     classify(
         engine.as_ref(),
         &mut drifts,
         Mode::Observe,
         Command::Diff,
-        (target, related),
+        (target, finished.related),
     )?;
     Ok(Report::new(
         "diff",

@@ -453,77 +453,192 @@ pub fn diff_target(
     live: &[LiveObject],
     opts: &DiffOptions,
 ) -> DiffOutcome {
-    let rules = ignore::compile(&opts.ignore);
-    let live_by_key: HashMap<String, &LiveObject> = live.iter().map(|l| (l.id.key(), l)).collect();
-    let mut desired_keys = HashSet::new();
-    let mut out = DiffOutcome::default();
-
+    let mut t = TargetDiff::new(opts);
     for d in desired {
+        t.desired(d.clone());
+    }
+    for l in live {
+        t.live(&l.id, &l.object);
+    }
+    t.finish()
+}
+
+/// One target's diff, fed one live object at a time ([`diff_target`] over a stream): each live
+/// object is compared with its desired counterpart as it arrives and only what drifts is kept,
+/// so memory grows with the desired set and the drift, not with the cluster. Desired objects
+/// may be added while live ones arrive, as long as no live object of the same key came before.
+///
+/// The outcome is [`diff_target`]'s for the same objects in the same order: when a key arrives
+/// twice live, the last copy is the one compared; the first decides whether it is Unmanaged.
+pub struct TargetDiff<'o> {
+    opts: &'o DiffOptions,
+    rules: Vec<CompiledRule>,
+    desired: Vec<DesiredObject>,
+    /// Resource key → index in `desired` (the first object of a key).
+    index: HashMap<String, usize>,
+    /// What the live copy of each matched desired object found, by index in `desired`.
+    matched: HashMap<usize, Matched>,
+    /// Keys seen live that desired does not have (the first copy decides Unmanaged).
+    seen_unmatched: HashSet<String>,
+    unmanaged: Vec<Drift>,
+    ignored: BTreeMap<String, usize>,
+}
+
+/// What one matched desired object's live copy found.
+#[derive(Default)]
+struct Matched {
+    /// Boxed: most matched objects are in sync.
+    drift: Option<Box<Drift>>,
+    ignored: BTreeMap<String, usize>,
+}
+
+/// What a live object turned out to be, for a caller that keeps what drift needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveFound {
+    /// Compared with its desired object: no drift.
+    InSync,
+    /// Compared with its desired object: Modified.
+    Modified,
+    /// Not in desired, tracked and in scope: Unmanaged.
+    Unmanaged,
+    /// Not in desired and not Unmanaged.
+    Other,
+}
+
+impl<'o> TargetDiff<'o> {
+    pub fn new(opts: &'o DiffOptions) -> Self {
+        TargetDiff {
+            opts,
+            rules: ignore::compile(&opts.ignore),
+            desired: Vec::new(),
+            index: HashMap::new(),
+            matched: HashMap::new(),
+            seen_unmatched: HashSet::new(),
+            unmanaged: Vec::new(),
+            ignored: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a desired object. A second object of the same key is not compared (logged).
+    pub fn desired(&mut self, d: DesiredObject) {
         let key = d.id.key();
-        if !desired_keys.insert(key.clone()) {
+        if self.index.contains_key(&key) {
             tracing::warn!(resource = %key, "duplicate desired object; only the first is compared");
-            continue;
+            return;
         }
-        out.checked += 1;
-        match live_by_key.get(&key) {
-            Some(l) => {
-                let od = diff_object_with(&d.id, &d.object, &l.object, opts, &rules);
-                for (rule, n) in od.ignored {
-                    *out.ignored.entry(rule).or_default() += n;
-                }
-                if !od.changes.is_empty() {
-                    out.drifts.push(drift(
-                        opts,
-                        &d.id,
-                        DriftKind::Modified,
-                        od.changes,
-                        d.provenance.clone(),
-                        Some(&d.object),
-                        Some(&l.object),
-                    ));
-                }
-            }
-            None => out.drifts.push(drift(
-                opts,
-                &d.id,
-                DriftKind::Missing,
-                Vec::new(),
-                d.provenance.clone(),
-                Some(&d.object),
-                None,
-            )),
-        }
+        self.index.insert(key, self.desired.len());
+        self.desired.push(d);
     }
 
-    if let Some(tracking) = &opts.tracking {
-        let mut seen = HashSet::new();
-        for l in live {
-            let key = l.id.key();
-            if desired_keys.contains(&key)
-                || !seen.insert(key)
-                || !in_scope(opts, &l.id)
-                || !tracking.matches(&l.object)
-                || is_controlled(&l.object)
-            {
-                continue;
+    /// The desired object of a resource key.
+    pub fn desired_object(&self, key: &str) -> Option<&DesiredObject> {
+        self.index.get(key).and_then(|i| self.desired.get(*i))
+    }
+
+    /// Compares one live object (or, without a desired counterpart, checks it for Unmanaged).
+    pub fn live(&mut self, id: &ResourceId, object: &Value) -> LiveFound {
+        let key = id.key();
+        if let Some(&i) = self.index.get(&key) {
+            let Some(d) = self.desired.get(i) else {
+                // The index only holds positions of `desired`.
+                return LiveFound::Other;
+            };
+            let od = diff_object_with(&d.id, &d.object, object, self.opts, &self.rules);
+            let drift = (!od.changes.is_empty()).then(|| {
+                Box::new(drift(
+                    self.opts,
+                    &d.id,
+                    DriftKind::Modified,
+                    od.changes,
+                    d.provenance.clone(),
+                    Some(&d.object),
+                    Some(object),
+                ))
+            });
+            let found = if drift.is_some() {
+                LiveFound::Modified
+            } else {
+                LiveFound::InSync
+            };
+            // A later copy of the same key replaces the earlier one's findings.
+            if let Some(old) = self.matched.insert(
+                i,
+                Matched {
+                    drift,
+                    ignored: od.ignored,
+                },
+            ) {
+                for (rule, n) in old.ignored {
+                    if let Some(c) = self.ignored.get_mut(&rule) {
+                        *c = c.saturating_sub(n);
+                    }
+                }
             }
+            if let Some(m) = self.matched.get(&i) {
+                for (rule, n) in &m.ignored {
+                    *self.ignored.entry(rule.clone()).or_default() += n;
+                }
+            }
+            return found;
+        }
+        let Some(tracking) = &self.opts.tracking else {
+            return LiveFound::Other;
+        };
+        if !self.seen_unmatched.insert(key)
+            || !in_scope(self.opts, id)
+            || !tracking.matches(object)
+            || is_controlled(object)
+        {
+            return LiveFound::Other;
+        }
+        self.unmanaged.push(drift(
+            self.opts,
+            id,
+            DriftKind::Unmanaged,
+            Vec::new(),
+            None,
+            None,
+            Some(object),
+        ));
+        LiveFound::Unmanaged
+    }
+
+    /// The drifts: Modified as found, Missing for every desired object no live object matched,
+    /// Unmanaged; sorted by resource key.
+    pub fn finish(self) -> DiffOutcome {
+        self.finish_keeping_desired().0
+    }
+
+    /// [`TargetDiff::finish`], and the desired objects back (each key's first, in the order
+    /// they were added).
+    pub fn finish_keeping_desired(self) -> (DiffOutcome, Vec<DesiredObject>) {
+        let mut out = DiffOutcome {
+            ignored: self.ignored.into_iter().filter(|(_, n)| *n > 0).collect(),
+            ..DiffOutcome::default()
+        };
+        let mut matched = self.matched;
+        for (i, d) in self.desired.iter().enumerate() {
             out.checked += 1;
-            out.drifts.push(drift(
-                opts,
-                &l.id,
-                DriftKind::Unmanaged,
-                Vec::new(),
-                None,
-                None,
-                Some(&l.object),
-            ));
+            match matched.remove(&i) {
+                Some(m) => out.drifts.extend(m.drift.map(|d| *d)),
+                None => out.drifts.push(drift(
+                    self.opts,
+                    &d.id,
+                    DriftKind::Missing,
+                    Vec::new(),
+                    d.provenance.clone(),
+                    Some(&d.object),
+                    None,
+                )),
+            }
         }
+        out.checked += self.unmanaged.len();
+        out.drifts.extend(self.unmanaged);
+        out.drifts
+            .sort_by_cached_key(|d| (d.resource.id.key(), d.kind));
+        out.in_sync = out.checked.saturating_sub(out.drifts.len());
+        (out, self.desired)
     }
-
-    out.drifts
-        .sort_by_cached_key(|d| (d.resource.id.key(), d.kind));
-    out.in_sync = out.checked.saturating_sub(out.drifts.len());
-    out
 }
 
 #[cfg(test)]
