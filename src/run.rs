@@ -781,6 +781,7 @@ pub async fn act_stage(actx: &act::ActContext<'_>, drifts: &mut [Drift]) -> Vec<
         checked: actx.checked,
         drifted: drifts.len(),
         partial: actx.partial,
+        items_listed: Some(audit.take_items_listed(&actx.target.name)),
     });
     if let Err(e) = audit.write(events) {
         errors.push(audit_error(actx, &e));

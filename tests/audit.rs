@@ -6,6 +6,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/github_server.rs"]
+mod github_server;
 #[path = "support/kube_server.rs"]
 mod kube_server;
 
@@ -30,6 +32,10 @@ classify contains {"class": "safe", "reason": "replica count", "rule": "replicas
 
 classify contains {"class": "forbidden", "reason": "secret content", "rule": "secret"} if {
 	input.resource.kind == "Secret"
+}
+
+classify contains {"class": "risky", "reason": "configuration", "rule": "config"} if {
+	input.resource.kind == "ConfigMap"
 }
 "#;
 
@@ -75,6 +81,27 @@ fn named_deployment(name: &str, replicas: u64) -> Value {
                 "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]}
             }
         }
+    })
+}
+
+/// The forge token of the GitHub tests, and the variable holding it.
+const TOKEN: &str = "ghs_audit_token_51f0";
+const TOKEN_ENV: &str = "DRIFTWARDEN_AUDIT_TEST_TOKEN";
+
+fn set_token() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: set once and never changed; std's environment lock orders it with the other
+    // tests' `std::env` reads, and no C library these tests call reads this variable.
+    ONCE.call_once(|| unsafe { std::env::set_var(TOKEN_ENV, TOKEN) });
+}
+
+/// A ConfigMap: drift on it is risky (a pull request adopting the live value).
+fn configmap(name: &str, mode: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": {"mode": mode}
     })
 }
 
@@ -129,11 +156,46 @@ impl Env {
 
     /// An autocorrect target with the local forge; `extra` is YAML at the top level.
     fn config(&self, extra: &str) -> PathBuf {
+        let prs = format!(
+            "{{forge: local, output_dir: {}}}",
+            self.path("prs").display()
+        );
+        self.config_with(&prs, extra)
+    }
+
+    /// An autocorrect target with the GitHub test server `server` as the forge: branches are
+    /// pushed to `remote.git` ([`Env::github`]).
+    fn github_config(&self, server: &github_server::GitHubServer) -> PathBuf {
+        set_token();
+        let repo = Repository::open(self.path("gitops")).unwrap();
+        let head = repo.head().unwrap();
+        let base = head.shorthand().unwrap();
+        let prs = format!(
+            "{{forge: github, repo: acme/gitops, api_url: \"{}/api/v3\", token_env: {TOKEN_ENV}, remote: \"file://{}\", base: {base}, write_interval_ms: 0}}",
+            server.url(),
+            self.path("remote.git").display()
+        );
+        self.config_with(&prs, "")
+    }
+
+    /// The GitHub test server for `acme/gitops`; its repository is `remote.git`, a bare clone
+    /// of the desired repository as it is now.
+    fn github(&self) -> github_server::GitHubServer {
+        let bare = self.path("remote.git");
+        git2::build::RepoBuilder::new()
+            .bare(true)
+            .clone(self.path("gitops").to_str().unwrap(), &bare)
+            .unwrap();
+        github_server::GitHubServer::start("acme", "gitops", TOKEN, &bare)
+    }
+
+    /// An autocorrect target with the forge `prs` (YAML flow mapping); `extra` is YAML at the
+    /// top level.
+    fn config_with(&self, prs: &str, extra: &str) -> PathBuf {
         let text = format!(
-            "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\npull_requests: {{forge: local, output_dir: {prs}}}\n{extra}targets:\n  - name: shop\n    mode: autocorrect\n    cluster: test\n    namespace: shop\n    desired: {{git: {{repo: {repo}}}, path: apps, include: ['**/*.json']}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, backoff_ms: 5}}\n    guardrails: {{max_correction_percent: 100, max_remediations_per_hour: 20}}\n",
+            "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\npull_requests: {prs}\n{extra}targets:\n  - name: shop\n    mode: autocorrect\n    cluster: test\n    namespace: shop\n    desired: {{git: {{repo: {repo}}}, path: apps, include: ['**/*.json']}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, backoff_ms: 5}}\n    guardrails: {{max_correction_percent: 100, max_remediations_per_hour: 20}}\n",
             policies = self.path("policies").display(),
             state = self.path("state").display(),
-            prs = self.path("prs").display(),
             repo = self.path("gitops").display(),
             kc = self.kubeconfig.display(),
         );
@@ -766,4 +828,514 @@ fn audit_and_trust_settings_are_validated() {
     assert_eq!(ok.trust.max_reverts, 3);
     assert_eq!(ok.trust.revert_window_hours, 12);
     assert_eq!(ok.trust.max_consecutive_failures, 1);
+}
+
+/// The records of one run, in order.
+fn run_records(records: &[Record], run: &str) -> Vec<Record> {
+    records.iter().filter(|r| r.run == run).cloned().collect()
+}
+
+/// The run id of the last `run_started` record.
+fn last_run(records: &[Record]) -> String {
+    records
+        .iter()
+        .rev()
+        .find(|r| matches!(r.event, Event::RunStarted { .. }))
+        .map(|r| r.run.clone())
+        .expect("a run_started record")
+}
+
+/// Position of the intent of `action` in `records`, its id, and the position of its result
+/// (with outcome and message).
+fn intent_and_result(records: &[Record], action: &str) -> (usize, Record, usize, Record) {
+    let (i, intent) = records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| matches!(&r.event, Event::Intent { action: a, .. } if a == action))
+        .unwrap_or_else(|| panic!("no {action} intent in {records:#?}"));
+    let Event::Intent { id, .. } = &intent.event else {
+        unreachable!()
+    };
+    let (j, result) = records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| matches!(&r.event, Event::Result { id: rid, .. } if rid == id))
+        .unwrap_or_else(|| panic!("no result for the {action} intent {id}"));
+    (i, intent.clone(), j, result.clone())
+}
+
+/// The ConfigMap `settings` in the cluster and in Git at `mode: a`.
+fn add_settings(env: &Env) {
+    env.server.apply_as("kubectl", configmap("settings", "a"));
+    let text = serde_json::to_string_pretty(&configmap("settings", "a")).unwrap();
+    commit_files(
+        &Repository::open(env.path("gitops")).unwrap(),
+        &[("apps/settings.json", text.as_str())],
+        "settings",
+    );
+}
+
+/// Someone edits a ConfigMap's `mode` by hand.
+fn edit_by_hand(env: &Env, name: &str, mode: &str) {
+    env.server.merge_patch_as(
+        "kubectl-edit",
+        "v1",
+        "ConfigMap",
+        Some("shop"),
+        name,
+        json!({"data": {"mode": mode}}),
+    );
+}
+
+/// The pull request number of a drift's report line (`opened pull request #N ...`).
+fn pull_number(d: &Drift) -> u64 {
+    let (a, r, detail) = action(d);
+    assert_eq!(
+        (a, r),
+        (Action::PullRequest, ActionResult::Done),
+        "{detail}"
+    );
+    let n = detail
+        .split("pull request #")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{detail}"));
+    n[..n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len())]
+        .parse()
+        .unwrap()
+}
+
+/// Must show (intent and result for every action, forge writes included): a run that closes
+/// the pull request of a drift that is gone records the branch deletion and the close, each as
+/// an intent before and a result after; a crash between the close's intent and its result is
+/// reported by the next run, naming the pull request to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_resolved_pull_request_records_intent_and_result_for_the_close_and_the_branch() {
+    let env = Env::new().await;
+    add_settings(&env);
+    let cfg = env.config("");
+    edit_by_hand(&env, "settings", "b");
+    let r1 = env.run(&cfg, false).await;
+    assert!(r1.errors.is_empty(), "{:?}", r1.errors);
+    let cm = drift(&r1, "ConfigMap");
+    let (fp, resource) = (cm.fingerprint.clone(), cm.resource.id.key());
+    let number = pull_number(cm);
+    let branch = format!("driftwarden/shop/{fp}");
+
+    // Someone sets live back to Git's value: the drift is gone, its pull request is closed.
+    edit_by_hand(&env, "settings", "a");
+    let r2 = env.run(&cfg, false).await;
+    assert!(r2.errors.is_empty(), "{:?}", r2.errors);
+    let all = env.records();
+    let records = run_records(&all, &last_run(&all));
+    let (di, dintent, dj, dresult) = intent_and_result(&records, "delete_branch");
+    let (ci, cintent, cj, cresult) = intent_and_result(&records, "close");
+    assert!(
+        di < dj && dj < ci && ci < cj,
+        "intent before result, branch before close"
+    );
+    match &dintent.event {
+        Event::Intent {
+            target,
+            fingerprint,
+            branch: b,
+            item,
+            resource: res,
+            ..
+        } => {
+            assert_eq!(
+                (target.as_str(), fingerprint.as_str()),
+                ("shop", fp.as_str())
+            );
+            assert_eq!(b.as_deref(), Some(branch.as_str()));
+            assert_eq!(*item, None);
+            assert_eq!(
+                *res, resource,
+                "the resource from the drift's last sighting"
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    match &dresult.event {
+        Event::Result {
+            outcome, message, ..
+        } => {
+            assert_eq!(*outcome, ActionResult::Done);
+            assert!(message.contains(&branch), "{message}");
+        }
+        e => panic!("{e:?}"),
+    }
+    match &cintent.event {
+        Event::Intent {
+            item,
+            operation,
+            fingerprint,
+            ..
+        } => {
+            let item = item.expect("the closed item");
+            assert_eq!(
+                (item.kind, item.number),
+                (driftwarden::forge::ItemKind::PullRequest, number)
+            );
+            assert_eq!(*fingerprint, fp);
+            assert!(operation.contains("close"), "{operation}");
+        }
+        e => panic!("{e:?}"),
+    }
+    match &cresult.event {
+        Event::Result {
+            outcome,
+            message,
+            confirmed,
+            ..
+        } => {
+            assert_eq!(*outcome, ActionResult::Done);
+            assert_eq!(*confirmed, None, "nothing is read back from a forge");
+            assert!(
+                message.contains(&format!("closed pull request #{number}")),
+                "{message}"
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_intents_have_results(&all);
+
+    // A crash right after the close's intent: the next run reports it, naming the item.
+    let file = std::fs::read_dir(env.audit_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let Event::Intent { id: close_id, .. } = &cintent.event else {
+        unreachable!()
+    };
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cut = text
+        .find(&format!("\"id\":\"{close_id}\""))
+        .map(|at| at + text[at..].find('\n').unwrap() + 1)
+        .unwrap();
+    std::fs::write(&file, &text[..cut]).unwrap();
+    let r3 = env.run(&cfg, false).await;
+    let audit_errors: Vec<_> = r3.errors.iter().filter(|e| e.side == "audit").collect();
+    assert_eq!(audit_errors.len(), 1, "{:?}", r3.errors);
+    let message = &audit_errors[0].message;
+    assert!(message.contains(close_id.as_str()), "{message}");
+    assert!(
+        message.contains(&format!("check pull request #{number} by hand")),
+        "{message}"
+    );
+    assert!(env.records().iter().any(|r| matches!(&r.event,
+        Event::Unfinished { id, action, item: Some(i), .. }
+            if id == close_id && action == "close" && i.number == number)));
+}
+
+/// A forge that answers 500 to the close: the close's result is `failed` with the server's
+/// message, the report says so, and the next run closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_the_forge_refuses_is_recorded_failed_with_the_servers_message() {
+    let env = Env::new().await;
+    add_settings(&env);
+    let server = env.github();
+    let cfg = env.github_config(&server);
+    edit_by_hand(&env, "settings", "b");
+    let r1 = env.run(&cfg, false).await;
+    assert!(r1.errors.is_empty(), "{:?}", r1.errors);
+    let number = pull_number(drift(&r1, "ConfigMap"));
+
+    edit_by_hand(&env, "settings", "a");
+    server.inject_on(
+        "PATCH",
+        &format!("/repos/acme/gitops/pulls/{number}"),
+        github_server::Fault::Status {
+            code: 500,
+            message: "Server Error: the close could not be saved".into(),
+        },
+    );
+    let r2 = env.run(&cfg, false).await;
+    assert!(
+        r2.errors.iter().any(|e| e.side == "pull_requests"
+            && e.message
+                .contains(&format!("closing pull request #{number}"))
+            && e.message.contains("could not be saved")),
+        "{:?}",
+        r2.errors
+    );
+    assert_eq!(server.item(number).state, "open");
+    let all = env.records();
+    let records = run_records(&all, &last_run(&all));
+    let (_, _, _, result) = intent_and_result(&records, "close");
+    match &result.event {
+        Event::Result {
+            outcome, message, ..
+        } => {
+            assert_eq!(*outcome, ActionResult::Failed);
+            assert!(message.contains("HTTP 500"), "{message}");
+            assert!(
+                message.contains("Server Error: the close could not be saved"),
+                "{message}"
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    let (_, _, _, deleted) = intent_and_result(&records, "delete_branch");
+    assert!(
+        matches!(
+            &deleted.event,
+            Event::Result {
+                outcome: ActionResult::Done,
+                ..
+            }
+        ),
+        "{deleted:?}"
+    );
+
+    // The next run closes it.
+    let r3 = env.run(&cfg, false).await;
+    assert!(r3.errors.is_empty(), "{:?}", r3.errors);
+    assert_eq!(server.item(number).state, "closed");
+    let all = env.records();
+    let records = run_records(&all, &last_run(&all));
+    let (_, _, _, result) = intent_and_result(&records, "close");
+    assert!(
+        matches!(
+            &result.event,
+            Event::Result {
+                outcome: ActionResult::Done,
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert_intents_have_results(&all);
+}
+
+/// The comment answering a `drift/revert` request is a forge write too: intent (trigger
+/// `drift_revert`, the closed item) before, result after; the closed item is recorded as
+/// `item_closed`, unmerged, with its label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comment_answering_a_drift_revert_request_records_intent_and_result() {
+    let env = Env::new().await;
+    add_settings(&env);
+    let cfg = env.config("");
+    edit_by_hand(&env, "settings", "b");
+    let r1 = env.run(&cfg, false).await;
+    let number = pull_number(drift(&r1, "ConfigMap"));
+    // A person closes it with the label drift/revert (the local forge's state.json).
+    close_local_item(&env, number, false);
+    let path = env.path("prs/state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for item in state["items"].as_array_mut().unwrap() {
+        if item["number"] == number {
+            item["labels"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("drift/revert"));
+        }
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+
+    let r2 = env.run(&cfg, false).await;
+    assert!(r2.errors.is_empty(), "{:?}", r2.errors);
+    let (a, r, detail) = action(drift(&r2, "ConfigMap"));
+    assert_eq!((a, r), (Action::Correct, ActionResult::Done), "{detail}");
+    let all = env.records();
+    let records = run_records(&all, &last_run(&all));
+    let (ci, _, cj, _) = intent_and_result(&records, "correct");
+    let (i, intent, j, result) = intent_and_result(&records, "comment");
+    assert!(
+        ci < cj && cj < i && i < j,
+        "the comment follows the correction's result"
+    );
+    match &intent.event {
+        Event::Intent {
+            trigger,
+            item,
+            rules,
+            ..
+        } => {
+            assert_eq!(trigger, "drift_revert");
+            assert_eq!(item.map(|i| i.number), Some(number));
+            assert_eq!(rules, &["audit.config"]);
+        }
+        e => panic!("{e:?}"),
+    }
+    match &result.event {
+        Event::Result {
+            outcome, message, ..
+        } => {
+            assert_eq!(*outcome, ActionResult::Done);
+            assert!(message.contains("the correction is done"), "{message}");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(records.iter().any(|r| matches!(&r.event,
+        Event::ItemClosed { item, merged: false, labels, .. }
+            if item.number == number && labels.iter().any(|l| l == "drift/revert"))));
+    assert_intents_have_results(&all);
+}
+
+/// Which forge a merge test uses.
+#[derive(Clone, Copy, Debug)]
+enum ForgeUnderTest {
+    Local,
+    GitHub,
+}
+
+/// Sets a local forge item's state in `state.json` as a person would: closed, and merged or
+/// not.
+fn close_local_item(env: &Env, number: u64, merged: bool) {
+    let path = env.path("prs/state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let item = state["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|i| i["number"] == number)
+        .unwrap();
+    item["state"] = json!("closed");
+    item["merged"] = json!(merged);
+    item["updated"] = json!(audit::rfc3339(audit::now_unix()));
+    std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+}
+
+/// Two ConfigMaps drift; the pull request of one is merged (Git takes the live value), the
+/// other's is closed without merging and live is set back by hand. The next run records both
+/// closures as the forge tells them (`item_closed`, `merged: true|false`), and `stats` counts
+/// one resolution as `merged_pull_request` and the other as `other`.
+async fn merged_pull_requests_are_asked_of_the_forge(which: ForgeUnderTest) {
+    let env = Env::new().await;
+    add_settings(&env);
+    env.server.apply_as("kubectl", configmap("flags", "on"));
+    let flags = serde_json::to_string_pretty(&configmap("flags", "on")).unwrap();
+    let repo = Repository::open(env.path("gitops")).unwrap();
+    commit_files(&repo, &[("apps/flags.json", flags.as_str())], "flags");
+    let server = env.github();
+    let cfg = match which {
+        ForgeUnderTest::Local => env.config(""),
+        ForgeUnderTest::GitHub => env.github_config(&server),
+    };
+    edit_by_hand(&env, "settings", "b");
+    edit_by_hand(&env, "flags", "off");
+    let r1 = env.run(&cfg, false).await;
+    assert!(r1.errors.is_empty(), "{:?}", r1.errors);
+    let by_name = |r: &Report, name: &str| {
+        r.drifts
+            .iter()
+            .find(|d| d.resource.display.ends_with(&format!("/{name}")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no drift of {name}: {:#?}", r.drifts))
+    };
+    let settings = by_name(&r1, "settings");
+    let flags_drift = by_name(&r1, "flags");
+    let (merged_pr, closed_pr) = (pull_number(&settings), pull_number(&flags_drift));
+
+    // `settings`: merged, so Git now holds the live value. `flags`: closed unmerged, and live
+    // set back to Git's value by hand.
+    let merged_text = serde_json::to_string_pretty(&configmap("settings", "b")).unwrap();
+    commit_files(
+        &repo,
+        &[("apps/settings.json", merged_text.as_str())],
+        "merge",
+    );
+    edit_by_hand(&env, "flags", "on");
+    match which {
+        ForgeUnderTest::Local => {
+            close_local_item(&env, merged_pr, true);
+            close_local_item(&env, closed_pr, false);
+        }
+        ForgeUnderTest::GitHub => {
+            server.merge(merged_pr);
+            server.close_with_labels(closed_pr, &[]);
+        }
+    }
+    let log_from = server.log().len();
+    let r2 = env.run(&cfg, false).await;
+    assert!(r2.errors.is_empty(), "{:?}", r2.errors);
+    assert!(
+        r2.drifts
+            .iter()
+            .all(|d| d.resource.id.type_name() != "ConfigMap"),
+        "{:#?}",
+        r2.drifts
+    );
+    if let ForgeUnderTest::GitHub = which {
+        // The list of closed items does not show the unmerged one merged: the pulls API is
+        // asked.
+        let asked = server.log_since(log_from).iter().any(|l| {
+            l.method == "GET" && l.path == format!("/repos/acme/gitops/pulls/{closed_pr}")
+        });
+        assert!(asked, "GET /pulls/{closed_pr}");
+    }
+    let closures = |records: &[Record]| -> Vec<(u64, bool, String, Option<String>)> {
+        records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::ItemClosed {
+                    item,
+                    merged,
+                    fingerprint,
+                    resource,
+                    ..
+                } => Some((item.number, *merged, fingerprint.clone(), resource.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut found = closures(&env.records());
+    found.sort();
+    let mut want = vec![
+        (
+            merged_pr,
+            true,
+            settings.fingerprint.clone(),
+            Some(settings.resource.id.key()),
+        ),
+        (
+            closed_pr,
+            false,
+            flags_drift.fingerprint.clone(),
+            Some(flags_drift.resource.id.key()),
+        ),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+    // The run that recorded them says it listed the items.
+    let all = env.records();
+    assert!(run_records(&all, &last_run(&all)).iter().any(|r| matches!(
+        r.event,
+        Event::TargetChecked {
+            items_listed: Some(true),
+            ..
+        }
+    )));
+
+    // Recorded once: a further run adds none.
+    let r3 = env.run(&cfg, false).await;
+    assert!(r3.errors.is_empty(), "{:?}", r3.errors);
+    assert_eq!(closures(&env.records()).len(), 2);
+
+    let out = env.binary(
+        &["stats", "--config", cfg.to_str().unwrap(), "-o", "json"],
+        0,
+    );
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    let ttr = stats["time_to_remediate"].as_array().unwrap();
+    let count = |resolution: &str| {
+        ttr.iter()
+            .filter(|t| t["class"] == "risky" && t["resolution"] == resolution)
+            .map(|t| t["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(count("merged_pull_request"), 1, "{stats:#}");
+    assert_eq!(count("other"), 1, "{stats:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_merged_on_github_counts_as_merged_and_one_closed_unmerged_does_not() {
+    merged_pull_requests_are_asked_of_the_forge(ForgeUnderTest::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_merged_on_the_local_forge_counts_as_merged_and_one_closed_unmerged_does_not()
+ {
+    merged_pull_requests_are_asked_of_the_forge(ForgeUnderTest::Local).await;
 }

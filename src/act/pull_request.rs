@@ -15,13 +15,18 @@
 //!    `drift/forbidden`; forbidden ones as drafts), within the per-run cap on new items.
 //! 4. **Closing**: when a target's read was complete, every open item of that target whose drift
 //!    is gone (or was corrected in place this run) is closed with a comment, and its branch
-//!    deleted unless someone else committed to it.
+//!    deleted unless someone else committed to it. Items someone else closed are recorded once
+//!    in the audit log (`item_closed`) with whether the forge says they were merged.
 //! 5. **Revert loop** ([`prepare`], before the correctors run): a pull request or issue closed
 //!    with the label `drift/revert` for the same drift makes a run in `autocorrect` mode correct
 //!    it despite its class, within the target's guardrails (the mode is one: `recommend` makes
 //!    no live writes, so there the drift is skipped with the reason and waits for an
 //!    `autocorrect` run; `observe` does not look). The report says so and a comment on the
 //!    closed item tells the result.
+//!
+//! Every forge write is recorded in the audit log before it is sent and after (src/audit): the
+//! drift's own item as one `pull_request` or `issue` action, and each close, comment and branch
+//! deletion on its own ([`audited`]); a write whose intent cannot be recorded is not sent.
 //!
 //! A closed item for the same drift (same changes) is not reopened: merged, it waits for the
 //! desired source to catch up; closed without `drift/revert`, a person decided to leave it.
@@ -45,6 +50,7 @@ use tracing::{info, warn};
 use super::ActContext;
 use super::edit_hcl::{self, HclError};
 use super::edit_yaml::{self, DocRef, EditError};
+use crate::audit::{ForgeWrite, ItemRef};
 use crate::config::{DesiredLocation, ForgeKind, PullRequestSettings, Target};
 use crate::diff::is_secret;
 use crate::errors::error_chain;
@@ -1223,6 +1229,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             )];
         }
     };
+    record_closed_items(ctx, forge, &listed).await;
     let needs_repo = drifts.iter().any(is_candidate)
         || listed
             .open
@@ -1305,7 +1312,7 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
         if let Err(e) = acted {
             let msg = error_chain(&e);
             warn!(target = %ctx.target.name, fingerprint = %d.fingerprint, error = %msg, "pull request failed");
-            if matches!(e, ForgeError::RateLimited { .. }) {
+            if matches!(e, WriteError::Forge(ForgeError::RateLimited { .. })) {
                 limited = Some(msg.clone());
             }
             set_result(d, ActionResult::Failed, msg.clone());
@@ -1340,7 +1347,7 @@ async fn act_on(
     base: Oid,
     listed: &Listing,
     d: &mut Drift,
-) -> Result<(), ForgeError> {
+) -> Result<(), WriteError> {
     let plan = plan_adoption(ctx.target, d, repo, base)?;
     if let Plan::Stale { reason } = &plan {
         set_result(
@@ -1545,21 +1552,35 @@ async fn act_on(
         ItemKind::Issue => open_pr,
     };
     if let Some(o) = other {
-        forge
-            .comment(
-                o.number,
-                &format!(
-                    "Superseded by {} #{number}: the drift changed and is now proposed there.",
-                    wanted_kind.noun()
-                ),
+        let text = format!(
+            "Superseded by {} #{number}: the drift changed and is now proposed there.",
+            wanted_kind.noun()
+        );
+        let body = mark_closed(&o.body, "superseded");
+        let w =
+            ForgeWrite::for_drift(d, "close", "comment, close (superseded)").item(o.kind, o.number);
+        let done = format!(
+            "closed {} #{}: superseded by {} #{number}",
+            o.kind.noun(),
+            o.number,
+            wanted_kind.noun()
+        );
+        audited(ctx, &w, &done, || async {
+            forge.comment(o.number, &text).await?;
+            forge.close(&o, Some(&body)).await
+        })
+        .await?;
+        if let (ItemKind::PullRequest, Some(branch)) = (o.kind, &o.branch) {
+            delete_branch_if_ours(
+                ctx,
+                forge,
+                repo,
+                base,
+                branch,
+                &session.author(),
+                &d.fingerprint,
             )
             .await?;
-        forge
-            .close(&o, Some(&mark_closed(&o.body, "superseded")))
-            .await?;
-        if let (ItemKind::PullRequest, Some(branch)) = (o.kind, &o.branch) {
-            delete_branch_if_ours(forge, repo, base, branch, &session.author(), &d.fingerprint)
-                .await?;
         }
     }
 
@@ -1589,25 +1610,151 @@ async fn ensure_labels(forge: &Forge, item: &Item, labels: &[String]) -> Result<
     forge.relabel(item, &add, &remove).await
 }
 
+/// Why a forge write of this module did not happen or failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    /// Its intent could not be recorded (the audit log cannot be written, or a `watch` replica
+    /// does not hold the Lease): nothing was sent.
+    #[error("not sent: {0}")]
+    NotRecorded(String),
+}
+
+impl From<crate::forge::git::GitOpError> for WriteError {
+    fn from(e: crate::forge::git::GitOpError) -> Self {
+        WriteError::Forge(e.into())
+    }
+}
+
+/// Sends one forge write with its audit records (src/audit): the intent before `send` runs (a
+/// refused intent sends nothing), the result after it: `done` with `done`, or `failed` with the
+/// forge's message. A result that cannot be recorded breaks the log, which the run reports (the
+/// target's outcome records fail) and which holds back every later write.
+async fn audited<T, Fut>(
+    ctx: &ActContext<'_>,
+    w: &ForgeWrite,
+    done: &str,
+    send: impl FnOnce() -> Fut,
+) -> Result<T, WriteError>
+where
+    Fut: std::future::Future<Output = Result<T, ForgeError>>,
+{
+    let id = ctx
+        .audit
+        .forge_intent(w)
+        .map_err(|e| WriteError::NotRecorded(e.refusal()))?;
+    let res = send().await;
+    let (outcome, message) = match &res {
+        Ok(_) => (ActionResult::Done, done.to_string()),
+        Err(e) => (ActionResult::Failed, error_chain(e)),
+    };
+    if let Err(e) = ctx.audit.forge_result(&id, w, outcome, &message) {
+        warn!(target = %w.target, id, error = %error_chain(&e), "the result of a forge write could not be recorded");
+    }
+    Ok(res?)
+}
+
+/// Deletes a pull request's branch on the forge unless someone else committed to it; `false`
+/// when it is kept. Recorded as `delete_branch` (a kept branch: intent and result `skipped`,
+/// with why; nothing is sent).
 async fn delete_branch_if_ours(
+    ctx: &ActContext<'_>,
     forge: &Forge,
     repo: &WorkRepo,
     base: Oid,
     branch: &str,
     author: &Author,
     fingerprint: &str,
-) -> Result<bool, ForgeError> {
+) -> Result<bool, WriteError> {
     let Some(tip) = repo.tip(branch)? else {
         return Ok(true);
     };
-    if !repo
-        .foreign_commits(base, tip, author, fingerprint)?
-        .is_empty()
-    {
+    let w = ForgeWrite::new(
+        &ctx.target.name,
+        fingerprint,
+        "delete_branch",
+        "delete branch",
+    )
+    .branch(branch);
+    let foreign = repo.foreign_commits(base, tip, author, fingerprint)?;
+    if let Some(f) = foreign.first() {
+        // Nothing is sent; the record says why. A refused intent records nothing.
+        if let Ok(id) = ctx.audit.forge_intent(&w) {
+            let why = format!(
+                "kept: the branch carries {} commit(s) driftwarden did not make (first: {} by {})",
+                foreign.len(),
+                &f.id[..f.id.len().min(12)],
+                f.author
+            );
+            if let Err(e) = ctx.audit.forge_result(&id, &w, ActionResult::Skipped, &why) {
+                warn!(target = %w.target, id, error = %error_chain(&e), "the result of a forge write could not be recorded");
+            }
+        }
         return Ok(false);
     }
-    forge.delete_branch(branch).await?;
+    audited(ctx, &w, &format!("deleted branch {branch}"), || {
+        forge.delete_branch(branch)
+    })
+    .await?;
     Ok(true)
+}
+
+/// Records, once per item, the target's driftwarden items someone else closed (merged, or
+/// closed by a person) as `item_closed`, with whether the forge says it was merged: asked of
+/// the pulls API for a pull request the list of closed items does not show merged (the figures'
+/// `merged_pull_request` comes from this record, docs/audit.md). Items driftwarden closed
+/// itself (`closed=` in the marker) have their `close` intent and result instead. Then notes
+/// that the target's items were listed, for its `target_checked` record. A record that cannot
+/// be written breaks the log, which the run reports.
+async fn record_closed_items(ctx: &ActContext<'_>, forge: &Forge, listed: &Listing) {
+    let target = &ctx.target.name;
+    let mut events = Vec::new();
+    for (fp, items) in &listed.closed {
+        for item in items {
+            let Some(marker) = parse_marker(&item.body) else {
+                continue;
+            };
+            if marker.closed.is_some()
+                || !ctx
+                    .audit
+                    .item_closed_is_new(target, item.number, &item.updated)
+            {
+                continue;
+            }
+            let merged = match item.kind {
+                ItemKind::Issue => false,
+                ItemKind::PullRequest if item.merged => true,
+                ItemKind::PullRequest => match forge.pull_merged(item.number).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Recorded next run, once the forge answers.
+                        warn!(target = %target, number = item.number, error = %error_chain(&e), "cannot ask the forge whether a closed pull request was merged");
+                        continue;
+                    }
+                },
+            };
+            info!(target = %target, number = item.number, kind = item.kind.noun(), merged, "driftwarden item found closed");
+            events.push(crate::audit::Event::ItemClosed {
+                target: target.clone(),
+                fingerprint: fp.clone(),
+                resource: ctx.audit.resource_of(target, fp),
+                item: ItemRef {
+                    kind: item.kind,
+                    number: item.number,
+                },
+                merged,
+                changes: marker.changes,
+                labels: item.labels.clone(),
+                closed_at: (!item.updated.is_empty()).then(|| item.updated.clone()),
+            });
+        }
+    }
+    if let Err(e) = ctx.audit.write(events) {
+        warn!(target = %target, error = %error_chain(&e), "closed items could not be recorded");
+        return;
+    }
+    ctx.audit.note_items_listed(target);
 }
 
 /// Closes the open items of drifts that are gone (only after a complete read), and of drifts
@@ -1655,12 +1802,12 @@ async fn close_resolved(
             "the drift is gone: live matches Git again (someone fixed live, or Git now declares the live state)"
         };
         for item in items {
-            let res: Result<(), ForgeError> = async {
+            let res: Result<(), WriteError> = async {
                 let mut text = format!("Closing: {why}.");
                 if let (ItemKind::PullRequest, Some(branch), Some((r, _, base))) =
                     (item.kind, &item.branch, repo)
                 {
-                    let ours = delete_branch_if_ours(forge, r, *base, branch, &session.author(), fp).await?;
+                    let ours = delete_branch_if_ours(ctx, forge, r, *base, branch, &session.author(), fp).await?;
                     if !ours {
                         text.push_str(&format!(
                             " The branch {} is kept: it carries commits driftwarden did not make.",
@@ -1668,10 +1815,15 @@ async fn close_resolved(
                         ));
                     }
                 }
-                forge.comment(item.number, &text).await?;
-                forge
-                    .close(item, Some(&mark_closed(&item.body, "resolved")))
-                    .await?;
+                let body = mark_closed(&item.body, "resolved");
+                let w = ForgeWrite::new(&ctx.target.name, fp, "close", "comment, close (resolved)")
+                    .item(item.kind, item.number);
+                let done = format!("closed {} #{}: {why}", item.kind.noun(), item.number);
+                audited(ctx, &w, &done, || async {
+                    forge.comment(item.number, &text).await?;
+                    forge.close(item, Some(&body)).await
+                })
+                .await?;
                 info!(target = %ctx.target.name, number = item.number, kind = item.kind.noun(), "closed: drift gone");
                 Ok(())
             }
@@ -1740,9 +1892,16 @@ async fn comment_reverts(
                 .iter()
                 .any(|c| c.body.contains(&marker));
             if !done {
-                forge.comment(number, &text).await?;
+                let w = ForgeWrite::for_drift(d, "comment", "comment (revert result)")
+                    .item(kind, number)
+                    .revert_trigger();
+                let what = format!(
+                    "commented on {} #{number}: the correction is {result}",
+                    kind.noun()
+                );
+                audited(ctx, &w, &what, || forge.comment(number, &text)).await?;
             }
-            Ok::<(), ForgeError>(())
+            Ok::<(), WriteError>(())
         }
         .await;
         if let Err(e) = res {

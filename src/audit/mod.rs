@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::config::{AuditSettings, TrustSettings};
+use crate::forge::ItemKind;
 use crate::model::{
     Action, ActionResult, Attribution, ChangeOp, Class, Drift, DriftKind, FIELD_MANAGER, Mode,
     SourceError,
@@ -181,6 +182,12 @@ pub enum Event {
         rules: Vec<String>,
         /// The fields it changes, with their pre-correction live values.
         fields: Vec<FieldRecord>,
+        /// Forge writes on an existing pull request or issue (`close`, `comment`): which.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<ItemRef>,
+        /// `delete_branch`: the branch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
     },
     /// How an intent went. Written and flushed after the response.
     Result {
@@ -202,6 +209,33 @@ pub enum Event {
         checked: usize,
         drifted: usize,
         partial: bool,
+        /// Whether this pass listed the target's items on the forge, so that every item it found
+        /// closed has an `item_closed` record before this one. `None` in history written before
+        /// `item_closed` existed (`stats` then infers merged pull requests).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items_listed: Option<bool>,
+    },
+    /// A driftwarden pull request or issue found closed by someone else (merged, or closed by a
+    /// person), once per item: whether the forge says it was merged.
+    ItemClosed {
+        target: String,
+        /// The drift it was for (its body's marker).
+        fingerprint: String,
+        /// The resource key, from the drift's last `drift_seen` in the recent history; `None`
+        /// when the history no longer holds it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
+        item: ItemRef,
+        /// The forge says the pull request was merged (always `false` for an issue).
+        merged: bool,
+        /// The digest of the drift's changes the item was written for.
+        changes: String,
+        /// Its labels when found closed (`drift/revert` asks for a revert).
+        labels: Vec<String>,
+        /// When the forge says it was closed (RFC 3339, as the forge wrote it); `None` when
+        /// it does not say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        closed_at: Option<String>,
     },
     /// An intent of an earlier run that has no result: the process stopped between them.
     Unfinished {
@@ -211,6 +245,11 @@ pub enum Event {
         action: String,
         intent_run: String,
         intent_time: String,
+        /// The intent's item or branch, for forge writes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<ItemRef>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
     },
     /// A rule stopped correcting on a target: its corrections were reverted too often.
     BreakerTripped {
@@ -247,6 +286,89 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+}
+
+/// A pull request or issue on the forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// `pull_request` or `issue`.
+    pub kind: ItemKind,
+    pub number: u64,
+}
+
+impl std::fmt::Display for ItemRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} #{}", self.kind.noun(), self.number)
+    }
+}
+
+/// A forge write other than a drift's own pull request or issue (those are recorded by
+/// [`AuditLog::intent`] with action `pull_request` or `issue`): closing an item, a comment on
+/// one, deleting a branch. [`AuditLog::forge_intent`] records it before it is sent and
+/// [`AuditLog::forge_result`] after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForgeWrite {
+    pub target: String,
+    pub fingerprint: String,
+    /// The resource key; `None`: looked up in the history (the drift's last `drift_seen`).
+    pub resource: Option<String>,
+    /// `close`, `comment`, `delete_branch`.
+    pub action: &'static str,
+    /// How, for people: `comment, close (resolved)`, `DELETE branch`.
+    pub operation: String,
+    /// `policy`, or `drift_revert` for the comment answering a `drift/revert` request.
+    pub trigger: &'static str,
+    pub class: Option<Class>,
+    pub rules: Vec<String>,
+    pub item: Option<ItemRef>,
+    pub branch: Option<String>,
+}
+
+impl ForgeWrite {
+    /// A write for the drift `fingerprint` of `target`, whose resource is looked up in the
+    /// history.
+    pub fn new(target: &str, fingerprint: &str, action: &'static str, operation: &str) -> Self {
+        ForgeWrite {
+            target: target.to_string(),
+            fingerprint: fingerprint.to_string(),
+            resource: None,
+            action,
+            operation: operation.to_string(),
+            trigger: "policy",
+            class: None,
+            rules: Vec::new(),
+            item: None,
+            branch: None,
+        }
+    }
+
+    /// A write about the drift `d`, which is at hand.
+    pub fn for_drift(d: &Drift, action: &'static str, operation: &str) -> Self {
+        ForgeWrite {
+            resource: Some(d.resource.id.key()),
+            class: d.verdict.as_ref().map(|v| v.class),
+            rules: rules_of(d),
+            ..ForgeWrite::new(&d.target, &d.fingerprint, action, operation)
+        }
+    }
+
+    /// On this pull request or issue.
+    pub fn item(mut self, kind: ItemKind, number: u64) -> Self {
+        self.item = Some(ItemRef { kind, number });
+        self
+    }
+
+    /// On this branch.
+    pub fn branch(mut self, branch: &str) -> Self {
+        self.branch = Some(branch.to_string());
+        self
+    }
+
+    /// Answering a `drift/revert` request.
+    pub fn revert_trigger(mut self) -> Self {
+        self.trigger = "drift_revert";
+        self
+    }
 }
 
 /// One changed field of a drift, as the drift carries it (masked).
@@ -533,6 +655,22 @@ struct State {
     key: Option<Vec<u8>>,
     /// Digests of masked live values by target, fingerprint and path ([`AuditLog::note_live`]).
     digests: HashMap<(String, String, String), String>,
+    /// Targets whose items the pull-request step listed in the current pass
+    /// ([`AuditLog::note_items_listed`]).
+    listed: BTreeSet<String>,
+}
+
+/// The resource key of the last `drift_seen` of a drift in `history`.
+fn last_resource(history: &[Record], target: &str, fingerprint: &str) -> Option<String> {
+    history.iter().rev().find_map(|r| match &r.event {
+        Event::DriftSeen {
+            target: t,
+            fingerprint: f,
+            resource,
+            ..
+        } if t == target && f == fingerprint => Some(resource.clone()),
+        _ => None,
+    })
 }
 
 /// The file in `state_dir` holding the key of the masked values' digests: 32 random bytes, hex,
@@ -777,10 +915,7 @@ impl AuditLog {
     /// Records an action about to be sent for `d` and returns its id. When this fails the
     /// action must not be sent. `operation` says how (`server-side apply`, `CreateTags`).
     pub fn intent(&self, d: &Drift, action: &str, operation: &str) -> Result<String, AuditError> {
-        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(gate) = gate {
-            (gate.0)().map_err(AuditError::NotAllowed)?;
-        }
+        self.ask_gate()?;
         let mut st = self.lock();
         st.seq += 1;
         let id = format!("{}-{}", self.run_id, st.seq);
@@ -820,12 +955,107 @@ impl AuditLog {
                 class: d.verdict.as_ref().map(|v| v.class),
                 rules: rules_of(d),
                 fields,
+                item: None,
+                branch: None,
             }],
         )?;
         if (action == "correct" || action == "prune") && !self.opts.dry_run {
             st.figures.corrections_attempted += 1;
         }
         Ok(id)
+    }
+
+    /// The write gate's word ([`AuditLog::set_write_gate`]): `Err` refuses the intent.
+    fn ask_gate(&self) -> Result<(), AuditError> {
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match gate {
+            Some(gate) => (gate.0)().map_err(AuditError::NotAllowed),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a forge write about to be sent ([`ForgeWrite`]: closing an item, a comment,
+    /// deleting a branch) and returns its id. Like [`AuditLog::intent`], it asks the write gate
+    /// first, and when this fails the request must not be sent.
+    pub fn forge_intent(&self, w: &ForgeWrite) -> Result<String, AuditError> {
+        self.ask_gate()?;
+        let mut st = self.lock();
+        st.seq += 1;
+        let id = format!("{}-{}", self.run_id, st.seq);
+        let resource = match &w.resource {
+            Some(r) => r.clone(),
+            None => last_resource(&st.history, &w.target, &w.fingerprint).unwrap_or_default(),
+        };
+        self.write_locked(
+            &mut st,
+            vec![Event::Intent {
+                id: id.clone(),
+                target: w.target.clone(),
+                fingerprint: w.fingerprint.clone(),
+                resource,
+                action: w.action.to_string(),
+                operation: w.operation.clone(),
+                trigger: w.trigger.to_string(),
+                class: w.class,
+                rules: w.rules.clone(),
+                fields: Vec::new(),
+                item: w.item,
+                branch: w.branch.clone(),
+            }],
+        )?;
+        Ok(id)
+    }
+
+    /// Records how the forge write `id` ([`AuditLog::forge_intent`]) went: `done`, `failed`
+    /// with the server's message, or `skipped` with why.
+    pub fn forge_result(
+        &self,
+        id: &str,
+        w: &ForgeWrite,
+        outcome: ActionResult,
+        message: &str,
+    ) -> Result<(), AuditError> {
+        self.write(vec![Event::Result {
+            id: id.to_string(),
+            target: w.target.clone(),
+            fingerprint: w.fingerprint.clone(),
+            outcome,
+            confirmed: None,
+            message: message.to_string(),
+        }])
+    }
+
+    /// Whether item `number` of `target`, closed at `closed_at` (RFC 3339 as the forge wrote
+    /// it), still needs its `item_closed` record: the history read at open has none, and it was
+    /// closed within that history's days (an item closed earlier may have been recorded beyond
+    /// them; the forge's list of closed items reaches further back than the log is read). An
+    /// unreadable time counts as recent.
+    pub fn item_closed_is_new(&self, target: &str, number: u64, closed_at: &str) -> bool {
+        let horizon = now_unix().saturating_sub(HISTORY_DAYS * 86_400);
+        if parse_time(closed_at).is_some_and(|t| t < horizon) {
+            return false;
+        }
+        !self.lock().history.iter().any(|r| {
+            matches!(&r.event, Event::ItemClosed { target: t, item, .. }
+                if t == target && item.number == number)
+        })
+    }
+
+    /// The resource key of a drift from its last `drift_seen` in the history.
+    pub fn resource_of(&self, target: &str, fingerprint: &str) -> Option<String> {
+        last_resource(&self.lock().history, target, fingerprint)
+    }
+
+    /// The pull-request step listed `target`'s items on the forge in this pass (its
+    /// `item_closed` records are written): the next `target_checked` says so.
+    pub fn note_items_listed(&self, target: &str) {
+        self.lock().listed.insert(target.to_string());
+    }
+
+    /// Whether [`AuditLog::note_items_listed`] was called for `target` since the last call, for
+    /// its `target_checked` record.
+    pub fn take_items_listed(&self, target: &str) -> bool {
+        self.lock().listed.remove(target)
     }
 
     /// Records how the intent `id` for `d` went, from `d.action` as the actuator left it.
@@ -889,10 +1119,7 @@ impl AuditLog {
         action: &str,
         operation: &str,
     ) -> Result<String, AuditError> {
-        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(gate) = gate {
-            (gate.0)().map_err(AuditError::NotAllowed)?;
-        }
+        self.ask_gate()?;
         let mut st = self.lock();
         st.seq += 1;
         let id = format!("{}-{}", self.run_id, st.seq);
@@ -909,6 +1136,8 @@ impl AuditLog {
                 class: None,
                 rules: Vec::new(),
                 fields: Vec::new(),
+                item: None,
+                branch: None,
             }],
         )?;
         Ok(id)
@@ -974,12 +1203,13 @@ impl AuditLog {
         let mut events = Vec::new();
         for u in found {
             warn!(id = %u.id, target = %u.target, action = %u.action, "an earlier action has an intent but no result");
+            let subject = u.subject();
             errors.push(SourceError {
                 target: u.target.clone(),
                 side: "audit".to_string(),
                 message: format!(
-                    "audit: the {} intent {} of {} ({} at {}) has no result: the process stopped between sending it and recording how it went; check {} by hand",
-                    u.action, u.id, u.resource, u.intent_run, u.intent_time, u.resource
+                    "audit: the {} intent {} of {subject} ({} at {}) has no result: the process stopped between sending it and recording how it went; check {subject} by hand",
+                    u.action, u.id, u.intent_run, u.intent_time
                 ),
             });
             events.push(Event::Unfinished {
@@ -989,6 +1219,8 @@ impl AuditLog {
                 action: u.action,
                 intent_run: u.intent_run,
                 intent_time: u.intent_time,
+                item: u.item,
+                branch: u.branch,
             });
         }
         if let Err(e) = self.write_locked(&mut st, events) {
@@ -1073,6 +1305,24 @@ pub struct Unfinished {
     pub action: String,
     pub intent_run: String,
     pub intent_time: String,
+    /// A forge write's item or branch.
+    pub item: Option<ItemRef>,
+    pub branch: Option<String>,
+}
+
+impl Unfinished {
+    /// What a person should look at: the branch or the item of a forge write, else the
+    /// resource.
+    pub fn subject(&self) -> String {
+        match (&self.branch, &self.item) {
+            (Some(b), _) => format!("branch {b}"),
+            (None, Some(i)) => i.to_string(),
+            (None, None) if self.resource.is_empty() => {
+                format!("drift {} of target {}", self.fingerprint, self.target)
+            }
+            (None, None) => self.resource.clone(),
+        }
+    }
 }
 
 /// The intents in `records` that have no `result` and no `unfinished` record, other than the
@@ -1097,6 +1347,8 @@ pub fn unfinished(records: &[Record], current_run: &str) -> Vec<Unfinished> {
                 fingerprint,
                 resource,
                 action,
+                item,
+                branch,
                 ..
             } if !closed.contains(id.as_str()) => Some(Unfinished {
                 id: id.clone(),
@@ -1106,6 +1358,8 @@ pub fn unfinished(records: &[Record], current_run: &str) -> Vec<Unfinished> {
                 action: action.clone(),
                 intent_run: r.run.clone(),
                 intent_time: r.time.clone(),
+                item: *item,
+                branch: branch.clone(),
             }),
             _ => None,
         })
@@ -1362,6 +1616,13 @@ mod tests {
         let e = log.intent(&d, "correct", "server-side apply").unwrap_err();
         assert!(matches!(e, AuditError::NotAllowed(_)));
         assert_eq!(e.refusal(), "this replica does not hold the leader Lease");
+        let close = ForgeWrite::new("t", "f", "close", "comment, close (resolved)")
+            .item(ItemKind::PullRequest, 3);
+        let e = log.forge_intent(&close).unwrap_err();
+        assert!(
+            matches!(e, AuditError::NotAllowed(_)),
+            "forge writes ask the gate too"
+        );
         assert_eq!(log.lock().history.len(), before, "nothing recorded");
         allowed.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(log.intent(&d, "correct", "server-side apply").is_ok());
@@ -1406,6 +1667,24 @@ mod tests {
             r#"{"v":1,"run":"r","time":"1970-01-01T00:00:00Z","command":"reconcile","dry_run":true,"type":"trust_reset","target":"t","rule":"k.replicas"}"#
         );
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+        // Records written before the optional fields existed still read.
+        let old = r#"{"v":1,"run":"r","time":"1970-01-01T00:00:00Z","command":"reconcile","dry_run":false,"type":"target_checked","target":"t","checked":2,"drifted":0,"partial":false}"#;
+        assert!(matches!(
+            serde_json::from_str::<Record>(old).unwrap().event,
+            Event::TargetChecked {
+                items_listed: None,
+                ..
+            }
+        ));
+        let old = r#"{"v":1,"run":"r","time":"1970-01-01T00:00:00Z","command":"reconcile","dry_run":false,"type":"intent","id":"r-1","target":"t","fingerprint":"f","resource":"k","action":"pull_request","operation":"forge","trigger":"policy","rules":[],"fields":[]}"#;
+        assert!(matches!(
+            serde_json::from_str::<Record>(old).unwrap().event,
+            Event::Intent {
+                item: None,
+                branch: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1429,6 +1708,8 @@ mod tests {
             class: Some(Class::Safe),
             rules: vec![],
             fields: vec![],
+            item: None,
+            branch: None,
         };
         let mut records = vec![
             rec("a", intent("a-1")),
@@ -1460,6 +1741,8 @@ mod tests {
                 action: "correct".into(),
                 intent_run: "a".into(),
                 intent_time: rfc3339(10),
+                item: None,
+                branch: None,
             },
         ));
         assert!(unfinished(&records, "b").is_empty());

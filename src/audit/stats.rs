@@ -14,7 +14,10 @@
 //! - a **re-drift** is an episode of a resource that an earlier confirmed correction fixed;
 //! - **time to remediate** is first seen to resolved, by the first verdict's class and by how it
 //!   was resolved: `auto_corrected`, `drift_revert` (a correction a closed item asked for),
-//!   `merged_pull_request` (the drift went away while its pull request was open), `other`.
+//!   `merged_pull_request` (the run recorded, in `item_closed`, that the forge says the drift's
+//!   pull request was merged; in history written before `item_closed` existed, a
+//!   `target_checked` without `items_listed`: the drift went away while its pull request was
+//!   open), `other`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -317,7 +320,10 @@ struct Episode {
     counted: bool,
     class: Option<Option<Class>>,
     rules: Vec<String>,
+    /// Its last outcome was an opened or updated pull request.
     pull_request: bool,
+    /// An `item_closed` record says the forge merged its pull request.
+    merged: bool,
 }
 
 /// Computes the figures over the records from `since` (Unix seconds) to `now`, for one target
@@ -392,6 +398,7 @@ pub fn compute(
                         class: None,
                         rules: Vec::new(),
                         pull_request: false,
+                        merged: false,
                     },
                 );
                 if in_window && fixed.contains(&key) {
@@ -434,6 +441,17 @@ pub fn compute(
             } if keep(tg) => {
                 if let Some(ep) = open.get_mut(&(tg.clone(), fingerprint.clone())) {
                     ep.pull_request = action == "pull_request" && *result == ActionResult::Done;
+                }
+            }
+            Event::ItemClosed {
+                target: tg,
+                fingerprint,
+                item,
+                merged: true,
+                ..
+            } if keep(tg) && item.kind == crate::forge::ItemKind::PullRequest => {
+                if let Some(ep) = open.get_mut(&(tg.clone(), fingerprint.clone())) {
+                    ep.merged = true;
                 }
             }
             Event::Intent { id, target: tg, .. } if keep(tg) && in_window => {
@@ -488,6 +506,7 @@ pub fn compute(
                 checked,
                 drifted,
                 partial,
+                items_listed,
             } if keep(tg) => {
                 if in_window && *checked > 0 {
                     let score =
@@ -510,7 +529,10 @@ pub fn compute(
                     .collect();
                 for key in gone {
                     if let Some(ep) = open.remove(&key) {
-                        let how = if ep.pull_request {
+                        // The forge's word, recorded as `item_closed`; history written before
+                        // that record existed (no `items_listed`) is inferred from the drift
+                        // going away while its pull request was open.
+                        let how = if ep.merged || (items_listed.is_none() && ep.pull_request) {
                             "merged_pull_request"
                         } else {
                             "other"
@@ -773,6 +795,8 @@ mod tests {
                     class: Some(Class::Safe),
                     rules: vec!["p.r".into()],
                     fields: vec![field],
+                    item: None,
+                    branch: None,
                 },
             ),
             rec(
@@ -841,6 +865,101 @@ mod tests {
             reverts(&history(false, "h", "h", "kubectl", REVERT_HORIZON_SECS)).len(),
             1
         );
+    }
+
+    /// A risky drift seen by run `a` with its pull request opened, gone in run `b`; `listed`:
+    /// the runs' `items_listed`; `closed`: run `b` recorded its pull request closed, merged or
+    /// not. Returns the resolutions `stats` gives.
+    fn resolution(listed: Option<bool>, closed: Option<bool>) -> Vec<String> {
+        let checked = |items_listed| Event::TargetChecked {
+            target: "t".into(),
+            checked: 3,
+            drifted: 1,
+            partial: false,
+            items_listed,
+        };
+        let mut records = vec![
+            rec(
+                "a",
+                100,
+                Event::DriftSeen {
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    resource: "k".into(),
+                    display: "k".into(),
+                    kind: crate::model::DriftKind::Modified,
+                    changes: vec![],
+                },
+            ),
+            rec(
+                "a",
+                100,
+                Event::Verdict {
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    class: Some(Class::Risky),
+                    rules: vec!["p.r".into()],
+                    reasons: vec![],
+                    engine: "compiled".into(),
+                },
+            ),
+            rec(
+                "a",
+                101,
+                Event::Outcome {
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    action: "pull_request".into(),
+                    result: ActionResult::Done,
+                    detail: None,
+                    guardrail: None,
+                },
+            ),
+            rec("a", 101, checked(listed)),
+        ];
+        if let Some(merged) = closed {
+            records.push(rec(
+                "b",
+                400,
+                Event::ItemClosed {
+                    target: "t".into(),
+                    fingerprint: "f".into(),
+                    resource: Some("k".into()),
+                    item: crate::audit::ItemRef {
+                        kind: crate::forge::ItemKind::PullRequest,
+                        number: 7,
+                    },
+                    merged,
+                    changes: "c".into(),
+                    labels: vec!["drift".into()],
+                    closed_at: None,
+                },
+            ));
+        }
+        records.push(rec("b", 400, checked(listed)));
+        compute(&records, 0, 1000, None, &Default::default())
+            .time_to_remediate
+            .into_iter()
+            .inspect(|r| {
+                assert_eq!(
+                    (r.class.as_str(), r.count, r.mean_seconds),
+                    ("risky", 1, 300.0)
+                )
+            })
+            .map(|r| r.resolution)
+            .collect()
+    }
+
+    #[test]
+    fn a_merged_pull_request_is_the_forges_word_and_inferred_only_in_older_history() {
+        // The forge said merged.
+        assert_eq!(resolution(Some(true), Some(true)), ["merged_pull_request"]);
+        // Closed without merging, or still open when the drift went away: not a merge.
+        assert_eq!(resolution(Some(true), Some(false)), ["other"]);
+        assert_eq!(resolution(Some(true), None), ["other"]);
+        assert_eq!(resolution(Some(false), None), ["other"]);
+        // History written before `item_closed` existed: inferred from the open pull request.
+        assert_eq!(resolution(None, None), ["merged_pull_request"]);
     }
 
     #[test]

@@ -584,6 +584,23 @@ impl GitHub {
         Ok(items.iter().filter_map(issue_item).collect())
     }
 
+    /// `GET /pulls/{number}`: `merged` (every GitHub version answers it on this route), else
+    /// whether `merged_at` is set.
+    pub(super) async fn pull_merged(&self, number: u64) -> Result<bool> {
+        let path = format!("{}/pulls/{number}", self.repo_path());
+        let v = self.json(Method::Get, routes::PULL, &path, None).await?;
+        if v.get("number").and_then(Value::as_u64) != Some(number) {
+            return Err(ForgeError::Decode {
+                method: "GET".into(),
+                path,
+                message: "no pull request in the answer".into(),
+            });
+        }
+        Ok(v.get("merged")
+            .and_then(Value::as_bool)
+            .unwrap_or_else(|| v.get("merged_at").is_some_and(|m| !m.is_null())))
+    }
+
     pub(super) async fn create_pull(&self, p: &NewPull) -> Result<Item> {
         let v = self
             .json(

@@ -421,6 +421,13 @@ impl LocalForge {
         self.save(&st)
     }
 
+    /// Whether item `number` was merged (`merged` in `state.json`: the local forge merges
+    /// nothing itself; a person marks it).
+    pub fn merged(&self, number: u64) -> Result<bool> {
+        let mut st = self.load()?;
+        Ok(Self::find(&mut st, number)?.merged)
+    }
+
     /// Closes an item, replacing its body when given.
     pub fn close(&self, number: u64, body: Option<&str>) -> Result<()> {
         let mut st = self.load()?;

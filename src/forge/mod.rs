@@ -234,6 +234,15 @@ impl Forge {
         }
     }
 
+    /// Whether pull request `number` was merged, as the forge says it now: GitHub's pulls API
+    /// (`merged`, else `merged_at`), the local forge's `state.json`.
+    pub async fn pull_merged(&self, number: u64) -> Result<bool> {
+        match self {
+            Forge::GitHub(g) => g.pull_merged(number).await,
+            Forge::Local(l) => l.merged(number),
+        }
+    }
+
     /// Opens a pull request (labels applied).
     pub async fn create_pull(&self, p: &NewPull) -> Result<Item> {
         match self {
