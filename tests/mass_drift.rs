@@ -548,6 +548,7 @@ fn a_watch_pass_over_some_objects_is_held_back_while_the_target_is_in_mass_drift
     let one = seen.drifts[0].clone();
     let only: HashSet<String> = [one.fingerprint.clone()].into();
     let mut drifts = vec![one.clone()];
+    let state_before = std::fs::read(w.local_dir().join("state.json")).unwrap();
     pass(&mut drifts, Some(&only));
     let a = drifts[0].action.as_ref().unwrap();
     assert_eq!(
@@ -556,12 +557,16 @@ fn a_watch_pass_over_some_objects_is_held_back_while_the_target_is_in_mass_drift
             why: "mass drift".into()
         }
     );
+    let detail = a.detail.as_deref().unwrap();
     assert!(
-        a.detail
-            .as_deref()
-            .unwrap()
-            .contains("the last comparison of the whole target found 12 of 12 resources drifted"),
+        detail.contains("the last comparison of the whole target found 12 of 12 resources drifted")
+            && detail.contains("; see issue #1"),
         "{a:?}"
+    );
+    // The issue is left as the full cycle wrote it.
+    assert_eq!(
+        std::fs::read(w.local_dir().join("state.json")).unwrap(),
+        state_before
     );
     let items = local_items(&w.local_dir());
     assert_eq!(items.len(), 1, "no pull request: {items:?}");

@@ -17,7 +17,8 @@
 //!    changed (counts by drift kind and resource kind, likely causes, the report's link). An
 //!    issue a person closed for the same counts is not reopened. A later run over the whole
 //!    target that finds no mass drift, after a complete read, closes the issue with a comment
-//!    saying why.
+//!    saying why. A pass over some objects only (`watch`, after an event) leaves an issue the
+//!    last pass over the whole target wrote as it is, and closes nothing.
 //!
 //! Every forge write is audited like a drift's: an intent before (`action: mass_drift_issue`,
 //! `fingerprint: mass-drift`, `resource`: the target), its result after.
@@ -447,6 +448,15 @@ pub async fn run(
         }
         return errors;
     };
+    // A pass over some objects only (`watch`, after an event) leaves the issue as the last pass
+    // over the whole target wrote it: its held drifts point there.
+    if let Some(prev) = ctx
+        .only
+        .and_then(|_| session.mass_drift_of(&ctx.target.name))
+    {
+        point_at_issue(drifts, prev.issue.as_deref());
+        return errors;
+    }
     if !writes {
         mass.detail = if settings.is_none() {
             "planned: no `pull_requests` configured, so no issue is written".to_string()
@@ -479,23 +489,22 @@ pub async fn run(
             errors.push(source_error(ctx, format!("mass drift issue: {msg}")));
         }
     }
-    // Each held-back drift names where the target's issue is.
-    let note = match &mass.issue {
-        Some(i) => format!("; see {i}"),
-        None => String::new(),
-    };
-    if !note.is_empty() {
-        for d in drifts.iter_mut() {
-            let Some(a) = d.action.as_mut() else { continue };
-            if matches!(&a.action, Action::Skip { why } if why == GUARDRAIL) {
-                if let Some(detail) = a.detail.as_mut() {
-                    detail.push_str(&note);
-                }
+    point_at_issue(drifts, mass.issue.as_deref());
+    session.note_mass_drift(mass);
+    errors
+}
+
+/// Each held-back drift names where the target's issue is.
+fn point_at_issue(drifts: &mut [Drift], issue: Option<&str>) {
+    let Some(issue) = issue else { return };
+    for d in drifts.iter_mut() {
+        let Some(a) = d.action.as_mut() else { continue };
+        if matches!(&a.action, Action::Skip { why } if why == GUARDRAIL) {
+            if let Some(detail) = a.detail.as_mut() {
+                detail.push_str(&format!("; see {issue}"));
             }
         }
     }
-    session.note_mass_drift(mass);
-    errors
 }
 
 fn source_error(ctx: &ActContext<'_>, message: String) -> SourceError {
