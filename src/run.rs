@@ -210,27 +210,44 @@ async fn load_target(t: Target, cache_dir: PathBuf, strict: bool) -> Result<Load
         },
         // A cluster is read for the kinds and namespaces desired names; without a desired set
         // the target is skipped anyway.
-        LiveSource::Kubernetes(src) => match &desired {
-            Ok(set) => {
-                let values: Vec<serde_json::Value> =
-                    set.objects.iter().map(|o| o.value.clone()).collect();
+        // Each LIST's objects are compared as soon as it (and every LIST planned before it) is
+        // complete, then dropped unless they drifted.
+        LiveSource::Kubernetes(src) => match desired {
+            Ok(mut set) => {
+                // What the read plans its LISTs from: each desired object's kind and namespace.
+                let planned: Vec<serde_json::Value> = set
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "apiVersion": k8s::str_at(&o.value, "/apiVersion"),
+                            "kind": k8s::str_at(&o.value, "/kind"),
+                            "metadata": {"namespace": k8s::str_at(&o.value, "/metadata/namespace")},
+                        })
+                    })
+                    .collect();
                 let req = live::kube::ReadRequest {
-                    desired: &values,
+                    desired: &planned,
                     default_namespace: &t.namespace,
                     tracking: t.tracking.as_ref(),
                     unmanaged_namespaces: &t.unmanaged_namespaces,
                 };
-                live::kube::read(src, &req)
-                    .await
-                    .map(|r| LiveRead {
-                        objects: r.objects,
-                        errors: r.errors,
-                        unread: r.unread,
-                        compared: None,
-                    })
-                    .map_err(|e| LiveError::Kube(Box::new(e)))
+                let dopts = diff_options(&t, strict);
+                let mut c = Compare::new(compare_at(&t), &mut set, &dopts);
+                let read = live::kube::read_each(src, &req, &mut |o| c.live(o)).await;
+                desired = Ok(set);
+                read.map(|r| LiveRead {
+                    objects: Vec::new(),
+                    errors: r.errors,
+                    unread: r.unread,
+                    compared: Some(c.finish()),
+                })
+                .map_err(|e| LiveError::Kube(Box::new(e)))
             }
-            Err(_) => Ok(LiveRead::default()),
+            Err(e) => {
+                desired = Err(e);
+                Ok(LiveRead::default())
+            }
         },
         // Read by crate::terraform (load_target returned above); config pairs them with
         // `desired.terraform` only.

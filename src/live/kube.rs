@@ -780,9 +780,9 @@ impl Kube {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(list) = page.get("items").and_then(Value::as_array) {
-                    for item in list {
-                        let mut item = item.clone();
+                let mut page = page;
+                if let Some(Value::Array(list)) = page.get_mut("items").map(Value::take) {
+                    for mut item in list {
                         if let Some(obj) = item.as_object_mut() {
                             obj.entry("apiVersion")
                                 .or_insert_with(|| Value::String(res.api_version()));
@@ -1157,6 +1157,16 @@ pub async fn read(src: &KubeSource, req: &ReadRequest<'_>) -> Result<KubeRead, K
     read_with(&kube, req).await
 }
 
+/// [`read`], each object handed to `sink` instead of collected ([`read_with_each`]).
+pub async fn read_each(
+    src: &KubeSource,
+    req: &ReadRequest<'_>,
+    sink: &mut (dyn FnMut(RawObject) + Send),
+) -> Result<KubeRead, KubeError> {
+    let kube = Kube::connect(src).await?;
+    read_with_each(&kube, req, sink).await
+}
+
 /// The scopes a target's live read covers, from discovery of the kinds desired names.
 #[derive(Debug, Default)]
 pub struct PlannedScopes {
@@ -1238,8 +1248,25 @@ pub async fn plan_scopes(kube: &Kube, req: &ReadRequest<'_>) -> Result<PlannedSc
 
 /// [`read`] with an existing client.
 pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, KubeError> {
+    let mut objects = Vec::new();
+    let mut out = read_with_each(kube, req, &mut |o| objects.push(o)).await?;
+    out.objects = objects;
+    Ok(out)
+}
+
+/// [`read_with`], each object handed to `sink` (and `objects` left empty): a scope's LIST is
+/// handed over as soon as it and every scope planned before it are complete, in the planned
+/// order, so a caller that compares each object as it arrives holds about one LIST's objects
+/// at a time, not the cluster. A LIST is handed over whole (all its pages, or nothing when it
+/// fails): a scope is read from one consistent snapshot, as before.
+pub async fn read_with_each(
+    kube: &Kube,
+    req: &ReadRequest<'_>,
+    sink: &mut (dyn FnMut(RawObject) + Send),
+) -> Result<KubeRead, KubeError> {
     let started = Instant::now();
     let mut out = KubeRead::default();
+    let mut objects = 0usize;
     let planned = plan_scopes(kube, req).await?;
     let kinds = planned.kinds;
     let scopes = planned.scopes;
@@ -1263,6 +1290,15 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
         });
     }
     let mut results: Vec<Option<ListResult>> = (0..scopes.len()).map(|_| None).collect();
+    // Scopes before this one have been handed over (and their results dropped).
+    let mut next = 0;
+    let mut seen = HashSet::new();
+    let mut hand = Handover {
+        out: &mut out,
+        seen: &mut seen,
+        sink,
+        objects: &mut objects,
+    };
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((i, res)) => {
@@ -1270,20 +1306,54 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
                     *slot = Some(res);
                 }
             }
-            Err(e) => out.errors.push(format!("a LIST task failed: {e}")),
+            Err(e) => hand.out.errors.push(format!("a LIST task failed: {e}")),
+        }
+        while let Some(Some(res)) = results.get_mut(next).map(Option::take) {
+            if let Some(scope) = scopes.get(next) {
+                hand.scope(scope, Some(res));
+            }
+            next += 1;
         }
     }
+    // What is left never completed (its task failed).
+    for (scope, res) in scopes.iter().zip(results).skip(next) {
+        hand.scope(scope, res);
+    }
+    out.unread.sort();
+    out.unread.dedup();
+    info!(
+        cluster = %kube.cluster_url,
+        kinds,
+        scopes = scopes.len(),
+        lists = out.list_requests,
+        objects,
+        errors = out.errors.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "cluster read"
+    );
+    Ok(out)
+}
 
-    let mut seen = HashSet::new();
-    for (scope, res) in scopes.iter().zip(results) {
+/// Hands a completed scope's objects over (once per object across overlapping LISTs) and
+/// records a failed one.
+struct Handover<'a, 's> {
+    out: &'a mut KubeRead,
+    seen: &'a mut HashSet<String>,
+    sink: &'s mut (dyn FnMut(RawObject) + Send),
+    objects: &'a mut usize,
+}
+
+impl Handover<'_, '_> {
+    fn scope(&mut self, scope: &ListScope, res: Option<ListResult>) {
         let path = scope.resource.collection_path(scope.namespace.as_deref());
         match res {
             Some(Ok((items, pages))) => {
-                out.list_requests += pages;
+                self.out.list_requests += pages;
                 for item in items {
                     let key = object_key(&item);
-                    if seen.insert(key) {
-                        out.objects.push(RawObject {
+                    if self.seen.insert(key) {
+                        *self.objects += 1;
+                        (self.sink)(RawObject {
                             value: item,
                             file: path.clone(),
                             line: 0,
@@ -1298,7 +1368,7 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
                     None => "(cluster-scoped)".to_string(),
                 };
                 let consequence = if scope.authoritative {
-                    out.unread.push(UnreadScope {
+                    self.out.unread.push(UnreadScope {
                         group: scope.resource.group.clone(),
                         kind: Some(scope.resource.kind.clone()),
                         namespace: scope.namespace.clone(),
@@ -1307,33 +1377,20 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
                 } else {
                     "Unmanaged objects there were not searched"
                 };
-                out.errors.push(format!(
+                self.out.errors.push(format!(
                     "LIST {} {} failed: {}; {consequence}",
                     scope.resource.kind,
                     where_,
                     error_chain(&e)
                 ));
             }
-            None => out.unread.push(UnreadScope {
+            None => self.out.unread.push(UnreadScope {
                 group: scope.resource.group.clone(),
                 kind: Some(scope.resource.kind.clone()),
                 namespace: scope.namespace.clone(),
             }),
         }
     }
-    out.unread.sort();
-    out.unread.dedup();
-    info!(
-        cluster = %kube.cluster_url,
-        kinds,
-        scopes = scopes.len(),
-        lists = out.list_requests,
-        objects = out.objects.len(),
-        errors = out.errors.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "cluster read"
-    );
-    Ok(out)
 }
 
 fn display_group(group: &str) -> &str {
