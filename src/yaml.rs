@@ -159,11 +159,42 @@ enum Frame {
     },
 }
 
+/// The deepest nesting of collections accepted. Everything that reads the data (conversion to
+/// JSON, the diff, masking, dropping it) recurses once per level, on threads whose stacks are a
+/// few MiB; a Kubernetes object nests a few dozen levels, a CRD's schema under a hundred.
+pub const MAX_DEPTH: usize = 256;
+
+/// The most values aliases may add to one stream (each alias is a copy of its anchor's value).
+/// Real manifests stay far below; nested aliases double at every level ("billion laughs"), so
+/// without a bound a few hundred bytes would take all memory.
+pub const MAX_ALIAS_VALUES: usize = 100_000;
+
+/// The number of values in a node, and how many levels it nests (a scalar: 1 and 0).
+fn node_extent(n: &Node) -> (usize, usize) {
+    match &n.kind {
+        NodeKind::Scalar(_) => (1, 0),
+        NodeKind::Seq(items) => items.iter().fold((1, 1), |(c, d), i| {
+            let (ic, id) = node_extent(i);
+            (c + ic, d.max(id + 1))
+        }),
+        NodeKind::Map(entries) => entries.iter().fold((1, 1), |(c, d), (k, v)| {
+            let (kc, kd) = node_extent(k);
+            let (vc, vd) = node_extent(v);
+            (c + kc + vc, d.max(kd.max(vd) + 1))
+        }),
+    }
+}
+
 /// Parses every document of a YAML stream. Empty documents (only comments) are skipped.
+///
+/// Nesting deeper than [`MAX_DEPTH`] (written, or reached through aliases) and aliases that
+/// expand to more than [`MAX_ALIAS_VALUES`] values are errors.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // Each anchor's node, with its extent (values, depth).
+    let mut anchors: HashMap<usize, (Node, usize, usize)> = HashMap::new();
+    let mut aliased_values = 0usize;
     let mut root: Option<Node> = None;
 
     for item in Parser::new_from_str(text) {
@@ -191,11 +222,28 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
                 }
                 None
             }
-            Event::Alias(id) => Some(anchors.get(&id).cloned().ok_or_else(|| YamlError {
-                line: span.start.line(),
-                col: span.start.col() + 1,
-                message: "alias refers to an unknown anchor".to_string(),
-            })?),
+            Event::Alias(id) => {
+                let err = |message: String| YamlError {
+                    line: span.start.line(),
+                    col: span.start.col() + 1,
+                    message,
+                };
+                let (node, values, depth) = anchors
+                    .get(&id)
+                    .ok_or_else(|| err("alias refers to an unknown anchor".to_string()))?;
+                aliased_values = aliased_values.saturating_add(*values);
+                if aliased_values > MAX_ALIAS_VALUES {
+                    return Err(err(format!(
+                        "aliases expand to more than {MAX_ALIAS_VALUES} values"
+                    )));
+                }
+                if stack.len() + depth > MAX_DEPTH {
+                    return Err(err(format!(
+                        "the alias nests deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                Some(node.clone())
+            }
             Event::Scalar(value, style, anchor, tag) => {
                 let tag_suffix = tag.as_ref().map(|t| {
                     if t.handle == "!!" || t.handle == "tag:yaml.org,2002:" {
@@ -217,9 +265,16 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
                     col: span.start.col() + 1,
                 };
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    anchors.insert(anchor, (node.clone(), 1, 0));
                 }
                 Some(node)
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(YamlError {
+                    line: span.start.line(),
+                    col: span.start.col() + 1,
+                    message: format!("collections nest deeper than {MAX_DEPTH} levels"),
+                });
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq {
@@ -281,7 +336,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
                     }
                 };
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    let (values, depth) = node_extent(&node);
+                    anchors.insert(anchor, (node.clone(), values, depth));
                 }
                 Some(node)
             }
@@ -584,6 +640,49 @@ mod tests {
         assert_eq!(docs[1].value["list"], json!([1, "two", 3.0]));
         assert_eq!(docs[0].root.locate("/data/b").line, 6);
         assert_eq!(docs[0].root.locate("/data/zzz").line, 5);
+    }
+
+    /// Found by the `yaml` fuzz target's kind of input (fixtures/fuzz/): nested aliases that
+    /// double at every level took all memory before any error.
+    #[test]
+    fn an_alias_bomb_is_refused_with_its_position() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fuzz/yaml-alias-bomb.yaml"
+        ))
+        .unwrap();
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("aliases expand to more than"), "{e}");
+        assert!((5..=10).contains(&e.line), "{e}");
+        // A few aliases of a large anchor are fine.
+        let ok = "a: &a {x: 1, y: [1, 2, 3]}\nb: *a\nc: *a\nd: {<<: *a, z: 2}\n";
+        assert_eq!(
+            parse_single(ok).unwrap().value["d"],
+            json!({"z": 2, "x": 1, "y": [1, 2, 3]})
+        );
+    }
+
+    /// 20,000 nested sequences overflowed the stack of whatever read the data next (a test
+    /// thread's, a runtime worker's): refused at the first level past the limit.
+    #[test]
+    fn nesting_past_the_limit_is_refused() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fuzz/yaml-deep-nesting.yaml"
+        ))
+        .unwrap();
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("nest deeper than 256"), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+        let at_limit = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        assert!(parse_documents(&at_limit).is_ok());
+        let past = format!("{}x\n", "- ".repeat(MAX_DEPTH + 1));
+        assert!(parse_documents(&past).is_err());
+        // Through aliases: an anchor 200 deep used 100 levels down.
+        let anchor = format!("{}x{}", "[".repeat(200), "]".repeat(200));
+        let deep = format!("a: &a {anchor}\nb:\n{}*a\n", "- ".repeat(100));
+        let e = parse_documents(&deep).unwrap_err();
+        assert!(e.message.contains("deeper than"), "{e}");
     }
 
     #[test]
