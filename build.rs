@@ -82,15 +82,25 @@ fn git_commit() -> Option<String> {
     let commit = git(&["rev-parse", "HEAD"]).filter(|c| is_commit(c))?;
     for path in ["HEAD", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={}", absolute(&p));
+            rerun_if_exists(&absolute(&p));
         }
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(p) = git(&["rev-parse", "--git-path", &branch])
     {
-        println!("cargo:rerun-if-changed={}", absolute(&p));
+        rerun_if_exists(&absolute(&p));
     }
     Some(commit)
+}
+
+/// Watches a file that exists. Cargo re-runs a build script on every build while a watched file
+/// is missing, and with it rebuilds the crate: a checkout without `packed-refs` (a worktree, a
+/// fresh `git init`), or without `.cargo_vcs_info.json` (every checkout), would rebuild
+/// driftwarden on every cargo command.
+fn rerun_if_exists(path: &str) {
+    if Path::new(path).exists() {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }
 
 fn absolute(p: &str) -> String {
@@ -105,7 +115,7 @@ fn absolute(p: &str) -> String {
 /// The commit `cargo package` recorded in the tarball: `{"git": {"sha1": "<hex>"}, ...}`.
 fn vcs_info_commit() -> Option<String> {
     let path = Path::new(&env_dir()).join(".cargo_vcs_info.json");
-    println!("cargo:rerun-if-changed={}", path.display());
+    rerun_if_exists(&path.display().to_string());
     let text = std::fs::read_to_string(path).ok()?;
     let after = &text[text.find("\"sha1\"")? + "\"sha1\"".len()..];
     let start = after.find('"')? + 1;
