@@ -521,6 +521,10 @@ pub fn to_block_yaml(
     out
 }
 
+/// The longest key written as an implicit `key: value` (YAML allows 1024 characters, the `:`
+/// and a margin included).
+const MAX_IMPLICIT_KEY: usize = 1000;
+
 fn write_yaml(
     v: &Value,
     indent: usize,
@@ -532,8 +536,18 @@ fn write_yaml(
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, val) in m {
+                let k = key(k);
                 out.push_str(&pad);
-                out.push_str(&key(k));
+                // An implicit key is at most 1024 characters (YAML 1.2, 7.4.2); a longer one
+                // is written explicitly: `? key`, then `:` on the next line.
+                if k.chars().count() > MAX_IMPLICIT_KEY {
+                    out.push_str("? ");
+                    out.push_str(&k);
+                    out.push('\n');
+                    out.push_str(&pad);
+                } else {
+                    out.push_str(&k);
+                }
                 out.push(':');
                 write_child(val, indent, out, key, scalar);
             }
@@ -683,6 +697,27 @@ mod tests {
         let deep = format!("a: &a {anchor}\nb:\n{}*a\n", "- ".repeat(100));
         let e = parse_documents(&deep).unwrap_err();
         assert!(e.message.contains("deeper than"), "{e}");
+    }
+
+    /// Found by the `yaml` fuzz target (fixtures/fuzz/yaml-long-key.yaml: a managedFields
+    /// mapping turned into a mapping key by one changed byte): `to_yaml`, which adoption edits
+    /// share, wrote the 1,100-character key as an implicit key, which no YAML reader accepts.
+    #[test]
+    fn keys_past_the_implicit_key_limit_are_written_explicitly() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fuzz/yaml-long-key.yaml"
+        ))
+        .unwrap();
+        for d in parse_documents(&text).unwrap() {
+            let back = parse_single(&to_yaml(&d.value)).unwrap();
+            assert_eq!(back.value, d.value);
+        }
+        let long = "k".repeat(2000);
+        let v = json!({ long.clone(): {"a": [1, {long.clone(): 2}]}, "short": 1 });
+        let text = to_yaml(&v);
+        assert!(text.starts_with("? kkk"), "{text}");
+        assert_eq!(parse_single(&text).unwrap().value, v);
     }
 
     #[test]
