@@ -144,7 +144,16 @@ pub struct Origin {
     pub command: String,
     /// The run sent `dryRun=All` requests: nothing was changed.
     pub dry_run: bool,
+    /// `watch` only: which kind of pass acted ([`PASS_EVENT`], [`PASS_CYCLE`], [`PASS_GATE`]).
+    pub pass: Option<&'static str>,
 }
+
+/// `watch`'s pass over the objects some watch events showed.
+pub const PASS_EVENT: &str = "event";
+/// `watch`'s full, LIST-based cycle of a target.
+pub const PASS_CYCLE: &str = "cycle";
+/// `watch`'s health gate concluding in the background after a correction.
+pub const PASS_GATE: &str = "health_gate";
 
 /// One thing to tell receivers about.
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +163,9 @@ pub struct Event {
     pub time: String,
     pub command: String,
     pub dry_run: bool,
+    /// `watch` only: the pass that acted (`event`, `cycle`, `health_gate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// One line for people: what happened to what.
@@ -307,6 +319,7 @@ fn drift_event(kind: EventKind, d: &Drift, origin: &Origin) -> Event {
         time: crate::run::now_rfc3339(),
         command: origin.command.clone(),
         dry_run: origin.dry_run,
+        pass: origin.pass,
         target: Some(d.target.clone()),
         title: format!("{}: {} {what}", d.target, d.resource.display),
         drift: Some(EventDrift {
@@ -367,6 +380,7 @@ pub fn run_events(report: &Report, origin: &Origin) -> Vec<Event> {
         time: crate::run::now_rfc3339(),
         command: origin.command.clone(),
         dry_run: origin.dry_run,
+        pass: origin.pass,
         target: None,
         title: format!(
             "{}{}: {} of {} resources drifted in {} target(s), compliance {}%{}",
@@ -410,6 +424,7 @@ pub fn failure_event(message: &str, origin: &Origin) -> Event {
         time: crate::run::now_rfc3339(),
         command: origin.command.clone(),
         dry_run: origin.dry_run,
+        pass: origin.pass,
         target: None,
         title: format!("{} failed: {message}", origin.command),
         drift: None,
@@ -500,6 +515,9 @@ pub fn slack_body(e: &Event) -> Value {
     }
     if let Some(d) = &e.drift {
         context.push(format!("fingerprint `{}`", d.fingerprint));
+    }
+    if let Some(pass) = e.pass {
+        context.push(format!("{} pass `{pass}`", e.command));
     }
     if e.dry_run {
         context.push("dry run".to_string());
@@ -978,6 +996,7 @@ mod tests {
         Origin {
             command: "reconcile".into(),
             dry_run: false,
+            pass: None,
         }
     }
 

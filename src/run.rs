@@ -307,6 +307,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, Error> {
             origin: crate::notify::Origin {
                 command: opts.command.name().to_string(),
                 dry_run: opts.dry_run,
+                pass: None,
             },
             sends: tokio::task::JoinSet::new(),
         }),
@@ -741,6 +742,7 @@ pub fn act_context<'a>(
         pull_requests: Some(prs),
         audit,
         only: None,
+        handoff: None,
     }
 }
 

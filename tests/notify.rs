@@ -613,6 +613,7 @@ fn summary_event() -> notify::Event {
     let origin = Origin {
         command: "reconcile".into(),
         dry_run: false,
+        pass: None,
     };
     notify::run_events(&report, &origin).remove(0)
 }

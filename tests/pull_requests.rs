@@ -1327,6 +1327,7 @@ fn terraform_drift_edits_the_literal_and_an_unmanaged_instance_gets_an_import_bl
         pull_requests: Some(&session),
         audit: &audit,
         only: None,
+        handoff: None,
     };
     let errors = tokio::runtime::Runtime::new()
         .unwrap()

@@ -193,8 +193,26 @@ pub async fn run(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
             ));
         }
     }
-    if !gated.is_empty() {
-        errors.extend(settle_gates(&kube, ctx, drifts, gated).await);
+    match ctx.handoff {
+        // Followed elsewhere (`watch`): reported `done` now, settled when the gate concludes.
+        Some(handoff) => {
+            for (index, intent, gate) in gated {
+                let Some(d) = drifts.get_mut(index) else {
+                    continue;
+                };
+                let drift = d.clone();
+                append_detail(d, health::FOLLOWING);
+                handoff.push(health::Handed {
+                    drift,
+                    intent,
+                    gate,
+                });
+            }
+        }
+        None if !gated.is_empty() => {
+            errors.extend(settle_gates(&kube, ctx, drifts, gated).await);
+        }
+        None => {}
     }
     errors.extend(admitted.save(ctx));
     errors
@@ -282,46 +300,62 @@ async fn settle_gates(
         let (Some(d), Some(id)) = (drifts.get_mut(index), ids.remove(&index)) else {
             continue;
         };
-        match judgement {
-            Judgement::Healthy(h) => append_detail(
-                d,
-                &format!("health gate: rolled out healthy ({})", h.evidence()),
+        errors.extend(settle(kube, ctx, d, &id, &gate, judgement).await);
+    }
+    errors
+}
+
+/// Settles one correction its gate judged: kept (the detail says how the rollout went), or
+/// rolled back and escalated. Then records the correction's result (intent `id`) in the audit
+/// log. Returns the rollback as an error: a rolled-back correction counts as a failed one.
+pub async fn settle(
+    kube: &Kube,
+    ctx: &ActContext<'_>,
+    d: &mut Drift,
+    id: &str,
+    gate: &Gate,
+    judgement: Judgement,
+) -> Vec<SourceError> {
+    let mut errors = Vec::new();
+    match judgement {
+        Judgement::Healthy(h) => append_detail(
+            d,
+            &format!("health gate: rolled out healthy ({})", h.evidence()),
+        ),
+        Judgement::Unsettled { last, why } => append_detail(
+            d,
+            &format!(
+                "health gate: kept: {why}{}",
+                last.map(|h| format!(" ({})", h.evidence()))
+                    .unwrap_or_default()
             ),
-            Judgement::Unsettled { last, why } => append_detail(
-                d,
-                &format!(
-                    "health gate: kept: {why}{}",
-                    last.map(|h| format!(" ({})", h.evidence()))
-                        .unwrap_or_default()
-                ),
-            ),
-            Judgement::Worse { last, why } => {
-                if let Some(e) = roll_back(kube, ctx, d, &gate, &last, &why).await {
-                    errors.push(e);
-                }
+        ),
+        Judgement::Worse { last, why } => {
+            if let Some(e) = roll_back(kube, ctx, d, gate, &last, &why).await {
+                errors.push(e);
             }
         }
-        if let Err(e) = ctx.audit.result(&id, d, confirmed(d)) {
-            errors.push(source_error(
-                ctx,
-                format!(
-                    "{}: the result of the correction could not be recorded: {}",
-                    d.resource.display,
-                    error_chain(&e)
-                ),
-            ));
-        }
-        if d.action
+    }
+    if let Err(e) = ctx.audit.result(id, d, confirmed(d)) {
+        errors.push(source_error(
+            ctx,
+            format!(
+                "{}: the result of the correction could not be recorded: {}",
+                d.resource.display,
+                error_chain(&e)
+            ),
+        ));
+    }
+    if d.action
+        .as_ref()
+        .is_some_and(|a| a.result == ActionResult::RolledBack)
+    {
+        let reason = d
+            .action
             .as_ref()
-            .is_some_and(|a| a.result == ActionResult::RolledBack)
-        {
-            let reason = d
-                .action
-                .as_ref()
-                .and_then(|a| a.detail.clone())
-                .unwrap_or_default();
-            escalate(d, ctx, &reason);
-        }
+            .and_then(|a| a.detail.clone())
+            .unwrap_or_default();
+        escalate(d, ctx, &reason);
     }
     errors
 }

@@ -484,6 +484,7 @@ mod tests {
             pull_requests: None,
             audit: test_audit(),
             only: None,
+            handoff: None,
         }
     }
 

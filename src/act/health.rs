@@ -26,10 +26,15 @@
 //!    log (`rollback` intent and result, and a `rollback` record with the fields and the
 //!    evidence), counted as a failed correction, and the drift is escalated to a pull request.
 //!
-//! [`Gate::follow`] owns what it needs (a [`Kube`] clone and the gate), so `watch` can spawn it
-//! and go on with other work; `reconcile` follows every gated workload of a target at once
-//! and waits for them (at most `timeout`).
+//! [`Gate::follow`] owns what it needs (a [`Kube`] clone and the gate), so it can be spawned.
+//! `reconcile` follows every gated workload of a target at once and waits for them (at most
+//! `timeout`). `watch` hands its gates over instead ([`Handoff`], set in
+//! [`super::ActContext::handoff`]): the correction is reported `done` at once, each gate is
+//! followed on a task of its own while the target's other events go on being handled, and when
+//! the gate concludes the correction is settled as `reconcile` settles it (kept, or rolled back
+//! and escalated; the audit result written then: [`super::conclude_gate`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -258,6 +263,36 @@ pub struct Gate {
     pub interval: Duration,
     /// The resource as reports show it.
     pub display: String,
+}
+
+/// A gated correction handed over to be followed elsewhere (`watch`).
+#[derive(Debug)]
+pub struct Handed {
+    /// The drift as the correction left it (`done`, confirmed), before the note that the gate
+    /// follows it in the background.
+    pub drift: Drift,
+    /// The correction's audit intent: its result is written once the gate concludes.
+    pub intent: String,
+    pub gate: Gate,
+}
+
+/// What the note on a handed correction's detail says until its gate concludes.
+pub const FOLLOWING: &str = "health gate: following the rollout in the background";
+
+/// Where the Kubernetes actuator leaves the gates of a context that follows them elsewhere
+/// instead of waiting for them.
+#[derive(Debug, Default)]
+pub struct Handoff(Mutex<Vec<Handed>>);
+
+impl Handoff {
+    pub fn push(&self, h: Handed) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+
+    /// The gates handed over so far; the handoff is empty after.
+    pub fn take(&self) -> Vec<Handed> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Why a correction is not gated.

@@ -52,6 +52,9 @@ pub struct ActContext<'a> {
     /// Pull requests and issues of other drifts are left alone (never closed as resolved).
     /// `None`: the whole target was compared.
     pub only: Option<&'a std::collections::HashSet<String>>,
+    /// Gated corrections are handed over here instead of being followed before the actuators
+    /// return (`watch`, src/act/health.rs). `None`: followed and settled in place.
+    pub handoff: Option<&'a health::Handoff>,
 }
 
 /// The desired objects as Git has them, secret values included, by [`ResourceId::key`]. Its
@@ -121,6 +124,48 @@ pub async fn act(ctx: &ActContext<'_>, drifts: &mut [Drift]) -> Vec<SourceError>
     // outcome (src/act/health.rs).
     health::finish(drifts);
     errors
+}
+
+/// Settles a correction whose gate was followed elsewhere (`watch`, [`health::Handoff`]) once
+/// the gate concluded: kept or rolled back ([`correct_kube::settle`], which records the
+/// correction's result), then, for a rollback, the pull request or issue it is escalated to,
+/// and the drift's final outcome in the audit log. `ctx.only` should name the drift's
+/// fingerprint alone, so that no other item is touched. Returns the drift as it ends and the
+/// errors for the target's report.
+pub async fn conclude_gate(
+    ctx: &ActContext<'_>,
+    kube: &crate::live::kube::Kube,
+    handed: health::Handed,
+    judgement: health::Judgement,
+) -> (Drift, Vec<SourceError>) {
+    let health::Handed {
+        mut drift,
+        intent,
+        gate,
+    } = handed;
+    let mut errors = correct_kube::settle(kube, ctx, &mut drift, &intent, &gate, judgement).await;
+    let escalated = drift
+        .action
+        .as_ref()
+        .is_some_and(|a| matches!(a.action, Action::PullRequest | Action::Issue));
+    if escalated {
+        let drifts = std::slice::from_mut(&mut drift);
+        let escalations = guardrails::Escalations::note(ctx, drifts);
+        errors.extend(pull_request::run(ctx, drifts).await);
+        escalations.restore(drifts);
+        health::finish(drifts);
+    }
+    let outcome = crate::audit::outcome_event(&drift).into_iter().collect();
+    if let Err(e) = ctx.audit.write(outcome) {
+        errors.push(guardrails::source_error(
+            ctx,
+            format!(
+                "the health gate's outcome could not be recorded in the audit log: {}",
+                crate::errors::error_chain(&e)
+            ),
+        ));
+    }
+    (drift, errors)
 }
 
 /// The action a drift leads to under `mode`, before any actuator runs. Fail safe: a drift with

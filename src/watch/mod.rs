@@ -11,12 +11,17 @@
 //! - [`lease`]: leader election on a `coordination.k8s.io/v1` Lease. Every write (live objects,
 //!   EC2, the forge) happens only while [`lease::Leadership::check`] passes; without
 //!   `watch.leader_election` this process leads alone.
+//! - [`notices`]: the `notify:` receivers told what each pass did, without waiting for them.
 //!
 //! A run ends when the shutdown channel given to [`Watch::run`] turns `true`: the work in
-//! flight finishes (no half-applied correction), then it returns.
+//! flight finishes (no half-applied correction); health gates still following a rollout are
+//! given up to [`WatchOptions::shutdown_budget`] to conclude (one that does not is recorded in
+//! the audit log as not concluded); notifications still under way get up to
+//! [`NOTIFY_FLUSH`]; then it returns.
 
 pub mod http;
 pub mod lease;
+pub mod notices;
 pub mod status;
 pub mod stream;
 pub mod target;
@@ -96,7 +101,18 @@ pub struct WatchOptions {
     pub mode: Option<Mode>,
     /// Every audit record is also printed on stdout, one JSON line each.
     pub audit_stdout: bool,
+    /// At shutdown, how long health gates still following a rollout may take to conclude.
+    pub shutdown_budget: Duration,
+    /// The notifier of the `notify:` section, when the caller built it (with
+    /// [`crate::notify::Notifier::with_env`]); `None`: built from the config and the process
+    /// environment.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
+
+/// At shutdown, the longest notifications still under way are waited for (after the health
+/// gates): with [`WatchOptions::shutdown_budget`]'s default, `watch` still exits within the 10
+/// seconds of its SIGTERM promise.
+pub const NOTIFY_FLUSH: Duration = Duration::from_secs(3);
 
 impl Default for WatchOptions {
     fn default() -> Self {
@@ -105,6 +121,8 @@ impl Default for WatchOptions {
             cache_dir: run::default_cache_dir(),
             mode: None,
             audit_stdout: false,
+            shutdown_budget: Duration::from_secs(5),
+            notifier: None,
         }
     }
 }
@@ -128,6 +146,8 @@ pub struct Watch {
     /// The endpoints' socket, bound at start.
     listener: tokio::net::TcpListener,
     webhook: Option<Arc<webhook::Webhook>>,
+    /// The `notify:` receivers (none without the section).
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -162,6 +182,15 @@ impl Watch {
             .into());
         }
         let engine = run::load_policies(&cfg.policies, false)?;
+        // An unset or malformed receiver variable is invalid input (exit 3), before anything
+        // starts.
+        let notifier = match (&opts.notifier, &cfg.notify) {
+            (Some(n), _) => Some(Arc::clone(n)),
+            (None, Some(settings)) => Some(Arc::new(
+                crate::notify::Notifier::new(settings).map_err(run::Error::Notify)?,
+            )),
+            (None, None) => None,
+        };
         let mut clients = BTreeMap::new();
         for t in &targets {
             if let LiveSource::Kubernetes(src) = &t.live {
@@ -238,6 +267,7 @@ impl Watch {
             clients,
             listener,
             webhook,
+            notifier,
         })
     }
 
@@ -281,6 +311,7 @@ impl Watch {
             clients,
             listener,
             webhook,
+            notifier,
         } = self;
         // The endpoints serve until the loop has stopped.
         let (http_stop, mut http_stop_rx) = watch::channel(false);
@@ -312,6 +343,7 @@ impl Watch {
         for e in audit.report_unfinished() {
             warn!(target = %e.target, error = %e.message, "audit: an earlier run left an action without its result");
         }
+        let notices = notifier.map(notices::Notices::new);
         let shared = target::Shared {
             cfg: &cfg,
             opts: &opts,
@@ -320,6 +352,7 @@ impl Watch {
             audit: &audit,
             status: &status,
             leadership: &leadership,
+            notices: notices.as_ref(),
         };
         // One loop per target, all on this task (the forge's Git handles are not `Send`); the
         // watch streams run as tasks of their own.
@@ -359,6 +392,9 @@ impl Watch {
         };
         tracing::debug!(loops = loops.len(), "watch: starting the target loops");
         futures::future::join(control, futures::future::join_all(loops)).await;
+        if let Some(n) = &notices {
+            n.flush(&audit, NOTIFY_FLUSH).await;
+        }
         info!("watch: the loop stopped; releasing the Lease");
         let _ = elector_stop.send(true);
         if let Some(task) = elector_task {

@@ -16,7 +16,9 @@
 //! - **health**: a scope that returned an error counts as unread (nothing Missing, nothing
 //!   pruned, in its scope) until an event arrives or the re-watch has stayed open for
 //!   [`RESUMED_AFTER`] (kube's watcher does not surface a successful reconnect or a bookmark);
-//! - **memory**: objects are passed on as JSON without `status` (no diff reads it);
+//! - **memory**: objects are passed on as JSON without `status` (no diff reads it), except
+//!   Deployments, StatefulSets and DaemonSets, whose status the health gate judges the
+//!   workload's health by before a correction (src/act/health.rs);
 //! - events go to the target's loop over a channel, tagged with the scope and the generation of
 //!   the desired state that planned them.
 
@@ -79,12 +81,14 @@ fn api_resource(scope: &ListScope) -> kube::discovery::ApiResource {
     }
 }
 
-/// What the store keeps of an object: everything but `status`, with its `apiVersion` and
-/// `kind` (list items come without them).
+/// What the store keeps of an object: everything but `status` (a workload keeps it, for the
+/// health gate), with its `apiVersion` and `kind` (list items come without them).
 pub fn trim(obj: DynamicObject, ar: &kube::discovery::ApiResource) -> Value {
     let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Some(map) = v.as_object_mut() {
-        map.remove("status");
+        if !crate::act::health::WORKLOADS.contains(&ar.kind.as_str()) {
+            map.remove("status");
+        }
         map.entry("apiVersion")
             .or_insert_with(|| Value::String(ar.api_version.clone()));
         map.entry("kind")

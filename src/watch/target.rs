@@ -11,6 +11,22 @@
 //! Safety: every write is preceded by a leadership check; a scope whose stream is failing or
 //! not yet listed counts as unread (its desired objects are not Missing, nothing is pruned);
 //! corrections count against the rolling window ([`super::window`]).
+//!
+//! Health gates (src/act/health.rs) are followed in the background: a pass that corrects a
+//! Deployment, StatefulSet or DaemonSet reports the correction `done` and hands its gate over
+//! ([`act::health::Handoff`]); the gate follows the rollout on a task of its own while the
+//! target's other events go on being handled. While a gate follows a workload, no second
+//! correction of that workload starts: a pass (event or full cycle) that finds it drifted again
+//! skips the correction with the reason and looks at the object again once the gate concludes
+//! (other actions, such as a pull request for risky drift, go ahead). When the gate concludes,
+//! the correction is settled on this loop as `reconcile` settles it ([`act::conclude_gate`]):
+//! kept, or rolled back, recorded in the audit log, escalated to a pull request, and notified.
+//! A drift whose correction was rolled back is not corrected again while it stays the same
+//! (same fields, same values): it is escalated instead, so a correction known to break the
+//! workload is not re-applied at every event. At shutdown, gates get up to
+//! [`super::WatchOptions::shutdown_budget`] to conclude; one that does not is recorded in the
+//! audit log (the correction's result, `health gate not concluded`), and a process that dies
+//! first leaves the correction's intent without a result, which the next run reports.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -24,7 +40,7 @@ use tracing::{info, warn};
 use super::stream::{self, Msg, Tagged};
 use super::window::Window;
 use super::{Leadership, Status, WatchOptions};
-use crate::act::{self, guardrails};
+use crate::act::{self, guardrails, health};
 use crate::config::{Config, DesiredLocation, LiveSource, Target};
 use crate::desired::{self, DesiredSet, RawObject};
 use crate::errors::error_chain;
@@ -44,6 +60,8 @@ pub struct Shared<'a> {
     pub audit: &'a crate::audit::AuditLog,
     pub status: &'a Status,
     pub leadership: &'a Leadership,
+    /// The `notify:` receivers, when configured.
+    pub notices: Option<&'a super::notices::Notices>,
 }
 
 impl Shared<'_> {
@@ -157,6 +175,26 @@ struct KubeTarget<'a> {
     desired_error: Option<String>,
     /// The last state of objects deleted live, until their pass.
     tombstones: HashMap<String, Value>,
+    /// The health gates following a rollout, each on its own task: the resource key and how
+    /// the gate judged the rollout.
+    gates: tokio::task::JoinSet<(String, health::Gate, health::Judgement)>,
+    /// The resource key each gate's task follows (to name a task that failed).
+    gate_tasks: HashMap<tokio::task::Id, String>,
+    /// The corrections those gates follow, by resource key.
+    following: HashMap<String, Following>,
+    /// Objects whose correction waited for their gate: looked at again once it concludes.
+    held: HashSet<String>,
+    /// Drifts whose correction the health gate rolled back, by fingerprint: the changes as
+    /// they were ([`changes_signature`]).
+    rolled_back: HashMap<String, String>,
+}
+
+/// A correction whose health gate follows its rollout.
+struct Following {
+    /// The drift as the correction left it.
+    drift: Drift,
+    /// The correction's audit intent (its result is written when the gate concludes).
+    intent: String,
 }
 
 /// Runs one target until `shutdown`.
@@ -275,6 +313,11 @@ async fn run_kube(
         ignored: BTreeMap::new(),
         desired_error: None,
         tombstones: HashMap::new(),
+        gates: tokio::task::JoinSet::new(),
+        gate_tasks: HashMap::new(),
+        following: HashMap::new(),
+        held: HashSet::new(),
+        rolled_back: HashMap::new(),
     };
     tracing::debug!(target = %t.name, "watch: reading the desired state");
     kt.reload_desired().await;
@@ -312,12 +355,16 @@ async fn run_kube(
                 }
             }
             _ = resync.tick() => kt.full_cycle().await,
+            Some(joined) = kt.gates.join_next_with_id(), if !kt.gates.is_empty() => {
+                kt.gate_ended(joined).await;
+            }
         }
         sh.status.set_queue_depth(&t.name, kt.pending.due.len());
     }
     for h in kt.streams.drain(..) {
         h.abort();
     }
+    kt.finish_gates(sh.opts.shutdown_budget).await;
 }
 
 impl KubeTarget<'_> {
@@ -678,6 +725,7 @@ impl KubeTarget<'_> {
                 &desired_raw,
                 Some(&only),
                 related,
+                crate::notify::PASS_EVENT,
             )
             .await;
         for d in compared.drifts.iter().filter(|d| done_correction(d)) {
@@ -699,7 +747,8 @@ impl KubeTarget<'_> {
 
     /// The classify, decide and act stages over some drifts; a replica that does not lead
     /// decides only. Returns the errors the actuators reported. `view`: the desired and live
-    /// objects the drifts come from (the audit log's digests of masked values).
+    /// objects the drifts come from (the audit log's digests of masked values). `pass`: which
+    /// kind of pass this is, for the notifications.
     #[allow(clippy::too_many_arguments)]
     async fn decide_and_act(
         &mut self,
@@ -709,6 +758,7 @@ impl KubeTarget<'_> {
         desired_raw: &act::DesiredObjects,
         only: Option<&HashSet<String>>,
         related: policy::Related,
+        pass: &'static str,
     ) -> Vec<SourceError> {
         let mode = self.sh.mode(self.t);
         if let Err(e) = run::classify_stage(
@@ -751,6 +801,7 @@ impl KubeTarget<'_> {
             drifts,
             &run::live_by_key(&self.t.cluster, &self.t.namespace, view.0, view.1),
         );
+        let handoff = health::Handoff::default();
         let mut actx = run::act_context(
             self.t,
             mode,
@@ -762,7 +813,29 @@ impl KubeTarget<'_> {
             (self.sh.prs, self.sh.audit),
         );
         actx.only = only;
+        actx.handoff = Some(&handoff);
+        self.hold_for_gates(&actx, drifts, only);
         let errors = run::act_stage(&actx, drifts).await;
+        // The gates the corrections handed over are followed in the background; their
+        // corrections are notified once the gate concludes.
+        let handed = handoff.take();
+        let gated: HashSet<String> = handed.iter().map(|h| h.drift.fingerprint.clone()).collect();
+        for h in handed {
+            self.follow(h);
+        }
+        if let Some(n) = self.sh.notices {
+            let mut events = crate::notify::target_events(
+                &self.t.name,
+                drifts,
+                &super::notices::Notices::origin(pass),
+            );
+            events.retain(|e| {
+                e.drift
+                    .as_ref()
+                    .is_none_or(|d| !gated.contains(&d.fingerprint))
+            });
+            n.send(events, self.sh.audit);
+        }
         let done = drifts.iter().filter(|d| done_correction(d)).count();
         let failed = drifts
             .iter()
@@ -781,6 +854,207 @@ impl KubeTarget<'_> {
         }
         log_actions(&self.t.name, drifts);
         errors
+    }
+
+    /// Before the actuators: a correction of a workload whose health gate still follows its
+    /// last correction waits (skipped with the reason; the object is looked at again once the
+    /// gate concludes), and a drift whose correction the gate rolled back is escalated instead
+    /// of corrected while it stays the same.
+    fn hold_for_gates(
+        &mut self,
+        actx: &act::ActContext<'_>,
+        drifts: &mut [Drift],
+        only: Option<&HashSet<String>>,
+    ) {
+        for d in drifts.iter_mut() {
+            if !guardrails::is_planned_correction(d) {
+                continue;
+            }
+            let key = d.resource.id.key();
+            if self.following.contains_key(&key) {
+                guardrails::skip(
+                    d,
+                    "health gate",
+                    "not corrected now: the health gate is following the rollout of this workload's last correction; looked at again once it concludes",
+                );
+                self.held.insert(key);
+                continue;
+            }
+            if self
+                .rolled_back
+                .get(&d.fingerprint)
+                .is_some_and(|sig| *sig == changes_signature(d))
+            {
+                guardrails::escalate(
+                    d,
+                    actx,
+                    "its last correction was rolled back by the health gate (the workload ended worse than before) and the drift is the same since: not corrected again",
+                );
+            }
+        }
+        // A rolled-back drift this pass found gone or changed may be corrected again.
+        let seen: HashMap<&str, String> = drifts
+            .iter()
+            .map(|d| (d.fingerprint.as_str(), changes_signature(d)))
+            .collect();
+        self.rolled_back
+            .retain(|fp, sig| match seen.get(fp.as_str()) {
+                Some(now) => now == sig,
+                None => only.is_some_and(|o| !o.contains(fp)),
+            });
+    }
+
+    /// Follows a handed-over gate on a task of its own.
+    fn follow(&mut self, h: health::Handed) {
+        let key = h.drift.resource.id.key();
+        info!(target = %self.name(), resource = %h.drift.resource.display, "watch: the health gate follows the rollout in the background");
+        let kube = self.kube.clone();
+        let gate = h.gate;
+        let task_key = key.clone();
+        let task = self.gates.spawn(async move {
+            let (gate, judgement) = gate.follow(kube).await;
+            (task_key, gate, judgement)
+        });
+        self.gate_tasks.insert(task.id(), key.clone());
+        self.following.insert(
+            key,
+            Following {
+                drift: h.drift,
+                intent: h.intent,
+            },
+        );
+    }
+
+    /// A gate's task ended: settle its correction.
+    async fn gate_ended(
+        &mut self,
+        joined: Result<
+            (tokio::task::Id, (String, health::Gate, health::Judgement)),
+            tokio::task::JoinError,
+        >,
+    ) {
+        match joined {
+            Ok((id, (key, gate, judgement))) => {
+                self.gate_tasks.remove(&id);
+                self.conclude(key, gate, judgement).await;
+            }
+            Err(e) => {
+                if let Some(key) = self.gate_tasks.remove(&e.id()) {
+                    self.not_concluded(&key, &format!("its task failed: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Settles a correction whose gate concluded, as `reconcile` does: kept, or rolled back,
+    /// recorded and escalated; then counted, logged, notified, and the object looked at again
+    /// when events waited for the gate.
+    async fn conclude(&mut self, key: String, gate: health::Gate, judgement: health::Judgement) {
+        let Some(f) = self.following.remove(&key) else {
+            return;
+        };
+        let fp = f.drift.fingerprint.clone();
+        let only = HashSet::from([fp.clone()]);
+        let desired_raw = act::DesiredObjects::default();
+        // Partial: settling one drift closes no other item.
+        let mut actx = run::act_context(
+            self.t,
+            self.sh.mode(self.t),
+            true,
+            self.checked,
+            &desired_raw,
+            false,
+            self.sh.cfg,
+            (self.sh.prs, self.sh.audit),
+        );
+        actx.only = Some(&only);
+        self.sh.prs.begin_pass();
+        let handed = health::Handed {
+            drift: f.drift,
+            intent: f.intent,
+            gate,
+        };
+        let (d, errors) = act::conclude_gate(&actx, &self.kube, handed, judgement).await;
+        let result = d.action.as_ref().map(|a| a.result.clone());
+        match result {
+            Some(ActionResult::RolledBack) => {
+                self.sh
+                    .status
+                    .record_correction(&self.t.name, "rolled_back");
+                self.rolled_back.insert(fp.clone(), changes_signature(&d));
+            }
+            Some(ActionResult::Failed) => {
+                self.sh.status.record_correction(&self.t.name, "failed");
+            }
+            _ => {}
+        }
+        log_actions(&self.t.name, std::slice::from_ref(&d));
+        if let Some(n) = self.sh.notices {
+            let origin = super::notices::Notices::origin(crate::notify::PASS_GATE);
+            n.send(
+                crate::notify::target_events(&self.t.name, std::slice::from_ref(&d), &origin),
+                self.sh.audit,
+            );
+        }
+        // The report shows how the correction ended; a pass since then that found the object
+        // in sync dropped its entry, which a kept correction leaves dropped.
+        if self.drifts.contains_key(&fp) || result != Some(ActionResult::Done) {
+            self.drifts.insert(fp, d);
+        }
+        if self.held.remove(&key) {
+            self.pending
+                .mark(key, Instant::now(), self.sh.cfg.watch.debounce);
+        }
+        self.publish(errors);
+    }
+
+    /// Records a gate that will not conclude: the correction's result says so (kept, not rolled
+    /// back), so the intent is not left without a result.
+    fn not_concluded(&mut self, key: &str, why: &str) {
+        let Some(f) = self.following.remove(key) else {
+            return;
+        };
+        let mut d = f.drift;
+        if let Some(a) = d.action.as_mut() {
+            let note = format!(
+                "health gate not concluded: {why}; the correction is kept, not rolled back"
+            );
+            a.detail = Some(match a.detail.take() {
+                Some(detail) => format!("{detail}; {note}"),
+                None => note,
+            });
+        }
+        warn!(target = %self.name(), resource = %d.resource.display, why, "watch: the health gate did not conclude");
+        if let Err(e) = self.sh.audit.result(&f.intent, &d, Some(true)) {
+            warn!(target = %self.name(), error = %error_chain(&e), "watch: the correction's result could not be recorded");
+        }
+        if self.held.remove(key) {
+            self.pending
+                .mark(key.to_string(), Instant::now(), self.sh.cfg.watch.debounce);
+        }
+    }
+
+    /// At shutdown: the gates still following a rollout get up to `budget` to conclude (and be
+    /// settled); the others are recorded as not concluded.
+    async fn finish_gates(&mut self, budget: Duration) {
+        if self.gates.is_empty() {
+            return;
+        }
+        info!(target = %self.name(), gates = self.gates.len(), "watch: stopping; waiting for the health gates still following a rollout");
+        let until = Instant::now() + budget;
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(until, self.gates.join_next_with_id()).await
+        {
+            self.gate_ended(joined).await;
+        }
+        self.gates.abort_all();
+        let keys: Vec<String> = self.following.keys().cloned().collect();
+        for key in keys {
+            self.not_concluded(
+                &key,
+                "watch stopped while the gate was following the rollout",
+            );
+        }
     }
 
     /// A full LIST-based cycle, as `reconcile` runs it.
@@ -878,6 +1152,7 @@ impl KubeTarget<'_> {
                 &desired_raw,
                 None,
                 related,
+                crate::notify::PASS_CYCLE,
             )
             .await;
         errors.extend(acted);
@@ -914,6 +1189,16 @@ impl KubeTarget<'_> {
         self.sh.status.set_report(&self.t.name, report);
         self.update_scope_health();
     }
+}
+
+/// A drift's changes as compared: the fields and both sides' values.
+fn changes_signature(d: &Drift) -> String {
+    let parts: Vec<(&str, &Value, &Value)> = d
+        .changes
+        .iter()
+        .map(|c| (c.path.as_str(), &c.desired, &c.live))
+        .collect();
+    serde_json::to_string(&parts).unwrap_or_default()
 }
 
 fn done_correction(d: &Drift) -> bool {

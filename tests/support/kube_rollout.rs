@@ -21,7 +21,9 @@
 //!      conditions;
 //! 3. [`Outcome::Unobserved`]: nothing is written; `observedGeneration` stays behind.
 //!
-//! A later change of the object abandons the steps not yet written. Without a rule (the
+//! `KubeServer::start_rollout` starts those steps for a workload's current generation when a
+//! test says so (a workload left unobserved until then). A later change of the object abandons
+//! the steps not yet written. Without a rule (the
 //! default), status is never written, as on a server without controllers.
 
 use super::*;
@@ -138,12 +140,6 @@ impl State {
         if rollout.outcome == Outcome::Unobserved {
             return;
         }
-        let Some(shared) = self.me.upgrade() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let template_changed = old.is_none_or(|o| o["spec"]["template"] != new["spec"]["template"]);
         // A Deployment's revision rises with each new pod template.
         let revision = new["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
@@ -157,6 +153,39 @@ impl State {
             } else {
                 revision
             },
+        };
+        self.schedule(rt, new, change, rollout);
+    }
+
+    /// Starts the simulated rollout of a workload's current generation now, as if it had just
+    /// risen with a new pod template (for a workload whose rule left it unobserved).
+    pub(super) fn start_rollout(&mut self, rt: &ResourceType, current: &Value, rollout: Rollout) {
+        let revision = current["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0);
+        let change = Change {
+            template_changed: true,
+            revision: revision + 1,
+        };
+        self.schedule(rt, current, change, rollout);
+    }
+
+    /// Writes the rollout's status steps, each `rollout.delay` after the last, while the
+    /// workload stays at the generation of `new`.
+    fn schedule(&mut self, rt: &ResourceType, new: &Value, change: Change, rollout: Rollout) {
+        let generation = |v: &Value| v["metadata"]["generation"].as_i64().unwrap_or(0);
+        let g = generation(new);
+        let ns = new["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let Some(shared) = self.me.upgrade() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
         let rt = rt.clone();
         runtime.spawn(async move {

@@ -446,6 +446,19 @@ impl KubeServer {
             .add_rollout_rule(kind, namespace, name, rollout);
     }
 
+    /// Starts the simulated rollout of a workload's current generation now (`outcome` after
+    /// `delay`, as a rule would have after the write): for a workload whose rule left it
+    /// unobserved, so a test decides when its rollout goes on.
+    pub fn start_rollout(&self, kind: &str, namespace: &str, name: &str, rollout: Rollout) {
+        let mut st = self.state();
+        let rt = st.resource_by_kind("apps", kind).unwrap();
+        let current = st
+            .get_stored(&rt, Some(namespace), name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
+        st.start_rollout(&rt, &current, rollout);
+    }
+
     // ---- watches ----
 
     /// The number of watch streams open now.
