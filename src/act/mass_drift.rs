@@ -814,6 +814,7 @@ mod tests {
             pull_requests: None,
             audit: &audit,
             only: None,
+            handoff: None,
         };
         let planned = |action: Action| {
             Some(ActionRecord {
