@@ -112,7 +112,7 @@ pub struct WatchOptions {
 /// At shutdown, the longest notifications still under way are waited for (after the health
 /// gates): with [`WatchOptions::shutdown_budget`]'s default, `watch` still exits within the 10
 /// seconds of its SIGTERM promise.
-pub const NOTIFY_FLUSH: Duration = Duration::from_secs(3);
+pub const NOTIFY_FLUSH: Duration = Duration::from_secs(2);
 
 impl Default for WatchOptions {
     fn default() -> Self {
@@ -121,7 +121,7 @@ impl Default for WatchOptions {
             cache_dir: run::default_cache_dir(),
             mode: None,
             audit_stdout: false,
-            shutdown_budget: Duration::from_secs(5),
+            shutdown_budget: Duration::from_secs(4),
             notifier: None,
         }
     }
