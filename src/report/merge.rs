@@ -95,12 +95,37 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
         }
         errors.extend(r.errors);
     }
+    // Total orders, so the merge does not depend on the order of the shards: drifts of one
+    // resource (the same target read twice) by fingerprint, errors by all their fields.
     drifts.sort_by(|a, b| {
-        (a.target.as_str(), a.resource.id.key()).cmp(&(b.target.as_str(), b.resource.id.key()))
+        (
+            a.target.as_str(),
+            a.resource.id.key(),
+            a.fingerprint.as_str(),
+        )
+            .cmp(&(
+                b.target.as_str(),
+                b.resource.id.key(),
+                b.fingerprint.as_str(),
+            ))
+    });
+    errors.sort_by(|a, b| {
+        (a.target.as_str(), a.side.as_str(), a.message.as_str()).cmp(&(
+            b.target.as_str(),
+            b.side.as_str(),
+            b.message.as_str(),
+        ))
     });
     let mut merged = Report::new(&command, targets, checked, ignored, drifts, errors);
     merged.summary.trust = trust;
-    mass.sort_by(|a, b| a.target.cmp(&b.target));
+    mass.sort_by(|a, b| {
+        (a.target.as_str(), a.rule.as_str(), a.drifted, a.checked).cmp(&(
+            b.target.as_str(),
+            b.rule.as_str(),
+            b.drifted,
+            b.checked,
+        ))
+    });
     merged.summary.mass_drift = mass;
     Ok(merged)
 }
@@ -108,6 +133,47 @@ pub fn merge(reports: Vec<(String, Report)>) -> Result<Report, MergeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `report_merge` fuzz target (fixtures/fuzz/report-merge-same-resource.json:
+    /// two shard reports holding a drift of the same resource with different fingerprints):
+    /// the drifts came out in the shards' order, so the merge depended on it.
+    #[test]
+    fn the_merge_does_not_depend_on_the_shards_order() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fuzz/report-merge-same-resource.json"
+        ))
+        .unwrap();
+        let reports: Vec<Report> = bytes
+            .split(|b| *b == 0)
+            .filter_map(|part| serde_json::from_slice(part).ok())
+            .collect();
+        assert!(reports.len() >= 2);
+        let named = |rs: Vec<Report>| -> Vec<(String, Report)> {
+            rs.into_iter()
+                .enumerate()
+                .map(|(i, r)| (format!("shard-{i}.json"), r))
+                .collect()
+        };
+        let mut reversed = reports.clone();
+        reversed.reverse();
+        let m = merge(named(reports)).unwrap();
+        assert_eq!(merge(named(reversed)).unwrap(), m);
+        assert_eq!(m.drifts.len(), 2);
+        // Errors too: each shard's, in one order whatever the shards' order.
+        let failed = |target: &str| {
+            let e = crate::model::SourceError {
+                target: target.into(),
+                side: "live".into(),
+                message: "unreachable".into(),
+            };
+            Report::new("diff", 1, 0, Default::default(), Vec::new(), vec![e])
+        };
+        let ab = merge(vec![("a".into(), failed("a")), ("b".into(), failed("b"))]).unwrap();
+        let ba = merge(vec![("b".into(), failed("b")), ("a".into(), failed("a"))]).unwrap();
+        assert_eq!(ab, ba);
+        assert_eq!(ab.errors[0].target, "a");
+    }
 
     #[test]
     fn empty_and_mismatched() {
