@@ -14,7 +14,7 @@
 //! waits until the first live object of its kind (or its CRD) arrives, like [`Scopes::learn`]
 //! decides it, and is namespaced if none does. Pure: no IO.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::Value;
 
@@ -122,11 +122,9 @@ impl<'a> Compare<'a> {
             self.at.default_namespace,
             &self.scopes,
         );
-        if let Some(first) = self.diff.desired_object(&id.key()) {
+        if let Some(first) = self.diff.desired_provenance(&id.key()) {
             if self.duplicate.is_none() {
                 let first = first
-                    .provenance
-                    .as_ref()
                     .map(|p| format!("{}:{}", p.file, p.line))
                     .unwrap_or_default();
                 self.duplicate = Some(CompareError::Duplicate {
@@ -214,15 +212,7 @@ impl<'a> Compare<'a> {
         if let Some(e) = self.duplicate {
             return Err(e);
         }
-        let (outcome, desired) = self.diff.finish_keeping_desired();
-        let drifted: HashSet<String> = outcome.drifts.iter().map(|d| d.resource.id.key()).collect();
-        let desired = desired
-            .into_iter()
-            .filter_map(|d| {
-                let key = d.id.key();
-                drifted.contains(&key).then_some((key, d.object))
-            })
-            .collect();
+        let (outcome, desired) = self.diff.finish_with_drifted_desired();
         Ok(Finished {
             outcome,
             related: self.related,

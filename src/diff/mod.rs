@@ -468,12 +468,15 @@ pub fn diff_target(
 /// so memory grows with the desired set and the drift, not with the cluster. Desired objects
 /// may be added while live ones arrive, as long as no live object of the same key came before.
 ///
+/// Desired objects are kept as JSON text until a live object (or the end) needs them: a few
+/// hundred bytes each instead of a value tree of kilobytes.
+///
 /// The outcome is [`diff_target`]'s for the same objects in the same order: when a key arrives
 /// twice live, the last copy is the one compared; the first decides whether it is Unmanaged.
 pub struct TargetDiff<'o> {
     opts: &'o DiffOptions,
     rules: Vec<CompiledRule>,
-    desired: Vec<DesiredObject>,
+    desired: Vec<Stored>,
     /// Resource key → index in `desired` (the first object of a key).
     index: HashMap<String, usize>,
     /// What the live copy of each matched desired object found, by index in `desired`.
@@ -482,6 +485,56 @@ pub struct TargetDiff<'o> {
     seen_unmatched: HashSet<String>,
     unmanaged: Vec<Drift>,
     ignored: BTreeMap<String, usize>,
+}
+
+/// A desired object kept compact until a live object needs it: its JSON text (a few hundred
+/// bytes where the value tree takes kilobytes), decoded for its comparison and its drift.
+struct Stored {
+    id: ResourceId,
+    object: StoredValue,
+    provenance: Option<Provenance>,
+}
+
+enum StoredValue {
+    Text(Box<str>),
+    /// Nested deeper than serde_json reads back (its recursion limit is 128): kept as is.
+    Value(Value),
+}
+
+/// Nesting kept as text; serde_json reads back up to 128 levels.
+const MAX_TEXT_DEPTH: usize = 100;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Stored {
+    fn new(d: DesiredObject) -> Stored {
+        let object = if depth(&d.object) <= MAX_TEXT_DEPTH {
+            StoredValue::Text(d.object.to_string().into_boxed_str())
+        } else {
+            StoredValue::Value(d.object)
+        };
+        Stored {
+            id: d.id,
+            object,
+            provenance: d.provenance,
+        }
+    }
+
+    /// The object as it was added.
+    fn object(&self) -> Value {
+        match &self.object {
+            // Text written by `Value::to_string` within serde_json's nesting limit reads back
+            // to the same value; `Null` is unreachable.
+            StoredValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            StoredValue::Value(v) => v.clone(),
+        }
+    }
 }
 
 /// What one matched desired object's live copy found.
@@ -527,12 +580,15 @@ impl<'o> TargetDiff<'o> {
             return;
         }
         self.index.insert(key, self.desired.len());
-        self.desired.push(d);
+        self.desired.push(Stored::new(d));
     }
 
-    /// The desired object of a resource key.
-    pub fn desired_object(&self, key: &str) -> Option<&DesiredObject> {
-        self.index.get(key).and_then(|i| self.desired.get(*i))
+    /// Where the desired object of a resource key was declared, if desired has that key.
+    pub fn desired_provenance(&self, key: &str) -> Option<Option<&Provenance>> {
+        self.index
+            .get(key)
+            .and_then(|i| self.desired.get(*i))
+            .map(|d| d.provenance.as_ref())
     }
 
     /// Compares one live object (or, without a desired counterpart, checks it for Unmanaged).
@@ -543,7 +599,8 @@ impl<'o> TargetDiff<'o> {
                 // The index only holds positions of `desired`.
                 return LiveFound::Other;
             };
-            let od = diff_object_with(&d.id, &d.object, object, self.opts, &self.rules);
+            let desired = d.object();
+            let od = diff_object_with(&d.id, &desired, object, self.opts, &self.rules);
             let drift = (!od.changes.is_empty()).then(|| {
                 Box::new(drift(
                     self.opts,
@@ -551,7 +608,7 @@ impl<'o> TargetDiff<'o> {
                     DriftKind::Modified,
                     od.changes,
                     d.provenance.clone(),
-                    Some(&d.object),
+                    Some(&desired),
                     Some(object),
                 ))
             });
@@ -606,30 +663,40 @@ impl<'o> TargetDiff<'o> {
     /// The drifts: Modified as found, Missing for every desired object no live object matched,
     /// Unmanaged; sorted by resource key.
     pub fn finish(self) -> DiffOutcome {
-        self.finish_keeping_desired().0
+        self.finish_with_drifted_desired().0
     }
 
-    /// [`TargetDiff::finish`], and the desired objects back (each key's first, in the order
-    /// they were added).
-    pub fn finish_keeping_desired(self) -> (DiffOutcome, Vec<DesiredObject>) {
+    /// [`TargetDiff::finish`], and the desired object of every drifted resource (Modified or
+    /// Missing) as it was added, by resource key.
+    pub fn finish_with_drifted_desired(self) -> (DiffOutcome, HashMap<String, Value>) {
         let mut out = DiffOutcome {
             ignored: self.ignored.into_iter().filter(|(_, n)| *n > 0).collect(),
             ..DiffOutcome::default()
         };
+        let mut drifted = HashMap::new();
         let mut matched = self.matched;
         for (i, d) in self.desired.iter().enumerate() {
             out.checked += 1;
             match matched.remove(&i) {
-                Some(m) => out.drifts.extend(m.drift.map(|d| *d)),
-                None => out.drifts.push(drift(
-                    self.opts,
-                    &d.id,
-                    DriftKind::Missing,
-                    Vec::new(),
-                    d.provenance.clone(),
-                    Some(&d.object),
-                    None,
-                )),
+                Some(m) => {
+                    if let Some(found) = m.drift {
+                        drifted.insert(d.id.key(), d.object());
+                        out.drifts.push(*found);
+                    }
+                }
+                None => {
+                    let object = d.object();
+                    out.drifts.push(drift(
+                        self.opts,
+                        &d.id,
+                        DriftKind::Missing,
+                        Vec::new(),
+                        d.provenance.clone(),
+                        Some(&object),
+                        None,
+                    ));
+                    drifted.insert(d.id.key(), object);
+                }
             }
         }
         out.checked += self.unmanaged.len();
@@ -637,7 +704,7 @@ impl<'o> TargetDiff<'o> {
         out.drifts
             .sort_by_cached_key(|d| (d.resource.id.key(), d.kind));
         out.in_sync = out.checked.saturating_sub(out.drifts.len());
-        (out, self.desired)
+        (out, drifted)
     }
 }
 
@@ -937,6 +1004,32 @@ mod tests {
         opts.unmanaged_namespaces.clear();
         let all = diff_target(&desired, &live, &opts);
         assert_eq!(all.drifts.len(), 4, "kube-system/stray is in scope now");
+    }
+
+    #[test]
+    fn desired_kept_compact_reads_back_the_same() {
+        // Shallow objects are kept as text, one nested past serde_json's limit as a value.
+        let mut deep = json!("leaf");
+        for _ in 0..130 {
+            deep = json!({ "n": deep });
+        }
+        let i = id("", "ConfigMap", Some("shop"), "c");
+        for data in [json!({"n": 1.5, "big": u64::MAX, "s": "x"}), deep] {
+            let object = json!({"metadata": {"name": "c"}, "data": data});
+            let desired = vec![DesiredObject {
+                id: i.clone(),
+                object: object.clone(),
+                provenance: None,
+            }];
+            let live = vec![LiveObject {
+                id: i.clone(),
+                object: object.clone(),
+            }];
+            let out = diff_target(&desired, &live, &DiffOptions::new("t"));
+            assert!(out.drifts.is_empty(), "{:?}", out.drifts);
+            let out = diff_target(&desired, &[], &DiffOptions::new("t"));
+            assert_eq!(out.drifts[0].desired_object.as_ref(), Some(&object));
+        }
     }
 
     #[test]
