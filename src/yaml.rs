@@ -6,7 +6,7 @@
 //! to `serde_json::Value` for the rest of the pipeline, and keeps the tree for lookups such as
 //! "which line declares `/spec/replicas`". It never does IO.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -156,6 +156,9 @@ enum Frame {
         start: Span,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        /// The keys seen so far (merge keys aside): the duplicate check is one lookup per key,
+        /// not a scan of the entries, so a mapping of n keys costs O(n), not O(n²).
+        keys: HashSet<String>,
     },
 }
 
@@ -290,6 +293,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
                     start: span,
                     entries: Vec::new(),
                     pending_key: None,
+                    keys: HashSet::new(),
                 });
                 None
             }
@@ -349,21 +353,20 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
                 Some(Frame::Map {
                     entries,
                     pending_key,
+                    keys,
                     ..
                 }) => match pending_key.take() {
                     None => {
                         if !is_merge_key(&node) {
                             let key = key_string(&node);
-                            if entries
-                                .iter()
-                                .any(|(k, _)| !is_merge_key(k) && key_string(k) == key)
-                            {
+                            if keys.contains(&key) {
                                 return Err(YamlError {
                                     line: node.line,
                                     col: node.col,
                                     message: format!("duplicate key {key:?}"),
                                 });
                             }
+                            keys.insert(key);
                         }
                         *pending_key = Some(node);
                     }
@@ -737,6 +740,19 @@ mod tests {
         assert!(e.message.contains("duplicate key"));
         let e = parse_documents("key: [unclosed\n").unwrap_err();
         assert!(e.line >= 1);
+    }
+
+    #[test]
+    fn a_duplicate_after_many_keys_is_found_and_merge_keys_are_not_duplicates() {
+        let mut text: String = (0..20_000).map(|i| format!("k{i}: {i}\n")).collect();
+        let d = parse_single(&text).unwrap();
+        assert_eq!(d.value.as_object().map(|m| m.len()), Some(20_000));
+        text.push_str("k7: again\n");
+        let e = parse_documents(&text).unwrap_err();
+        assert_eq!(e.line, 20_001, "{e}");
+        assert!(e.message.contains("duplicate key \"k7\""), "{e}");
+        let d = parse_single("a: &a {x: 1}\nb: &b {y: 2}\nc:\n  <<: *a\n  <<: *b\n  z: 3\n");
+        assert!(d.is_ok(), "{d:?}");
     }
 
     #[test]
