@@ -617,9 +617,11 @@ pub fn scalar_text(v: &Value) -> String {
                     '`',
                 ])
                 && !s.ends_with([' ', ':'])
+                // Plain only when it reads back as this very string: `.inf` or `.nan` read as
+                // floats, which JSON holds as the strings `inf` and `NaN`.
                 && matches!(
                     resolve_scalar(s, ScalarStyle::Plain, None),
-                    Ok(Value::String(_))
+                    Ok(Value::String(r)) if r == *s
                 );
             if plain_ok {
                 s.clone()

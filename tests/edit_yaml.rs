@@ -638,3 +638,70 @@ fn every_demo_file_survives_a_no_op_parse() {
         assert_eq!(out, text, "{f}");
     }
 }
+
+// Regressions found by `tests/properties.rs` (`adoption_laws`): each edit was refused as
+// dishonest (or, for `.inf`, would have changed the value) although an honest one exists.
+
+#[test]
+fn strings_that_read_as_special_floats_are_quoted() {
+    // `.inf` and `.nan` read back as floats, which JSON holds as "inf" and "NaN".
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: x\n";
+    for v in [".inf", "-.inf", ".NaN"] {
+        let out = set_value(text, 0, "/data/b", &json!(v)).unwrap();
+        assert!(out.contains(&format!("b: \"{v}\"")), "{out}");
+    }
+}
+
+#[test]
+fn a_list_at_its_keys_column_can_become_a_scalar_or_empty() {
+    // `key:` then `- item` at the key's column: the new value goes on the key's line.
+    let text = "spec:\n  args:\n  - -1\n  - b\n  env:\n  - name: A\n    value: x\n";
+    assert_eq!(
+        set_value(text, 0, "/spec/args", &json!(false)).unwrap(),
+        "spec:\n  args: false\n  env:\n  - name: A\n    value: x\n"
+    );
+    assert_eq!(
+        remove_value(text, 0, "/spec/env/0").unwrap(),
+        "spec:\n  args:\n  - -1\n  - b\n  env: []\n"
+    );
+    // Indented under its key, a list is replaced where its first dash stands.
+    let text = "args:\n    - a\n    - b\nk: 1\n";
+    assert_eq!(
+        set_value(text, 0, "/args", &json!(["c"])).unwrap(),
+        "args:\n    - c\nk: 1\n"
+    );
+}
+
+#[test]
+fn items_below_their_dash_are_found_past_a_comment() {
+    let text = "env:\n- # the first\n  name: A\n  value: x\n- name: B\n  value: y\n";
+    assert_eq!(
+        remove_value(text, 0, "/env/0").unwrap(),
+        "env:\n- name: B\n  value: y\n"
+    );
+    let text = "env:\n-  # the only one\n  name: A\n";
+    assert_eq!(remove_value(text, 0, "/env/0").unwrap(), "env: []\n");
+}
+
+#[test]
+fn a_list_whose_first_item_is_a_flow_list_is_a_block_list() {
+    let text = "a: 1\nkp:\n- []\n- x\n---\nb: 1\n";
+    assert_eq!(remove_value(text, 0, "/kp").unwrap(), "a: 1\n---\nb: 1\n");
+    assert_eq!(
+        remove_value(text, 0, "/kp/1").unwrap(),
+        "a: 1\nkp:\n- []\n---\nb: 1\n"
+    );
+}
+
+#[test]
+fn an_appended_item_that_is_a_list_stays_a_list() {
+    let text = "spec:\n  ka: []\n  kb:\n  - [1]\n";
+    assert_eq!(
+        set_value(text, 0, "/spec/ka/0", &json!([false])).unwrap(),
+        "spec:\n  ka: [[false]]\n  kb:\n  - [1]\n"
+    );
+    assert_eq!(
+        set_value(text, 0, "/spec/kb/1", &json!([2])).unwrap(),
+        "spec:\n  ka: []\n  kb:\n  - [1]\n  - - 2\n"
+    );
+}

@@ -260,6 +260,17 @@ fn parse(text: &str) -> Result<Parsed> {
                 })
             }
             Event::SequenceStart(anchor, tag) => {
+                // A sequence starting where its enclosing, still empty sequence starts (at this
+                // `[`) is that sequence's first item: the enclosing one is a block sequence
+                // (`- [a]`) that the parser marks at its first item, not a flow one.
+                if let Some(Frame::Seq {
+                    start, flow, items, ..
+                }) = stack.last_mut()
+                {
+                    if *start == s && items.is_empty() {
+                        *flow = false;
+                    }
+                }
                 stack.push(Frame::Seq {
                     start: s,
                     line,
@@ -1017,19 +1028,67 @@ fn splice_set(text: &str, steps: &[Step<'_>], v: &Value) -> Result<Splice> {
             line: node.line,
         }),
         Kind::Seq { .. } | Kind::Map { .. } => {
-            // A block collection: its text starts at the first key or dash, at column `col`.
-            let keeps_newline = node.end > 0 && text.as_bytes().get(node.end - 1) == Some(&b'\n');
-            let mut new = if is_scalar(v) {
-                render_flow(v)
-            } else {
-                let b = render_block(v, node.col);
-                b.strip_suffix('\n').map(str::to_string).unwrap_or(b)
+            // A block collection: its text starts at the first key, or at the first item's
+            // dash (the parser marks a sequence at its key's column where its first item
+            // starts).
+            let (start, start_col) = match &node.kind {
+                Kind::Seq { .. } => {
+                    let b = text.as_bytes();
+                    let at_dash = b.get(node.start) == Some(&b'-')
+                        && b.get(node.start + 1)
+                            .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'));
+                    let dash = if at_dash {
+                        Some(node.start)
+                    } else {
+                        dash_before(text, node.start)
+                    }
+                    .ok_or_else(|| no_edit("cannot find the list's first dash"))?;
+                    (dash, dash - line_start(text, dash))
+                }
+                _ => (node.start, node.col),
             };
+            let keeps_newline = node.end > 0 && text.as_bytes().get(node.end - 1) == Some(&b'\n');
+            let one_line = is_scalar(v)
+                || matches!(v, Value::Array(a) if a.is_empty())
+                || matches!(v, Value::Object(m) if m.is_empty());
+            // A value written on one line goes on its key's line when only blanks lie between
+            // (`key: value`); a comment there stays, and the value goes below it, indented.
+            if let Some(colon) = step
+                .key
+                .filter(|_| one_line)
+                .and_then(|k| colon_after(text, k.end))
+                .filter(|c| only_blanks(text, c + 1..start))
+            {
+                let mut new = format!(" {}", render_flow(v));
+                if keeps_newline {
+                    new.push('\n');
+                }
+                return Ok(Splice {
+                    range: colon + 1..node.end,
+                    text: with_nl(&new, nl),
+                    line: node.line,
+                });
+            }
+            // A block sequence may sit at its key's column (`key:` then `- item` below it);
+            // anything else there must move right of the key, or it would read as a sibling key.
+            let col = match step.key {
+                Some(k) if start_col <= k.col && !matches!(v, Value::Array(a) if !a.is_empty()) => {
+                    k.col + 2
+                }
+                _ => start_col,
+            };
+            let mut new = " ".repeat(col - start_col);
+            if is_scalar(v) {
+                new.push_str(&render_flow(v));
+            } else {
+                let b = render_block(v, col);
+                new.push_str(b.strip_suffix('\n').unwrap_or(&b));
+            }
             if keeps_newline {
                 new.push('\n');
             }
             Ok(Splice {
-                range: node.start..node.end,
+                range: start..node.end,
                 text: with_nl(&new, nl),
                 line: node.line,
             })
@@ -1095,7 +1154,7 @@ fn splice_insert(text: &str, steps: &[Step<'_>], rest: &[String], v: &Value) -> 
             let dash = dash_before(text, item.start).unwrap_or(node.start);
             let indent = dash - line_start(text, dash);
             let last_end = items.last().map(|n| n.end).unwrap_or(node.end);
-            let new = render_item(&only_item(sub), indent);
+            let new = render_item(&sub, indent);
             Ok(append_block(text, last_end, new, nl, node.line))
         }
         Kind::Seq {
@@ -1103,21 +1162,13 @@ fn splice_insert(text: &str, steps: &[Step<'_>], rest: &[String], v: &Value) -> 
             flow: true,
             close,
         } => {
-            let item = render_flow(&only_item(sub));
+            let item = render_flow(&sub);
             Ok(append_flow(*close, items.is_empty(), &item, node.line))
         }
         Kind::Scalar { empty: true, .. } => splice_set(text, steps, &nest(rest, v)),
         Kind::Scalar { .. } => Err(no_edit(format!(
             "cannot add `{first}` under a scalar value"
         ))),
-    }
-}
-
-/// `nest`ed under a list index: the one item, not the list holding it.
-fn only_item(sub: Value) -> Value {
-    match sub {
-        Value::Array(mut a) if a.len() == 1 => a.remove(0),
-        other => other,
     }
 }
 
@@ -1148,16 +1199,61 @@ fn append_flow(close: usize, empty: bool, member: &str, line: usize) -> Splice {
 /// The `-` of the block sequence item whose content starts at `pos`.
 fn dash_before(text: &str, pos: usize) -> Option<usize> {
     let b = text.as_bytes();
-    let mut i = pos;
-    while i > 0 {
+    let mut i = pos.min(b.len());
+    // The parser may mark an item that starts below its dash at the end of the dash's line
+    // (`- # comment`): that line is then the one to look at.
+    let at_line_end = match b.get(i) {
+        Some(b'\n') => true,
+        Some(b'\r') if b.get(i + 1) == Some(&b'\n') => {
+            i += 1;
+            true
+        }
+        _ => false,
+    };
+    // On the item's own line: only spaces between the dash and the item.
+    while i > 0 && !at_line_end {
         i -= 1;
         match b[i] {
-            b' ' | b'\t' => continue,
+            b' ' | b'\t' | b'\r' => continue,
             b'-' => return Some(i),
+            b'\n' => break,
             _ => return None,
         }
     }
+    // The item starts a later line (`-` alone or `- # comment`, then the item below it, maybe
+    // after blank and comment lines): the dash is the nearest line above that is not blank or
+    // a comment.
+    while i > 0 && b[i] == b'\n' {
+        let ls = line_start(text, i);
+        let line = text[ls..i].trim_end_matches('\r');
+        let body = line.trim_start_matches([' ', '\t']);
+        if body.is_empty() || body.starts_with('#') {
+            if ls == 0 {
+                return None;
+            }
+            i = ls - 1;
+            continue;
+        }
+        let rest = body.strip_prefix('-')?;
+        let after = rest.trim_start_matches([' ', '\t']);
+        let spaced = rest.len() > after.len();
+        return (after.is_empty() || (spaced && after.starts_with('#')))
+            .then_some(ls + (line.len() - body.len()));
+    }
     None
+}
+
+/// The offset of the `:` that ends a block mapping key ending at `key_end`.
+fn colon_after(text: &str, key_end: usize) -> Option<usize> {
+    let rest = text.get(key_end..)?;
+    let skipped = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    (rest.as_bytes().get(skipped) == Some(&b':')).then_some(key_end + skipped)
+}
+
+/// Only spaces, tabs and line breaks in `range` (no comment, no content).
+fn only_blanks(text: &str, range: Range<usize>) -> bool {
+    text.get(range)
+        .is_some_and(|s| s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')))
 }
 
 fn only_spaces(text: &str, range: Range<usize>) -> bool {
