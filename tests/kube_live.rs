@@ -2066,6 +2066,68 @@ async fn over_the_blast_radius_nothing_is_corrected_and_the_run_says_why() {
     assert!(writes(&env.server.requests()).is_empty());
 }
 
+/// A corrupt remediation history, through the binary: the run reports it with the file's path,
+/// corrects nothing (the hourly limit cannot be checked without it), exits 1, and leaves the file
+/// as it was (never silently reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_remediation_history_is_reported_and_nothing_is_corrected() {
+    let env = Env::new().await;
+    let desired = seed_team(&env.server);
+    let desired = write_desired(&env, &desired[..1]);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        "",
+        "    guardrails: {max_remediations_per_hour: 1, max_correction_percent: 100}\n",
+    );
+    std::fs::create_dir_all(env.path("state")).unwrap();
+    let corrupt = "{\"ConfigMap team/settings-0\": [\"2026-12-07T";
+    std::fs::write(env.path("state/remediations.json"), corrupt).unwrap();
+    env.server.clear_requests();
+    let (report, _, _) = run_binary(
+        &env,
+        "reconcile",
+        &cfg,
+        &[],
+        1,
+        "an unreadable remediation history is a runtime failure",
+    )
+    .await;
+    let (a, r, detail) = action(drift(&report, "ConfigMap team/settings-0"));
+    assert_eq!(
+        (a, r),
+        (
+            Action::Skip {
+                why: "remediation history unreadable".to_string()
+            },
+            ActionResult::Skipped
+        ),
+        "{detail}"
+    );
+    assert!(
+        detail.starts_with("not corrected: the remediation history "),
+        "{detail}"
+    );
+    assert!(writes(&env.server.requests()).is_empty());
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("state/remediations.json is not valid JSON: EOF")),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("state/remediations.json")).unwrap(),
+        corrupt
+    );
+    let live = env
+        .server
+        .object("v1", "ConfigMap", Some("team"), "settings-0")
+        .unwrap();
+    assert_eq!(live["data"]["LOG_LEVEL"], "debug");
+}
+
 /// The same remediation on the same resource at most `max_remediations_per_hour`; past it the
 /// drift is escalated. The history survives the process (JSON under `state_dir`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
