@@ -17,8 +17,8 @@
 //!   object read, none compared);
 //! - **live path**: `driftwarden diff --config` with a Kubernetes target against the test API
 //!   server (tests/support/kube_server.rs) on loopback holding the same live objects, LISTed in
-//!   pages of 100 (`page_size: 100`, so every kind and namespace takes two pages or more); the
-//!   report is checked the same way.
+//!   pages (`page_size` half a kind's objects per namespace, at most 500: every kind and
+//!   namespace takes two pages or more); the report is checked the same way.
 //!
 //! `cargo bench --bench scale` prints a Markdown table for docs/performance.md.
 //! `DRIFTWARDEN_BENCH_SCALE=1000,10000,100000` adds the 100,000 size (about 0.7 GB of files
@@ -140,10 +140,10 @@ fn check(cluster: &Cluster, report: &Path) {
     }
 }
 
-fn kube_config(dir: &Path, desired: &Path, kubeconfig: &Path) -> PathBuf {
+fn kube_config(dir: &Path, desired: &Path, kubeconfig: &Path, page_size: usize) -> PathBuf {
     let path = dir.join("driftwarden.yaml");
     let text = format!(
-        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: 100}}\n",
+        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: {page_size}}}\n",
         policies = policies().display(),
         state = dir.join("state").display(),
         desired = desired.display(),
@@ -279,7 +279,10 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
         let server = rt.block_on(kube_server::KubeServer::start());
         cluster.for_each_live(|obj| server.seed(obj));
         let kubeconfig = server.write_kubeconfig(dir.path());
-        let config = kube_config(dir.path(), &desired, &kubeconfig);
+        // Every kind and namespace holds about n / (5 × namespaces) objects: LISTed in two
+        // pages or more, at most 500 to a page (the default).
+        let page_size = (n / (5 * cluster.namespaces) / 2).clamp(1, 500);
+        let config = kube_config(dir.path(), &desired, &kubeconfig, page_size);
         let m = measure(
             runs,
             &report,
@@ -299,10 +302,10 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
             .count();
         assert!(continued > 0, "the LISTs were paged");
         eprintln!(
-            "  kube: {lists} LIST requests over {runs} run(s), {continued} with a continue token"
+            "  kube: {lists} LIST requests over {runs} run(s), {continued} with a continue token, page size {page_size}"
         );
         row(
-            "`diff --config`, Kubernetes target, test API server (LIST pages of 100)",
+            "`diff --config`, Kubernetes target, test API server (paged LISTs)",
             m,
         );
         drop(server);
