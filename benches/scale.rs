@@ -25,7 +25,7 @@
 //! and several minutes); `DRIFTWARDEN_BENCH_RUNS` (default 3 up to 10,000 objects, 1 above)
 //! sets the runs per measure (the median time and the largest peak are reported);
 //! `DRIFTWARDEN_BENCH_SKIP` (comma-separated: `bare,offline,desired,live-only,kube`) leaves
-//! measures out.
+//! measures out; `DRIFTWARDEN_BIN` measures another build of the binary instead of cargo's.
 
 #[path = "../tests/support/kube_server.rs"]
 mod kube_server;
@@ -97,7 +97,7 @@ fn policies() -> PathBuf {
 
 /// `driftwarden diff -o json` with the default policy library.
 fn diff() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
+    let mut cmd = Command::new(scale::binary());
     cmd.stdin(Stdio::null()).stderr(Stdio::null());
     cmd.args(["diff", "-o", "json"]);
     cmd

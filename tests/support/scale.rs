@@ -477,6 +477,15 @@ fn write_indented(out: &mut impl Write, v: &Value, depth: usize) -> std::io::Res
     Ok(())
 }
 
+/// The `driftwarden` binary to run: `DRIFTWARDEN_BIN` when set (a copy of one build, where
+/// several checkouts share a target directory and overwrite each other's binary), else the one
+/// cargo built with this test or benchmark.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("DRIFTWARDEN_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_driftwarden").into())
+}
+
 /// A child process's result, wall time and peak resident memory.
 #[derive(Debug)]
 pub struct Measured {
