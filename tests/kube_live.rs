@@ -1641,6 +1641,70 @@ async fn paging_client(env: &Env, page_size: u32) -> driftwarden::live::kube::Ku
     driftwarden::live::kube::Kube::connect(&src).await.unwrap()
 }
 
+/// A LIST that stalls mid-list: its first page arrives, the page after it (the request with the
+/// `continue` token) never answers within the request timeout, on every attempt. That kind
+/// counts as unread: the error names the LIST and the timeout, the read is partial, none of its
+/// objects is reported Missing, and nothing is pruned or corrected on a partial read's say-so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_stalling_mid_list_is_a_partial_read_without_missing() {
+    let env = Env::new().await;
+    let desired = seed_team(&env.server);
+    let orphan = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "orphan", "namespace": "team",
+            "labels": {"app.kubernetes.io/managed-by": "driftwarden"}}, "data": {"a": "b"}});
+    env.server.apply_as("driftwarden", orphan);
+    let desired = write_desired(&env, &desired);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        ", page_size: 2, timeout_seconds: 0.5, max_attempts: 2",
+        "    tracking: {label: app.kubernetes.io/managed-by=driftwarden}\n    unmanaged_namespaces: [team]\n    guardrails: {prune: true, max_correction_percent: 100}\n",
+    );
+    let path = "/api/v1/namespaces/team/configmaps";
+    env.inject(
+        "GET",
+        path,
+        FaultKind::StallContinue(Duration::from_secs(5)),
+        usize::MAX,
+    );
+    env.server.clear_requests();
+    let report = env.run(&cfg, Command::Reconcile, false).await;
+    let reqs = env.server.requests();
+    let lists: Vec<bool> = reqs
+        .iter()
+        .filter(|r| r.path == path && r.method == "GET")
+        .map(|r| r.param("continue").is_some())
+        .collect();
+    assert!(
+        lists.iter().any(|c| !c) && lists.iter().any(|c| *c),
+        "a first page, then a continued page: {lists:?}"
+    );
+    assert!(report.summary.partial);
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("LIST ConfigMap in namespace team failed")),
+        "{errors:#?}"
+    );
+    assert!(
+        !report.drifts.iter().any(|d| d.kind == DriftKind::Missing),
+        "no false Missing: {:?}",
+        report
+            .drifts
+            .iter()
+            .map(|d| (&d.resource.display, &d.kind))
+            .collect::<Vec<_>>()
+    );
+    assert!(!reqs.iter().any(|r| r.method == "DELETE"));
+    assert!(
+        env.server
+            .object("v1", "ConfigMap", Some("team"), "orphan")
+            .is_some()
+    );
+}
+
 /// An expired continue token (410 `Expired`, the real Status with a fresh token in
 /// `metadata.continue`) restarts the LIST once from the first page: every object comes back
 /// exactly once, in the pages of one consistent pass. A second expiry fails the scope with a

@@ -151,6 +151,11 @@ pub enum FaultKind {
     TooManyRequests { retry_after: u64 },
     /// Wait this long, then answer normally (a client with a shorter timeout gives up).
     Delay(Duration),
+    /// For a LIST that carries a `continue` token only: wait this long, then answer normally, as
+    /// a server stalling mid-list (a client with a shorter timeout gives up on the later page
+    /// after the first ones arrived). Requests without a `continue` token neither match nor use
+    /// up the fault.
+    StallContinue(Duration),
     /// Close the connection without answering.
     Drop,
     /// 422 `Invalid` with the real server's Status body for one invalid field of the object the
@@ -2197,7 +2202,11 @@ async fn handle(
             f.times > 0
                 && f.method.as_deref().is_none_or(|m| m == method.as_str())
                 && path.starts_with(&f.path_prefix)
-                && (continued || !matches!(f.kind, FaultKind::ExpiredContinue))
+                && (continued
+                    || !matches!(
+                        f.kind,
+                        FaultKind::ExpiredContinue | FaultKind::StallContinue(_)
+                    ))
                 && !(watching && matches!(f.kind, FaultKind::ExpiredList))
         });
         found.map(|i| {
@@ -2230,7 +2239,7 @@ async fn handle(
         Some(FaultKind::Drop) => {
             return Err(std::io::Error::other("injected fault: connection dropped"));
         }
-        Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::Delay(d) | FaultKind::StallContinue(d)) => tokio::time::sleep(d).await,
         Some(FaultKind::TooManyRequests { retry_after }) => {
             log(&shared, 429);
             return Ok(full(too_many_requests(retry_after)));
