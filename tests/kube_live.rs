@@ -2192,6 +2192,86 @@ async fn a_corrupt_remediation_history_is_reported_and_nothing_is_corrected() {
     assert_eq!(live["data"]["LOG_LEVEL"], "debug");
 }
 
+/// The disk under the state directory fills during a run. Simulated with a file-size limit on
+/// the process (`ulimit -f`, SIGXFSZ ignored, so a write past it fails with EFBIG as a full disk
+/// fails with ENOSPC): the lock file fits, the audit log soon does not. Acting without a record
+/// is not allowed, so nothing is sent to the cluster, the failure is in the report's errors and
+/// the run exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filling_during_the_run_stops_corrections_and_fails_the_run() {
+    let env = Env::new().await;
+    let desired = seed_team(&env.server);
+    let desired = write_desired(&env, &desired);
+    let cfg = env.config(
+        "autocorrect",
+        "team",
+        &desired,
+        "",
+        "    guardrails: {max_correction_percent: 100}\n",
+    );
+    env.server.clear_requests();
+    let out = tokio::process::Command::new("bash")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 2; exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_driftwarden"),
+            "reconcile",
+            "--config",
+        ])
+        .arg(&cfg)
+        .args(["-o", "json"])
+        .env_remove("DRIFTWARDEN_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a state directory that cannot be written is a runtime failure\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Report = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        writes(&env.server.requests()).is_empty(),
+        "nothing corrected without its record"
+    );
+    assert!(
+        report.drifts.iter().all(|d| d
+            .action
+            .as_ref()
+            .is_none_or(|a| a.result != ActionResult::Done)),
+        "nothing reported done"
+    );
+    let errors: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("cannot write the audit log")
+                && e.contains("File too large")
+                && e.contains("nothing is acted on without a record")),
+        "{errors:#?}"
+    );
+    for d in &report.drifts {
+        let (a, r, _) = action(d);
+        assert_eq!(
+            (a, r),
+            (
+                Action::Skip {
+                    why: "audit log unavailable".to_string()
+                },
+                ActionResult::Skipped
+            )
+        );
+    }
+    let live = env
+        .server
+        .object("v1", "ConfigMap", Some("team"), "settings-0")
+        .unwrap();
+    assert_eq!(live["data"]["LOG_LEVEL"], "debug");
+}
+
 /// The same remediation on the same resource at most `max_remediations_per_hour`; past it the
 /// drift is escalated. The history survives the process (JSON under `state_dir`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
