@@ -611,6 +611,12 @@ pub fn scalar_text(v: &Value) -> String {
         Value::String(s) => {
             let plain_ok = !s.is_empty()
                 && !s.contains(['\n', '#', '"', '\''])
+                // A control character (a carriage return breaks the line; others are not
+                // printable in YAML), a line or paragraph separator or a byte-order mark is
+                // written escaped, in double quotes.
+                && !s
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
                 && !s.contains(": ")
                 && !s.starts_with([
                     ' ', '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@',
@@ -723,6 +729,36 @@ mod tests {
         let text = to_yaml(&v);
         assert!(text.starts_with("? kkk"), "{text}");
         assert_eq!(parse_single(&text).unwrap().value, v);
+    }
+
+    /// Found by the `yaml` fuzz target (fixtures/fuzz/yaml-control-characters.json: a
+    /// manager name with a carriage return, a key with a control character): `to_yaml` wrote
+    /// `manager: \riftwarden` plain, and the carriage return broke the line.
+    #[test]
+    fn strings_with_control_characters_are_written_escaped() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fuzz/yaml-control-characters.json"
+        ))
+        .unwrap();
+        for d in parse_documents(&text).unwrap() {
+            let back = parse_single(&to_yaml(&d.value)).unwrap();
+            assert_eq!(back.value, d.value);
+        }
+        for s in [
+            "\riftwarden",
+            "a\rb",
+            "tab\tinside",
+            "\u{0e}x",
+            "x\u{7f}",
+            "nel\u{85}x",
+            "ls\u{2028}x",
+            "\u{feff}bom",
+        ] {
+            let v = json!({ s: s });
+            let text = to_yaml(&v);
+            assert_eq!(parse_single(&text).unwrap().value, v, "{text:?}");
+        }
     }
 
     #[test]
