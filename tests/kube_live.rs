@@ -1428,6 +1428,16 @@ async fn two_thousand_objects_take_kinds_times_namespaces_times_pages_lists() {
 
 /// A small cluster: namespace `team` with ConfigMaps and a Deployment applied by driftwarden,
 /// then edited by hand.
+/// The hand edit `seed_team` makes to ConfigMap `team/<name>` (`LOG_LEVEL: debug`) is still live:
+/// nothing corrected it.
+fn assert_hand_edit_kept(env: &Env, name: &str) {
+    let cm = env
+        .server
+        .object("v1", "ConfigMap", Some("team"), name)
+        .unwrap();
+    assert_eq!(cm["data"]["LOG_LEVEL"], "debug", "{name} unchanged");
+}
+
 fn seed_team(server: &KubeServer) -> Vec<Value> {
     server.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
     let mut desired = Vec::new();
@@ -2185,11 +2195,7 @@ async fn a_corrupt_remediation_history_is_reported_and_nothing_is_corrected() {
         std::fs::read_to_string(env.path("state/remediations.json")).unwrap(),
         corrupt
     );
-    let live = env
-        .server
-        .object("v1", "ConfigMap", Some("team"), "settings-0")
-        .unwrap();
-    assert_eq!(live["data"]["LOG_LEVEL"], "debug");
+    assert_hand_edit_kept(&env, "settings-0");
 }
 
 /// The disk under the state directory fills during a run. Simulated with a file-size limit on
@@ -2265,11 +2271,7 @@ async fn a_disk_filling_during_the_run_stops_corrections_and_fails_the_run() {
             )
         );
     }
-    let live = env
-        .server
-        .object("v1", "ConfigMap", Some("team"), "settings-0")
-        .unwrap();
-    assert_eq!(live["data"]["LOG_LEVEL"], "debug");
+    assert_hand_edit_kept(&env, "settings-0");
 }
 
 /// The same remediation on the same resource at most `max_remediations_per_hour`; past it the
@@ -2692,11 +2694,7 @@ async fn failed_corrections_report_the_api_message_and_fail_the_run() {
         "a re-read only after a write the server accepted"
     );
     for i in 0..3 {
-        let cm = env
-            .server
-            .object("v1", "ConfigMap", Some("team"), &format!("settings-{i}"))
-            .unwrap();
-        assert_eq!(cm["data"]["LOG_LEVEL"], "debug", "settings-{i} unchanged");
+        assert_hand_edit_kept(&env, &format!("settings-{i}"));
     }
     let dep = env
         .server
