@@ -18,13 +18,22 @@
 //! - **live path**: `driftwarden diff --config` with a Kubernetes target against the test API
 //!   server (tests/support/kube_server.rs) on loopback holding the same live objects, LISTed in
 //!   pages (`page_size` half a kind's objects per namespace, at most 500: every kind and
-//!   namespace takes two pages or more); the report is checked the same way.
+//!   namespace takes two pages or more); the report is checked the same way;
+//! - **watch**: `driftwarden watch` (observe mode, the same Kubernetes target and page size)
+//!   against a fresh test API server holding the same objects: once `/readyz` answers 200 (its
+//!   first full cycle done) and every scope's watch stream is open, `/metrics` must count every
+//!   object checked and exactly the planted drifts by class; then hand edits are made on the
+//!   server (`Cluster::live_edits`: 1% of the Deployments scaled, 1% of the ConfigMaps edited)
+//!   and `/metrics` must count each as one drift more of its class; then SIGTERM, which must end
+//!   it with exit 0. Its time is until `/readyz` answered 200; its peak RSS covers the whole
+//!   life of the process (first sync, watch streams, the event passes, the shutdown). A process
+//!   that never gets ready, or never shows the edits, fails the benchmark.
 //!
 //! `cargo bench --bench scale` prints a Markdown table for docs/performance.md.
 //! `DRIFTWARDEN_BENCH_SCALE=1000,10000,100000` adds the 100,000 size (about 0.7 GB of files
 //! and several minutes); `DRIFTWARDEN_BENCH_RUNS` (default 3 up to 10,000 objects, 1 above)
 //! sets the runs per measure (the median time and the largest peak are reported);
-//! `DRIFTWARDEN_BENCH_SKIP` (comma-separated: `bare,offline,desired,live-only,kube`) leaves
+//! `DRIFTWARDEN_BENCH_SKIP` (comma-separated: `bare,offline,desired,live-only,kube,watch`) leaves
 //! measures out; `DRIFTWARDEN_BIN` measures another build of the binary instead of cargo's.
 
 #[path = "../tests/support/kube_server.rs"]
@@ -86,7 +95,7 @@ fn bare_parse(desired: &Path, live: &Path) {
 
 struct Row {
     objects: usize,
-    what: &'static str,
+    what: String,
     wall: Duration,
     rss_kib: u64,
 }
@@ -184,7 +193,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
         cluster.planted().len()
     );
     let report = dir.path().join("report.json");
-    let mut row = |what, (wall, rss_kib)| {
+    let mut row = |what: &str, (wall, rss_kib): (Duration, u64)| {
         eprintln!(
             "  {what}: {:.2} s, {:.0} MiB",
             Duration::as_secs_f64(&wall),
@@ -192,7 +201,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
         );
         rows.push(Row {
             objects: n,
-            what,
+            what: what.to_string(),
             wall,
             rss_kib,
         });
@@ -311,6 +320,247 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
         drop(server);
         rt.shutdown_background();
     }
+    if on("watch") {
+        let page_size = (n / (5 * cluster.namespaces) / 2).clamp(1, 500);
+        let edits = cluster.live_edits().len();
+        let mut walls = Vec::new();
+        let mut rss = 0;
+        for run in 0..runs {
+            let (ready, peak) = watch_run(
+                &cluster,
+                &desired,
+                page_size,
+                &dir.path().join(format!("watch-{run}")),
+            );
+            walls.push(ready);
+            rss = rss.max(peak);
+        }
+        walls.sort();
+        row(
+            &format!(
+                "`watch`, Kubernetes target, test API server: first sync + {edits} events (time: until `/readyz` is 200)"
+            ),
+            (walls[walls.len() / 2], rss),
+        );
+    }
+}
+
+/// `driftwarden watch` over the cluster in a fresh test API server, one run: started, ready
+/// (`/readyz` 200: the first full cycle done) with every scope's watch stream open, checked
+/// through `/metrics` (every object checked, exactly the planted drifts by class), then the
+/// [`Cluster::live_edits`] made on the server and waited for until `/metrics` counts each as
+/// one more drift of its class; then SIGTERM. Returns the time until ready and the peak RSS of
+/// the whole process (`wait4`'s `ru_maxrss`, KiB).
+fn watch_run(cluster: &Cluster, desired: &Path, page_size: usize, dir: &Path) -> (Duration, u64) {
+    std::fs::create_dir_all(dir).expect("watch run dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = rt.block_on(kube_server::KubeServer::start());
+    cluster.for_each_live(|obj| server.seed(obj));
+    let kubeconfig = server.write_kubeconfig(dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port");
+    let config = watch_config(dir, desired, &kubeconfig, page_size, port);
+    let log = dir.join("watch.log");
+    let mut cmd = Command::new(scale::binary());
+    cmd.arg("watch")
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format=json", "--log-level=info"])
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("DRIFTWARDEN_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let child = scale::Running::spawn(&mut cmd).expect("start driftwarden watch");
+    let fail = |what: &str| -> ! {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "driftwarden watch over {} objects: {what}\nlast lines of its log:\n{}",
+            cluster.objects,
+            tail.join("\n")
+        );
+    };
+
+    // Ready: every target's first full cycle done. A generous limit only turns a hang into a
+    // failure (about 14 s per 10,000 objects on the shared two-core machine).
+    let ready_limit = Duration::from_secs(120 + cluster.objects as u64 / 100);
+    loop {
+        if http_get(port, "/readyz").is_some_and(|(code, _)| code == 200) {
+            break;
+        }
+        if !child.alive() {
+            fail("the process ended before /readyz answered 200");
+        }
+        if child.elapsed() > ready_limit {
+            fail(&format!(
+                "/readyz did not answer 200 within {ready_limit:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = child.elapsed();
+    // Every scope (each kind in each namespace) has listed and opened its watch, so the edits
+    // below arrive as watch events, not in a list.
+    let scopes = 5 * cluster.namespaces;
+    rt.block_on(server.wait_for_watches("", scopes, ready_limit));
+    let planted = cluster.planted();
+    let by_class = |class: &str| planted.iter().filter(|d| d.class == class).count();
+    let (safe, risky) = (by_class("safe"), by_class("risky"));
+    assert_eq!(
+        safe + risky,
+        planted.len(),
+        "planted drifts are safe or risky"
+    );
+    let expect = |drifted: usize, safe: usize, risky: usize| {
+        [
+            ("driftwarden_resources_checked".to_string(), cluster.objects),
+            ("driftwarden_resources_drifted".to_string(), drifted),
+            ("driftwarden_drifts{class=\"safe\"}".to_string(), safe),
+            ("driftwarden_drifts{class=\"risky\"}".to_string(), risky),
+        ]
+    };
+    let mismatch = |want: &[(String, usize)]| -> Option<String> {
+        let Some((200, text)) = http_get(port, "/metrics") else {
+            return Some("/metrics did not answer 200".into());
+        };
+        let wrong: Vec<String> = want
+            .iter()
+            .filter_map(|(name, n)| {
+                let got = metric(&text, name);
+                (got != Some(*n as f64)).then(|| format!("{name} is {got:?}, expected {n}"))
+            })
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
+    };
+    if let Some(wrong) = mismatch(&expect(planted.len(), safe, risky)) {
+        fail(&format!("after the first sync: {wrong}"));
+    }
+    let rss_ready = child.status_kib("VmRSS:").unwrap_or(0);
+
+    // The hand edits, each one drift more once its event has been handled.
+    let edits = cluster.live_edits();
+    for e in &edits {
+        match &e.edit {
+            scale::Edit::Scale(replicas) => {
+                server.scale_as(
+                    "kubectl",
+                    e.api_version,
+                    e.kind,
+                    Some(&e.namespace),
+                    &e.name,
+                    *replicas,
+                );
+            }
+            scale::Edit::MergePatch(patch) => {
+                server.merge_patch_as(
+                    "kubectl-edit",
+                    e.api_version,
+                    e.kind,
+                    Some(&e.namespace),
+                    &e.name,
+                    patch.clone(),
+                );
+            }
+        }
+    }
+    let more = |class: &str| edits.iter().filter(|e| e.class == class).count();
+    let want = expect(
+        planted.len() + edits.len(),
+        safe + more("safe"),
+        risky + more("risky"),
+    );
+    let events_limit = Duration::from_secs(120);
+    let edited = std::time::Instant::now();
+    while let Some(wrong) = mismatch(&want) {
+        if !child.alive() {
+            fail("the process ended while the events were handled");
+        }
+        if edited.elapsed() > events_limit {
+            fail(&format!(
+                "{} edits made; not seen within {events_limit:?}: {wrong}",
+                edits.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_after = child.status_kib("VmRSS:").unwrap_or(0);
+    let hwm = child.status_kib("VmHWM:").unwrap_or(0);
+    let Measured {
+        status,
+        max_rss_kib,
+        ..
+    } = child
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("driftwarden watch did not stop on SIGTERM: {e}"));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "driftwarden watch ended with {status} after SIGTERM"
+    );
+    eprintln!(
+        "  watch: ready after {:.2} s, {scopes} watch streams; VmRSS {:.0} MiB when ready, {:.0} MiB after {} edits seen (VmHWM {:.0} MiB); peak {:.0} MiB",
+        ready.as_secs_f64(),
+        rss_ready as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        edits.len(),
+        hwm as f64 / 1024.0,
+        max_rss_kib as f64 / 1024.0
+    );
+    drop(server);
+    rt.shutdown_background();
+    (ready, max_rss_kib)
+}
+
+/// The `watch` config: the Kubernetes target in observe mode (it reports, writes nothing), the
+/// endpoints on `127.0.0.1:port`.
+fn watch_config(
+    dir: &Path,
+    desired: &Path,
+    kubeconfig: &Path,
+    page_size: usize,
+    port: u16,
+) -> PathBuf {
+    let path = dir.join("driftwarden-watch.yaml");
+    let text = format!(
+        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    mode: observe\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: {page_size}}}\nwatch:\n  listen: 127.0.0.1:{port}\n",
+        policies = policies().display(),
+        state = dir.join("state").display(),
+        desired = desired.display(),
+        kc = kubeconfig.display(),
+    );
+    std::fs::write(&path, text).expect("write watch config");
+    path
+}
+
+/// `GET path` on the watch's loopback listener: the status code and the body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of the sample `name` (with its labels, as rendered) in a Prometheus text body.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn main() {

@@ -136,6 +136,27 @@ pub struct PlantedDrift {
     pub class: String,
 }
 
+/// A hand edit of a live object ([`Cluster::live_edits`]).
+#[derive(Clone, Debug)]
+pub struct LiveEdit {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub edit: Edit,
+    /// The class the default policies give the drift the edit makes.
+    pub class: &'static str,
+}
+
+/// What a [`LiveEdit`] does.
+#[derive(Clone, Debug)]
+pub enum Edit {
+    /// `kubectl scale --replicas=N` (the `scale` subresource, manager `kubectl`).
+    Scale(i64),
+    /// `kubectl patch --type merge` by the field manager `kubectl-edit`.
+    MergePatch(Value),
+}
+
 /// Where object `i` goes and what it is.
 struct Slot {
     template: usize,
@@ -358,6 +379,50 @@ impl Cluster {
         }
     }
 
+    /// Hand edits to make on the live cluster after a first sync (the `watch` measure): 1% of
+    /// the Deployments scaled 2 → 3 (`kubectl scale`: safe under the default policies) and 1% of
+    /// the ConfigMaps' `LOG_LEVEL` set to `debug` by `kubectl-edit` (risky), all of them objects
+    /// that are not drifted yet, so each edit adds exactly one drift. At least one of each.
+    pub fn live_edits(&self) -> Vec<LiveEdit> {
+        let mut out = Vec::new();
+        for i in 0..self.objects {
+            let s = self.slot(i);
+            let group = i / TEMPLATES.len();
+            if s.drifted || s.annotated {
+                continue;
+            }
+            // Group 73 of every hundred, or the first group when there are fewer than 74.
+            let chosen = if self.objects / TEMPLATES.len() > 73 {
+                group % 100 == 73
+            } else {
+                group == 0
+            };
+            if !chosen {
+                continue;
+            }
+            let edit = match TEMPLATES[s.template].kind {
+                "Deployment" => Edit::Scale(3),
+                "ConfigMap" => {
+                    Edit::MergePatch(serde_json::json!({"data": {"LOG_LEVEL": "debug"}}))
+                }
+                _ => continue,
+            };
+            let (api_version, class) = match edit {
+                Edit::Scale(_) => ("apps/v1", "safe"),
+                Edit::MergePatch(_) => ("v1", "risky"),
+            };
+            out.push(LiveEdit {
+                api_version,
+                kind: TEMPLATES[s.template].kind,
+                namespace: s.namespace,
+                name: s.name,
+                edit,
+                class,
+            });
+        }
+        out
+    }
+
     /// The namespaces the objects are in.
     pub fn namespace_names(&self) -> Vec<String> {
         (0..self.namespaces)
@@ -514,29 +579,146 @@ unsafe extern "C" {
 /// (the kernel's own account of the child, `wait4`'s `ru_maxrss`).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
-    use std::os::unix::process::ExitStatusExt;
-    let start = Instant::now();
-    let child = cmd.spawn()?;
-    let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
-    let mut status = 0i32;
-    let mut usage = RUsage::default();
-    loop {
-        // SAFETY: `status` and `usage` are valid for writes and outlive the call; `pid` is our
-        // child, not yet reaped (std's `Child` only reaps in `wait`, which is never called).
-        let r = unsafe { wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
+    let mut running = Running::spawn(cmd)?;
+    running.wait(None)
+}
+
+/// A child started to be measured while the caller works with it (`driftwarden watch`, which
+/// runs until a signal).
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    pid: i32,
+    start: Instant,
+    /// Reaped by `wait4`: nothing left to kill on drop.
+    reaped: bool,
+}
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+const WNOHANG: i32 = 1;
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Running> {
+        let start = Instant::now();
+        let child = cmd.spawn()?;
+        let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
+        Ok(Running {
+            child,
+            pid,
+            start,
+            reaped: false,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Since the child was started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Whether the child has not ended yet (without reaping it).
+    pub fn alive(&self) -> bool {
+        // /proc/PID/stat's third field: `Z` once it has ended and waits to be reaped.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|f| f != "Z"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), while the child runs.
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// Sends SIGTERM and measures the child once it has ended; one that has not ended within
+    /// `limit` is killed and reported as an error.
+    pub fn terminate(mut self, limit: Duration) -> std::io::Result<Measured> {
+        // SAFETY: plain syscall on our own child's pid, not yet reaped (so not reused).
+        if unsafe { kill(self.pid, SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        self.wait(Some(limit))
+    }
+
+    /// Waits for the child's end (at most `limit`, then it is killed and this is an error) and
+    /// measures it.
+    fn wait(&mut self, limit: Option<Duration>) -> std::io::Result<Measured> {
+        use std::os::unix::process::ExitStatusExt;
+        let waited = Instant::now();
+        let mut status = 0i32;
+        let mut usage = RUsage::default();
+        loop {
+            let options = if limit.is_some() { WNOHANG } else { 0 };
+            // SAFETY: `status` and `usage` are valid for writes and outlive the call; `pid` is
+            // our child, not yet reaped (std's `Child` only reaps in `wait`, which is never
+            // called).
+            let r = unsafe { wait4(self.pid, &mut status, options, &mut usage) };
+            if r == self.pid {
+                self.reaped = true;
+                break;
+            }
+            if r == 0 {
+                if let Some(limit) = limit
+                    && waited.elapsed() > limit
+                {
+                    // SAFETY: as above; then reaped so the process is not left behind.
+                    unsafe {
+                        kill(self.pid, SIGKILL);
+                        wait4(self.pid, &mut status, 0, &mut usage);
+                    }
+                    self.reaped = true;
+                    return Err(std::io::Error::other(format!(
+                        "pid {} still running {limit:?} after it was asked to stop: killed",
+                        self.pid
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let wall = self.start.elapsed();
+        Ok(Measured {
+            status: ExitStatus::from_raw(status),
+            wall,
+            max_rss_kib: u64::try_from(usage.maxrss).unwrap_or(0),
+        })
+    }
+}
+
+/// A child the caller gave up on (a failed check) is killed, not left running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let mut status = 0i32;
+            let mut usage = RUsage::default();
+            // SAFETY: our own child, not reaped yet; killed and reaped here.
+            unsafe {
+                kill(self.pid, SIGKILL);
+                wait4(self.pid, &mut status, 0, &mut usage);
+            }
         }
     }
-    let wall = start.elapsed();
-    drop(child);
-    Ok(Measured {
-        status: ExitStatus::from_raw(status),
-        wall,
-        max_rss_kib: u64::try_from(usage.maxrss).unwrap_or(0),
-    })
 }
