@@ -1,8 +1,9 @@
 //! One Kubernetes target's compare stage, fed live objects as they arrive.
 //!
-//! The desired set is indexed by resource key first; then each live object (from a snapshot
-//! file as it is parsed, or a LIST as it is returned) gets its identity, is compared with its
-//! desired counterpart ([`TargetDiff`]) and is dropped unless it drifted. What is kept:
+//! Desired objects come in first, one at a time as their files are parsed
+//! ([`Compare::desired`]), and are indexed by resource key, each kept compact; then each live
+//! object (from a snapshot file as it is parsed, or a LIST as it is returned) gets its identity,
+//! is compared with its desired counterpart ([`TargetDiff`]) and is dropped unless it drifted. What is kept:
 //! the drifts (each with its whole desired and live object, masked, for the policy input), the
 //! raw live and desired objects of drifted resources (the audit log's digests and the
 //! correctors' applies) and the policies' facts about other objects ([`Related`]). Whatever
@@ -10,9 +11,11 @@
 //! and the drift, not the cluster.
 //!
 //! Identities need each kind's scope (namespaced or not, [`Scopes`]). Built-in kinds and kinds
-//! with a CRD in desired are known before any live object; a desired object of another kind
-//! waits until the first live object of its kind (or its CRD) arrives, like [`Scopes::learn`]
-//! decides it, and is namespaced if none does. Pure: no IO.
+//! whose CRD came earlier in desired are known at once; a desired object of another kind waits
+//! until its CRD arrives later in desired, or the first live object of its kind (or its CRD)
+//! arrives, like [`Scopes::learn`] decides it, and is namespaced if none does: the same
+//! identities as if every desired CRD had been read first. Duplicates are reported as a whole
+//! desired set in file order shows them. Pure: no IO.
 
 use std::collections::HashMap;
 
@@ -53,10 +56,13 @@ pub struct Compare<'a> {
     commit: Option<String>,
     scopes: Scopes,
     diff: TargetDiff<'a>,
-    /// Desired objects of kinds whose scope is not known yet, by (group, kind).
-    deferred: HashMap<(String, String), Vec<RawObject>>,
-    /// The first two desired objects that named the same resource.
-    duplicate: Option<CompareError>,
+    /// Desired objects of kinds whose scope is not known yet, by (group, kind), each with its
+    /// place in the desired stream.
+    deferred: HashMap<(String, String), Vec<(usize, RawObject)>>,
+    /// The duplicate to report, with the place in the desired stream of its second object.
+    duplicate: Option<(usize, CompareError)>,
+    /// A live object has arrived (or the compare finished): no desired object follows.
+    desired_done: bool,
     related: Related,
     /// Raw live objects of drifted resources, by resource key.
     drifted_live: HashMap<String, Value>,
@@ -84,38 +90,78 @@ fn group_kind(v: &Value) -> (String, String) {
     (group, str_at(v, "/kind").to_string())
 }
 
+/// The (group, kind) a CustomResourceDefinition defines, if `v` is one.
+fn crd_defines(v: &Value) -> Option<(String, String)> {
+    (str_at(v, "/kind") == "CustomResourceDefinition").then(|| {
+        (
+            str_at(v, "/spec/group").to_string(),
+            str_at(v, "/spec/names/kind").to_string(),
+        )
+    })
+}
+
 impl<'a> Compare<'a> {
-    /// Indexes a desired set (its objects move in; [`DesiredSet::objects`] is left empty).
-    pub fn new(at: Where<'a>, desired: &mut DesiredSet, opts: &'a DiffOptions) -> Self {
-        let objects = std::mem::take(&mut desired.objects);
-        let mut scopes = Scopes::default();
-        scopes.learn(objects.iter().map(|o| &o.value), false);
-        let mut c = Compare {
+    /// A compare of a desired source (`source`, `commit`: its provenance) with no object yet:
+    /// every desired object goes in through [`Compare::desired`], then every live one through
+    /// [`Compare::live`].
+    pub fn start(
+        at: Where<'a>,
+        source: String,
+        commit: Option<String>,
+        opts: &'a DiffOptions,
+    ) -> Self {
+        Compare {
             at,
-            source: desired.source.clone(),
-            commit: desired.commit.clone(),
-            scopes,
+            source,
+            commit,
+            scopes: Scopes::default(),
             diff: TargetDiff::new(opts),
             deferred: HashMap::new(),
             duplicate: None,
+            desired_done: false,
             related: Related::default(),
             drifted_live: HashMap::new(),
-            desired_count: objects.len(),
+            desired_count: 0,
             live_count: 0,
-        };
-        for raw in objects {
-            c.related.add_object(&raw.value);
-            let (group, kind) = group_kind(&raw.value);
-            if c.scopes.knows(&group, &kind) {
-                c.add_desired(raw);
-            } else {
-                c.deferred.entry((group, kind)).or_default().push(raw);
-            }
+        }
+    }
+
+    /// Indexes a desired set (its objects move in; [`DesiredSet::objects`] is left empty).
+    pub fn new(at: Where<'a>, desired: &mut DesiredSet, opts: &'a DiffOptions) -> Self {
+        let mut c = Compare::start(at, desired.source.clone(), desired.commit.clone(), opts);
+        for raw in std::mem::take(&mut desired.objects) {
+            c.desired(raw);
         }
         c
     }
 
-    fn add_desired(&mut self, raw: RawObject) {
+    /// Adds one desired object, in the desired set's order; every desired object comes before
+    /// the first live one. An object whose kind's scope is known (built in, or a CRD in desired
+    /// seen earlier) is indexed now and kept compact; one of another kind waits for its CRD
+    /// later in desired, or the first live object of its kind, or the end, as if every desired
+    /// CRD had been known from the start.
+    pub fn desired(&mut self, raw: RawObject) {
+        let seq = self.desired_count;
+        self.desired_count += 1;
+        self.related.add_object(&raw.value);
+        self.scopes.learn([&raw.value], false);
+        if !self.deferred.is_empty() {
+            if let Some(crd) = crd_defines(&raw.value) {
+                self.settle(&crd);
+            }
+        }
+        let (group, kind) = group_kind(&raw.value);
+        if self.scopes.knows(&group, &kind) {
+            self.add_desired(seq, raw);
+        } else {
+            self.deferred
+                .entry((group, kind))
+                .or_default()
+                .push((seq, raw));
+        }
+    }
+
+    fn add_desired(&mut self, seq: usize, raw: RawObject) {
         let id = k8s::resource_id(
             self.at.cluster,
             &raw.value,
@@ -123,16 +169,27 @@ impl<'a> Compare<'a> {
             &self.scopes,
         );
         if let Some(first) = self.diff.desired_provenance(&id.key()) {
-            if self.duplicate.is_none() {
+            // The duplicate reported is the first a whole desired set would show in its order:
+            // while desired objects stream in, the one whose second object comes first (a kind
+            // settled by a later CRD finds its duplicates late); once live objects arrive, the
+            // first found.
+            let replaces = match &self.duplicate {
+                None => true,
+                Some((earlier, _)) => !self.desired_done && seq < *earlier,
+            };
+            if replaces {
                 let first = first
                     .map(|p| format!("{}:{}", p.file, p.line))
                     .unwrap_or_default();
-                self.duplicate = Some(CompareError::Duplicate {
-                    target: self.at.target.to_string(),
-                    id: id.display(),
-                    first,
-                    second: format!("{}:{}", raw.file, raw.line),
-                });
+                self.duplicate = Some((
+                    seq,
+                    CompareError::Duplicate {
+                        target: self.at.target.to_string(),
+                        id: id.display(),
+                        first,
+                        second: format!("{}:{}", raw.file, raw.line),
+                    },
+                ));
             }
             return;
         }
@@ -149,14 +206,15 @@ impl<'a> Compare<'a> {
         });
     }
 
-    /// Desired objects of a kind whose scope just became known get their identity.
+    /// Desired objects of a kind whose scope just became known get their identity, in the
+    /// order they arrived.
     fn settle(&mut self, group_kind: &(String, String)) {
         if self.deferred.is_empty() || !self.scopes.knows(&group_kind.0, &group_kind.1) {
             return;
         }
         if let Some(objects) = self.deferred.remove(group_kind) {
-            for raw in objects {
-                self.add_desired(raw);
+            for (seq, raw) in objects {
+                self.add_desired(seq, raw);
             }
         }
     }
@@ -164,19 +222,15 @@ impl<'a> Compare<'a> {
     /// Compares one live object; it is kept only if it drifted.
     pub fn live(&mut self, raw: RawObject) {
         self.live_count += 1;
+        self.desired_done = true;
         let value = raw.value;
         self.related.add_object(&value);
         self.scopes.learn([&value], true);
         if !self.deferred.is_empty() {
-            let gk = group_kind(&value);
-            if gk.1 == "CustomResourceDefinition" {
-                let crd = (
-                    str_at(&value, "/spec/group").to_string(),
-                    str_at(&value, "/spec/names/kind").to_string(),
-                );
+            if let Some(crd) = crd_defines(&value) {
                 self.settle(&crd);
             }
-            self.settle(&gk);
+            self.settle(&group_kind(&value));
         }
         let id = k8s::resource_id(
             self.at.cluster,
@@ -198,18 +252,18 @@ impl<'a> Compare<'a> {
 
     /// Every live object has arrived: Missing for what none matched.
     pub fn finish(mut self) -> Result<Finished, CompareError> {
+        self.desired_done = true;
         // Kinds no live object showed: namespaced unless a CRD said otherwise.
-        let deferred: Vec<RawObject> = std::mem::take(&mut self.deferred)
+        let mut deferred: Vec<(usize, RawObject)> = std::mem::take(&mut self.deferred)
             .into_values()
             .flatten()
             .collect();
-        let mut deferred = deferred;
-        // In file order, as the desired set had them.
-        deferred.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        for raw in deferred {
-            self.add_desired(raw);
+        // In file order, then as the desired set had them.
+        deferred.sort_by(|(sa, a), (sb, b)| (&a.file, a.line, sa).cmp(&(&b.file, b.line, sb)));
+        for (seq, raw) in deferred {
+            self.add_desired(seq, raw);
         }
-        if let Some(e) = self.duplicate {
+        if let Some((_, e)) = self.duplicate {
             return Err(e);
         }
         let (outcome, desired) = self.diff.finish_with_drifted_desired();
@@ -350,5 +404,104 @@ mod tests {
         let f = compare_all(at(), &desired, &live, &opts).unwrap();
         assert_eq!(f.outcome.drifts.len(), 1);
         assert_eq!(f.live.len(), 1);
+    }
+
+    fn widget_crd(scope: &str) -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": scope, "names": {"kind": "Widget", "plural": "widgets"}}
+        })
+    }
+
+    fn widget(name: &str, size: u64) -> Value {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": size}})
+    }
+
+    fn drift_keys(f: &Finished) -> Vec<(String, DriftKind)> {
+        f.outcome
+            .drifts
+            .iter()
+            .map(|d| (d.resource.id.key(), d.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_custom_resource_streamed_before_its_crd_gets_the_crds_scope() {
+        let opts = DiffOptions::new("t");
+        // Cluster-scoped by its CRD, which comes later in desired: the Widget named without a
+        // namespace is `_cluster`, and matches its live copy.
+        let mut c = Compare::start(at(), "dir".into(), None, &opts);
+        c.desired(raw("a-widget.yaml", 1, widget("w", 1)));
+        c.desired(raw("b-widget.yaml", 1, widget("v", 1)));
+        c.desired(raw("crd.yaml", 1, widget_crd("Cluster")));
+        c.live(raw("live.json", 0, widget("w", 2)));
+        let f = c.finish().unwrap();
+        assert_eq!(
+            drift_keys(&f),
+            [
+                (
+                    "kubernetes/c/apiextensions.k8s.io/CustomResourceDefinition/_cluster/widgets.example.com".to_string(),
+                    DriftKind::Missing
+                ),
+                (
+                    "kubernetes/c/example.com/Widget/_cluster/v".to_string(),
+                    DriftKind::Missing
+                ),
+                (
+                    "kubernetes/c/example.com/Widget/_cluster/w".to_string(),
+                    DriftKind::Modified
+                ),
+            ]
+        );
+        assert_eq!((f.desired_count, f.live_count), (3, 1));
+        // A namespaced CRD later in desired: the Widget named without a namespace goes to the
+        // default one.
+        let mut c = Compare::start(at(), "dir".into(), None, &opts);
+        c.desired(raw("a-widget.yaml", 1, widget("w", 1)));
+        c.desired(raw("crd.yaml", 1, widget_crd("Namespaced")));
+        let f = c.finish().unwrap();
+        let keys: Vec<String> = drift_keys(&f).into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.contains(&"kubernetes/c/example.com/Widget/shop/w".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_streamed_from_two_files_names_both() {
+        let opts = DiffOptions::new("t");
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let mut c = Compare::start(at(), "dir".into(), None, &opts);
+        c.desired(raw("a.yaml", 1, cm.clone()));
+        c.desired(raw("b.yaml", 4, cm));
+        let CompareError::Duplicate {
+            id, first, second, ..
+        } = c.finish().unwrap_err();
+        assert_eq!(id, "ConfigMap shop/a");
+        assert_eq!((first.as_str(), second.as_str()), ("a.yaml:1", "b.yaml:4"));
+    }
+
+    #[test]
+    fn the_duplicate_reported_is_the_first_in_desired_order_whenever_it_is_found() {
+        // The Widgets' duplicate (files 1 and 2) is only found when their CRD arrives (file 5),
+        // after the ConfigMaps' (files 3 and 4): the Widgets' is the one reported, as a whole
+        // desired set in file order shows it first.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let desired = [
+            raw("1.yaml", 1, widget("w", 1)),
+            raw("2.yaml", 1, widget("w", 2)),
+            raw("3.yaml", 1, cm.clone()),
+            raw("4.yaml", 1, cm),
+            raw("5.yaml", 1, widget_crd("Cluster")),
+        ];
+        let opts = DiffOptions::new("t");
+        let mut c = Compare::start(at(), "dir".into(), None, &opts);
+        for o in desired {
+            c.desired(o);
+        }
+        let CompareError::Duplicate { first, second, .. } = c.finish().unwrap_err();
+        assert_eq!((first.as_str(), second.as_str()), ("1.yaml:1", "2.yaml:1"));
     }
 }

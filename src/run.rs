@@ -182,82 +182,129 @@ async fn load_target(t: Target, cache_dir: PathBuf, strict: bool) -> Result<Load
         });
     }
     let t2 = t.clone();
-    let mut desired = tokio::task::spawn_blocking(move || desired::load(&t2.desired, &cache_dir))
+    let files = tokio::task::spawn_blocking(move || desired::read(&t2.desired, &cache_dir))
         .await
         .map_err(|e| Error::Join(e.to_string()))?;
-    let live = match &t.live {
-        // Each live object is compared as it is parsed, and dropped unless it drifted.
-        LiveSource::Snapshot(dir) => match desired {
-            Ok(mut set) => {
-                let dir = dir.clone();
-                let t3 = t.clone();
-                let (set, live) = tokio::task::spawn_blocking(move || {
-                    let dopts = diff_options(&t3, strict);
-                    let mut c = Compare::new(compare_at(&t3), &mut set, &dopts);
-                    let read = live::for_each_snapshot_object(&dir, &mut |o| c.live(o));
-                    let live = read.map(|()| LiveRead {
-                        compared: Some(c.finish()),
-                        ..LiveRead::default()
-                    });
-                    (set, live)
-                })
-                .await
-                .map_err(|e| Error::Join(e.to_string()))?;
-                desired = Ok(set);
-                live
-            }
-            Err(_) => Ok(LiveRead::default()),
-        },
-        // A cluster is read for the kinds and namespaces desired names; without a desired set
-        // the target is skipped anyway.
-        // Each LIST's objects are compared as soon as it (and every LIST planned before it) is
-        // complete, then dropped unless they drifted.
-        LiveSource::Kubernetes(src) => match desired {
-            Ok(mut set) => {
-                // What the read plans its LISTs from: each desired object's kind and namespace.
-                let planned: Vec<serde_json::Value> = set
-                    .objects
-                    .iter()
-                    .map(|o| {
-                        serde_json::json!({
-                            "apiVersion": k8s::str_at(&o.value, "/apiVersion"),
-                            "kind": k8s::str_at(&o.value, "/kind"),
-                            "metadata": {"namespace": k8s::str_at(&o.value, "/metadata/namespace")},
-                        })
-                    })
-                    .collect();
-                let req = live::kube::ReadRequest {
-                    desired: &planned,
-                    default_namespace: &t.namespace,
-                    tracking: t.tracking.as_ref(),
-                    unmanaged_namespaces: &t.unmanaged_namespaces,
+    let files = match files {
+        Ok(files) => files,
+        // Without a desired set the target is skipped: nothing live is read.
+        Err(e) => {
+            return Ok(Loaded {
+                desired: Err(e),
+                live: Ok(LiveRead::default()),
+                terraform: None,
+            });
+        }
+    };
+    // Desired objects go into the compare as their files are parsed (each kept compact there),
+    // then each live object is compared as it arrives and dropped unless it drifted.
+    let (desired, live) = match &t.live {
+        LiveSource::Snapshot(dir) => {
+            let dir = dir.clone();
+            let t3 = t.clone();
+            tokio::task::spawn_blocking(move || {
+                let dopts = diff_options(&t3, strict);
+                let (source, commit) = (files.source.clone(), files.commit.clone());
+                let mut c = Compare::start(compare_at(&t3), source, commit, &dopts);
+                let set = match files.parse_each(&mut |o| c.desired(o)) {
+                    Ok(set) => set,
+                    Err(e) => return (Err(e), Ok(LiveRead::default())),
                 };
-                let dopts = diff_options(&t, strict);
-                let mut c = Compare::new(compare_at(&t), &mut set, &dopts);
-                let read = live::kube::read_each(src, &req, &mut |o| c.live(o)).await;
-                desired = Ok(set);
-                read.map(|r| LiveRead {
-                    objects: Vec::new(),
-                    errors: r.errors,
-                    unread: r.unread,
+                let read = live::for_each_snapshot_object(&dir, &mut |o| c.live(o));
+                let live = read.map(|()| LiveRead {
                     compared: Some(c.finish()),
+                    ..LiveRead::default()
+                });
+                (Ok(set), live)
+            })
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?
+        }
+        // A cluster is read for the kinds and namespaces desired names. Each LIST's objects are
+        // compared as soon as it (and every LIST planned before it) is complete, then dropped
+        // unless they drifted.
+        LiveSource::Kubernetes(src) => {
+            let dopts = diff_options(&t, strict);
+            let (source, commit) = (files.source.clone(), files.commit.clone());
+            let mut c = Compare::start(compare_at(&t), source, commit, &dopts);
+            let mut planned = Planned::default();
+            // Parsed on the blocking pool, handed over a short queue: the parser never runs
+            // more than the queue ahead of the compare.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RawObject>(DESIRED_QUEUE);
+            let parse = tokio::task::spawn_blocking(move || {
+                files.parse_each(&mut |o| {
+                    // Fails only when this target's load was dropped (the receiver with it):
+                    // the rest is then parsed and discarded, as a whole load would be.
+                    let _ = tx.blocking_send(o);
                 })
-                .map_err(|e| LiveError::Kube(Box::new(e)))
+            });
+            while let Some(o) = rx.recv().await {
+                planned.note(&o.value);
+                c.desired(o);
             }
-            Err(e) => {
-                desired = Err(e);
-                Ok(LiveRead::default())
+            match parse.await.map_err(|e| Error::Join(e.to_string()))? {
+                Err(e) => (Err(e), Ok(LiveRead::default())),
+                Ok(set) => {
+                    let req = live::kube::ReadRequest {
+                        desired: &planned.objects,
+                        default_namespace: &t.namespace,
+                        tracking: t.tracking.as_ref(),
+                        unmanaged_namespaces: &t.unmanaged_namespaces,
+                    };
+                    let read = live::kube::read_each(src, &req, &mut |o| c.live(o)).await;
+                    let live = read
+                        .map(|r| LiveRead {
+                            objects: Vec::new(),
+                            errors: r.errors,
+                            unread: r.unread,
+                            compared: Some(c.finish()),
+                        })
+                        .map_err(|e| LiveError::Kube(Box::new(e)));
+                    (Ok(set), live)
+                }
             }
-        },
+        }
         // Read by crate::terraform (load_target returned above); config pairs them with
         // `desired.terraform` only.
-        LiveSource::Ec2(_) | LiveSource::TerraformPlan => Ok(LiveRead::default()),
+        LiveSource::Ec2(_) | LiveSource::TerraformPlan => {
+            let desired = tokio::task::spawn_blocking(move || files.parse_all())
+                .await
+                .map_err(|e| Error::Join(e.to_string()))?;
+            (desired, Ok(LiveRead::default()))
+        }
     };
     Ok(Loaded {
         desired,
         live,
         terraform: None,
     })
+}
+
+/// Desired objects queued between the parser and a cluster target's compare.
+const DESIRED_QUEUE: usize = 256;
+
+/// What a cluster read plans its LISTs from ([`live::kube::ReadRequest::desired`]): the
+/// apiVersion, kind and namespace of the desired objects, one entry per distinct triple in the
+/// order first seen (the first apiVersion of a kind is the version listed), not one per object.
+#[derive(Default)]
+struct Planned {
+    seen: std::collections::HashSet<String>,
+    objects: Vec<serde_json::Value>,
+}
+
+impl Planned {
+    fn note(&mut self, o: &serde_json::Value) {
+        let api = k8s::str_at(o, "/apiVersion");
+        let kind = k8s::str_at(o, "/kind");
+        let namespace = k8s::str_at(o, "/metadata/namespace");
+        if self.seen.insert(format!("{api}\n{kind}\n{namespace}")) {
+            self.objects.push(serde_json::json!({
+                "apiVersion": api,
+                "kind": kind,
+                "metadata": {"namespace": namespace},
+            }));
+        }
+    }
 }
 
 /// Loads the policy engine for a config. When none of the configured directories exists and none
@@ -1115,25 +1162,35 @@ pub fn diff_paths(
              lowercase letters, digits and '-', starting and ending with a letter or digit"
         )));
     }
-    let desired_set = if desired_path.is_file() {
-        let bytes = std::fs::read(desired_path).map_err(|e| Error::Desired {
-            target: target.into(),
-            source: DesiredError::Io {
+    let mut dopts = DiffOptions::new(target);
+    dopts.strict = strict;
+    let at = compare::Where {
+        target,
+        cluster: target,
+        default_namespace: namespace,
+    };
+    let desired_error = |source: DesiredError| Error::Desired {
+        target: target.into(),
+        source,
+    };
+    // Desired objects go into the compare as each file is parsed (kept compact there); then
+    // each live object is compared as it is parsed, and dropped unless it drifted.
+    let mut c = if desired_path.is_file() {
+        let bytes = std::fs::read(desired_path).map_err(|e| {
+            desired_error(DesiredError::Io {
                 path: desired_path.display().to_string(),
                 source: e,
-            },
+            })
         })?;
         let file = desired_path.display().to_string();
-        let objects =
-            desired::manifests::parse_file(&file, &bytes, false).map_err(|e| Error::Desired {
-                target: target.into(),
-                source: e.into(),
-            })?;
-        desired::DesiredSet {
-            objects,
-            source: file,
-            commit: None,
+        let objects = desired::manifests::parse_file(&file, &bytes, false)
+            .map_err(|e| desired_error(e.into()))?;
+        drop(bytes);
+        let mut c = Compare::start(at, file, None, &dopts);
+        for o in objects {
+            c.desired(o);
         }
+        c
     } else {
         let src = crate::config::DesiredSource {
             location: crate::config::DesiredLocation::Dir(desired_path.to_path_buf()),
@@ -1142,21 +1199,14 @@ pub fn diff_paths(
             exclude: Vec::new(),
             render: None,
         };
-        desired::load(&src, &default_cache_dir()).map_err(|e| Error::Desired {
-            target: target.into(),
-            source: e,
-        })?
+        let files = desired::read(&src, &default_cache_dir()).map_err(desired_error)?;
+        let (source, commit) = (files.source.clone(), files.commit.clone());
+        let mut c = Compare::start(at, source, commit, &dopts);
+        files
+            .parse_each(&mut |o| c.desired(o))
+            .map_err(desired_error)?;
+        c
     };
-    let mut dopts = DiffOptions::new(target);
-    dopts.strict = strict;
-    let at = compare::Where {
-        target,
-        cluster: target,
-        default_namespace: namespace,
-    };
-    // Each live object is compared as it is parsed, and dropped unless it drifted.
-    let mut desired_set = desired_set;
-    let mut c = Compare::new(at, &mut desired_set, &dopts);
     live::for_each_snapshot_object(live_path, &mut |o| c.live(o)).map_err(|e| Error::Live {
         target: target.into(),
         source: e,
