@@ -1651,6 +1651,60 @@ async fn paging_client(env: &Env, page_size: u32) -> driftwarden::live::kube::Ku
     driftwarden::live::kube::Kube::connect(&src).await.unwrap()
 }
 
+/// Must show (issue 20): a LIST is compared page by page. With one LIST at a time (and so a
+/// channel of one page between the LISTs and the reader), the reader holds the first page's
+/// objects while the server has answered at most three of the LIST's ten pages: the one being
+/// read, one waiting in the channel and one waiting to be sent. Before, the whole LIST was
+/// read first. Every object still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_is_handed_over_page_by_page_while_it_is_read() {
+    let env = Env::new().await;
+    env.server
+        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
+    let names: Vec<String> = (0..20).map(|i| format!("settings-{i:02}")).collect();
+    for name in &names {
+        env.server.seed(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "team"}, "data": {"a": "b"}}));
+    }
+    let src = config::KubeSource {
+        kubeconfig: Some(env.kubeconfig.clone()),
+        page_size: 2,
+        concurrency: 1,
+        max_attempts: 3,
+        backoff: Duration::from_millis(5),
+        ..config::KubeSource::default()
+    };
+    let kube = driftwarden::live::kube::Kube::connect(&src).await.unwrap();
+    let desired = [json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings-00", "namespace": "team"}})];
+    let req = driftwarden::live::kube::ReadRequest {
+        desired: &desired,
+        default_namespace: "team",
+        tracking: None,
+        unmanaged_namespaces: &[],
+    };
+    env.server.clear_requests();
+    let lists_answered = || env.server.requests().iter().filter(|r| r.is_list()).count();
+    // For each object handed over: its name and the LIST pages answered by then.
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    let read = driftwarden::live::kube::read_with_each(&kube, &req, &mut |o| {
+        let name = o.value["metadata"]["name"].as_str().unwrap().to_string();
+        seen.push((name, lists_answered()));
+    })
+    .await
+    .unwrap();
+    assert!(read.errors.is_empty(), "{:?}", read.errors);
+    assert_eq!(read.list_requests, 10, "20 objects in pages of 2");
+    assert_eq!(lists_answered(), 10);
+    let got: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(got, names, "every object once, in the LIST's order");
+    let first_page = &seen[..2];
+    assert!(
+        first_page.iter().all(|(_, answered)| *answered <= 3),
+        "the first page is compared while the LIST is still being read: {seen:?}"
+    );
+}
+
 /// A LIST that stalls mid-list: its first page arrives, the page after it (the request with the
 /// `continue` token) never answers within the request timeout, on every attempt. That kind
 /// counts as unread: the error names the LIST and the timeout, the read is partial, none of its

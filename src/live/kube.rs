@@ -15,9 +15,13 @@
 //!   honouring `Retry-After`. An answer that refuses the object itself ([`Rejection`]: a 500
 //!   `failed to create typed patch object`, a 422 `Invalid`) is the same on every attempt and
 //!   is never retried.
+//! - **Page by page**: each LIST page is handed to the caller as soon as it is parsed
+//!   ([`read_with_each`]), through a channel of `concurrency` pages that holds the LISTs back
+//!   when the caller is slower, so a read holds a few pages, not the cluster.
 //! - **Expired continue tokens**: a LIST whose continue token expired (410 `Expired`) starts
-//!   over from the first page once, for a consistent snapshot; a second expiry fails the scope
-//!   ([`KubeError::ListExpired`]).
+//!   over from the first page once rather than mix in the inconsistent remainder the server
+//!   offers; the new pass's objects replace those of the pass given up on. A second expiry
+//!   fails the scope ([`KubeError::ListExpired`]).
 //! - **Partial failure is data**: a LIST that still fails becomes an error in [`KubeRead`] and an
 //!   [`UnreadScope`]; its desired objects are then not reported `Missing`
 //!   ([`drop_unread_missing`]), and the target's read counts as partial (nothing is pruned).
@@ -737,12 +741,41 @@ impl Kube {
         namespace: Option<&str>,
         label_selector: Option<&str>,
     ) -> Result<(Vec<Value>, usize), KubeError> {
+        let mut items = Vec::new();
+        let pages = self
+            .list_pages(res, namespace, label_selector, |event| {
+                match event {
+                    ListEvent::Page(page) => items.extend(page),
+                    // The pass given up on is replaced by the new one.
+                    ListEvent::Restart => items.clear(),
+                }
+                std::future::ready(())
+            })
+            .await?;
+        Ok((items, pages))
+    }
+
+    /// [`Kube::list`], each page handed to `on_page` as soon as it is parsed (and awaited, so a
+    /// bounded consumer holds the LIST back), instead of collected. When the continue token
+    /// expires (410 `Expired`) the LIST starts over once from the first page:
+    /// [`ListEvent::Restart`] comes first, and the new pass's objects replace the old ones.
+    /// Returns the pages fetched (those of a pass given up on included).
+    pub async fn list_pages<F, Fut>(
+        &self,
+        res: &ApiResource,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        mut on_page: F,
+    ) -> Result<usize, KubeError>
+    where
+        F: FnMut(ListEvent) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let path = res.collection_path(namespace);
         let mut restarted = false;
         // Pages fetched, those of a pass given up on included.
         let mut fetched = 0;
         'restart: loop {
-            let mut items = Vec::new();
             let mut token: Option<String> = None;
             let mut seen_tokens = HashSet::new();
             let mut pages = 0;
@@ -776,30 +809,35 @@ impl Kube {
                         }
                         warn!(path = %path, pages, "continue token expired; listing again from the first page");
                         restarted = true;
+                        on_page(ListEvent::Restart).await;
                         continue 'restart;
                     }
                     Err(e) => return Err(e),
                 };
                 let mut page = page;
-                if let Some(Value::Array(list)) = page.get_mut("items").map(Value::take) {
-                    for mut item in list {
-                        if let Some(obj) = item.as_object_mut() {
-                            obj.entry("apiVersion")
-                                .or_insert_with(|| Value::String(res.api_version()));
-                            obj.entry("kind")
-                                .or_insert_with(|| Value::String(res.kind.clone()));
-                        }
-                        items.push(item);
+                let next = str_at(&page, "/metadata/continue").to_string();
+                let mut items = match page.get_mut("items").map(Value::take) {
+                    Some(Value::Array(list)) => list,
+                    _ => Vec::new(),
+                };
+                for item in &mut items {
+                    if let Some(obj) = item.as_object_mut() {
+                        obj.entry("apiVersion")
+                            .or_insert_with(|| Value::String(res.api_version()));
+                        obj.entry("kind")
+                            .or_insert_with(|| Value::String(res.kind.clone()));
                     }
                 }
-                let next = str_at(&page, "/metadata/continue");
+                drop(page);
                 if next.is_empty() {
-                    return Ok((items, fetched));
+                    on_page(ListEvent::Page(items)).await;
+                    return Ok(fetched);
                 }
-                if !seen_tokens.insert(next.to_string()) || pages >= MAX_PAGES {
+                if !seen_tokens.insert(next.clone()) || pages >= MAX_PAGES {
                     return Err(KubeError::EndlessList { path, pages });
                 }
-                token = Some(next.to_string());
+                on_page(ListEvent::Page(items)).await;
+                token = Some(next);
             }
         }
     }
@@ -1039,6 +1077,16 @@ fn cache_put(cluster: &str, put: impl FnOnce(&mut Catalog)) {
     put(map.entry(cluster.to_string()).or_default());
 }
 
+/// One step of a LIST read page by page ([`Kube::list_pages`]).
+#[derive(Debug)]
+pub enum ListEvent {
+    /// A page's objects, `apiVersion` and `kind` restored.
+    Page(Vec<Value>),
+    /// The continue token expired: the LIST starts over from the first page, and the objects
+    /// of the new pass replace those handed over before.
+    Restart,
+}
+
 /// What to LIST for one desired kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct WantedKind {
@@ -1047,9 +1095,6 @@ struct WantedKind {
     kind: String,
     namespaces: BTreeSet<String>,
 }
-
-/// The objects of one scope and the pages it took, or why the LIST failed.
-type ListResult = Result<(Vec<Value>, usize), KubeError>;
 
 /// One LIST to send: a resource in a namespace (or across all), maybe filtered by label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1254,11 +1299,21 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
     Ok(out)
 }
 
-/// [`read_with`], each object handed to `sink` (and `objects` left empty): a scope's LIST is
-/// handed over as soon as it and every scope planned before it are complete, in the planned
-/// order, so a caller that compares each object as it arrives holds about one LIST's objects
-/// at a time, not the cluster. A LIST is handed over whole (all its pages, or nothing when it
-/// fails): a scope is read from one consistent snapshot, as before.
+/// What a LIST task reports to the reader: a page (or a restart) of scope `.0`, then the end.
+enum ScopeMessage {
+    Event(usize, ListEvent),
+    /// The LIST is over: the pages it took, or why it failed.
+    Done(usize, Result<usize, KubeError>),
+}
+
+/// [`read_with`], each object handed to `sink` (and `objects` left empty) as soon as its LIST
+/// page is parsed: up to `concurrency` LISTs run at once, and their pages wait in a channel
+/// of `concurrency` pages for the caller, so a caller that compares each object as it arrives
+/// holds a few pages at a time, not a LIST and not the cluster. An object seen by two LISTs
+/// (overlapping scopes) is handed over once; a LIST that starts over after its continue token
+/// expired hands its objects over again, and the later copy replaces the earlier one. A LIST
+/// that fails part-way has had its first pages compared: its scope is still recorded unread,
+/// so none of its desired objects is reported `Missing` ([`drop_unread_missing`]).
 pub async fn read_with_each(
     kube: &Kube,
     req: &ReadRequest<'_>,
@@ -1272,52 +1327,85 @@ pub async fn read_with_each(
     let scopes = planned.scopes;
     out.errors = planned.errors;
     out.unread = planned.unread;
-    let sem = Arc::new(Semaphore::new(kube.settings.concurrency.max(1)));
+    let concurrency = kube.settings.concurrency.max(1);
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ScopeMessage>(concurrency);
     let mut tasks = JoinSet::new();
     for (i, scope) in scopes.iter().cloned().enumerate() {
         let kube = kube.clone();
         let sem = Arc::clone(&sem);
+        let tx = tx.clone();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let res = kube
-                .list(
+                .list_pages(
                     &scope.resource,
                     scope.namespace.as_deref(),
                     scope.label_selector.as_deref(),
+                    |event| {
+                        let tx = tx.clone();
+                        async move {
+                            // The reader is gone only when the read itself was dropped.
+                            let _ = tx.send(ScopeMessage::Event(i, event)).await;
+                        }
+                    },
                 )
                 .await;
-            (i, res)
+            let _ = tx.send(ScopeMessage::Done(i, res)).await;
         });
     }
-    let mut results: Vec<Option<ListResult>> = (0..scopes.len()).map(|_| None).collect();
-    // Scopes before this one have been handed over (and their results dropped).
-    let mut next = 0;
-    let mut seen = HashSet::new();
-    let mut hand = Handover {
-        out: &mut out,
-        seen: &mut seen,
-        sink,
-        objects: &mut objects,
-    };
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((i, res)) => {
-                if let Some(slot) = results.get_mut(i) {
-                    *slot = Some(res);
+    // The channel closes once every task has ended.
+    drop(tx);
+    let mut done = vec![false; scopes.len()];
+    // Each object handed over, by identity, with the scope that handed it over.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while let Some(message) = rx.recv().await {
+        match message {
+            ScopeMessage::Event(i, ListEvent::Page(items)) => {
+                let Some(scope) = scopes.get(i) else { continue };
+                let path = scope.resource.collection_path(scope.namespace.as_deref());
+                for item in items {
+                    let key = object_key(&item);
+                    match seen.get(&key) {
+                        // Another LIST handed it over already.
+                        Some(&first) if first != i => continue,
+                        // A LIST that started over: the later copy replaces the earlier one.
+                        Some(_) => {}
+                        None => {
+                            seen.insert(key, i);
+                            objects += 1;
+                        }
+                    }
+                    sink(RawObject {
+                        value: item,
+                        file: path.clone(),
+                        line: 0,
+                    });
                 }
             }
-            Err(e) => hand.out.errors.push(format!("a LIST task failed: {e}")),
-        }
-        while let Some(Some(res)) = results.get_mut(next).map(Option::take) {
-            if let Some(scope) = scopes.get(next) {
-                hand.scope(scope, Some(res));
+            ScopeMessage::Event(i, ListEvent::Restart) => {
+                debug!(scope = i, "LIST started over; its objects are handed over again");
             }
-            next += 1;
+            ScopeMessage::Done(i, res) => {
+                if let (Some(scope), Some(d)) = (scopes.get(i), done.get_mut(i)) {
+                    *d = true;
+                    record_scope(&mut out, scope, res);
+                }
+            }
         }
     }
-    // What is left never completed (its task failed).
-    for (scope, res) in scopes.iter().zip(results).skip(next) {
-        hand.scope(scope, res);
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            out.errors.push(format!("a LIST task failed: {e}"));
+        }
+    }
+    // A scope whose task ended without a result (it failed) was never read whole.
+    for (scope, _) in scopes.iter().zip(&done).filter(|(_, d)| !**d) {
+        out.unread.push(UnreadScope {
+            group: scope.resource.group.clone(),
+            kind: Some(scope.resource.kind.clone()),
+            namespace: scope.namespace.clone(),
+        });
     }
     out.unread.sort();
     out.unread.dedup();
@@ -1334,61 +1422,33 @@ pub async fn read_with_each(
     Ok(out)
 }
 
-/// Hands a completed scope's objects over (once per object across overlapping LISTs) and
-/// records a failed one.
-struct Handover<'a, 's> {
-    out: &'a mut KubeRead,
-    seen: &'a mut HashSet<String>,
-    sink: &'s mut (dyn FnMut(RawObject) + Send),
-    objects: &'a mut usize,
-}
-
-impl Handover<'_, '_> {
-    fn scope(&mut self, scope: &ListScope, res: Option<ListResult>) {
-        let path = scope.resource.collection_path(scope.namespace.as_deref());
-        match res {
-            Some(Ok((items, pages))) => {
-                self.out.list_requests += pages;
-                for item in items {
-                    let key = object_key(&item);
-                    if self.seen.insert(key) {
-                        *self.objects += 1;
-                        (self.sink)(RawObject {
-                            value: item,
-                            file: path.clone(),
-                            line: 0,
-                        });
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                let where_ = match &scope.namespace {
-                    Some(ns) => format!("in namespace {ns}"),
-                    None if scope.resource.namespaced => "in any namespace".to_string(),
-                    None => "(cluster-scoped)".to_string(),
-                };
-                let consequence = if scope.authoritative {
-                    self.out.unread.push(UnreadScope {
-                        group: scope.resource.group.clone(),
-                        kind: Some(scope.resource.kind.clone()),
-                        namespace: scope.namespace.clone(),
-                    });
-                    "its desired objects were not compared"
-                } else {
-                    "Unmanaged objects there were not searched"
-                };
-                self.out.errors.push(format!(
-                    "LIST {} {} failed: {}; {consequence}",
-                    scope.resource.kind,
-                    where_,
-                    error_chain(&e)
-                ));
-            }
-            None => self.out.unread.push(UnreadScope {
-                group: scope.resource.group.clone(),
-                kind: Some(scope.resource.kind.clone()),
-                namespace: scope.namespace.clone(),
-            }),
+/// Records how a scope's LIST ended: its requests, or its failure and what the failure leaves
+/// unread.
+fn record_scope(out: &mut KubeRead, scope: &ListScope, res: Result<usize, KubeError>) {
+    match res {
+        Ok(pages) => out.list_requests += pages,
+        Err(e) => {
+            let where_ = match &scope.namespace {
+                Some(ns) => format!("in namespace {ns}"),
+                None if scope.resource.namespaced => "in any namespace".to_string(),
+                None => "(cluster-scoped)".to_string(),
+            };
+            let consequence = if scope.authoritative {
+                out.unread.push(UnreadScope {
+                    group: scope.resource.group.clone(),
+                    kind: Some(scope.resource.kind.clone()),
+                    namespace: scope.namespace.clone(),
+                });
+                "its desired objects were not compared"
+            } else {
+                "Unmanaged objects there were not searched"
+            };
+            out.errors.push(format!(
+                "LIST {} {} failed: {}; {consequence}",
+                scope.resource.kind,
+                where_,
+                error_chain(&e)
+            ));
         }
     }
 }
