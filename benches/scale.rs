@@ -106,7 +106,7 @@ fn policies() -> PathBuf {
 
 /// `driftwarden diff -o json` with the default policy library.
 fn diff() -> Command {
-    let mut cmd = Command::new(scale::binary());
+    let mut cmd = scale::measured_command(scale::binary());
     cmd.stdin(Stdio::null()).stderr(Stdio::null());
     cmd.args(["diff", "-o", "json"]);
     cmd
@@ -211,7 +211,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
             runs,
             &report,
             || {
-                let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+                let mut cmd = scale::measured_command(std::env::current_exe().expect("own path"));
                 cmd.env(BARE_DESIRED, &desired)
                     .env(BARE_LIVE, &live)
                     .stdin(Stdio::null());
@@ -367,7 +367,7 @@ fn watch_run(cluster: &Cluster, desired: &Path, page_size: usize, dir: &Path) ->
         .expect("a free loopback port");
     let config = watch_config(dir, desired, &kubeconfig, page_size, port);
     let log = dir.join("watch.log");
-    let mut cmd = Command::new(scale::binary());
+    let mut cmd = scale::measured_command(scale::binary());
     cmd.arg("watch")
         .arg("--config")
         .arg(&config)
@@ -564,6 +564,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 fn main() {
+    scale::launch_if_asked();
     if let (Ok(d), Ok(l)) = (std::env::var(BARE_DESIRED), std::env::var(BARE_LIVE)) {
         bare_parse(Path::new(&d), Path::new(&l));
         return;

@@ -1663,7 +1663,8 @@ async fn a_list_is_handed_over_page_by_page_while_it_is_read() {
         .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
     let names: Vec<String> = (0..20).map(|i| format!("settings-{i:02}")).collect();
     for name in &names {
-        env.server.seed(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        env.server
+            .seed(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": "team"}, "data": {"a": "b"}}));
     }
     let src = config::KubeSource {

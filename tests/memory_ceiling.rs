@@ -14,6 +14,13 @@
 //!
 //! The ceilings are for the debug build `cargo test` makes; how they were chosen is at their
 //! definitions. `DRIFTWARDEN_BIN` runs another build of the binary instead of cargo's.
+//!
+//! The binary is measured through a small launcher (`scale::measured_command`): a child
+//! spawned straight from this process would carry this process's own peak (the test API
+//! server with its 20,000 objects) in its `ru_maxrss`. That is also why this test has its own
+//! `main` (`harness = false` in Cargo.toml): the launcher is this executable, started afresh.
+//! It takes libtest's usual arguments that matter here: name filters, `--exact`, `--list`,
+//! and `--ignored` (nothing is ignored, so that runs nothing).
 
 #[path = "support/kube_server.rs"]
 mod kube_server;
@@ -21,7 +28,7 @@ mod kube_server;
 mod scale;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use scale::Cluster;
 use serde_json::Value;
@@ -47,7 +54,7 @@ fn policies() -> PathBuf {
 /// Runs `driftwarden` with `args` (stdout to `report`), returns its peak RSS in MiB after
 /// checking that it found the drift and that the report holds exactly the planted drifts.
 fn run_checked(cluster: &Cluster, args: &[&std::ffi::OsStr], report: &Path) -> u64 {
-    let mut cmd = Command::new(scale::binary());
+    let mut cmd = scale::measured_command(scale::binary());
     cmd.args(["diff", "-o", "json"])
         .args(args)
         .stdin(Stdio::null())
@@ -69,7 +76,6 @@ fn run_checked(cluster: &Cluster, args: &[&std::ffi::OsStr], report: &Path) -> u
     m.max_rss_kib / 1024
 }
 
-#[test]
 fn a_live_snapshot_of_20000_objects_is_diffed_under_the_memory_ceiling() {
     let dir = tempfile::tempdir().expect("tempdir");
     let desired = dir.path().join("desired");
@@ -97,7 +103,6 @@ fn a_live_snapshot_of_20000_objects_is_diffed_under_the_memory_ceiling() {
     );
 }
 
-#[test]
 fn a_paged_list_of_20000_objects_is_diffed_under_the_memory_ceiling() {
     let dir = tempfile::tempdir().expect("tempdir");
     let desired = dir.path().join("desired");
@@ -162,4 +167,55 @@ fn a_paged_list_of_20000_objects_is_diffed_under_the_memory_ceiling() {
     );
     drop(server);
     rt.shutdown_background();
+}
+
+/// The checks, by name, as libtest would list them.
+const CHECKS: [(&str, fn()); 2] = [
+    (
+        "a_live_snapshot_of_20000_objects_is_diffed_under_the_memory_ceiling",
+        a_live_snapshot_of_20000_objects_is_diffed_under_the_memory_ceiling,
+    ),
+    (
+        "a_paged_list_of_20000_objects_is_diffed_under_the_memory_ceiling",
+        a_paged_list_of_20000_objects_is_diffed_under_the_memory_ceiling,
+    ),
+];
+
+fn main() {
+    scale::launch_if_asked();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let exact = flag("--exact");
+    let selected: Vec<&(&str, fn())> = CHECKS
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
+        })
+        .filter(|_| !flag("--ignored"))
+        .collect();
+    if flag("--list") {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        return;
+    }
+    println!("\nrunning {} tests", selected.len());
+    for (name, check) in &selected {
+        println!("test {name} ...");
+        check();
+        println!("test {name} ... ok");
+    }
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
+        selected.len(),
+        CHECKS.len() - selected.len()
+    );
 }

@@ -16,8 +16,9 @@
 //!   `failed to create typed patch object`, a 422 `Invalid`) is the same on every attempt and
 //!   is never retried.
 //! - **Page by page**: each LIST page is handed to the caller as soon as it is parsed
-//!   ([`read_with_each`]), through a channel of `concurrency` pages that holds the LISTs back
-//!   when the caller is slower, so a read holds a few pages, not the cluster.
+//!   ([`read_with_each`]); only two pages are parsed objects at a time (the one the caller
+//!   compares and the next), the answers of the other LISTs in flight wait as bytes, so a read
+//!   holds a few pages, not a LIST and not the cluster.
 //! - **Expired continue tokens**: a LIST whose continue token expired (410 `Expired`) starts
 //!   over from the first page once rather than mix in the inconsistent remainder the server
 //!   offers; the new pass's objects replace those of the pass given up on. A second expiry
@@ -743,9 +744,9 @@ impl Kube {
     ) -> Result<(Vec<Value>, usize), KubeError> {
         let mut items = Vec::new();
         let pages = self
-            .list_pages(res, namespace, label_selector, |event| {
+            .list_pages(res, namespace, label_selector, None, |event| {
                 match event {
-                    ListEvent::Page(page) => items.extend(page),
+                    ListEvent::Page(page) => items.extend(page.items),
                     // The pass given up on is replaced by the new one.
                     ListEvent::Restart => items.clear(),
                 }
@@ -756,8 +757,11 @@ impl Kube {
     }
 
     /// [`Kube::list`], each page handed to `on_page` as soon as it is parsed (and awaited, so a
-    /// bounded consumer holds the LIST back), instead of collected. When the continue token
-    /// expires (410 `Expired`) the LIST starts over once from the first page:
+    /// bounded consumer holds the LIST back), instead of collected. With `slots`, a page's
+    /// answer is parsed only once a slot is free, and the page holds its slot until it is
+    /// dropped: LISTs sharing the slots hold at most that many parsed pages between them (an
+    /// answer waiting for a slot is its bytes, a fifth of its parsed size or less). When the
+    /// continue token expires (410 `Expired`) the LIST starts over once from the first page:
     /// [`ListEvent::Restart`] comes first, and the new pass's objects replace the old ones.
     /// Returns the pages fetched (those of a pass given up on included).
     pub async fn list_pages<F, Fut>(
@@ -765,6 +769,7 @@ impl Kube {
         res: &ApiResource,
         namespace: Option<&str>,
         label_selector: Option<&str>,
+        slots: Option<&Arc<Semaphore>>,
         mut on_page: F,
     ) -> Result<usize, KubeError>
     where
@@ -795,7 +800,7 @@ impl Kube {
                 let prepared = Prepared::from_http(req, "list", res);
                 pages += 1;
                 fetched += 1;
-                let (_, page) = match self.send_json(&prepared).await {
+                let answer = match self.send(&prepared).await {
                     Ok(p) => p,
                     // The continue token expired (410 Expired). The server offers a token for
                     // an inconsistent remainder; start over once instead, from a fresh
@@ -814,7 +819,18 @@ impl Kube {
                     }
                     Err(e) => return Err(e),
                 };
-                let mut page = page;
+                let slot = match slots {
+                    // A closed semaphore (never closed here) leaves the page unbounded.
+                    Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+                    None => None,
+                };
+                let mut page: Value =
+                    serde_json::from_slice(&answer.body).map_err(|e| KubeError::Decode {
+                        method: prepared.method.to_string(),
+                        path: prepared.path().to_string(),
+                        source: e,
+                    })?;
+                drop(answer);
                 let next = str_at(&page, "/metadata/continue").to_string();
                 let mut items = match page.get_mut("items").map(Value::take) {
                     Some(Value::Array(list)) => list,
@@ -829,14 +845,15 @@ impl Kube {
                     }
                 }
                 drop(page);
+                let page = ListPage { items, _slot: slot };
                 if next.is_empty() {
-                    on_page(ListEvent::Page(items)).await;
+                    on_page(ListEvent::Page(page)).await;
                     return Ok(fetched);
                 }
                 if !seen_tokens.insert(next.clone()) || pages >= MAX_PAGES {
                     return Err(KubeError::EndlessList { path, pages });
                 }
-                on_page(ListEvent::Page(items)).await;
+                on_page(ListEvent::Page(page)).await;
                 token = Some(next);
             }
         }
@@ -1077,11 +1094,19 @@ fn cache_put(cluster: &str, put: impl FnOnce(&mut Catalog)) {
     put(map.entry(cluster.to_string()).or_default());
 }
 
+/// One page of a LIST: its objects, `apiVersion` and `kind` restored.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// Held until the page is dropped ([`Kube::list_pages`]'s `slots`).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// One step of a LIST read page by page ([`Kube::list_pages`]).
 #[derive(Debug)]
 pub enum ListEvent {
-    /// A page's objects, `apiVersion` and `kind` restored.
-    Page(Vec<Value>),
+    /// A page's objects.
+    Page(ListPage),
     /// The continue token expired: the LIST starts over from the first page, and the objects
     /// of the new pass replace those handed over before.
     Restart,
@@ -1299,6 +1324,10 @@ pub async fn read_with(kube: &Kube, req: &ReadRequest<'_>) -> Result<KubeRead, K
     Ok(out)
 }
 
+/// Parsed LIST pages a read holds at once ([`read_with_each`]): the one being compared and the
+/// next one, parsed meanwhile.
+const PARSED_PAGES: usize = 2;
+
 /// What a LIST task reports to the reader: a page (or a restart) of scope `.0`, then the end.
 enum ScopeMessage {
     Event(usize, ListEvent),
@@ -1307,9 +1336,10 @@ enum ScopeMessage {
 }
 
 /// [`read_with`], each object handed to `sink` (and `objects` left empty) as soon as its LIST
-/// page is parsed: up to `concurrency` LISTs run at once, and their pages wait in a channel
-/// of `concurrency` pages for the caller, so a caller that compares each object as it arrives
-/// holds a few pages at a time, not a LIST and not the cluster. An object seen by two LISTs
+/// page is parsed: up to `concurrency` LISTs run at once, but only [`PARSED_PAGES`] of their
+/// pages are parsed objects at a time (the others wait as the bytes the server sent), so a
+/// caller that compares each object as it arrives holds two pages' objects, not a LIST and not
+/// the cluster. An object seen by two LISTs
 /// (overlapping scopes) is handed over once; a LIST that starts over after its continue token
 /// expired hands its objects over again, and the later copy replaces the earlier one. A LIST
 /// that fails part-way has had its first pages compared: its scope is still recorded unread,
@@ -1329,11 +1359,14 @@ pub async fn read_with_each(
     out.unread = planned.unread;
     let concurrency = kube.settings.concurrency.max(1);
     let sem = Arc::new(Semaphore::new(concurrency));
+    // Parsed pages in memory at once: the one being compared and the next one.
+    let slots = Arc::new(Semaphore::new(PARSED_PAGES));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ScopeMessage>(concurrency);
     let mut tasks = JoinSet::new();
     for (i, scope) in scopes.iter().cloned().enumerate() {
         let kube = kube.clone();
         let sem = Arc::clone(&sem);
+        let slots = Arc::clone(&slots);
         let tx = tx.clone();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
@@ -1342,6 +1375,7 @@ pub async fn read_with_each(
                     &scope.resource,
                     scope.namespace.as_deref(),
                     scope.label_selector.as_deref(),
+                    Some(&slots),
                     |event| {
                         let tx = tx.clone();
                         async move {
@@ -1361,9 +1395,10 @@ pub async fn read_with_each(
     let mut seen: HashMap<String, usize> = HashMap::new();
     while let Some(message) = rx.recv().await {
         match message {
-            ScopeMessage::Event(i, ListEvent::Page(items)) => {
+            ScopeMessage::Event(i, ListEvent::Page(page)) => {
                 let Some(scope) = scopes.get(i) else { continue };
                 let path = scope.resource.collection_path(scope.namespace.as_deref());
+                let ListPage { items, _slot } = page;
                 for item in items {
                     let key = object_key(&item);
                     match seen.get(&key) {
@@ -1384,7 +1419,10 @@ pub async fn read_with_each(
                 }
             }
             ScopeMessage::Event(i, ListEvent::Restart) => {
-                debug!(scope = i, "LIST started over; its objects are handed over again");
+                debug!(
+                    scope = i,
+                    "LIST started over; its objects are handed over again"
+                );
             }
             ScopeMessage::Done(i, res) => {
                 if let (Some(scope), Some(d)) = (scopes.get(i), done.get_mut(i)) {

@@ -556,7 +556,8 @@ pub fn binary() -> std::path::PathBuf {
 pub struct Measured {
     pub status: ExitStatus,
     pub wall: Duration,
-    /// The child's peak resident set size (`ru_maxrss` from `wait4`), in KiB.
+    /// The child's peak resident set size (`ru_maxrss` from `wait4`, taken by the launcher), in
+    /// KiB.
     pub max_rss_kib: u64,
 }
 
@@ -570,13 +571,138 @@ struct RUsage {
     rest: [i64; 13],
 }
 
-// From the C library std already links; no binding crate needed for one call.
+// From the C library std already links; no binding crate needed for these calls.
 unsafe extern "C" {
     fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut RUsage) -> i32;
+    fn signal(sig: i32, handler: usize) -> usize;
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
 }
 
-/// Runs `cmd` to its end and measures it: its exit status, wall time and peak resident memory
-/// (the kernel's own account of the child, `wait4`'s `ru_maxrss`).
+const PR_SET_PDEATHSIG: i32 = 1;
+const SIGINT: i32 = 2;
+
+/// Set on a measuring launcher: the file it writes the child's `ru_maxrss` (KiB) to.
+const LAUNCH: &str = "DRIFTWARDEN_MEASURE_LAUNCH";
+
+/// A command measured through a small launcher process: `program` run by this executable in
+/// launcher mode ([`launch_if_asked`]). Add arguments, environment and stdio to it as to
+/// `Command::new(program)`, then run it with [`run_measured`] or [`Running::spawn`].
+///
+/// Why a launcher: on Linux a child's `ru_maxrss` starts from its parent's peak, because
+/// `execve` records the high-water mark of the address space it replaces, which for a child
+/// just spawned is its parent's (shared by `vfork`, copied by `fork`). A benchmark or test that
+/// holds a test API server with 20,000 objects would add its own hundreds of MiB to every
+/// child it measures. The launcher is this executable freshly started, a few MiB; it spawns the
+/// program, reaps it with `wait4` and writes its `ru_maxrss`, which is then the program's own.
+pub fn measured_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report = std::env::temp_dir().join(format!(
+        "driftwarden-measure-{}-{n}.rss",
+        std::process::id()
+    ));
+    // This very executable, even when cargo has since replaced the file (a checkout sharing
+    // the target directory rebuilt it): /proc/self/exe still opens the running one.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.env(LAUNCH, report).arg(program);
+    cmd
+}
+
+/// The program a measuring launcher runs (0 until it is started): signals are forwarded to it.
+static LAUNCHED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: i32) {
+    let pid = LAUNCHED.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `pid` is the launcher's own child.
+        unsafe {
+            kill(pid, sig);
+        }
+    }
+}
+
+/// The launcher of [`measured_command`]: called first in the `main` of an executable that
+/// measures children. When this process was started as a launcher, runs the program it names
+/// (stdio, environment and directory inherited; SIGTERM and SIGINT forwarded), writes its
+/// `ru_maxrss` to the file the launcher was given and exits as the program did. Otherwise
+/// returns at once.
+pub fn launch_if_asked() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(report) = std::env::var_os(LAUNCH) else {
+        return;
+    };
+    let mut args = std::env::args_os().skip(1);
+    let Some(program) = args.next() else {
+        eprintln!("measuring launcher: no program to run");
+        std::process::exit(120);
+    };
+    // SAFETY: installs a handler that only loads an atomic and calls kill(2).
+    unsafe {
+        signal(SIGTERM, forward_signal as *const () as usize);
+        signal(SIGINT, forward_signal as *const () as usize);
+    }
+    let mut cmd = Command::new(&program);
+    cmd.args(args).env_remove(LAUNCH);
+    // SAFETY: prctl(2) between fork and exec, async-signal-safe: the program is killed if the
+    // launcher dies (a caller that gives up kills the launcher).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("measuring launcher: cannot start {program:?}: {e}");
+            std::process::exit(121);
+        }
+    };
+    let Ok(pid) = i32::try_from(child.id()) else {
+        std::process::exit(122);
+    };
+    LAUNCHED.store(pid, std::sync::atomic::Ordering::SeqCst);
+    let mut status = 0i32;
+    let mut usage = RUsage::default();
+    loop {
+        // SAFETY: valid pointers for the call; `pid` is our child, reaped only here.
+        let r = unsafe { wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            eprintln!(
+                "measuring launcher: wait4: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(123);
+        }
+    }
+    if let Err(e) = std::fs::write(&report, usage.maxrss.to_string()) {
+        eprintln!("measuring launcher: writing {report:?}: {e}");
+        std::process::exit(124);
+    }
+    let status = ExitStatus::from_raw(status);
+    if let Some(code) = status.code() {
+        std::process::exit(code);
+    }
+    // Ended by a signal: end the same way, so the caller sees the same status.
+    if let Some(sig) = status.signal() {
+        // SAFETY: restores the default action, then signals this process.
+        unsafe {
+            signal(sig, 0);
+            kill(std::process::id() as i32, sig);
+        }
+    }
+    std::process::exit(125);
+}
+
+/// Runs `cmd` (made by [`measured_command`]) to its end and measures it: its exit status, wall
+/// time and peak resident memory (the kernel's own account of the program, `wait4`'s
+/// `ru_maxrss`).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
     let mut running = Running::spawn(cmd)?;
@@ -589,6 +715,8 @@ pub fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
 pub struct Running {
     child: std::process::Child,
     pid: i32,
+    /// Where the launcher writes the program's peak RSS.
+    report: std::path::PathBuf,
     start: Instant,
     /// Reaped by `wait4`: nothing left to kill on drop.
     reaped: bool,
@@ -604,13 +732,25 @@ unsafe extern "C" {
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 impl Running {
+    /// Starts `cmd`, which must come from [`measured_command`] (a child spawned directly would
+    /// be measured with this process's memory in it).
     pub fn spawn(cmd: &mut Command) -> std::io::Result<Running> {
+        let report = cmd
+            .get_envs()
+            .find(|(k, _)| *k == LAUNCH)
+            .and_then(|(_, v)| v)
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| {
+                std::io::Error::other("not a measured command: build it with measured_command")
+            })?;
+        let _ = std::fs::remove_file(&report);
         let start = Instant::now();
         let child = cmd.spawn()?;
         let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
         Ok(Running {
             child,
             pid,
+            report,
             start,
             reaped: false,
         })
@@ -637,9 +777,17 @@ impl Running {
             .unwrap_or(false)
     }
 
-    /// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), while the child runs.
+    /// A field of the program's `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), while it runs.
     pub fn status_kib(&self, field: &str) -> Option<u64> {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+        // The launcher's one child is the program.
+        let program: i32 =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+        std::fs::read_to_string(format!("/proc/{program}/status"))
             .ok()?
             .lines()
             .find(|l| l.starts_with(field))?
@@ -703,9 +851,21 @@ impl Running {
         Ok(Measured {
             status: ExitStatus::from_raw(status),
             wall,
-            max_rss_kib: u64::try_from(usage.maxrss).unwrap_or(0),
+            max_rss_kib: launched_rss(&self.report)?,
         })
     }
+}
+
+/// The program's peak RSS as its launcher wrote it.
+fn launched_rss(report: &std::path::Path) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(report).map_err(|e| {
+        std::io::Error::other(format!(
+            "the measuring launcher wrote no peak RSS to {}: {e}",
+            report.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(report);
+    text.trim().parse().map_err(std::io::Error::other)
 }
 
 /// A child the caller gave up on (a failed check) is killed, not left running.
