@@ -1237,6 +1237,24 @@ fn watch_overlay_runs_two_replicas_with_leader_election_probes_and_a_budget() {
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
+    // Memory is requested and limited (sized in docs/deploy.md, "Memory"), the request within
+    // the limit.
+    let res = c.resources.as_ref().unwrap();
+    let mib =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            let q = &m.as_ref().unwrap()["memory"].0;
+            match (q.strip_suffix("Mi"), q.strip_suffix("Gi")) {
+                (Some(n), _) => n.parse::<u64>().unwrap(),
+                (_, Some(n)) => n.parse::<u64>().unwrap() * 1024,
+                _ => panic!("memory {q} is not in Mi or Gi"),
+            }
+        };
+    assert!(
+        mib(&res.requests) <= mib(&res.limits),
+        "{:?} above {:?}",
+        res.requests,
+        res.limits
+    );
     // The args are a `watch` command line the binary accepts.
     let args = c.args.as_ref().unwrap();
     assert_eq!(args[0], "watch");
