@@ -220,9 +220,8 @@ async fn load_target(t: Target, cache_dir: PathBuf, strict: bool) -> Result<Load
             .await
             .map_err(|e| Error::Join(e.to_string()))?
         }
-        // A cluster is read for the kinds and namespaces desired names. Each LIST's objects are
-        // compared as soon as it (and every LIST planned before it) is complete, then dropped
-        // unless they drifted.
+        // A cluster is read for the kinds and namespaces desired names. Each LIST page's objects
+        // are compared as soon as the page is parsed, then dropped unless they drifted.
         LiveSource::Kubernetes(src) => {
             let dopts = diff_options(&t, strict);
             let (source, commit) = (files.source.clone(), files.commit.clone());
