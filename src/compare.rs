@@ -12,17 +12,17 @@
 //!
 //! Identities need each kind's scope (namespaced or not, [`Scopes`]). Built-in kinds and kinds
 //! whose CRD came earlier in desired are known at once; a desired object of another kind waits
-//! until its CRD arrives later in desired, or the first live object of its kind (or its CRD)
-//! arrives, like [`Scopes::learn`] decides it, and is namespaced if none does: the same
-//! identities as if every desired CRD had been read first. Duplicates are reported as a whole
-//! desired set in file order shows them. Pure: no IO.
+//! (kept compact too) until its CRD arrives later in desired, or the first live object of its
+//! kind (or its CRD) arrives, like [`Scopes::learn`] decides it, and is namespaced if none does:
+//! the same identities as if every desired CRD had been read first. Duplicates are reported as a
+//! whole desired set in file order shows them. Pure: no IO.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::desired::{DesiredSet, RawObject};
-use crate::diff::{DesiredObject, DiffOptions, DiffOutcome, LiveFound, TargetDiff};
+use crate::diff::{DesiredObject, DiffOptions, DiffOutcome, LiveFound, StoredValue, TargetDiff};
 use crate::k8s::{self, Scopes, split_api_version, str_at};
 use crate::model::Provenance;
 use crate::policy::Related;
@@ -56,9 +56,8 @@ pub struct Compare<'a> {
     commit: Option<String>,
     scopes: Scopes,
     diff: TargetDiff<'a>,
-    /// Desired objects of kinds whose scope is not known yet, by (group, kind), each with its
-    /// place in the desired stream.
-    deferred: HashMap<(String, String), Vec<(usize, RawObject)>>,
+    /// Desired objects of kinds whose scope is not known yet, by (group, kind).
+    deferred: HashMap<(String, String), Vec<Deferred>>,
     /// The duplicate to report, with the place in the desired stream of its second object.
     duplicate: Option<(usize, CompareError)>,
     /// A live object has arrived (or the compare finished): no desired object follows.
@@ -68,6 +67,35 @@ pub struct Compare<'a> {
     drifted_live: HashMap<String, Value>,
     desired_count: usize,
     live_count: usize,
+}
+
+/// A desired object waiting for its kind's scope, kept compact like an indexed one.
+struct Deferred {
+    /// Its place in the desired stream.
+    seq: usize,
+    file: String,
+    line: usize,
+    object: StoredValue,
+}
+
+impl Deferred {
+    fn new(seq: usize, raw: RawObject) -> Deferred {
+        Deferred {
+            seq,
+            file: raw.file,
+            line: raw.line,
+            object: StoredValue::new(raw.value),
+        }
+    }
+
+    fn into_raw(self) -> (usize, RawObject) {
+        let raw = RawObject {
+            value: self.object.into_value(),
+            file: self.file,
+            line: self.line,
+        };
+        (self.seq, raw)
+    }
 }
 
 /// What a finished compare found and kept.
@@ -157,7 +185,7 @@ impl<'a> Compare<'a> {
             self.deferred
                 .entry((group, kind))
                 .or_default()
-                .push((seq, raw));
+                .push(Deferred::new(seq, raw));
         }
     }
 
@@ -213,7 +241,8 @@ impl<'a> Compare<'a> {
             return;
         }
         if let Some(objects) = self.deferred.remove(group_kind) {
-            for (seq, raw) in objects {
+            for d in objects {
+                let (seq, raw) = d.into_raw();
                 self.add_desired(seq, raw);
             }
         }
@@ -254,13 +283,14 @@ impl<'a> Compare<'a> {
     pub fn finish(mut self) -> Result<Finished, CompareError> {
         self.desired_done = true;
         // Kinds no live object showed: namespaced unless a CRD said otherwise.
-        let mut deferred: Vec<(usize, RawObject)> = std::mem::take(&mut self.deferred)
+        let mut deferred: Vec<Deferred> = std::mem::take(&mut self.deferred)
             .into_values()
             .flatten()
             .collect();
         // In file order, then as the desired set had them.
-        deferred.sort_by(|(sa, a), (sb, b)| (&a.file, a.line, sa).cmp(&(&b.file, b.line, sb)));
-        for (seq, raw) in deferred {
+        deferred.sort_by(|a, b| (&a.file, a.line, a.seq).cmp(&(&b.file, b.line, b.seq)));
+        for d in deferred {
+            let (seq, raw) = d.into_raw();
             self.add_desired(seq, raw);
         }
         if let Some((_, e)) = self.duplicate {
@@ -503,5 +533,30 @@ mod tests {
         }
         let CompareError::Duplicate { first, second, .. } = c.finish().unwrap_err();
         assert_eq!((first.as_str(), second.as_str()), ("1.yaml:1", "2.yaml:1"));
+    }
+
+    #[test]
+    fn a_waiting_object_comes_back_whole_however_deep() {
+        // Kept as text while it waits, or as is past serde_json's nesting limit.
+        let mut deep = json!("leaf");
+        for _ in 0..110 {
+            deep = json!({ "n": deep });
+        }
+        let shallow = widget("s", 1);
+        let mut deep_widget = widget("d", 1);
+        deep_widget["spec"]["deep"] = deep;
+        let opts = DiffOptions::new("t");
+        let mut c = Compare::start(at(), "dir".into(), None, &opts);
+        c.desired(raw("a.yaml", 1, shallow.clone()));
+        c.desired(raw("b.yaml", 1, deep_widget.clone()));
+        let f = c.finish().unwrap();
+        assert_eq!(
+            f.desired.get("kubernetes/c/example.com/Widget/shop/s"),
+            Some(&shallow)
+        );
+        assert_eq!(
+            f.desired.get("kubernetes/c/example.com/Widget/shop/d"),
+            Some(&deep_widget)
+        );
     }
 }

@@ -495,10 +495,40 @@ struct Stored {
     provenance: Option<Provenance>,
 }
 
-enum StoredValue {
+/// A JSON value kept compact: its text, decoded when needed (a few hundred bytes where the value
+/// tree takes kilobytes).
+pub(crate) enum StoredValue {
     Text(Box<str>),
     /// Nested deeper than serde_json reads back (its recursion limit is 128): kept as is.
     Value(Value),
+}
+
+impl StoredValue {
+    pub(crate) fn new(v: Value) -> StoredValue {
+        if depth(&v) <= MAX_TEXT_DEPTH {
+            StoredValue::Text(v.to_string().into_boxed_str())
+        } else {
+            StoredValue::Value(v)
+        }
+    }
+
+    /// The value as it was stored.
+    pub(crate) fn get(&self) -> Value {
+        match self {
+            // Text written by `Value::to_string` within serde_json's nesting limit reads back
+            // to the same value; `Null` is unreachable.
+            StoredValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            StoredValue::Value(v) => v.clone(),
+        }
+    }
+
+    /// The value as it was stored, consumed.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            StoredValue::Value(v) => v,
+            text => text.get(),
+        }
+    }
 }
 
 /// Nesting kept as text; serde_json reads back up to 128 levels.
@@ -514,26 +544,16 @@ fn depth(v: &Value) -> usize {
 
 impl Stored {
     fn new(d: DesiredObject) -> Stored {
-        let object = if depth(&d.object) <= MAX_TEXT_DEPTH {
-            StoredValue::Text(d.object.to_string().into_boxed_str())
-        } else {
-            StoredValue::Value(d.object)
-        };
         Stored {
             id: d.id,
-            object,
+            object: StoredValue::new(d.object),
             provenance: d.provenance,
         }
     }
 
     /// The object as it was added.
     fn object(&self) -> Value {
-        match &self.object {
-            // Text written by `Value::to_string` within serde_json's nesting limit reads back
-            // to the same value; `Null` is unreachable.
-            StoredValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-            StoredValue::Value(v) => v.clone(),
-        }
+        self.object.get()
     }
 }
 
