@@ -20,7 +20,7 @@ use common::{commit_files, write};
 use driftwarden::config;
 use driftwarden::model::{Action, ActionResult, DriftKind, Mode};
 use driftwarden::watch::{Role, Status, Watch, WatchOptions};
-use kube_server::{KubeServer, LoggedRequest};
+use kube_server::{Fault, FaultKind, KubeServer, LoggedRequest};
 use serde_json::{Value, json};
 
 /// The longest any wait may take before the test fails as hung.
@@ -884,6 +884,66 @@ async fn tracked_objects_are_unmanaged_until_their_label_goes() {
                 w.status.report("shop").is_some() && !unmanaged()
             })
             .await;
+            w.stop().await;
+        })
+        .await;
+}
+
+/// Every scope's stream starts at once, but at most `concurrency` of them list at a time: the
+/// pages held while listing stay bounded whatever the number of kinds and namespaces. With 14
+/// scopes and every LIST answered after 200 ms, no more than 2 stream LISTs and the first full
+/// cycle's 2 are ever in flight together; every stream still lists and watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_list_at_most_concurrency_at_once() {
+    local()
+        .run_until(async {
+            let env = Env::new().await;
+            // Twelve more namespaces with a ConfigMap each, declared in Git: 14 scopes in all
+            // (Deployments and ConfigMaps in shop, ConfigMaps in each team namespace).
+            let mut files = Vec::new();
+            for i in 0..12 {
+                let ns = format!("team-{i:02}");
+                env.server.apply_as(
+                    "kubectl",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                );
+                let cm = json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "settings", "namespace": ns},
+                    "data": {"LOG_LEVEL": "info"}
+                });
+                env.server.apply_as("driftwarden", cm.clone());
+                files.push((format!("apps/shop/{ns}-settings.json"), yaml_of(&cm)));
+            }
+            let repo = git2::Repository::open(env.path("gitops")).unwrap();
+            let refs: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.as_str()))
+                .collect();
+            commit_files(&repo, &refs, "team namespaces");
+            for prefix in ["/api/v1/namespaces/", "/apis/apps/v1/namespaces/"] {
+                env.server.inject(Fault::new(
+                    "GET",
+                    prefix,
+                    FaultKind::Delay(Duration::from_millis(200)),
+                    usize::MAX,
+                ));
+            }
+            let cfg = env.config("bounded", "").display().to_string();
+            let text = std::fs::read_to_string(&cfg)
+                .unwrap()
+                .replace("backoff_ms: 5}", "backoff_ms: 5, concurrency: 2}");
+            std::fs::write(&cfg, text).unwrap();
+            let w = start(Path::new(&cfg), &env, None).await;
+            synced(&env, &w.status).await;
+            env.server.wait_for_watches("", 14, LIMIT).await;
+            assert_eq!(w.status.target("shop").unwrap().watches, 14);
+            let max = env.server.max_lists_in_flight();
+            assert!(
+                max <= 4,
+                "{max} LISTs in flight at once: at most 2 for the streams and 2 for the cycle"
+            );
             w.stop().await;
         })
         .await;

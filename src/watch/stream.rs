@@ -19,17 +19,24 @@
 //! - **memory**: objects are passed on as JSON without `status` (no diff reads it), except
 //!   Deployments, StatefulSets and DaemonSets, whose status the health gate judges the
 //!   workload's health by before a correction (src/act/health.rs);
+//! - **bounded listing**: a stream lists (at start, and again after a 410) only while it holds
+//!   one of its target's list permits (`live.kubernetes.concurrency` of them), from the
+//!   watcher's `Init` to its `InitDone` or failure, in pages of the target's `page_size`. Every
+//!   stream starts at once, one per kind and namespace; without the permits every stream's
+//!   first page would be in memory at the same time, next to the first full cycle's LISTs
+//!   (1.9 GiB more at 100,000 objects in `cargo bench --bench scale`);
 //! - events go to the target's loop over a channel, tagged with the scope and the generation of
 //!   the desired state that planned them.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -127,6 +134,25 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// How a target's streams list: the permits they share and the page size.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// A stream lists only while it holds one of these.
+    pub permits: Arc<Semaphore>,
+    /// Items per LIST page (`limit`).
+    pub page_size: u32,
+}
+
+impl Listing {
+    /// At most `concurrency` streams listing at once (at least one), `page_size` items a page.
+    pub fn new(concurrency: usize, page_size: u32) -> Listing {
+        Listing {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            page_size: page_size.max(1),
+        }
+    }
+}
+
 /// Runs one scope's watch until the receiver is gone.
 pub async fn run(
     client: kube::Client,
@@ -134,6 +160,7 @@ pub async fn run(
     generation: u64,
     index: usize,
     tx: mpsc::Sender<Tagged>,
+    listing: Listing,
 ) {
     let ar = api_resource(&scope);
     let api: Api<DynamicObject> = match &scope.namespace {
@@ -141,7 +168,7 @@ pub async fn run(
         _ => Api::all_with(client, &ar),
     };
     // Bookmarks are on by default; the server ends each watch after 290 s and it resumes.
-    let mut config = watcher::Config::default();
+    let mut config = watcher::Config::default().page_size(listing.page_size);
     if let Some(sel) = &scope.label_selector {
         config = config.labels(sel);
     }
@@ -161,6 +188,9 @@ pub async fn run(
     'fresh: loop {
         let mut stream = pin!(watcher::watcher(api.clone(), config.clone()));
         let mut failing = false;
+        // Held from `Init` (which kube's watcher yields before requesting the first page) to
+        // `InitDone`; dropped on an error, after which the watcher starts over with `Init`.
+        let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
             let next = if failing {
                 tokio::select! {
@@ -179,9 +209,19 @@ pub async fn run(
             };
             let msg = match next {
                 None => continue 'fresh,
-                Some(Ok(Event::Init)) => Msg::Init,
+                Some(Ok(Event::Init)) => {
+                    if permit.is_none() {
+                        match Arc::clone(&listing.permits).acquire_owned().await {
+                            Ok(p) => permit = Some(p),
+                            // Closed only when the target drops it: the stream is done.
+                            Err(_) => return,
+                        }
+                    }
+                    Msg::Init
+                }
                 Some(Ok(Event::InitApply(o))) => Msg::InitApply(trim(o, &ar)),
                 Some(Ok(Event::InitDone)) => {
+                    permit = None;
                     failing = false;
                     attempt = 0;
                     Msg::InitDone
@@ -207,6 +247,9 @@ pub async fn run(
                     Msg::Delete(trim(o, &ar), Instant::now())
                 }
                 Some(Err(e)) => {
+                    // The backoff is waited without the permit (a scope that keeps failing,
+                    // say a kind that may not be listed, never holds the others back).
+                    permit = None;
                     attempt += 1;
                     failing = true;
                     let relist = expired(&e);

@@ -476,6 +476,13 @@ impl KubeTarget<'_> {
         }
         self.generation += 1;
         let client = self.kube.watch_client();
+        let listing = match &self.t.live {
+            LiveSource::Kubernetes(k) => stream::Listing::new(k.concurrency, k.page_size),
+            _ => {
+                let d = crate::config::KubeSource::default();
+                stream::Listing::new(d.concurrency, d.page_size)
+            }
+        };
         self.scopes = scopes
             .into_iter()
             .map(|scope| ScopeState {
@@ -493,6 +500,7 @@ impl KubeTarget<'_> {
                 self.generation,
                 i,
                 self.tx.clone(),
+                listing.clone(),
             )));
         }
         info!(target = %self.name(), streams = self.streams.len(), "watch: streams started");

@@ -555,6 +555,12 @@ impl KubeServer {
     pub fn clear_requests(&self) {
         self.state().log.clear();
     }
+
+    /// The most LIST requests (GETs of a collection, not watches) that were in flight at once:
+    /// arrived (a `Delay` fault keeps one waiting) and not answered yet.
+    pub fn max_lists_in_flight(&self) -> usize {
+        self.state().max_lists_in_flight
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1162,6 +1168,28 @@ struct State {
     rollout_rules: Vec<rollout::RolloutRule>,
     /// The state itself, for the simulated controllers' delayed writes.
     me: std::sync::Weak<Mutex<State>>,
+    /// LISTs arrived and not answered yet, and the most there ever were at once.
+    lists_in_flight: usize,
+    max_lists_in_flight: usize,
+}
+
+/// Counts a LIST as in flight from its arrival until its answer (or its dropped connection).
+struct ListInFlight(Arc<Mutex<State>>);
+
+impl ListInFlight {
+    fn arrive(shared: &Arc<Mutex<State>>) -> ListInFlight {
+        let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+        st.lists_in_flight += 1;
+        st.max_lists_in_flight = st.max_lists_in_flight.max(st.lists_in_flight);
+        ListInFlight(Arc::clone(shared))
+    }
+}
+
+impl Drop for ListInFlight {
+    fn drop(&mut self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.lists_in_flight -= 1;
+    }
 }
 
 const PF_FLOWSCHEMA: &str = "3cb0b1cd-e1bd-40ff-b565-d27a482ba0b1";
@@ -1184,6 +1212,8 @@ impl State {
             gone: false,
             rollout_rules: Vec::new(),
             me: std::sync::Weak::new(),
+            lists_in_flight: 0,
+            max_lists_in_flight: 0,
         }
     }
 
@@ -2217,6 +2247,8 @@ async fn handle(
             f.kind.clone()
         })
     };
+    // A LIST is in flight until this function returns: its answer is complete then.
+    let _list = logged.is_list().then(|| ListInFlight::arrive(&shared));
     // Logged on arrival (so a request still being delayed shows), its status set on answer.
     let at = logged.at;
     shared
