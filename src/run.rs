@@ -286,13 +286,13 @@ const DESIRED_QUEUE: usize = 256;
 /// apiVersion, kind and namespace of the desired objects, one entry per distinct triple in the
 /// order first seen (the first apiVersion of a kind is the version listed), not one per object.
 #[derive(Default)]
-struct Planned {
+pub(crate) struct Planned {
     seen: std::collections::HashSet<String>,
-    objects: Vec<serde_json::Value>,
+    pub(crate) objects: Vec<serde_json::Value>,
 }
 
 impl Planned {
-    fn note(&mut self, o: &serde_json::Value) {
+    pub(crate) fn note(&mut self, o: &serde_json::Value) {
         let api = k8s::str_at(o, "/apiVersion");
         let kind = k8s::str_at(o, "/kind");
         let namespace = k8s::str_at(o, "/metadata/namespace");
@@ -918,7 +918,7 @@ pub fn diff_stage(
 }
 
 /// A target's diff options: its ignore rules, tracking and strictness.
-fn diff_options(t: &Target, strict: bool) -> DiffOptions {
+pub(crate) fn diff_options(t: &Target, strict: bool) -> DiffOptions {
     let mut dopts = DiffOptions::new(&t.name);
     dopts.ignore = t.ignore.clone();
     dopts.tracking = t.tracking.clone();
@@ -927,7 +927,7 @@ fn diff_options(t: &Target, strict: bool) -> DiffOptions {
     dopts
 }
 
-fn compare_at(t: &Target) -> compare::Where<'_> {
+pub(crate) fn compare_at(t: &Target) -> compare::Where<'_> {
     compare::Where {
         target: &t.name,
         cluster: &t.cluster,
@@ -935,7 +935,7 @@ fn compare_at(t: &Target) -> compare::Where<'_> {
     }
 }
 
-fn duplicate_error(e: CompareError) -> Error {
+pub(crate) fn duplicate_error(e: CompareError) -> Error {
     let CompareError::Duplicate {
         target,
         id,
@@ -952,7 +952,7 @@ fn duplicate_error(e: CompareError) -> Error {
 
 /// The `Missing` drifts of unread scopes dropped (their absence was never observed), with a
 /// report error saying so.
-fn settle_unread(
+pub(crate) fn settle_unread(
     t: &Target,
     mut outcome: crate::diff::DiffOutcome,
     unread: &[live::kube::UnreadScope],

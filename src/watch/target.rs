@@ -41,6 +41,7 @@ use super::stream::{self, Msg, Tagged};
 use super::window::Window;
 use super::{Leadership, Status, WatchOptions};
 use crate::act::{self, guardrails, health};
+use crate::compare::Compare;
 use crate::config::{Config, DesiredLocation, LiveSource, Target};
 use crate::desired::{self, DesiredSet, RawObject};
 use crate::errors::error_chain;
@@ -729,7 +730,7 @@ impl KubeTarget<'_> {
             .decide_and_act(
                 &mut compared.drifts,
                 partial,
-                (&subset, &live),
+                &run::live_by_key(&self.t.cluster, &self.t.namespace, &subset, &live),
                 &desired_raw,
                 Some(&only),
                 related,
@@ -754,15 +755,15 @@ impl KubeTarget<'_> {
     }
 
     /// The classify, decide and act stages over some drifts; a replica that does not lead
-    /// decides only. Returns the errors the actuators reported. `view`: the desired and live
-    /// objects the drifts come from (the audit log's digests of masked values). `pass`: which
+    /// decides only. Returns the errors the actuators reported. `live`: the raw live objects of
+    /// the drifts by resource key (the audit log's digests of masked values). `pass`: which
     /// kind of pass this is, for the notifications.
     #[allow(clippy::too_many_arguments)]
     async fn decide_and_act(
         &mut self,
         drifts: &mut [Drift],
         partial: bool,
-        view: (&DesiredSet, &[RawObject]),
+        live: &HashMap<String, Value>,
         desired_raw: &act::DesiredObjects,
         only: Option<&HashSet<String>>,
         related: policy::Related,
@@ -805,10 +806,7 @@ impl KubeTarget<'_> {
             return Vec::new();
         }
         self.sh.prs.begin_pass();
-        self.sh.audit.note_live(
-            drifts,
-            &run::live_by_key(&self.t.cluster, &self.t.namespace, view.0, view.1),
-        );
+        self.sh.audit.note_live(drifts, live);
         let handoff = health::Handoff::default();
         let mut actx = run::act_context(
             self.t,
@@ -1076,15 +1074,29 @@ impl KubeTarget<'_> {
             });
             return;
         };
-        let values: Vec<Value> = desired.objects.iter().map(|o| o.value.clone()).collect();
+        // The cluster is read and compared as it arrives, LIST page by LIST page, as
+        // `reconcile` does: what is kept is what drifted, not the cluster.
+        let mut planned = run::Planned::default();
+        for o in &desired.objects {
+            planned.note(&o.value);
+        }
         let req = live_kube::ReadRequest {
-            desired: &values,
+            desired: &planned.objects,
             default_namespace: &self.t.namespace,
             tracking: self.t.tracking.as_ref(),
             unmanaged_namespaces: &self.t.unmanaged_namespaces,
         };
-        let read = live_kube::read_with(&self.kube, &req).await;
-        drop(values);
+        let dopts = run::diff_options(self.t, self.strict());
+        let mut c = Compare::start(
+            run::compare_at(self.t),
+            desired.source.clone(),
+            desired.commit.clone(),
+            &dopts,
+        );
+        for o in &desired.objects {
+            c.desired(o.clone());
+        }
+        let read = live_kube::read_with_each(&self.kube, &req, &mut |o| c.live(o)).await;
         let read = match read {
             Ok(r) => r,
             Err(e) => {
@@ -1119,36 +1131,30 @@ impl KubeTarget<'_> {
             });
         }
         let partial = !errors.is_empty();
-        let mut compared =
-            match run::diff_stage(self.t, &desired, &read.objects, &read.unread, self.strict()) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(target = %self.name(), error = %error_chain(&e), "watch: diff failed");
-                    self.errors = vec![SourceError {
-                        target: self.t.name.clone(),
-                        side: "desired".into(),
-                        message: error_chain(&e),
-                    }];
-                    self.desired = Some(desired);
-                    self.publish(Vec::new());
-                    return;
-                }
-            };
+        let finished = match c.finish() {
+            Ok(f) => f,
+            Err(e) => {
+                let e = run::duplicate_error(e);
+                warn!(target = %self.name(), error = %error_chain(&e), "watch: diff failed");
+                self.errors = vec![SourceError {
+                    target: self.t.name.clone(),
+                    side: "desired".into(),
+                    message: error_chain(&e),
+                }];
+                self.desired = Some(desired);
+                self.publish(Vec::new());
+                return;
+            }
+        };
+        let mut compared = run::settle_unread(self.t, finished.outcome, &read.unread);
         errors.append(&mut compared.errors);
         self.checked = compared.checked;
         self.ignored = compared.ignored.clone();
-        let related = policy::Related::from_objects(
-            desired
-                .objects
-                .iter()
-                .map(|o| &o.value)
-                .chain(read.objects.iter().map(|o| &o.value)),
-        );
-        let desired_raw = run::desired_objects(self.t, &desired, &read.objects);
+        let desired_raw = act::DesiredObjects(finished.desired);
         info!(
             target = %self.name(),
-            desired = desired.objects.len(),
-            live = read.objects.len(),
+            desired = finished.desired_count,
+            live = finished.live_count,
             drifted = compared.drifts.len(),
             "watch: full cycle compared"
         );
@@ -1156,10 +1162,10 @@ impl KubeTarget<'_> {
             .decide_and_act(
                 &mut compared.drifts,
                 partial,
-                (&desired, &read.objects),
+                &finished.live,
                 &desired_raw,
                 None,
-                related,
+                finished.related,
                 crate::notify::PASS_CYCLE,
             )
             .await;
