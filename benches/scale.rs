@@ -100,10 +100,6 @@ struct Row {
     rss_kib: u64,
 }
 
-fn policies() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
 /// `driftwarden diff -o json` with the default policy library.
 fn diff() -> Command {
     let mut cmd = scale::measured_command(scale::binary());
@@ -147,19 +143,6 @@ fn check(cluster: &Cluster, report: &Path) {
     if let Err(e) = cluster.check_report(&v) {
         panic!("{e}");
     }
-}
-
-fn kube_config(dir: &Path, desired: &Path, kubeconfig: &Path, page_size: usize) -> PathBuf {
-    let path = dir.join("driftwarden.yaml");
-    let text = format!(
-        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: {page_size}}}\n",
-        policies = policies().display(),
-        state = dir.join("state").display(),
-        desired = desired.display(),
-        kc = kubeconfig.display(),
-    );
-    std::fs::write(&path, text).expect("write config");
-    path
 }
 
 fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
@@ -231,7 +214,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
             || {
                 let mut cmd = diff();
                 cmd.arg("--policies")
-                    .arg(policies())
+                    .arg(scale::policies())
                     .arg("--desired")
                     .arg(&desired)
                     .arg("--live")
@@ -250,7 +233,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
             || {
                 let mut cmd = diff();
                 cmd.arg("--policies")
-                    .arg(policies())
+                    .arg(scale::policies())
                     .arg("--desired")
                     .arg(&unrelated)
                     .arg("--live")
@@ -268,7 +251,7 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
             || {
                 let mut cmd = diff();
                 cmd.arg("--policies")
-                    .arg(policies())
+                    .arg(scale::policies())
                     .arg("--desired")
                     .arg(&desired)
                     .arg("--live")
@@ -280,18 +263,23 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
         row("the same, desired files only (every object Missing)", m);
     }
     if on("kube") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = rt.block_on(kube_server::KubeServer::start());
-        cluster.for_each_live(|obj| server.seed(obj));
-        let kubeconfig = server.write_kubeconfig(dir.path());
+        let scale::Served {
+            runtime: rt,
+            server,
+            kubeconfig,
+        } = cluster.serve(dir.path());
         // Every kind and namespace holds about n / (5 × namespaces) objects: LISTed in two
         // pages or more, at most 500 to a page (the default).
         let page_size = (n / (5 * cluster.namespaces) / 2).clamp(1, 500);
-        let config = kube_config(dir.path(), &desired, &kubeconfig, page_size);
+        let config = scale::write_kube_config(
+            dir.path(),
+            "driftwarden.yaml",
+            &desired,
+            &kubeconfig,
+            page_size,
+            None,
+            "",
+        );
         let m = measure(
             runs,
             &report,
@@ -353,19 +341,26 @@ fn size(n: usize, skip: &[String], rows: &mut Vec<Row>) {
 /// the whole process (`wait4`'s `ru_maxrss`, KiB).
 fn watch_run(cluster: &Cluster, desired: &Path, page_size: usize, dir: &Path) -> (Duration, u64) {
     std::fs::create_dir_all(dir).expect("watch run dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = rt.block_on(kube_server::KubeServer::start());
-    cluster.for_each_live(|obj| server.seed(obj));
-    let kubeconfig = server.write_kubeconfig(dir);
+    let scale::Served {
+        runtime: rt,
+        server,
+        kubeconfig,
+    } = cluster.serve(dir);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port");
-    let config = watch_config(dir, desired, &kubeconfig, page_size, port);
+    // The Kubernetes target in observe mode (it reports, writes nothing), the endpoints on
+    // `127.0.0.1:port`.
+    let config = scale::write_kube_config(
+        dir,
+        "driftwarden-watch.yaml",
+        desired,
+        &kubeconfig,
+        page_size,
+        Some("observe"),
+        &format!("watch:\n  listen: 127.0.0.1:{port}\n"),
+    );
     let log = dir.join("watch.log");
     let mut cmd = scale::measured_command(scale::binary());
     cmd.arg("watch")
@@ -517,27 +512,6 @@ fn watch_run(cluster: &Cluster, desired: &Path, page_size: usize, dir: &Path) ->
     drop(server);
     rt.shutdown_background();
     (ready, max_rss_kib)
-}
-
-/// The `watch` config: the Kubernetes target in observe mode (it reports, writes nothing), the
-/// endpoints on `127.0.0.1:port`.
-fn watch_config(
-    dir: &Path,
-    desired: &Path,
-    kubeconfig: &Path,
-    page_size: usize,
-    port: u16,
-) -> PathBuf {
-    let path = dir.join("driftwarden-watch.yaml");
-    let text = format!(
-        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    mode: observe\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: {page_size}}}\nwatch:\n  listen: 127.0.0.1:{port}\n",
-        policies = policies().display(),
-        state = dir.join("state").display(),
-        desired = desired.display(),
-        kc = kubeconfig.display(),
-    );
-    std::fs::write(&path, text).expect("write watch config");
-    path
 }
 
 /// `GET path` on the watch's loopback listener: the status code and the body.

@@ -27,7 +27,7 @@ mod kube_server;
 #[path = "support/scale.rs"]
 mod scale;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use scale::Cluster;
@@ -50,10 +50,6 @@ const SNAPSHOT_CEILING_MIB: u64 = 160;
 /// was compared only once complete (1f4ffab: up to 8 LISTs of 2,000 objects as values). A fifth
 /// of headroom; the earlier states fail.
 const LIST_CEILING_MIB: u64 = 256;
-
-fn policies() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
 
 /// Runs `driftwarden` with `args` (stdout to `report`), returns its peak RSS in MiB after
 /// checking that it found the drift and that the report holds exactly the planted drifts.
@@ -92,7 +88,7 @@ fn a_live_snapshot_of_20000_objects_is_diffed_under_the_memory_ceiling() {
         &cluster,
         &[
             "--policies".as_ref(),
-            policies().as_os_str(),
+            scale::policies().as_os_str(),
             "--desired".as_ref(),
             desired.as_os_str(),
             "--live".as_ref(),
@@ -115,26 +111,20 @@ fn a_paged_list_of_20000_objects_is_diffed_under_the_memory_ceiling() {
         namespaces: 2,
     };
     cluster.write_desired(&desired).expect("write desired");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = rt.block_on(kube_server::KubeServer::start());
-    cluster.for_each_live(|obj| server.seed(obj));
-    let kubeconfig = server.write_kubeconfig(dir.path());
-    let config = dir.path().join("driftwarden.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: 500}}\n",
-            policies = policies().display(),
-            state = dir.path().join("state").display(),
-            desired = desired.display(),
-            kc = kubeconfig.display(),
-        ),
-    )
-    .expect("write config");
+    let scale::Served {
+        runtime: rt,
+        server,
+        kubeconfig,
+    } = cluster.serve(dir.path());
+    let config = scale::write_kube_config(
+        dir.path(),
+        "driftwarden.yaml",
+        &desired,
+        &kubeconfig,
+        500,
+        None,
+        "",
+    );
     let rss = run_checked(
         &cluster,
         &["--config".as_ref(), config.as_os_str()],

@@ -882,3 +882,59 @@ impl Drop for Running {
         }
     }
 }
+
+/// The policy library the measures classify with.
+pub fn policies() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A cluster's live objects served by the test API server (tests/support/kube_server.rs, a
+/// module of the crate that includes this one) on its own runtime, and a kubeconfig for it.
+pub struct Served {
+    pub runtime: tokio::runtime::Runtime,
+    pub server: crate::kube_server::KubeServer,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// Starts the test API server holding every live object; the kubeconfig goes into `dir`.
+    pub fn serve(&self, dir: &std::path::Path) -> Served {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime.block_on(crate::kube_server::KubeServer::start());
+        self.for_each_live(|obj| server.seed(obj));
+        let kubeconfig = server.write_kubeconfig(dir);
+        Served {
+            runtime,
+            server,
+            kubeconfig,
+        }
+    }
+}
+
+/// Writes `dir/NAME` with a config of one Kubernetes target `scale` over `desired`, LISTing in
+/// pages of `page_size`; `extra` is appended (a `watch:` section, a target `mode`).
+pub fn write_kube_config(
+    dir: &std::path::Path,
+    name: &str,
+    desired: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    page_size: usize,
+    mode: Option<&str>,
+    extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mode = mode.map(|m| format!("    mode: {m}\n")).unwrap_or_default();
+    let text = format!(
+        "version: 1\npolicies:\n  dirs: [{policies}]\nstate_dir: {state}\ntargets:\n  - name: scale\n{mode}    cluster: scale\n    desired: {{dir: {desired}}}\n    live:\n      kubernetes: {{kubeconfig: {kc}, page_size: {page_size}}}\n{extra}",
+        policies = policies().display(),
+        state = dir.join("state").display(),
+        desired = desired.display(),
+        kc = kubeconfig.display(),
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
